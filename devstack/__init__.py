@@ -1,0 +1,1 @@
+"""Local stack: embedded DynamoDB, WebSocket gateway emulator, the stream app (never deployed)."""

@@ -1,0 +1,1 @@
+"""Channels: who is subscribed where (store) and delivering to them (publisher)."""

@@ -1,0 +1,132 @@
+"""ConnectionStore: channel membership in the single DynamoDB table, read by Query only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..tablekeys import (
+    CHANNEL,
+    CONN,
+    META,
+    chunked,
+    conn_key,
+    membership_items,
+    now_epoch,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+class ConnectionStore:
+    """Membership rows: `CHANNEL#<ch>/CONN#<cid>` for fan-out, `CONN#<cid>/CHANNEL#<ch>` for cleanup.
+
+    Every row carries `expiresAt` (TTL): `$disconnect` is best effort, so rows of a
+    connection that vanished expire with the connection's 2 h maximum lifetime.
+    """
+
+    def __init__(self, client: DynamoDBClient, table: str, ttl_seconds: int = 7200) -> None:
+        self._db = client
+        self._table = table
+        self._ttl = ttl_seconds
+
+    def open(self, connection_id: str, app_id: str, channels: Iterable[str]) -> None:
+        """Record a new connection of `app_id` and join it to `channels`."""
+        expires = now_epoch() + self._ttl
+        meta = {
+            "pk": {"S": CONN + connection_id},
+            "sk": {"S": META},
+            "app": {"S": app_id},
+            "connectedAt": {"N": str(int(time.time()))},
+            "expiresAt": {"N": str(expires)},
+        }
+        items = [meta, *membership_items(connection_id, channels, expires)]
+        self._write(items)
+
+    def app_of(self, connection_id: str) -> str | None:
+        """The app a live connection belongs to, or None if it is unknown."""
+        got = self._db.get_item(
+            TableName=self._table, Key=conn_key(connection_id), ConsistentRead=True
+        )
+        item = got.get("Item")
+        if not item or int(item["expiresAt"]["N"]) < now_epoch():
+            return None
+        return item["app"]["S"]
+
+    def add(self, connection_id: str, channels: Iterable[str]) -> None:
+        """Join an existing connection to more channels (expiring with the connection)."""
+        expires = now_epoch() + self._ttl
+        got = self._db.get_item(TableName=self._table, Key=conn_key(connection_id))
+        if "Item" in got:
+            expires = int(got["Item"]["expiresAt"]["N"])
+        self._write(membership_items(connection_id, channels, expires))
+
+    def remove(self, connection_id: str, channel: str) -> None:
+        """Leave one channel."""
+        self._delete(
+            [
+                {"pk": {"S": CHANNEL + channel}, "sk": {"S": CONN + connection_id}},
+                {"pk": {"S": CONN + connection_id}, "sk": {"S": CHANNEL + channel}},
+            ]
+        )
+
+    def channels_of(self, connection_id: str) -> set[str]:
+        """Channels a connection is in (its private `tab|<id>` channel included)."""
+        return {
+            item["sk"]["S"][len(CHANNEL) :] for item in self._query(CONN + connection_id, CHANNEL)
+        }
+
+    def close(self, connection_id: str) -> None:
+        """Remove every row of a connection (on `$disconnect` or a 410 from a post)."""
+        keys: list[dict[str, Any]] = []
+        for item in self._query(CONN + connection_id, ""):
+            keys.append({"pk": item["pk"], "sk": item["sk"]})
+            sk = item["sk"]["S"]
+            if sk.startswith(CHANNEL):
+                keys.append({"pk": {"S": sk}, "sk": {"S": CONN + connection_id}})
+        self._delete(keys)
+
+    def members(self, channel: str) -> list[str]:
+        """Connection ids subscribed to `channel` (one Query, paginated, expired rows skipped)."""
+        return [item["sk"]["S"][len(CONN) :] for item in self._query(CHANNEL + channel, CONN)]
+
+    def _query(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": "expiresAt > :now",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": pk},
+                ":prefix": {"S": sk_prefix},
+                ":now": {"N": str(now_epoch())},
+            },
+            "ProjectionExpression": "pk, sk",
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            yield from page.get("Items", [])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    def _write(self, items: list[dict[str, Any]]) -> None:
+        for batch in chunked(items, 25):
+            self._batch({"PutRequest": {"Item": item}} for item in batch)
+
+    def _delete(self, keys: list[dict[str, Any]]) -> None:
+        for batch in chunked(keys, 25):
+            self._batch({"DeleteRequest": {"Key": key}} for key in batch)
+
+    def _batch(self, requests: Iterable[dict[str, Any]]) -> None:
+        pending: list[Any] = list(requests)
+        for _ in range(8):
+            if not pending:
+                return
+            out = self._db.batch_write_item(RequestItems={self._table: pending})
+            pending = list(out.get("UnprocessedItems", {}).get(self._table, []))
+            if pending:
+                time.sleep(0.05)
+        raise RuntimeError(f"DynamoDB left {len(pending)} writes unprocessed")

@@ -1,0 +1,132 @@
+"""Settings: every environment variable the proxy reads, in one typed object."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppConfig(BaseModel):
+    """One calling application: the SHA-256 of its key (never the key) and its token secret."""
+
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", alias="keySha256")
+    token_secret: SecretStr = Field(min_length=16, alias="tokenSecret")
+
+    model_config = {"populate_by_name": True}
+
+
+class CompatEndpoint(BaseModel):
+    """A named OpenAI-compatible endpoint (Ollama, vLLM, Groq, Mistral, OpenRouter, ...)."""
+
+    base_url: str = Field(alias="baseUrl")
+    api_key: SecretStr | None = Field(default=None, alias="apiKey")
+
+    model_config = {"populate_by_name": True}
+
+
+class Settings(BaseSettings):
+    """Environment variable names match template.yaml and devstack exactly."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # AWS wiring
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    table_name: str = "streaming-proxy"
+    dynamodb_endpoint_url: str | None = None
+    ws_management_endpoint: str | None = None
+    self_function_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SELF_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_NAME"),
+    )
+    detach_mode: Literal["task", "lambda"] = "task"
+
+    # Apps and secrets
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
+    apps_secret_arn: str | None = None
+    provider_keys_secret_arn: str | None = None
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    # Providers (base URLs and server-held keys come from here only, never from a request)
+    default_provider: str = "openai"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com/v1"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_version: str = "2023-06-01"
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    gemini_api_key: SecretStr | None = None
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_version: str = "2024-10-21"
+    bedrock_region: str | None = None
+    bedrock_endpoint_url: str | None = None
+    compat_endpoints: dict[str, CompatEndpoint] = Field(default_factory=dict)
+    connect_timeout_seconds: float = 10.0
+
+    # Streaming behaviour
+    max_body_bytes: int = 1_048_576
+    flush_interval_ms: int = Field(default=40, ge=0, le=1000)
+    idle_timeout_seconds: float = 60.0
+    total_timeout_seconds: float = 840.0
+    keepalive_seconds: float = 10.0
+    ack_wait_seconds: float = 5.0
+    member_refresh_seconds: float = 1.0
+    cancel_poll_seconds: float = 0.5
+    snapshot_interval_seconds: float = 1.0
+    drain_timeout_seconds: float = 10.0
+    post_concurrency: int = 32
+    post_max_retries: int = 5
+
+    # Lifetimes
+    connection_ttl_seconds: int = 7200
+    stream_ttl_seconds: int = 86_400
+    token_default_ttl_seconds: int = 3600
+    token_max_ttl_seconds: int = 86_400
+
+    log_level: str = "INFO"
+
+
+def _secret_json(arn: str, region: str) -> dict[str, Any]:
+    import boto3  # local import: only deployments with secret ARNs pay for it
+
+    client = boto3.client("secretsmanager", region_name=region)
+    value = client.get_secret_value(SecretId=arn)["SecretString"]
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError(f"secret {arn} must hold a JSON object")
+    return data
+
+
+def load_settings() -> Settings:
+    """Read the environment, then overlay the JSON of any configured Secrets Manager secrets.
+
+    APPS_SECRET_ARN holds `{"<appId>": {"keySha256": ..., "tokenSecret": ...}}`;
+    PROVIDER_KEYS_SECRET_ARN holds `{"OPENAI_API_KEY": ..., "ANTHROPIC_API_KEY": ...}`.
+    """
+    settings = Settings()
+    updates: dict[str, Any] = {}
+    if settings.apps_secret_arn:
+        apps = _secret_json(settings.apps_secret_arn, settings.aws_region)
+        updates["apps"] = {
+            **settings.apps,
+            **{k: AppConfig.model_validate(v) for k, v in apps.items()},
+        }
+    if settings.provider_keys_secret_arn:
+        keys = _secret_json(settings.provider_keys_secret_arn, settings.aws_region)
+        for name, value in keys.items():
+            field = name.lower()
+            if field in Settings.model_fields and field.endswith("_api_key"):
+                updates[field] = SecretStr(str(value))
+    return settings.model_copy(update=updates) if updates else settings
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,59 @@
+"""ProviderRegistry: a provider name from a request -> a configured adapter."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..config import Settings
+from ..errors import UnknownProvider
+from .base import Provider
+
+BUILT_IN = ("openai", "anthropic", "gemini", "bedrock", "azure", "mock")
+
+
+class ProviderRegistry:
+    """Builds adapters from settings only: base URLs and server keys never come from requests."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._http = http
+
+    def names(self) -> list[str]:
+        return [*BUILT_IN, *sorted(self._settings.compat_endpoints)]
+
+    def resolve(self, name: str) -> Provider:
+        """The adapter for `name`, or UnknownProvider (422) listing the ones that exist."""
+        s, http = self._settings, self._http
+        # Imports are local so a cold start loads only the adapter it uses.
+        if name == "mock":
+            from .mock import MockProvider
+
+            return MockProvider()
+        if name == "openai":
+            from .openai import OpenAIProvider
+
+            return OpenAIProvider("openai", http, s.openai_base_url, s.openai_api_key)
+        if name == "azure":
+            from .azure import AzureOpenAIProvider
+
+            return AzureOpenAIProvider(http, s)
+        if name == "anthropic":
+            from .anthropic import AnthropicProvider
+
+            return AnthropicProvider(http, s)
+        if name == "gemini":
+            from .gemini import GeminiProvider
+
+            return GeminiProvider(http, s)
+        if name == "bedrock":
+            from .bedrock import BedrockProvider
+
+            return BedrockProvider(s)
+        if name in s.compat_endpoints:
+            from .openai import OpenAIProvider
+
+            endpoint = s.compat_endpoints[name]
+            return OpenAIProvider(
+                name, http, endpoint.base_url, endpoint.api_key, key_optional=True
+            )
+        raise UnknownProvider(f"unknown provider '{name}'", details={"known": self.names()})
