@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class AppConfig(BaseModel):
@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     apps: dict[str, AppConfig] = Field(default_factory=dict)
     apps_secret_arn: str | None = None
     provider_keys_secret_arn: str | None = None
-    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    # Comma-separated in the environment (ALLOWED_ORIGINS="https://a.example,https://b.example").
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    demo_enabled: bool = False
 
     # Providers (base URLs and server-held keys come from here only, never from a request)
     default_provider: str = "openai"
@@ -90,6 +92,13 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = 86_400
 
     log_level: str = "INFO"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()] or ["*"]
+        return value
 
 
 def _secret_json(arn: str, region: str) -> dict[str, Any]:

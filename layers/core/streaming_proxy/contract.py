@@ -22,7 +22,7 @@ class Message(BaseModel):
 
 
 class Tool(BaseModel):
-    """An OpenAI function tool: `{"type": "function", "function": {name, description, parameters}}`."""
+    """An OpenAI function tool: `{"type": "function", "function": {name, parameters, ...}}`."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class ConnectionStore:
-    """Membership rows: `CHANNEL#<ch>/CONN#<cid>` for fan-out, `CONN#<cid>/CHANNEL#<ch>` for cleanup.
+    """Membership rows: `CHANNEL#<ch>/CONN#<cid>` (fan-out), `CONN#<cid>/CHANNEL#<ch>` (cleanup).
 
     Every row carries `expiresAt` (TTL): `$disconnect` is best effort, so rows of a
     connection that vanished expire with the connection's 2 h maximum lifetime.
