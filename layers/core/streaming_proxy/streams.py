@@ -178,7 +178,7 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
         app_id=item["app"]["S"],
         action_name=item["actionName"]["S"],
         channels=json.loads(item["channels"]["S"]),
-        status=item["status"]["S"],  # type: ignore[arg-type]
+        status=item["status"]["S"],
         cancel_requested=item.get("cancelRequested", {}).get("BOOL", False),
         text=item.get("text", {}).get("S", ""),
         last_seq=int(item.get("lastSeq", {}).get("N", "-1")),

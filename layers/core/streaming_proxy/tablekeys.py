@@ -11,6 +11,7 @@ CONN = "CONN#"
 STREAM = "STREAM#"
 META = "META"
 SNAP = "SNAP#"
+TOOL = "TOOL#"
 
 T = TypeVar("T")
 
@@ -25,6 +26,10 @@ def conn_key(connection_id: str) -> dict[str, Any]:
 
 def stream_key(stream_id: str) -> dict[str, Any]:
     return {"pk": {"S": STREAM + stream_id}, "sk": {"S": META}}
+
+
+def tool_key(tool_call_id: str) -> dict[str, Any]:
+    return {"pk": {"S": TOOL + tool_call_id}, "sk": {"S": META}}
 
 
 def private_channel(connection_id: str) -> str:

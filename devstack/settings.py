@@ -1,0 +1,49 @@
+"""DevSettings: the local stack's embedded defaults (all overridable with DEV_* variables)."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streaming_proxy.auth import key_digest
+
+
+class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEV_", case_sensitive=False, extra="ignore")
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    ws_port: int = 8081
+    dynamodb_port: int = 8082
+    app_id: str = "dev"
+    api_key: str = "dev-key"
+    token_secret: str = "dev-token-secret-not-for-production"
+    table_name: str = "streaming-proxy-dev"
+    stage: str = "dev"
+    idle_timeout_seconds: float = 600.0
+    max_age_seconds: float = 7200.0
+    log_level: str = "WARNING"
+
+    def apps_json(self) -> str:
+        """The APPS value for the dev app: only the key's digest, never the key."""
+        return json.dumps(
+            {self.app_id: {"keySha256": key_digest(self.api_key), "tokenSecret": self.token_secret}}
+        )
+
+    def product_env(self) -> dict[str, str]:
+        """Environment for the product code (streaming_proxy.config.Settings) in the stack."""
+        return {
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "TABLE_NAME": self.table_name,
+            "DYNAMODB_ENDPOINT_URL": f"http://{self.host}:{self.dynamodb_port}",
+            "WS_MANAGEMENT_ENDPOINT": f"http://{self.host}:{self.ws_port}/{self.stage}",
+            "APPS": self.apps_json(),
+            "DETACH_MODE": "task",
+            "DEMO_ENABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "LOG_LEVEL": self.log_level,
+        }

@@ -1,0 +1,135 @@
+"""LocalStack: embedded DynamoDB, the WebSocket gateway emulator and the stream app, one process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import uvicorn
+from moto.server import ThreadedMotoServer
+
+from .settings import DevSettings
+from .template import create_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_function_module(name: str) -> ModuleType:
+    """Import `functions/<name>/app.py` (the functions are deployed folders, not packages)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_function_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class LocalStack:
+    """Starts the three local services; `run()` serves until Ctrl-C / SIGTERM."""
+
+    def __init__(self, dev: DevSettings) -> None:
+        self.dev = dev
+        self._moto: ThreadedMotoServer | None = None
+        self._servers: list[uvicorn.Server] = []
+
+    def start_dynamodb(self) -> None:
+        self._moto = ThreadedMotoServer(ip_address=self.dev.host, port=self.dev.dynamodb_port)
+        self._moto.start()
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=f"http://{self.dev.host}:{self.dev.dynamodb_port}",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        create_table(client, self.dev.table_name)
+
+    def configure_environment(self) -> None:
+        # Real AWS credentials in the caller's shell must never reach the local stack.
+        os.environ.update(self.dev.product_env())
+
+    def _server(self, app: Any, port: int) -> uvicorn.Server:
+        config = uvicorn.Config(
+            app,
+            host=self.dev.host,
+            port=port,
+            ws="websockets",
+            log_level=self.dev.log_level.lower(),
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._servers.append(server)
+        return server
+
+    async def run(self) -> None:
+        self.start_dynamodb()
+        self.configure_environment()
+        from streaming_proxy.api.app import create_app
+
+        from .gateway import GatewayEmulator
+
+        connections = load_function_module("connections")
+        gateway = GatewayEmulator(
+            connections.handler,
+            stage=self.dev.stage,
+            idle_timeout_seconds=self.dev.idle_timeout_seconds,
+            max_age_seconds=self.dev.max_age_seconds,
+        )
+        servers = [
+            self._server(gateway.app, self.dev.ws_port),
+            self._server(create_app(), self.dev.http_port),
+        ]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.05)
+        if all(server.started for server in servers):
+            print(banner(self.dev), flush=True)
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        await gateway.close_all()
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._moto is not None:
+            self._moto.stop()
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        if failed or not all(server.started for server in servers):
+            raise SystemExit("the local stack could not start (is a port in use?)")
+
+
+def banner(dev: DevSettings) -> str:
+    http = f"http://{dev.host}:{dev.http_port}"
+    ws = f"ws://{dev.host}:{dev.ws_port}"
+    return f"""
+streaming-proxy local stack is ready
+  HTTP API + demo  {http}/          (health: {http}/health)
+  WebSocket        {ws}/?token=<subscribe token>
+  Management API   http://{dev.host}:{dev.ws_port}/{dev.stage}/@connections/<id>
+  DynamoDB (moto)  http://{dev.host}:{dev.dynamodb_port}   table {dev.table_name}
+  App key          {dev.api_key}   (app id '{dev.app_id}')
+
+Mint a subscribe token:
+  curl -s -X POST {http}/channels/token -H 'x-api-key: {dev.api_key}' \\
+       -H 'content-type: application/json' -d '{{"channels": ["demo"]}}'
+  or: .venv/bin/streamproxy token --channel demo
+Stream with the built-in mock provider:
+  curl -s -X POST {http}/llm/query -H 'x-api-key: {dev.api_key}' -H 'accept: text/event-stream' \\
+       -H 'content-type: application/json' -d '{{"channels": ["demo"], "actionName": "onLlm",
+       "payload": {{"provider": "mock",
+                    "messages": [{{"role": "user", "content": "Hello there"}}]}}}}'
+Ctrl-C stops everything.
+"""

@@ -1,0 +1,69 @@
+"""create_app: the stream function's ASGI app, the same under uvicorn and in Lambda."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..config import Settings, get_settings
+from ..errors import ProxyError
+from ..observability import get_logger
+from ..service import StreamService
+from . import klai, lambda_events, tokens
+from .answers import error_response
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(ProxyError(exc.detail, status=exc.status_code))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    get_logger().exception("unhandled error", extra={"path": request.url.path})
+    return error_response(ProxyError("internal error"))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/channels/token", tokens.channel_token, methods=["POST"]),
+        Route("/stream/create", klai.chat, methods=["POST"]),
+        Route("/stream/create/assistants", klai.assistants, methods=["POST"]),
+        Route("/stream/create/assistants/stop", klai.assistants, methods=["POST"]),
+        Route("/llm/query", klai.llm_query, methods=["POST"]),
+        Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
+        Route("/events", lambda_events.pass_through, methods=["POST"]),
+    ]
+
+
+def create_app(
+    settings: Settings | None = None,
+    service_factory: Callable[[Settings], StreamService] = StreamService,
+) -> Starlette:
+    """The app; its lifespan creates the StreamService (clients, thread pool) once."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = service_factory(settings or get_settings())
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )

@@ -1,0 +1,150 @@
+"""The Klai endpoints: Chat (`/stream/create`), LLM Query (`/llm/query`) and stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..contract import StopRequest, StreamRequest
+from ..errors import NotSupported, ProxyError
+from ..jobs import StreamJob, StreamKind
+from ..relay import StreamOutcome
+from ..service import StreamService, start_error_as_proxy_error
+from ..streams import new_stream_id
+from .answers import authenticate, error_response, parse, read_json, service_of
+from .sse import SSE_HEADERS, SseSink
+
+SETUP_COMPLETE = "Streaming setup complete"
+
+
+async def chat(request: Request) -> Response:
+    return await _stream_endpoint(request, "chat")
+
+
+async def llm_query(request: Request) -> Response:
+    return await _stream_endpoint(request, "llm")
+
+
+async def llm_query_stop(request: Request) -> Response:
+    service = service_of(request)
+    try:
+        data = await read_json(request, service.settings.max_body_bytes)
+        app = authenticate(request, data)
+        body = parse(StopRequest, data)
+        result = await service.stop(body.stream_id, app.app_id)
+    except ProxyError as e:
+        return error_response(e)
+    answer: dict[str, Any] = {
+        "success": result.status == "stopped",
+        "status": result.status,
+        "streamId": result.stream_id,
+    }
+    if result.stream_status is not None:
+        answer["streamStatus"] = result.stream_status
+    return JSONResponse(answer, status_code=200 if result.status == "stopped" else 404)
+
+
+async def assistants(request: Request) -> Response:
+    return error_response(
+        NotSupported(
+            "the Assistants endpoints are not offered by this deployment: use /llm/query "
+            "(OpenAI retired the Assistants API)"
+        )
+    )
+
+
+async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
+    service = service_of(request)
+    action_name: str | None = None
+    try:
+        data = await read_json(request, service.settings.max_body_bytes)
+        action_name = data.get("actionName") if isinstance(data.get("actionName"), str) else None
+        app = authenticate(request, data)
+        body = parse(StreamRequest, data)
+        job = _job(service, body, app.app_id, kind)
+        service.check(job)
+        if not body.payload.stream:
+            return await _complete(service, job)
+        await service.register(job)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await _sse(service, job)
+        failure = await service.detach(job)
+        if failure is not None:
+            raise start_error_as_proxy_error(failure)
+    except ProxyError as e:
+        return error_response(e, action_name)
+    return JSONResponse(_ack(kind, job.stream_id))
+
+
+def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamKind) -> StreamJob:
+    flush = body.options.flush_interval_ms
+    return StreamJob(
+        stream_id=new_stream_id(),
+        app_id=app_id,
+        kind=kind,
+        action_name=body.action_name or "",
+        # stream:false answers the caller only; nothing is published.
+        channels=body.channels if body.payload.stream else [],
+        payload=body.payload,
+        flush_interval_ms=service.settings.flush_interval_ms if flush is None else flush,
+    )
+
+
+async def _sse(service: StreamService, job: StreamJob) -> Response:
+    sink = SseSink()
+    relay = service.relay(job, [sink])
+    task = service.start(relay)
+    keepalive = service.settings.keepalive_seconds
+    try:
+        # Headers wait for the first upstream byte (bounded), so an immediate upstream
+        # failure is still answered with its real HTTP status.
+        error = await asyncio.wait_for(asyncio.shield(relay.started), keepalive)
+    except TimeoutError:
+        error = None
+    if error is not None:
+        return error_response(error, job.action_name)
+    return StreamingResponse(
+        sink.frames(keepalive, task),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Stream-Id": job.stream_id},
+    )
+
+
+async def _complete(service: StreamService, job: StreamJob) -> Response:
+    outcome = await service.run(service.relay(job))
+    if outcome.error is not None:
+        return error_response(outcome.error, job.action_name)
+    return JSONResponse(
+        {
+            "success": True,
+            "actionName": job.action_name,
+            "streamId": job.stream_id,
+            "data": completion_data(outcome),
+        }
+    )
+
+
+def completion_data(outcome: StreamOutcome) -> dict[str, Any]:
+    """`{choices: [{message, finish_reason}], usage}` as the Klai LLM Query result."""
+    message: dict[str, Any] = {"role": "assistant", "content": outcome.text}
+    if outcome.tool_calls:
+        message["tool_calls"] = [call.as_openai() for call in outcome.tool_calls]
+    usage = {k: outcome.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    usage["estimated"] = outcome.usage["estimated"]
+    return {
+        "choices": [{"index": 0, "message": message, "finish_reason": outcome.finish_reason}],
+        "usage": usage,
+    }
+
+
+def _ack(kind: StreamKind, stream_id: str) -> dict[str, Any]:
+    if kind == "llm":
+        return {
+            "success": True,
+            "data": {"message": SETUP_COMPLETE, "streamId": stream_id},
+            "streamId": stream_id,
+        }
+    return {"success": True, "message": SETUP_COMPLETE, "streamId": stream_id}

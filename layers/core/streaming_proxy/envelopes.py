@@ -1,0 +1,48 @@
+"""Builds the contract's envelopes `{actionName, streamId, seq, type, ...}` with contiguous seq."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Room left for the envelope's own fields under API Gateway's 128 KB message limit.
+MAX_CONTENT_BYTES = 96 * 1024
+
+
+class EnvelopeSequencer:
+    """Numbers every message of one stream 0, 1, 2, ... across all event types."""
+
+    def __init__(self, stream_id: str, action_name: str) -> None:
+        self.stream_id = stream_id
+        self.action_name = action_name
+        self.last_seq = -1
+
+    def envelope(self, type_: str, **fields: Any) -> dict[str, Any]:
+        self.last_seq += 1
+        return {
+            "actionName": self.action_name,
+            "streamId": self.stream_id,
+            "seq": self.last_seq,
+            "type": type_,
+            **fields,
+        }
+
+
+def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
+    """Split text into pieces of at most `max_bytes` UTF-8 bytes (JSON-escaped), never
+    inside a character, so each piece fits one WebSocket message."""
+    if len(json.dumps(text, ensure_ascii=False).encode("utf-8")) <= max_bytes:
+        return [text]
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:
+        width = len(json.dumps(char, ensure_ascii=False).encode("utf-8")) - 2
+        if size + width > max_bytes and current:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    if current:
+        pieces.append("".join(current))
+    return pieces

@@ -1,0 +1,52 @@
+"""StreamJob: everything needed to run one stream, serialisable for the async self-invoke."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .contract import Payload
+from .providers.base import LlmRequest
+
+StreamKind = Literal["chat", "llm", "openai"]
+
+
+class StreamJob(BaseModel):
+    """One accepted request, ready for the relay (in this process or in a self-invoke)."""
+
+    stream_id: str
+    app_id: str
+    kind: StreamKind
+    action_name: str
+    channels: list[str] = Field(default_factory=list)
+    payload: Payload
+    flush_interval_ms: int = Field(ge=0, le=1000)
+
+    @property
+    def provider(self) -> str:
+        return self.payload.provider
+
+    def llm_request(self) -> LlmRequest:
+        return LlmRequest(
+            model=self.payload.model,
+            messages=[m.model_dump(exclude_none=True) for m in self.payload.messages],
+            tools=[t.model_dump(exclude_none=True) for t in self.payload.tools]
+            if self.payload.tools
+            else None,
+            tool_choice=self.payload.tool_choice,
+            provider_args=dict(self.payload.provider_args),
+            generation_config=self.payload.generation_config,
+            api_key=self.payload.api_key,
+        )
+
+    def to_event(self) -> dict[str, Any]:
+        """The self-invoke payload. The provider key travels inside AWS only, never logged."""
+        data = self.model_dump(mode="json", by_alias=True)
+        key = self.payload.api_key
+        data["payload"]["apiKey"] = key.get_secret_value() if key else None
+        return {"streamingProxyJob": data}
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> StreamJob:
+        return cls.model_validate(event["streamingProxyJob"])

@@ -1,0 +1,79 @@
+"""Structured logs (Powertools Logger) and per-stream EMF metrics; secrets never logged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+SERVICE = "streaming-proxy"
+NAMESPACE = "StreamingProxy"
+
+
+@cache
+def get_logger() -> Logger:
+    """The process-wide structured logger (level from LOG_LEVEL / POWERTOOLS_LOG_LEVEL)."""
+    import os
+
+    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+    return Logger(service=SERVICE, level=level)
+
+
+@dataclass
+class PublishStats:
+    """Fan-out counters of one stream."""
+
+    posts: int = 0
+    gone: int = 0
+    retries: int = 0
+    failed: int = 0
+
+
+@dataclass
+class StreamStats:
+    """What one stream did; flushed as one EMF record when it ends."""
+
+    provider: str
+    kind: str
+    time_to_first_token_ms: float | None = None
+    duration_ms: float = 0.0
+    output_tokens: int = 0
+    messages: int = 0
+    finish_reason: str = "stop"
+    publish: PublishStats = field(default_factory=PublishStats)
+
+    def emit(self) -> None:
+        # EphemeralMetrics keeps no state shared between concurrent streams of one process.
+        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        metrics.add_dimension(name="provider", value=self.provider)
+        if self.time_to_first_token_ms is not None:
+            metrics.add_metric(
+                "TimeToFirstToken", MetricUnit.Milliseconds, self.time_to_first_token_ms
+            )
+        metrics.add_metric("StreamDuration", MetricUnit.Milliseconds, self.duration_ms)
+        metrics.add_metric("OutputTokens", MetricUnit.Count, self.output_tokens)
+        metrics.add_metric("MessagesPublished", MetricUnit.Count, self.messages)
+        metrics.add_metric("FanoutPosts", MetricUnit.Count, self.publish.posts)
+        metrics.add_metric("GoneConnections", MetricUnit.Count, self.publish.gone)
+        metrics.add_metric("PostRetries", MetricUnit.Count, self.publish.retries)
+        metrics.add_metric("PostFailures", MetricUnit.Count, self.publish.failed)
+        metrics.add_metadata(key="finish_reason", value=self.finish_reason)
+        metrics.add_metadata(key="kind", value=self.kind)
+        metrics.flush_metrics()
+
+    def as_log_fields(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "ttft_ms": self.time_to_first_token_ms,
+            "duration_ms": round(self.duration_ms, 1),
+            "output_tokens": self.output_tokens,
+            "messages": self.messages,
+            "finish_reason": self.finish_reason,
+            "posts": self.publish.posts,
+            "gone": self.publish.gone,
+            "retries": self.publish.retries,
+            "post_failures": self.publish.failed,
+        }

@@ -1,0 +1,229 @@
+"""The relay: ordering, coalescing, tool calls, usage, failures and stop, with no network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from streaming_proxy.config import Settings
+from streaming_proxy.contract import Payload
+from streaming_proxy.errors import UpstreamError
+from streaming_proxy.events import (
+    Finish,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    Usage,
+)
+from streaming_proxy.jobs import StreamJob
+from streaming_proxy.providers.base import LlmRequest
+from streaming_proxy.providers.mock import MockProvider
+from streaming_proxy.relay import Relay
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, envelope: dict[str, Any]) -> None:
+        self.envelopes.append(envelope)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.envelopes]
+
+    def text(self) -> str:
+        return "".join(e["content"] for e in self.envelopes if e["type"] == "delta")
+
+
+class Scripted:
+    """A provider that yields a script of events with delays; records whether it was closed."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[ProviderEvent | float | Exception]) -> None:
+        self.script = script
+        self.closed = False
+
+    def prepare(self, request: LlmRequest) -> None:
+        return None
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+        try:
+            for step in self.script:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                elif isinstance(step, Exception):
+                    raise step
+                else:
+                    yield step
+        finally:
+            self.closed = True
+
+
+def job(kind: str = "llm", flush_ms: int = 0, **payload: Any) -> StreamJob:
+    body = {"provider": "mock", "messages": [{"role": "user", "content": "hello world"}], **payload}
+    return StreamJob(
+        stream_id="st_test",
+        app_id="app1",
+        kind=kind,  # type: ignore[arg-type]
+        action_name="onLlm",
+        channels=[],
+        payload=Payload.model_validate(body),
+        flush_interval_ms=flush_ms,
+    )
+
+
+async def run(provider: Any, the_job: StreamJob, **settings: Any) -> tuple[Recorder, Any]:
+    sink = Recorder()
+    with ThreadPoolExecutor(2) as pool:
+        relay = Relay(the_job, provider, [sink], settings=Settings(**settings), executor=pool)
+        outcome = await relay.run()
+    return sink, outcome
+
+
+async def test_llm_stream_is_numbered_and_complete() -> None:
+    text = "The quick brown fox jumps over the lazy dog."
+    sink, outcome = await run(MockProvider(), job(providerArgs={"text": text, "delayMs": 0}))
+    assert sink.types()[0] == "threadInfo"
+    assert sink.envelopes[0]["content"] == {"streamId": "st_test"}
+    assert sink.types()[-1] == "end"
+    assert [e["seq"] for e in sink.envelopes] == list(range(len(sink.envelopes)))
+    assert sink.text() == text == outcome.text
+    end = sink.envelopes[-1]
+    assert end["finish_reason"] == "stop"
+    assert end["usage"]["estimated"] is False
+    assert (
+        end["usage"]["total_tokens"]
+        == end["usage"]["prompt_tokens"] + end["usage"]["completion_tokens"]
+    )
+    assert all(e["actionName"] == "onLlm" and e["streamId"] == "st_test" for e in sink.envelopes)
+    assert sink.closed
+
+
+async def test_chat_stream_has_no_thread_info() -> None:
+    sink, _ = await run(MockProvider(), job(kind="chat", providerArgs={"delayMs": 0}))
+    assert sink.types()[0] == "delta"
+    assert sink.envelopes[0]["seq"] == 0
+
+
+async def test_deltas_are_coalesced_but_the_first_goes_out_at_once() -> None:
+    words = [f"w{i} " for i in range(40)]
+    script: list[Any] = []
+    for word in words:
+        script += [TextDelta(word), 0.002]
+    script.append(Finish("stop"))
+    sink, outcome = await run(Scripted(script), job(flush_ms=50))
+    deltas = [e for e in sink.envelopes if e["type"] == "delta"]
+    assert deltas[0]["content"] == "w0 "
+    assert len(deltas) < len(words) / 3
+    assert sink.text() == "".join(words) == outcome.text
+
+
+async def test_thinking_is_its_own_event_and_not_in_the_text() -> None:
+    script: list[Any] = [ThinkingDelta("let me think"), TextDelta("Answer"), Finish("stop")]
+    sink, outcome = await run(Scripted(script), job())
+    assert [e["type"] for e in sink.envelopes][1:3] == ["thinking", "delta"]
+    assert outcome.text == "Answer" and outcome.thinking == "let me think"
+
+
+async def test_tool_call_fragments_are_assembled_into_function_call() -> None:
+    script: list[Any] = [
+        ToolCallDelta(0, id="call_1", name="lookup"),
+        ToolCallDelta(0, arguments='{"q": "x", '),
+        ToolCallDelta(0, arguments='"userMessage": "Looking it up"}'),
+        ToolCallDelta(1, id="call_2", name="other", arguments="{}"),
+        Finish("tool_calls"),
+        Usage(10, 5),
+    ]
+    sink, outcome = await run(Scripted(script), job())
+    call = next(e for e in sink.envelopes if e["type"] == "function_call")
+    assert call["content"] == {
+        "functions": [
+            {"name": "lookup", "userMessage": "Looking it up"},
+            {"name": "other", "userMessage": None},
+        ]
+    }
+    assert outcome.tool_calls[0].arguments == '{"q": "x", "userMessage": "Looking it up"}'
+    assert sink.envelopes[-1]["finish_reason"] == "tool_calls"
+    assert sink.envelopes[-1]["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "estimated": False,
+    }
+
+
+async def test_missing_usage_is_estimated() -> None:
+    sink, _ = await run(MockProvider(), job(providerArgs={"usage": False, "delayMs": 0}))
+    usage = sink.envelopes[-1]["usage"]
+    assert usage["estimated"] is True
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+
+async def test_failure_mid_stream_sends_error_then_end() -> None:
+    sink, outcome = await run(MockProvider(), job(providerArgs={"failAfter": 2, "delayMs": 0}))
+    assert sink.types()[-2:] == ["error", "end"]
+    assert sink.envelopes[-1]["finish_reason"] == "error"
+    assert "mock failure" in sink.envelopes[-2]["error"]["message"]
+    assert outcome.started and outcome.error is not None
+
+
+async def test_failure_before_first_byte_resolves_started_with_the_error() -> None:
+    provider = Scripted([UpstreamError("bad key", upstream_status=401)])
+    sink = Recorder()
+    with ThreadPoolExecutor(2) as pool:
+        relay = Relay(job(), provider, [sink], settings=Settings(), executor=pool)
+        outcome = await relay.run()
+        error = relay.started.result()
+    assert error is not None and error.status == 401
+    assert not outcome.started
+    assert sink.types() == ["threadInfo", "error", "end"]
+
+
+async def test_idle_timeout_ends_the_stream_and_closes_upstream() -> None:
+    provider = Scripted([TextDelta("a"), 5.0, TextDelta("never")])
+    sink, outcome = await run(provider, job(), idle_timeout_seconds=0.2)
+    assert outcome.error is not None and outcome.error.status == 504
+    assert sink.types()[-2:] == ["error", "end"]
+    assert provider.closed
+
+
+async def test_cancel_stops_upstream_and_ends_cancelled() -> None:
+    provider = Scripted([TextDelta("a"), 0.05] * 100 + [Finish("stop")])
+    sink = Recorder()
+    with ThreadPoolExecutor(2) as pool:
+        relay = Relay(job(), provider, [sink], settings=Settings(), executor=pool)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(0.2)
+        relay.cancel()
+        outcome = await asyncio.wait_for(task, 2)
+    assert outcome.finish_reason == "cancelled"
+    assert sink.envelopes[-1]["finish_reason"] == "cancelled"
+    assert provider.closed
+
+
+async def test_huge_delta_is_split_under_the_websocket_limit() -> None:
+    big = "é" * 200_000
+    sink, _ = await run(Scripted([TextDelta(big), Finish("stop")]), job())
+    deltas = [e for e in sink.envelopes if e["type"] == "delta"]
+    assert len(deltas) > 1
+    assert "".join(d["content"] for d in deltas) == big
+    assert all(len(d["content"].encode()) <= 96 * 1024 for d in deltas)
+
+
+@pytest.mark.parametrize("flush_ms", [0, 40])
+async def test_seq_is_contiguous_whatever_the_window(flush_ms: int) -> None:
+    sink, _ = await run(MockProvider(), job(flush_ms=flush_ms, providerArgs={"delayMs": 1}))
+    assert [e["seq"] for e in sink.envelopes] == list(range(len(sink.envelopes)))
