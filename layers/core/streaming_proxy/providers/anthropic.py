@@ -1,0 +1,256 @@
+"""AnthropicProvider: the Messages API with `stream: true`, as normalised events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..config import Settings
+from ..errors import UpstreamError, ValidationFailed
+from ..events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    Usage,
+)
+from .base import LlmRequest, pick_key
+from .sse import open_event_stream
+from .translate import (
+    ImagePart,
+    TextPart,
+    content_parts,
+    event_data,
+    function_tools,
+    instructions_of,
+    is_instruction,
+    merge_adjacent,
+    parse_tool_choice,
+    text_of,
+    tool_call_id_of,
+    tool_calls_of,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+# The request itself decides these; provider_args cannot replace them.
+_RESERVED_ARGS = frozenset({"messages", "stream", "model", "system", "tools", "tool_choice"})
+
+_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic's error types and the HTTP status each stands for (529 = overloaded).
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicProvider:
+    """Anthropic Messages API; base URL, version and server key come from settings only."""
+
+    name = "anthropic"
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self._http = http
+        self._settings = settings
+
+    def prepare(self, request: LlmRequest) -> None:
+        pick_key(request, self._settings.anthropic_api_key, self.name)
+        anthropic_body(request)
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+        headers = {
+            "x-api-key": pick_key(request, self._settings.anthropic_api_key, self.name),
+            "anthropic-version": self._settings.anthropic_version,
+        }
+        url = f"{self._settings.anthropic_base_url.rstrip('/')}/messages"
+        body = anthropic_body(request)
+        async with open_event_stream(
+            self._http, url, provider=self.name, json=body, headers=headers
+        ) as events:
+            state = _StreamState()
+            async for sse in events:
+                if not sse.data:
+                    continue
+                for event in state.feed(event_data(sse.data, self.name)):
+                    yield event
+                if state.finished:
+                    return
+        raise UpstreamError("anthropic stream ended before message_stop")
+
+
+def anthropic_body(request: LlmRequest) -> dict[str, Any]:
+    """The Messages API body for an OpenAI-style request; ValidationFailed if it cannot be."""
+    model = request.model or request.provider_args.get("model")
+    if not model:
+        raise ValidationFailed("anthropic requires payload.model")
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "messages": anthropic_messages(request.messages),
+    }
+    system = instructions_of(request.messages)
+    if system:
+        body["system"] = system
+    tools = function_tools(request.tools)
+    if tools:
+        body["tools"] = [
+            {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                "input_schema": t.parameters,
+            }
+            for t in tools
+        ]
+    choice = parse_tool_choice(request.tool_choice)
+    if choice is not None and (tools or choice.mode == "none"):
+        body["tool_choice"] = (
+            {"type": "tool", "name": choice.name}
+            if choice.mode == "function"
+            else {"type": {"required": "any"}.get(choice.mode, choice.mode)}
+        )
+    body.update({k: v for k, v in request.provider_args.items() if k not in _RESERVED_ARGS})
+    body["stream"] = True
+    return body
+
+
+def anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User/assistant/tool messages as Anthropic turns; tool results become user turns."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if is_instruction(message):
+            continue
+        if role == "user":
+            blocks = _blocks(message.get("content"))
+        elif role == "assistant":
+            blocks = _blocks(message.get("content"))
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                for c in tool_calls_of(message)
+            ]
+        elif role == "tool":
+            blocks = [_tool_result(message)]
+            role = "user"
+        else:
+            raise ValidationFailed(f"unsupported message role: {role!r}")
+        if blocks:
+            turns.append({"role": role, "content": blocks})
+    return merge_adjacent(turns, "content")
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in content_parts(content):
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+        else:
+            blocks.append({"type": "image", "source": _image_source(part)})
+    return blocks
+
+
+def _image_source(part: ImagePart) -> dict[str, Any]:
+    if part.data is None:
+        return {"type": "url", "url": part.url}
+    return {"type": "base64", "media_type": part.mime, "data": part.base64()}
+
+
+def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    result: Any = text_of(content) if not isinstance(content, list) else _blocks(content)
+    return {"type": "tool_result", "tool_use_id": tool_call_id_of(message), "content": result}
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What one Messages stream has said so far: block kinds, tool numbering, usage."""
+
+    tool_index: dict[int, int] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    stop_reason: FinishReason = "stop"
+    finished: bool = False
+
+    def feed(self, data: dict[str, Any]) -> list[ProviderEvent]:
+        kind = data.get("type")
+        if kind == "content_block_start":
+            return self._block_start(data.get("index", 0), data.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(data.get("index", 0), data.get("delta") or {})
+        if kind == "message_start":
+            return self._usage((data.get("message") or {}).get("usage"))
+        if kind == "message_delta":
+            reason = (data.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.stop_reason = _STOP_REASONS.get(reason, "stop")
+            return self._usage(data.get("usage"))
+        if kind == "message_stop":
+            self.finished = True
+            return [Finish(self.stop_reason)]
+        if kind == "error":
+            raise _stream_error(data.get("error") or {})
+        return []  # ping, content_block_stop and event types newer than this adapter
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[ProviderEvent]:
+        kind = block.get("type")
+        if kind == "tool_use":
+            self.tool_index[index] = number = len(self.tool_index)
+            return [ToolCallDelta(number, id=block.get("id"), name=block.get("name"))]
+        if kind == "text" and block.get("text"):
+            return [TextDelta(block["text"])]
+        if kind == "thinking" and block.get("thinking"):
+            return [ThinkingDelta(block["thinking"])]
+        return []
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> list[ProviderEvent]:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [TextDelta(delta["text"])]
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self.tool_index:
+            return [ToolCallDelta(self.tool_index[index], arguments=delta["partial_json"])]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [ThinkingDelta(delta["thinking"])]
+        return []  # signature_delta, citations_delta: nothing to show
+
+    def _usage(self, usage: dict[str, Any] | None) -> list[ProviderEvent]:
+        if not usage:
+            return []
+        # Counts are cumulative: each one present replaces what we had (never added).
+        if usage.get("input_tokens") is not None:
+            self.prompt_tokens = (
+                usage["input_tokens"]
+                + (usage.get("cache_creation_input_tokens") or 0)
+                + (usage.get("cache_read_input_tokens") or 0)
+            )
+        if usage.get("output_tokens") is not None:
+            self.completion_tokens = usage["output_tokens"]
+        return [Usage(self.prompt_tokens, self.completion_tokens)]
+
+
+def _stream_error(error: dict[str, Any]) -> UpstreamError:
+    kind = str(error.get("type") or "error")
+    message = error.get("message") or kind
+    return UpstreamError(
+        f"anthropic stream error ({kind}): {message}",
+        upstream_status=_ERROR_STATUS.get(kind),
+        details={"type": kind},
+    )

@@ -1,0 +1,424 @@
+"""BedrockProvider: boto3 `converse_stream`, read in a worker thread, as normalised events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import Settings
+from ..errors import (
+    ProviderNotConfigured,
+    ProxyError,
+    UpstreamError,
+    UpstreamTimeout,
+    ValidationFailed,
+)
+from ..events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    Usage,
+)
+from .base import LlmRequest
+from .translate import (
+    ImagePart,
+    TextPart,
+    content_parts,
+    function_tools,
+    instructions_of,
+    is_instruction,
+    merge_adjacent,
+    parse_json_value,
+    parse_tool_choice,
+    pick,
+    stop_sequences,
+    text_of,
+    tool_call_id_of,
+    tool_calls_of,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+
+# In-stream exception events and the HTTP status each stands for (None: whatever failed).
+STREAM_EXCEPTION_STATUS: dict[str, int | None] = {
+    "throttlingException": 429,
+    "validationException": 400,
+    "serviceUnavailableException": 503,
+    "internalServerException": 500,
+    "modelStreamErrorException": None,
+}
+
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+# provider_args that are not model parameters: the client's region, and top-level fields.
+_TOP_LEVEL = {
+    "guardrailConfig": "guardrailConfig",
+    "guardrail_config": "guardrailConfig",
+    "performanceConfig": "performanceConfig",
+    "performance_config": "performanceConfig",
+}
+_INFERENCE_ARGS = {
+    "maxTokens": ("max_tokens", "maxTokens", "max_completion_tokens"),
+    "temperature": ("temperature",),
+    "topP": ("top_p", "topP"),
+}
+_STOP_ARGS = ("stop", "stop_sequences", "stopSequences")
+_NOT_MODEL_FIELDS = frozenset(
+    {"region", *_TOP_LEVEL, *_STOP_ARGS, *(n for names in _INFERENCE_ARGS.values() for n in names)}
+)
+
+
+class ConverseClient(Protocol):
+    """The one boto3 `bedrock-runtime` method this adapter calls (tests pass fakes)."""
+
+    @property
+    def converse_stream(self) -> Callable[..., Any]: ...
+
+
+ClientFactory = Callable[[str, "str | None"], ConverseClient]
+
+
+@cache
+def bedrock_client(region: str, endpoint_url: str | None) -> BedrockRuntimeClient:
+    """One cached `bedrock-runtime` client per region and endpoint (warm invocations reuse it)."""
+    import boto3  # local import: only Bedrock requests pay for boto3's start-up
+    from botocore.config import Config
+
+    # A fresh session per client: the default session is not safe to share across threads.
+    return boto3.session.Session().client(
+        "bedrock-runtime",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard"}),
+    )
+
+
+class BedrockProvider:
+    """Amazon Bedrock through the Converse API.
+
+    Credentials come only from the environment (the Lambda role locally or in AWS); a
+    request's `apiKey` is ignored for this provider, so callers can never choose the AWS
+    identity. The region is `providerArgs.region`, else BEDROCK_REGION, else AWS_REGION.
+    """
+
+    name = "bedrock"
+
+    def __init__(self, settings: Settings, *, client_factory: ClientFactory = bedrock_client):
+        self._settings = settings
+        self._client_factory = client_factory
+
+    def prepare(self, request: LlmRequest) -> None:
+        converse_request(request)
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+        body = converse_request(request)
+        region = (
+            request.provider_args.get("region")
+            or self._settings.bedrock_region
+            or self._settings.aws_region
+        )
+        endpoint = self._settings.bedrock_endpoint_url
+
+        def converse_stream() -> Any:
+            # Runs in the worker thread: building a client reads botocore's model files.
+            return self._client_factory(str(region), endpoint).converse_stream(**body)
+
+        feed = _Feed(asyncio.get_running_loop())
+        threading.Thread(
+            target=feed.run, args=(converse_stream,), name="bedrock-stream", daemon=True
+        ).start()
+        state = _StreamState()
+        try:
+            while (item := await feed.queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise upstream_error(item) from item
+                for event in state.feed(item):
+                    yield event
+        finally:
+            feed.stop()
+        if state.reason is None:
+            raise UpstreamError("bedrock stream ended before messageStop")
+        yield Finish(state.reason)
+
+
+def converse_request(request: LlmRequest) -> dict[str, Any]:
+    """The `converse_stream` keyword arguments for an OpenAI-style request."""
+    if not request.model:
+        raise ValidationFailed("bedrock requires payload.model (a model or inference profile id)")
+    args = request.provider_args
+    messages = converse_messages(request.messages)
+    body: dict[str, Any] = {"modelId": request.model, "messages": messages}
+    system = instructions_of(request.messages)
+    if system:
+        body["system"] = [{"text": system}]
+    inference = {field: pick(args, *names) for field, names in _INFERENCE_ARGS.items()}
+    inference["stopSequences"] = stop_sequences(pick(args, *_STOP_ARGS))
+    inference = {k: v for k, v in inference.items() if v is not None}
+    if inference:
+        body["inferenceConfig"] = inference
+    tool_config = _tool_config(request, messages)
+    if tool_config:
+        body["toolConfig"] = tool_config
+    extra = dict(args.get("additionalModelRequestFields") or {})
+    extra.update(
+        (k, v)
+        for k, v in args.items()
+        if k not in _NOT_MODEL_FIELDS and k != "additionalModelRequestFields"
+    )
+    if extra:
+        body["additionalModelRequestFields"] = extra
+    body.update((_TOP_LEVEL[k], v) for k, v in args.items() if k in _TOP_LEVEL)
+    return body
+
+
+def converse_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as Converse turns, strictly alternating user/assistant as Converse demands."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if is_instruction(message):
+            continue
+        if role == "user":
+            turns.append({"role": "user", "content": _blocks(message.get("content"))})
+        elif role == "assistant":
+            blocks = _blocks(message.get("content"))
+            blocks += [
+                {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}
+                for c in tool_calls_of(message)
+            ]
+            turns.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            turns.append({"role": "user", "content": [_tool_result(message)]})
+        else:
+            raise ValidationFailed(f"unsupported message role: {role!r}")
+    return merge_adjacent([t for t in turns if t["content"]], "content")
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [
+        {"text": part.text} if isinstance(part, TextPart) else {"image": _image(part)}
+        for part in content_parts(content)
+    ]
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    if part.data is None:
+        raise ValidationFailed("bedrock takes images only as data: URLs")
+    image_format = _IMAGE_FORMATS.get(part.mime.lower())
+    if image_format is None:
+        raise ValidationFailed(f"bedrock does not take {part.mime} images")
+    return {"format": image_format, "source": {"bytes": part.data}}
+
+
+def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
+    text = text_of(message.get("content"))
+    value = parse_json_value(text)
+    content = [{"json": value}] if isinstance(value, dict) else [{"text": text}]
+    return {"toolResult": {"toolUseId": tool_call_id_of(message), "content": content}}
+
+
+def _tool_config(request: LlmRequest, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    tools = function_tools(request.tools)
+    choice = parse_tool_choice(request.tool_choice)
+    if not tools:
+        return None
+    uses_tools = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
+    # Converse has no "none": leave the tools out, unless the history holds tool blocks,
+    # which Converse rejects without a toolConfig.
+    if choice is not None and choice.mode == "none" and not uses_tools:
+        return None
+    config: dict[str, Any] = {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "inputSchema": {"json": t.parameters},
+                }
+            }
+            for t in tools
+        ]
+    }
+    # "auto" is the default and the only choice every Bedrock model accepts: send no toolChoice.
+    if choice is not None and choice.mode == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice is not None and choice.mode == "function":
+        config["toolChoice"] = {"tool": {"name": choice.name}}
+    return config
+
+
+_END = object()
+
+
+class _Feed:
+    """Hands the worker thread's events to the event loop, and stops the worker early.
+
+    The queue is unbounded: a model streams far slower than the loop drains it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._stream: Any = None
+
+    def run(self, converse_stream: Callable[[], Any]) -> None:
+        """The worker thread: call Bedrock, then iterate its EventStream into the queue."""
+        stream = None
+        try:
+            stream = converse_stream()["stream"]
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stream = stream
+            for event in stream:
+                if self._stopped:
+                    return
+                self._put(event)
+            self._put(_END)
+        except Exception as e:
+            if not self._stopped:
+                self._put(e)
+        finally:
+            if stream is not None:
+                _close(stream)
+
+    def stop(self) -> None:
+        """From the loop: the consumer is done; closing the stream unblocks the worker's read."""
+        with self._lock:
+            self._stopped = True
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            _close(stream)
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            self._stopped = True  # the loop is closed: nobody is listening any more
+
+
+def _close(stream: Any) -> None:
+    # Closing a connection that already broke may fail; it is gone either way.
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What one ConverseStream has said so far: tool numbering, usage, the stop reason."""
+
+    tool_index: dict[int, int] = field(default_factory=dict)
+    reason: FinishReason | None = None
+
+    def feed(self, event: dict[str, Any]) -> list[ProviderEvent]:
+        if "contentBlockStart" in event:
+            start = event["contentBlockStart"]
+            tool = (start.get("start") or {}).get("toolUse")
+            if tool is None:
+                return []
+            index = self.tool_index[start.get("contentBlockIndex", 0)] = len(self.tool_index)
+            return [ToolCallDelta(index, id=tool.get("toolUseId"), name=tool.get("name"))]
+        if "contentBlockDelta" in event:
+            return self._delta(event["contentBlockDelta"])
+        if "messageStop" in event:
+            self.reason = _STOP_REASONS.get(event["messageStop"].get("stopReason"), "stop")
+            return []
+        if "metadata" in event:
+            return _usage(event["metadata"].get("usage"))
+        for name, status in STREAM_EXCEPTION_STATUS.items():
+            if name in event:
+                raise _stream_exception(name, status, event[name] or {})
+        return []  # messageStart, contentBlockStop and event types newer than this adapter
+
+    def _delta(self, block: dict[str, Any]) -> list[ProviderEvent]:
+        delta = block.get("delta") or {}
+        if delta.get("text"):
+            return [TextDelta(delta["text"])]
+        tool_input = (delta.get("toolUse") or {}).get("input")
+        index = self.tool_index.get(block.get("contentBlockIndex", 0))
+        if tool_input and index is not None:
+            return [ToolCallDelta(index, arguments=tool_input)]
+        reasoning = (delta.get("reasoningContent") or {}).get("text")
+        return [ThinkingDelta(reasoning)] if reasoning else []
+
+
+def _usage(usage: dict[str, Any] | None) -> list[ProviderEvent]:
+    if not usage:
+        return []
+    prompt = usage.get("inputTokens")
+    if prompt is not None:
+        prompt += (usage.get("cacheReadInputTokens") or 0) + (
+            usage.get("cacheWriteInputTokens") or 0
+        )
+    return [Usage(prompt, usage.get("outputTokens"))]
+
+
+def _stream_exception(name: str, status: int | None, body: dict[str, Any]) -> UpstreamError:
+    message = body.get("message") or body.get("Message") or name
+    original = body.get("originalStatusCode")
+    return UpstreamError(
+        f"bedrock stream error ({name}): {message}",
+        upstream_status=original if isinstance(original, int) else status,
+        details={"code": name},
+    )
+
+
+def upstream_error(error: BaseException) -> ProxyError:
+    """A boto3/botocore failure (on the call or inside the stream) as our error."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(error, ProxyError):
+        return error
+    if isinstance(error, NoCredentialsError):
+        return ProviderNotConfigured(
+            "bedrock has no AWS credentials: give the function a role with bedrock:InvokeModel"
+        )
+    if isinstance(error, ClientError):
+        # EventStreamError (in-stream exceptions) is a ClientError without an HTTP status.
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        message = error.response.get("Error", {}).get("Message") or str(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status is None:
+            status = STREAM_EXCEPTION_STATUS.get(code[:1].lower() + code[1:])
+        return UpstreamError(
+            f"bedrock returned {code or 'an error'}: {message}",
+            upstream_status=status,
+            details={"code": code},
+        )
+    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
+        return UpstreamTimeout(f"bedrock timed out: {type(error).__name__}")
+    if isinstance(error, BotoCoreError):
+        return UpstreamError(f"bedrock request failed: {error}")
+    return UpstreamError(f"bedrock stream failed: {type(error).__name__}: {error}")

@@ -1,0 +1,57 @@
+"""Opening a provider's Server-Sent Events stream with one error mapping for every SSE adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from ..errors import UpstreamError, UpstreamTimeout
+from .base import raise_for_upstream, upstream_message
+
+
+@asynccontextmanager
+async def open_event_stream(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    json: Any,
+    headers: dict[str, str],
+) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+    """POST `json` to `url` and yield its SSE events; the response closes when the block exits.
+
+    Non-2xx answers and non-SSE bodies raise `UpstreamError` with the provider's message;
+    timeouts raise `UpstreamTimeout` and other transport failures `UpstreamError`, both
+    also when they happen while the caller iterates.
+    """
+    try:
+        async with aconnect_sse(http, "POST", url, json=json, headers=dict(headers)) as source:
+            response = source.response
+            await raise_for_upstream(response, provider)
+            await _require_event_stream(response, provider)
+            events = source.aiter_sse()
+            try:
+                yield events
+            finally:
+                await events.aclose()
+    except httpx.TimeoutException as e:
+        raise UpstreamTimeout(f"{provider} timed out: {type(e).__name__}") from e
+    except httpx.HTTPError as e:
+        raise UpstreamError(f"{provider} connection failed: {type(e).__name__}: {e}") from e
+
+
+async def _require_event_stream(response: httpx.Response, provider: str) -> None:
+    """A 2xx answer that is not SSE is usually a JSON error or a misconfigured base URL."""
+    content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+    if content_type == "text/event-stream":
+        return
+    body = (await response.aread())[:8192]
+    raise UpstreamError(
+        f"{provider} answered with {content_type or 'no content type'} instead of an event "
+        f"stream: {upstream_message(body)}",
+        upstream_status=response.status_code,
+    )

@@ -1,0 +1,237 @@
+"""Reading OpenAI-style requests once for adapters that speak other formats, and their events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import mimetypes
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote_to_bytes
+
+from ..errors import UpstreamError, ValidationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image by URL; `data` and `mime` are set when the URL was a `data:` URL."""
+
+    url: str
+    mime: str
+    data: bytes | None = None
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data or b"").decode("ascii")
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One assistant tool call from the history, arguments already parsed."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTool:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """`mode` "function" forces the tool `name`; "required" forces some tool."""
+
+    mode: Literal["auto", "none", "required", "function"]
+    name: str | None = None
+
+
+def content_parts(content: Any) -> list[ContentPart]:
+    """An OpenAI message content (string, parts list or None) as text and image parts."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise ValidationFailed("message content must be a string or a list of parts")
+    parts: list[ContentPart] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            if part["text"]:
+                parts.append(TextPart(part["text"]))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise ValidationFailed("an image_url part needs image_url.url")
+            parts.append(image_part(url))
+        else:
+            raise ValidationFailed(f"unsupported message content part type: {kind!r}")
+    return parts
+
+
+def text_of(content: Any) -> str:
+    """Only the text of a message content, parts joined by newlines."""
+    return "\n".join(p.text for p in content_parts(content) if isinstance(p, TextPart))
+
+
+def image_part(url: str) -> ImagePart:
+    """A `data:` URL decoded to bytes, or an http(s) URL with its MIME type guessed."""
+    if url.startswith("data:"):
+        header, sep, payload = url[5:].partition(",")
+        if not sep:
+            raise ValidationFailed("malformed data: URL in an image part")
+        mime, _, params = header.partition(";")
+        try:
+            if params.split(";")[-1] == "base64":
+                data = base64.b64decode(payload, validate=True)
+            else:
+                data = unquote_to_bytes(payload)
+        except (binascii.Error, ValueError) as e:
+            raise ValidationFailed("invalid base64 in an image data: URL") from e
+        return ImagePart(url=url, mime=mime or "application/octet-stream", data=data)
+    if url.startswith(("https://", "http://")):
+        guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
+        return ImagePart(url=url, mime=guessed or "image/jpeg")
+    raise ValidationFailed("image URLs must be data:, https: or http: URLs")
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """Tool call arguments (a JSON object string, or already an object) as a dict."""
+    if raw is None or raw == "":
+        return {}
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            raise ValidationFailed("tool call arguments must be a JSON object") from e
+    if not isinstance(value, dict):
+        raise ValidationFailed("tool call arguments must be a JSON object")
+    return value
+
+
+def parse_json_value(text: str) -> Any:
+    """A tool result text as JSON if it is JSON, else None."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def tool_calls_of(message: dict[str, Any]) -> list[ToolCall]:
+    """The tool calls of an assistant message."""
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ValidationFailed("assistant tool_calls must be a list")
+    result = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValidationFailed("each tool call needs function.name")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            raise ValidationFailed("each tool call needs an id")
+        result.append(
+            ToolCall(call_id, function["name"], parse_arguments(function.get("arguments")))
+        )
+    return result
+
+
+def tool_call_id_of(message: dict[str, Any]) -> str:
+    """The `tool_call_id` a tool message answers."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise ValidationFailed("tool messages need a tool_call_id")
+    return call_id
+
+
+def function_tools(tools: Iterable[dict[str, Any]] | None) -> list[FunctionTool]:
+    """OpenAI function tools (`{"type":"function","function":{...}}` or the bare function)."""
+    result = []
+    for tool in tools or []:
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValidationFailed("each tool needs function.name")
+        if tool.get("type", "function") != "function":
+            raise ValidationFailed(f"unsupported tool type: {tool.get('type')!r}")
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        result.append(FunctionTool(function["name"], function.get("description"), parameters))
+    return result
+
+
+def parse_tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
+    """OpenAI `tool_choice` ("auto", "none", "required" or a named function)."""
+    if choice is None:
+        return None
+    if choice in ("auto", "none", "required"):
+        return ToolChoice(choice)  # type: ignore[arg-type]
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return ToolChoice("function", function["name"])
+    raise ValidationFailed(
+        'tool_choice must be "auto", "none", "required" or '
+        '{"type": "function", "function": {"name": ...}}'
+    )
+
+
+def pick(args: dict[str, Any], *names: str) -> Any:
+    """The value of the first of `names` present in `args` (snake and camel variants)."""
+    for name in names:
+        if name in args and args[name] is not None:
+            return args[name]
+    return None
+
+
+def stop_sequences(value: Any) -> list[str] | None:
+    """OpenAI `stop` may be one string or a list."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def merge_adjacent(turns: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Consecutive turns of the same role as one turn, their `key` lists concatenated."""
+    merged: list[dict[str, Any]] = []
+    for turn in turns:
+        if merged and merged[-1]["role"] == turn["role"]:
+            merged[-1] = {**merged[-1], key: [*merged[-1][key], *turn[key]]}
+        else:
+            merged.append(turn)
+    return merged
+
+
+def is_instruction(message: dict[str, Any]) -> bool:
+    """System and developer messages become the other formats' separate instructions."""
+    return message.get("role") in ("system", "developer")
+
+
+def instructions_of(messages: Iterable[dict[str, Any]]) -> str:
+    """The text of all system and developer messages, in order."""
+    texts = [text_of(m.get("content")) for m in messages if is_instruction(m)]
+    return "\n\n".join(t for t in texts if t)
+
+
+def event_data(data: str, provider: str) -> dict[str, Any]:
+    """One stream event's JSON payload; anything but a JSON object is an upstream fault."""
+    try:
+        value = json.loads(data)
+    except ValueError as e:
+        raise UpstreamError(f"{provider} sent an event that is not JSON: {data[:200]}") from e
+    if not isinstance(value, dict):
+        raise UpstreamError(f"{provider} sent an event that is not a JSON object: {data[:200]}")
+    return value

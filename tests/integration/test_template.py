@@ -1,0 +1,346 @@
+"""template.yaml: lint clean, Lambda-target dependencies resolve, wiring matches the code.
+
+These tests read the SAM template as data. They need cfn-lint (dev dependency) and, for the
+dependency check, access to the package index pip is configured with (PyPI by default).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streaming_proxy.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+# The HTTP contract: every (method, path) the stream function serves through API Gateway.
+CONTRACT_ROUTES = {
+    ("POST", "/stream/create"),
+    ("POST", "/stream/create/assistants"),
+    ("POST", "/stream/create/assistants/stop"),
+    ("POST", "/llm/query"),
+    ("POST", "/llm/query/stop"),
+    ("POST", "/channels/token"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/health"),
+}
+WEBSOCKET_ROUTE_KEYS = {"$connect", "$disconnect", "$default"}
+
+# Variables read by the Lambda Web Adapter or Powertools, not by streaming_proxy.config.
+EXTERNAL_ENV_EXACT = {"AWS_LAMBDA_EXEC_WRAPPER"}
+EXTERNAL_ENV_PREFIXES = ("AWS_LWA_", "POWERTOOLS_")
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short-form tags into their long-form mappings."""
+
+
+def _construct_cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
+
+
+@cache
+def load_template() -> dict[str, Any]:
+    with TEMPLATE.open(encoding="utf-8") as handle:
+        data = yaml.load(handle, Loader=CfnLoader)
+    assert isinstance(data, dict)
+    return data
+
+
+def resources_of_type(resource_type: str) -> dict[str, dict[str, Any]]:
+    resources = load_template()["Resources"]
+    return {
+        name: resource
+        for name, resource in resources.items()
+        if resource.get("Type") == resource_type
+    }
+
+
+def function_setting(function: dict[str, Any], key: str) -> Any:
+    """A function property, falling back to Globals.Function like SAM does."""
+    properties = function.get("Properties", {})
+    if key in properties:
+        return properties[key]
+    return load_template().get("Globals", {}).get("Function", {}).get(key)
+
+
+def function_env_names(function: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    global_env = load_template().get("Globals", {}).get("Function", {}).get("Environment", {})
+    for env in (global_env, function.get("Properties", {}).get("Environment", {})):
+        names.update((env or {}).get("Variables", {}) or {})
+    return names
+
+
+def template_python_version() -> str:
+    """The Lambda runtime's Python version ("3.12"), from the template, for every function."""
+    versions: set[str] = set()
+    for name, function in resources_of_type("AWS::Serverless::Function").items():
+        runtime = function_setting(function, "Runtime")
+        match = re.fullmatch(r"python(\d+\.\d+)", str(runtime))
+        assert match, f"{name}: runtime {runtime!r} is not a pythonX.Y runtime"
+        versions.add(match.group(1))
+    for name, layer in resources_of_type("AWS::Serverless::LayerVersion").items():
+        for runtime in layer.get("Properties", {}).get("CompatibleRuntimes", []):
+            match = re.fullmatch(r"python(\d+\.\d+)", str(runtime))
+            assert match, f"{name}: compatible runtime {runtime!r} is not pythonX.Y"
+            versions.add(match.group(1))
+        build_method = layer.get("Metadata", {}).get("BuildMethod")
+        if build_method is not None:
+            versions.add(str(build_method).removeprefix("python"))
+    assert len(versions) == 1, f"functions and layers disagree on the Python version: {versions}"
+    return versions.pop()
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def cfn_lint_command() -> list[str]:
+    script = Path(sys.executable).with_name("cfn-lint")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cfn-lint")
+    if found:
+        return [found]
+    # cfnlint has no __main__ module; call its console entry point directly.
+    return [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = subprocess.run(
+        [*cfn_lint_command(), str(TEMPLATE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"cfn-lint exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
+
+
+# --------------------------------------------------------------------------- dependencies
+
+REQUIREMENT_SETS = {
+    "core-layer": ["layers/core/requirements.txt"],
+    "stream-function": ["functions/stream/requirements.txt"],
+    # Layer and function share one interpreter at run time: they must resolve together.
+    "layer+function": ["layers/core/requirements.txt", "functions/stream/requirements.txt"],
+}
+
+NETWORK_HINTS = (
+    "connection",
+    "network",
+    "temporary failure in name resolution",
+    "max retries exceeded",
+    "timed out",
+    "ssl",
+    "proxy",
+)
+
+
+@pytest.mark.parametrize("files", REQUIREMENT_SETS.values(), ids=REQUIREMENT_SETS.keys())
+def test_requirements_resolve_for_lambda_arm64(files: list[str], tmp_path: Path) -> None:
+    """Every pin has an arm64 Linux wheel for the template's Python (what `sam build` needs)."""
+    python_version = template_python_version()
+    requirement_args: list[str] = []
+    for relative in files:
+        path = ROOT / relative
+        assert path.is_file(), f"missing {relative}"
+        requirement_args += ["-r", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux2014_aarch64",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        *requirement_args,
+        "-d",
+        str(tmp_path),
+    ]
+    try:
+        result = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            "pip download timed out after 900 s: this test needs the package index "
+            "(PyPI or the index configured for pip) to be reachable."
+        )
+    if result.returncode != 0:
+        output = f"{result.stdout}\n{result.stderr}"
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        lowered = output.lower()
+        if any(hint in lowered for hint in NETWORK_HINTS):
+            reason = (
+                "the package index looks unreachable (no network?); this test needs PyPI "
+                "or the index configured for pip"
+            )
+        elif "(from versions: none)" in lowered:
+            reason = (
+                "pip saw no versions at all for a requirement: the package index is probably "
+                "unreachable (no network?) or the name is wrong; this test needs PyPI or the "
+                "index configured for pip"
+            )
+        else:
+            reason = (
+                f"some pin has no manylinux2014_aarch64 / cp{python_version} wheel "
+                "or the pins conflict"
+            )
+        pytest.fail(
+            f"pip download for {', '.join(files)} failed ({reason}).\n"
+            f"command: {' '.join(command)}\n{tail}"
+        )
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def settings_env_names() -> set[str]:
+    """Upper-cased names Settings reads: field names plus every validation alias."""
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        names.add(field_name.upper())
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        if isinstance(alias, str):
+            names.add(alias.upper())
+        elif choices is not None:
+            names.update(choice.upper() for choice in choices if isinstance(choice, str))
+        if field.alias:
+            names.add(field.alias.upper())
+    return names
+
+
+def test_template_python_version_is_consistent() -> None:
+    assert template_python_version() == "3.12"
+
+
+@pytest.mark.parametrize("function_name", sorted(resources_of_type("AWS::Serverless::Function")))
+def test_function_environment_is_known(function_name: str) -> None:
+    function = resources_of_type("AWS::Serverless::Function")[function_name]
+    known = settings_env_names()
+    unknown = sorted(
+        name
+        for name in function_env_names(function)
+        if name.upper() not in known
+        and name not in EXTERNAL_ENV_EXACT
+        and not name.startswith(EXTERNAL_ENV_PREFIXES)
+    )
+    assert not unknown, (
+        f"{function_name} sets environment variables that neither streaming_proxy.config."
+        f"Settings nor the Lambda Web Adapter / Powertools read: {unknown}"
+    )
+
+
+@pytest.mark.parametrize("function_name", sorted(resources_of_type("AWS::Serverless::Function")))
+def test_functions_are_arm64(function_name: str) -> None:
+    function = resources_of_type("AWS::Serverless::Function")[function_name]
+    assert function_setting(function, "Architectures") == ["arm64"]
+
+
+def test_stream_function_runs_behind_the_web_adapter() -> None:
+    function = load_template()["Resources"]["StreamFunction"]
+    properties = function["Properties"]
+    variables = properties["Environment"]["Variables"]
+    assert properties["Handler"] == "run.sh"
+    assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert variables["AWS_LWA_PASS_THROUGH_PATH"] == "/events"
+    assert variables["DETACH_MODE"] == "lambda"
+    adapter_layers = [
+        layer for layer in properties["Layers"] if "LambdaAdapterLayerArm64" in str(layer)
+    ]
+    assert len(adapter_layers) == 1, "the arm64 Lambda Web Adapter layer must be attached"
+    assert {"Ref": "CoreLayer"} in properties["Layers"]
+    assert properties["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+
+
+def test_table_matches_single_table_design() -> None:
+    table = load_template()["Resources"]["Table"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert sorted(
+        (item["AttributeName"], item["AttributeType"])
+        for item in properties["AttributeDefinitions"]
+    ) == [("pk", "S"), ("sk", "S")]
+    assert [(item["AttributeName"], item["KeyType"]) for item in properties["KeySchema"]] == [
+        ("pk", "HASH"),
+        ("sk", "RANGE"),
+    ]
+    assert properties["TimeToLiveSpecification"] == {
+        "AttributeName": "expiresAt",
+        "Enabled": True,
+    }
+
+
+def api_events() -> list[tuple[str, str, dict[str, Any]]]:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    for function_name, function in resources_of_type("AWS::Serverless::Function").items():
+        for event_name, event in (function["Properties"].get("Events") or {}).items():
+            if event.get("Type") in {"Api", "HttpApi"}:
+                events.append((function_name, event_name, event["Properties"]))
+    return events
+
+
+def test_every_route_is_a_contract_endpoint() -> None:
+    routes = {(props["Method"].upper(), props["Path"]) for _, _, props in api_events()}
+    assert routes <= CONTRACT_ROUTES, f"routes outside the contract: {routes - CONTRACT_ROUTES}"
+    assert routes == CONTRACT_ROUTES, f"contract endpoints not routed: {CONTRACT_ROUTES - routes}"
+
+
+def test_every_route_streams_through_the_stream_api() -> None:
+    for function_name, event_name, props in api_events():
+        where = f"{function_name}.{event_name}"
+        assert function_name == "StreamFunction", f"{where}: only StreamFunction serves HTTP"
+        assert props.get("RestApiId") == {"Ref": "StreamApi"}, where
+        assert props.get("ResponseTransferMode") == "RESPONSE_STREAM", where
+
+
+def test_websocket_routes() -> None:
+    routes = resources_of_type("AWS::ApiGatewayV2::Route")
+    keys = {route["Properties"]["RouteKey"] for route in routes.values()}
+    assert keys == WEBSOCKET_ROUTE_KEYS
+    deployments = resources_of_type("AWS::ApiGatewayV2::Deployment")
+    assert len(deployments) == 1
+    (deployment,) = deployments.values()
+    assert set(routes) <= set(deployment.get("DependsOn", [])), "deployment must follow routes"

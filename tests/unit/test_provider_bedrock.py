@@ -1,0 +1,448 @@
+"""BedrockProvider: Converse translation, event mapping, errors, threading and closing.
+
+The fake client yields the dicts botocore's EventStream yields after parsing the AWS
+event-stream frames; that parsing is botocore's job and is not re-tested here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EventStreamError, NoCredentialsError
+from pydantic import SecretStr
+
+from streaming_proxy.config import Settings
+from streaming_proxy.errors import ProviderNotConfigured, UpstreamError, ValidationFailed
+from streaming_proxy.events import (
+    Finish,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    Usage,
+)
+from streaming_proxy.providers.base import LlmRequest
+from streaming_proxy.providers.bedrock import BedrockProvider, bedrock_client, converse_request
+
+from .streamsplit import FIXTURES
+
+SETTINGS = Settings(bedrock_region="eu-central-1", aws_region="us-east-1")
+MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+HELLO = [{"role": "user", "content": "Bonjour"}]
+
+
+def events(name: str) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads((FIXTURES / "bedrock" / name).read_text("utf-8"))
+    return loaded
+
+
+def request(**kwargs: object) -> LlmRequest:
+    fields: dict[str, object] = {"model": MODEL, "messages": HELLO, **kwargs}
+    return LlmRequest(**fields)  # type: ignore[arg-type]
+
+
+class FakeEventStream:
+    """Yields parsed events; an exception in the list is raised there; `hold` blocks like a read."""
+
+    def __init__(self, items: list[Any], hold: bool = False) -> None:
+        self.items = items
+        self.hold = hold
+        self.closed = threading.Event()
+        self.finished = threading.Event()
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.items:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            if self.hold:  # a slow model: the read only returns once the socket is closed
+                self.closed.wait(5)
+                raise OSError("connection closed")
+        finally:
+            self.finished.set()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class FakeClient:
+    def __init__(self, stream: FakeEventStream | None = None, error: Exception | None = None):
+        self.stream = stream
+        self.error = error
+        self.calls: list[dict[str, Any]] = []
+        self.threads: list[str] = []
+
+    def converse_stream(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        self.threads.append(threading.current_thread().name)
+        if self.error is not None:
+            raise self.error
+        return {"stream": self.stream}
+
+
+class Factory:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+        self.calls: list[tuple[str, str | None]] = []
+
+    def __call__(self, region: str, endpoint_url: str | None) -> FakeClient:
+        self.calls.append((region, endpoint_url))
+        return self.client
+
+
+def provider(client: FakeClient, settings: Settings = SETTINGS) -> tuple[BedrockProvider, Factory]:
+    factory = Factory(client)
+    return BedrockProvider(settings, client_factory=factory), factory
+
+
+async def run(client: FakeClient, req: LlmRequest | None = None) -> list[ProviderEvent]:
+    adapter, _ = provider(client)
+    return [event async for event in adapter.stream(req or request())]
+
+
+EXPECTED: dict[str, list[ProviderEvent]] = {
+    "text.json": [TextDelta("héllo — "), TextDelta("日本語 🎉"), Usage(25, 12), Finish("stop")],
+    "tool_call.json": [
+        TextDelta("Je regarde — 天気"),
+        ToolCallDelta(0, id="tooluse_A", name="get_weather"),
+        ToolCallDelta(0, arguments='{"city": "Zü'),
+        ToolCallDelta(0, arguments='rich"}'),
+        ToolCallDelta(1, id="tooluse_B", name="ui_show_map"),
+        ToolCallDelta(1, arguments="{}"),
+        Usage(472, 80),
+        Finish("tool_calls"),
+    ],
+    "reasoning.json": [
+        ThinkingDelta("Réfléchissons… "),
+        TextDelta("C'est 4 🎉"),
+        Usage(12, 64),
+        Finish("length"),
+    ],
+    "guardrail.json": [TextDelta("Je ne peux pas"), Finish("content_filter")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_converse_events_become_normalised_events(name: str) -> None:
+    stream = FakeEventStream(events(name))
+
+    assert await run(FakeClient(stream)) == EXPECTED[name]
+    assert stream.closed.is_set()
+
+
+async def test_the_blocking_call_runs_off_the_event_loop() -> None:
+    class SlowClient(FakeClient):
+        def converse_stream(self, **kwargs: Any) -> dict[str, Any]:
+            time.sleep(0.2)
+            return super().converse_stream(**kwargs)
+
+    client = SlowClient(FakeEventStream(events("text.json")))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    result = await run(client)
+    task.cancel()
+
+    assert result == EXPECTED["text.json"]
+    assert ticks >= 5
+    assert client.threads[0] != threading.current_thread().name
+
+
+async def test_consumer_stopping_early_closes_the_stream_and_ends_the_worker() -> None:
+    stream = FakeEventStream(events("text.json")[:2], hold=True)
+    adapter, _ = provider(FakeClient(stream))
+
+    events_out = adapter.stream(request())
+    async for event in events_out:
+        assert event == TextDelta("héllo — ")
+        break
+    await events_out.aclose()  # type: ignore[attr-defined]
+
+    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.finished.wait, 2)
+
+
+async def test_cancelling_the_consumer_closes_the_stream() -> None:
+    stream = FakeEventStream(events("text.json")[:2], hold=True)
+    adapter, _ = provider(FakeClient(stream))
+
+    async def consume() -> None:
+        async for _ in adapter.stream(request()):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.finished.wait, 2)
+
+
+async def test_in_stream_exception_event_raises_with_status_and_message() -> None:
+    stream = FakeEventStream(events("throttled.json"))
+    seen: list[ProviderEvent] = []
+    adapter, _ = provider(FakeClient(stream))
+
+    with pytest.raises(UpstreamError) as caught:
+        async for event in adapter.stream(request()):
+            seen.append(event)
+
+    assert seen == [TextDelta("héllo")]
+    assert caught.value.upstream_status == 429
+    assert caught.value.status == 429
+    assert "Too many requests — slow down" in caught.value.message
+    assert stream.closed.is_set()
+
+
+@pytest.mark.parametrize(
+    ("code", "upstream_status", "status"),
+    [
+        ("throttlingException", 429, 429),
+        ("validationException", 400, 400),
+        ("serviceUnavailableException", 503, 502),
+        ("internalServerException", 500, 502),
+        ("modelStreamErrorException", None, 502),
+    ],
+)
+async def test_event_stream_errors_raised_by_botocore_are_mapped(
+    code: str, upstream_status: int | None, status: int
+) -> None:
+    error = EventStreamError({"Error": {"Code": code, "Message": f"boom {code}"}}, "ConverseStream")
+    stream = FakeEventStream([events("text.json")[1], error])
+
+    with pytest.raises(UpstreamError) as caught:
+        await run(FakeClient(stream))
+
+    assert caught.value.upstream_status == upstream_status
+    assert caught.value.status == status
+    assert f"boom {code}" in caught.value.message
+    assert stream.closed.is_set()
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status", "status"),
+    [
+        ("ValidationException", 400, 400),
+        ("AccessDeniedException", 403, 403),
+        ("ThrottlingException", 429, 429),
+    ],
+)
+async def test_client_error_on_the_call_carries_the_http_status(
+    code: str, http_status: int, status: int
+) -> None:
+    response: Any = {
+        "Error": {"Code": code, "Message": f"The call failed: {code}"},
+        "ResponseMetadata": {"HTTPStatusCode": http_status},
+    }
+    error = ClientError(response, "ConverseStream")
+
+    with pytest.raises(UpstreamError) as caught:
+        await run(FakeClient(error=error))
+
+    assert caught.value.upstream_status == http_status
+    assert caught.value.status == status
+    assert f"The call failed: {code}" in caught.value.message
+
+
+async def test_missing_credentials_mean_not_configured() -> None:
+    with pytest.raises(ProviderNotConfigured):
+        await run(FakeClient(error=NoCredentialsError()))
+
+
+async def test_stream_without_message_stop_is_an_error() -> None:
+    with pytest.raises(UpstreamError, match="before messageStop"):
+        await run(FakeClient(FakeEventStream(events("text.json")[:3])))
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "region"),
+    [
+        ({"region": "ap-south-1"}, SETTINGS, "ap-south-1"),
+        ({}, SETTINGS, "eu-central-1"),
+        ({}, Settings(bedrock_region=None, aws_region="us-west-2"), "us-west-2"),
+    ],
+)
+async def test_region_from_provider_args_then_settings(
+    args: dict[str, str], settings: Settings, region: str
+) -> None:
+    client = FakeClient(FakeEventStream(events("text.json")))
+    adapter, factory = provider(client, settings)
+
+    async for _ in adapter.stream(request(provider_args=args, api_key=SecretStr("ignored"))):
+        pass
+
+    assert factory.calls == [(region, None)]
+    assert "region" not in json.dumps(client.calls[0])
+    assert "ignored" not in json.dumps(client.calls[0])
+
+
+def test_clients_are_cached_per_region_and_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    first = bedrock_client("eu-west-1", None)
+
+    assert bedrock_client("eu-west-1", None) is first
+    assert bedrock_client("eu-west-1", "http://localhost:9") is not first
+    assert first.meta.region_name == "eu-west-1"
+
+
+def test_prepare_requires_a_model() -> None:
+    adapter, _ = provider(FakeClient())
+    with pytest.raises(ValidationFailed, match="model"):
+        adapter.prepare(request(model=None))
+
+
+def test_translation_of_messages_images_tools_and_results() -> None:
+    body = converse_request(
+        request(
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Look:"},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64,iVBORw=="},
+                        }
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": "Checking.",
+                    "tool_calls": [
+                        {
+                            "id": "t1",
+                            "type": "function",
+                            "function": {"name": "a", "arguments": '{"x": 1}'},
+                        },
+                        {
+                            "id": "t2",
+                            "type": "function",
+                            "function": {"name": "b", "arguments": "{}"},
+                        },
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "t1", "content": '{"ok": true}'},
+                {"role": "tool", "tool_call_id": "t2", "content": "plain text"},
+            ],
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "a", "description": "A", "parameters": {"type": "object"}},
+                },
+                {"type": "function", "function": {"name": "b"}},
+            ],
+            tool_choice="required",
+            provider_args={
+                "max_tokens": 300,
+                "topP": 0.9,
+                "temperature": 0.3,
+                "stop": "END",
+                "top_k": 50,
+                "region": "eu-west-1",
+                "guardrail_config": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+            },
+        )
+    )
+
+    assert body == {
+        "modelId": MODEL,
+        "system": [{"text": "Be brief."}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"text": "Look:"},
+                    {"image": {"format": "png", "source": {"bytes": b"\x89PNG"}}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"text": "Checking."},
+                    {"toolUse": {"toolUseId": "t1", "name": "a", "input": {"x": 1}}},
+                    {"toolUse": {"toolUseId": "t2", "name": "b", "input": {}}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"toolResult": {"toolUseId": "t1", "content": [{"json": {"ok": True}}]}},
+                    {"toolResult": {"toolUseId": "t2", "content": [{"text": "plain text"}]}},
+                ],
+            },
+        ],
+        "inferenceConfig": {
+            "maxTokens": 300,
+            "temperature": 0.3,
+            "topP": 0.9,
+            "stopSequences": ["END"],
+        },
+        "toolConfig": {
+            "tools": [
+                {
+                    "toolSpec": {
+                        "name": "a",
+                        "description": "A",
+                        "inputSchema": {"json": {"type": "object"}},
+                    }
+                },
+                {
+                    "toolSpec": {
+                        "name": "b",
+                        "inputSchema": {"json": {"type": "object", "properties": {}}},
+                    }
+                },
+            ],
+            "toolChoice": {"any": {}},
+        },
+        "additionalModelRequestFields": {"top_k": 50},
+        "guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+    }
+
+
+TOOL = [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", None),
+        ({"type": "function", "function": {"name": "a"}}, {"tool": {"name": "a"}}),
+    ],
+)
+def test_tool_choice(choice: str | dict[str, Any], expected: dict[str, Any] | None) -> None:
+    config = converse_request(request(tools=TOOL, tool_choice=choice))["toolConfig"]
+
+    assert config.get("toolChoice") == expected
+
+
+def test_tool_choice_none_leaves_tools_out() -> None:
+    assert "toolConfig" not in converse_request(request(tools=TOOL, tool_choice="none"))
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [("https://img.test/a.png", "data: URLs"), ("data:image/tiff;base64,AAAA", "image/tiff")],
+)
+def test_unsupported_images_fail_validation(url: str, match: str) -> None:
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+    with pytest.raises(ValidationFailed, match=match):
+        converse_request(request(messages=messages))
