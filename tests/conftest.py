@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fake_llm import FakeLlm
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,6 +61,8 @@ def start_stack(
         "DEV_DYNAMODB_PORT": str(ports["db"]),
         "DEV_LOG_LEVEL": "INFO",
         "OPENAI_API_KEY": "",
+        "ANTHROPIC_API_KEY": "",
+        "GEMINI_API_KEY": "",
         **(extra_env or {}),
     }
     log_path = tmp / "devstack.log"
@@ -97,10 +101,35 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+# Fake provider keys the stack holds; tests check they never reach the logs.
+FAKE_OPENAI_KEY = "sk-fake-openai-server-key-0123456789"
+FAKE_ANTHROPIC_KEY = "sk-ant-fake-server-key-0123456789"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB)."""
-    running, proc = start_stack(tmp_path_factory.mktemp("stack"))
+def fake_llm() -> Iterator[FakeLlm]:
+    """A fake OpenAI/Anthropic-format upstream on loopback."""
+    server = FakeLlm()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Stack]:
+    """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB),
+    with the openai and anthropic providers pointed at the fake upstream."""
+    running, proc = start_stack(
+        tmp_path_factory.mktemp("stack"),
+        {
+            "OPENAI_BASE_URL": fake_llm.base_url,
+            "OPENAI_API_KEY": FAKE_OPENAI_KEY,
+            "ANTHROPIC_BASE_URL": fake_llm.base_url,
+            "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+        },
+    )
     try:
         yield running
     finally:

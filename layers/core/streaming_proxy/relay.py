@@ -45,6 +45,14 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+class Observer(Protocol):
+    """Sees every normalised provider event as it arrives, then the outcome (OpenAI face)."""
+
+    async def on_event(self, event: ProviderEvent) -> None: ...
+
+    async def on_finish(self, outcome: StreamOutcome) -> None: ...
+
+
 @dataclass
 class ToolCall:
     id: str
@@ -106,8 +114,10 @@ class Relay:
         executor: Executor,
         streams: StreamStore | None = None,
         stats: StreamStats | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.job = job
+        self._observers = list(observers)
         self._provider = provider
         self._sinks = list(sinks)
         self._settings = settings
@@ -144,7 +154,7 @@ class Relay:
         watcher = asyncio.create_task(self._watch_cancel()) if self._streams else None
         try:
             await asyncio.gather(*(sink.start() for sink in self._sinks))
-            if self.job.kind == "llm":
+            if self.job.kind != "chat":
                 await self._emit("threadInfo", content={"streamId": self.job.stream_id})
             await self._consume(started)
         finally:
@@ -235,6 +245,8 @@ class Relay:
             self._spawn(self._call(self._streams.mark_started, self.job.stream_id))
 
     async def _handle(self, event: ProviderEvent) -> None:
+        for observer in self._observers:
+            await observer.on_event(event)
         if isinstance(event, TextDelta):
             self._text.append(event.text)
             await self._buffer("delta", event.text)
@@ -314,11 +326,13 @@ class Relay:
         if outcome.error is not None and not outcome.started:
             await self._record_start_failure(outcome.error)
         _resolve(self.started, outcome.error if not outcome.started else None)
-        if outcome.tool_calls and self.job.kind == "llm":
+        if outcome.tool_calls and self.job.kind != "chat":
             await self._emit("function_call", content={"functions": _function_summaries(outcome)})
         if outcome.error is not None:
             await self._emit("error", error=_error_body(outcome.error))
         await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
+        for observer in self._observers:
+            await observer.on_finish(outcome)
         await self._save_final_snapshot()
         get_logger().info(
             "stream finished", extra={**self._log_extra, **self.stats.as_log_fields()}

@@ -21,7 +21,7 @@ from .errors import ProxyError, UpstreamError
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .providers import ProviderRegistry
-from .relay import Relay, Sink, StreamOutcome, cancel_local
+from .relay import Observer, Relay, Sink, StreamOutcome, cancel_local
 from .streams import StartError, StreamRecord, StreamStore
 
 
@@ -91,7 +91,9 @@ class StreamService:
         record = StreamRecord(job.stream_id, job.app_id, job.action_name, job.channels)
         await self._call(self.streams.create, record)
 
-    def relay(self, job: StreamJob, sinks: Sequence[Sink] = ()) -> Relay:
+    def relay(
+        self, job: StreamJob, sinks: Sequence[Sink] = (), observers: Sequence[Observer] = ()
+    ) -> Relay:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
         stats = StreamStats(provider=job.provider, kind=job.kind)
         all_sinks: list[Sink] = list(sinks)
@@ -116,6 +118,7 @@ class StreamService:
             executor=self.executor,
             streams=self.streams if job.channels else None,
             stats=stats,
+            observers=observers,
         )
 
     async def run(self, relay: Relay) -> StreamOutcome:

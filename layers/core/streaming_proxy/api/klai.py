@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from ..relay import StreamOutcome
 from ..service import StreamService, start_error_as_proxy_error
 from ..streams import new_stream_id
 from .answers import authenticate, error_response, parse, read_json, service_of
-from .sse import SSE_HEADERS, SseSink
+from .sse import SSE_HEADERS, KlaiSseSink, first_byte
 
 SETUP_COMPLETE = "Streaming setup complete"
 
@@ -94,16 +93,11 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
 
 
 async def _sse(service: StreamService, job: StreamJob) -> Response:
-    sink = SseSink()
+    sink = KlaiSseSink()
     relay = service.relay(job, [sink])
     task = service.start(relay)
     keepalive = service.settings.keepalive_seconds
-    try:
-        # Headers wait for the first upstream byte (bounded), so an immediate upstream
-        # failure is still answered with its real HTTP status.
-        error = await asyncio.wait_for(asyncio.shield(relay.started), keepalive)
-    except TimeoutError:
-        error = None
+    error = await first_byte(relay, keepalive)
     if error is not None:
         return error_response(error, job.action_name)
     return StreamingResponse(

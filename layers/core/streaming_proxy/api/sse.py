@@ -1,4 +1,4 @@
-"""Server-sent events for a caller that asked for `Accept: text/event-stream`."""
+"""Server-sent events answers: Klai envelopes or OpenAI chunks, with keep-alive comments."""
 
 from __future__ import annotations
 
@@ -8,27 +8,33 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+from ..errors import ProxyError
+from ..relay import Relay
+
 _CLOSED = object()
 
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
 
-class SseSink:
-    """A relay sink that queues envelopes for one HTTP response."""
+
+class FrameQueue:
+    """Encoded SSE frames waiting for one HTTP response."""
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
 
-    async def start(self) -> None:
-        return None
+    def put(self, frame: bytes) -> None:
+        self._queue.put_nowait(frame)
 
-    async def send(self, envelope: dict[str, Any]) -> None:
-        self._queue.put_nowait(envelope)
-
-    async def close(self) -> None:
+    def close(self) -> None:
         self._queue.put_nowait(_CLOSED)
 
     async def frames(self, keepalive_seconds: float, done: Awaitable[Any]) -> AsyncIterator[bytes]:
-        """`event: <type>` / `data: <envelope>` frames; a comment whenever nothing came for a
-        while, so proxies and API Gateway's idle timeout never see a silent connection.
+        """The frames, plus a comment whenever nothing came for a while so proxies and API
+        Gateway's idle timeout never see a silent connection.
 
         The response ends only once `done` (the whole relay, channel fan-out included) has:
         in Lambda the invocation freezes when the response ends."""
@@ -43,13 +49,28 @@ class SseSink:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(done)
                 return
-            assert isinstance(item, dict)
-            data = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-            yield f"event: {item['type']}\ndata: {data}\n\n".encode()
+            assert isinstance(item, bytes)
+            yield item
 
 
-SSE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-    "Connection": "keep-alive",
-}
+class KlaiSseSink(FrameQueue):
+    """A relay sink writing each envelope as `event: <type>` / `data: <envelope>`."""
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, envelope: dict[str, Any]) -> None:
+        data = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+        self.put(f"event: {envelope['type']}\ndata: {data}\n\n".encode())
+
+    async def close(self) -> None:  # type: ignore[override]
+        super().close()
+
+
+async def first_byte(relay: Relay, keepalive_seconds: float) -> ProxyError | None:
+    """Hold the response headers until the provider's first byte (bounded by the keep-alive
+    interval), so a request that fails at once is still answered with its real status."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(relay.started), keepalive_seconds)
+    except TimeoutError:
+        return None

@@ -1,0 +1,119 @@
+"""`POST /v1/chat/completions`: the OpenAI-compatible face (Kong "llm/v1/chat" style)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import ProxyError, ValidationFailed
+from ..events import ProviderEvent
+from ..jobs import StreamJob
+from ..openai_format import (
+    ChatCompletionRequest,
+    ChunkBuilder,
+    completion,
+    error_body,
+    payload_of,
+    split_model,
+    sse_frame,
+)
+from ..relay import StreamOutcome
+from ..service import StreamService
+from ..streams import new_stream_id
+from .answers import authenticate, parse, read_json, service_of
+from .sse import SSE_HEADERS, FrameQueue, first_byte
+
+
+class ChunkStream(FrameQueue):
+    """A relay observer writing `chat.completion.chunk` frames, then usage and `[DONE]`."""
+
+    def __init__(self, builder: ChunkBuilder, include_usage: bool) -> None:
+        super().__init__()
+        self._builder = builder
+        self._include_usage = include_usage
+
+    async def on_event(self, event: ProviderEvent) -> None:
+        chunk = self._builder.for_event(event)
+        if chunk is not None:
+            self.put(sse_frame(chunk))
+
+    async def on_finish(self, outcome: StreamOutcome) -> None:
+        if outcome.error is not None:
+            # The SDK raises an APIError when a data frame carries "error".
+            self.put(sse_frame(error_body(outcome.error)))
+        else:
+            self.put(sse_frame(self._builder.finish(outcome)))
+            if self._include_usage:
+                self.put(sse_frame(self._builder.usage(outcome)))
+            self.put(sse_frame("[DONE]"))
+        self.close()
+
+
+async def chat_completions(request: Request) -> Response:
+    service = service_of(request)
+    try:
+        data = await read_json(request, service.settings.max_body_bytes)
+        app = authenticate(request, data)
+        body = parse(ChatCompletionRequest, data)
+        job = _job(service, request, body, app.app_id)
+        service.check(job)
+        if job.channels:
+            await service.register(job)
+        completion_id = "chatcmpl-" + job.stream_id.removeprefix("st_")
+        if body.stream:
+            return await _stream(service, job, body, completion_id)
+        outcome = await service.run(service.relay(job))
+        if outcome.error is not None:
+            raise outcome.error
+    except ProxyError as e:
+        return _error(e)
+    return JSONResponse(
+        completion(completion_id, body.model, outcome), headers={"X-Stream-Id": job.stream_id}
+    )
+
+
+def _job(
+    service: StreamService, request: Request, body: ChatCompletionRequest, app_id: str
+) -> StreamJob:
+    header_channels = request.headers.get("x-channels", "")
+    channels = body.channels or [c.strip() for c in header_channels.split(",") if c.strip()]
+    action_name = body.action_name or request.headers.get("x-action-name")
+    if channels and not action_name:
+        raise ValidationFailed("actionName (or the X-Action-Name header) is required with channels")
+    provider, model = split_model(
+        body.model, service.providers.names(), service.settings.default_provider
+    )
+    return StreamJob(
+        stream_id=new_stream_id(),
+        app_id=app_id,
+        kind="openai",
+        action_name=action_name or "",
+        channels=channels,
+        payload=payload_of(body, provider, model, None),
+        flush_interval_ms=service.settings.flush_interval_ms,
+    )
+
+
+async def _stream(
+    service: StreamService, job: StreamJob, body: ChatCompletionRequest, completion_id: str
+) -> Response:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunks = ChunkStream(ChunkBuilder(completion_id, body.model), include_usage)
+    relay = service.relay(job, observers=[chunks])
+    task = service.start(relay)
+    keepalive = service.settings.keepalive_seconds
+    error = await first_byte(relay, keepalive)
+    if error is not None:
+        return _error(error)
+    return StreamingResponse(
+        chunks.frames(keepalive, task),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Stream-Id": job.stream_id},
+    )
+
+
+def _error(error: ProxyError) -> Response:
+    body: dict[str, Any] = error_body(error)
+    return JSONResponse(body, status_code=error.status)
