@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import logging
 import os
 import signal
+from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +33,14 @@ def load_function_module(name: str) -> ModuleType:
     return module
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the stack, which stops all servers together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class LocalStack:
     """Starts the three local services; `run()` serves until Ctrl-C / SIGTERM."""
 
@@ -39,6 +50,7 @@ class LocalStack:
         self._servers: list[uvicorn.Server] = []
 
     def start_dynamodb(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
         self._moto = ThreadedMotoServer(ip_address=self.dev.host, port=self.dev.dynamodb_port)
         self._moto.start()
         client = boto3.client(
@@ -59,13 +71,12 @@ class LocalStack:
             app,
             host=self.dev.host,
             port=port,
-            ws="websockets",
+            ws="websockets-sansio",
             log_level=self.dev.log_level.lower(),
             access_log=False,
             lifespan="on",
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _Server(config)
         self._servers.append(server)
         return server
 
@@ -74,6 +85,7 @@ class LocalStack:
         self.configure_environment()
         from streaming_proxy.api.app import create_app
 
+        from .demo import demo_app
         from .gateway import GatewayEmulator
 
         connections = load_function_module("connections")
@@ -85,7 +97,7 @@ class LocalStack:
         )
         servers = [
             self._server(gateway.app, self.dev.ws_port),
-            self._server(create_app(), self.dev.http_port),
+            self._server(demo_app(create_app(), self.dev), self.dev.http_port),
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

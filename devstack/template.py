@@ -10,7 +10,7 @@ import yaml
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
     """A YAML loader that keeps `!Ref`, `!Sub`, `!GetAtt`, ... as `{"Fn": value}` mappings."""
 
 

@@ -93,15 +93,16 @@ class ConnectionStore:
         return [item["sk"]["S"][len(CONN) :] for item in self._query(CHANNEL + channel, CONN)]
 
     def _query(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        values: dict[str, Any] = {":pk": {"S": pk}, ":now": {"N": str(now_epoch())}}
+        condition = "pk = :pk"
+        if sk_prefix:  # DynamoDB refuses an empty string in a key condition
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = {"S": sk_prefix}
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "KeyConditionExpression": condition,
             "FilterExpression": "expiresAt > :now",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": pk},
-                ":prefix": {"S": sk_prefix},
-                ":now": {"N": str(now_epoch())},
-            },
+            "ExpressionAttributeValues": values,
             "ProjectionExpression": "pk, sk",
         }
         while True:

@@ -1,0 +1,391 @@
+"""API Gateway WebSocket emulator: routes clients to the connections handler, serves @connections.
+
+One Starlette app on one port: the WebSocket endpoint (any path) turns a handshake, each
+client message and each close into API Gateway-shaped `$connect` / `$default` /
+`$disconnect` events for the handler, and `/@connections/{id}` (optionally under
+`/{stage}`) answers boto3's `apigatewaymanagementapi` client like the real management API.
+The handler is synchronous and posts back to this server, so it always runs in a worker
+thread: run on the event loop it would wait for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import string
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+Message = MutableMapping[str, Any]  # an ASGI message
+
+# API Gateway's limits: 128 KB per message, integration timeout 29 s.
+MAX_MESSAGE_BYTES = 128 * 1024
+INTEGRATION_TIMEOUT_SECONDS = 29.0
+# How long close_all waits for one connection's $disconnect to finish.
+DISCONNECT_WAIT_SECONDS = 35.0
+
+log = logging.getLogger(__name__)
+
+
+def new_connection_id() -> str:
+    """An id shaped like API Gateway's ('Ld4Zq3xwoAMCJkQ='), free of '/' and '+' for URLs."""
+    while True:
+        candidate = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
+        if "/" not in candidate and "+" not in candidate:
+            return candidate
+
+
+def _epoch_ms(wall: float) -> int:
+    return int(wall * 1000)
+
+
+def _iso(wall: float) -> str:
+    return (
+        datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _request_time(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+def _header_name(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-")).replace("Websocket", "WebSocket")
+
+
+@dataclass
+class LambdaContext:
+    """The subset of Lambda's context object that Powertools reads."""
+
+    function_name: str = "ConnectionsFunction"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:ConnectionsFunction"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/ConnectionsFunction"
+    log_stream_name: str = "devstack"
+    deadline: float = field(default_factory=lambda: time.monotonic() + INTEGRATION_TIMEOUT_SECONDS)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class _Client:
+    """One accepted connection and what the emulator knows about it."""
+
+    connection_id: str
+    websocket: WebSocket
+    source_ip: str
+    user_agent: str | None
+    connected_at: float = field(default_factory=time.time)  # wall clock, for events
+    last_active_at: float = field(default_factory=time.time)
+    opened: float = field(default_factory=time.monotonic)  # monotonic, for timeouts
+    last_active: float = field(default_factory=time.monotonic)
+    inbox: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closing: bool = False
+    close_code: int | None = None
+    close_reason: str = ""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+        self.last_active_at = time.time()
+
+
+class GatewayEmulator:
+    """The local stand-in for an API Gateway WebSocket API and its @connections API."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        stage: str = "dev",
+        idle_timeout_seconds: float = 600,
+        max_age_seconds: float = 7200,
+        host_header: str | None = None,
+    ) -> None:
+        self._handler = handler
+        self.stage = stage
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self.max_age_seconds = max_age_seconds
+        self._host_header = host_header
+        self.api_id = "".join(
+            secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10)
+        )
+        self._clients: dict[str, _Client] = {}
+        methods = ["POST", "GET", "DELETE"]
+        self.app = Starlette(
+            routes=[
+                Route("/@connections/{connection_id}", self._manage, methods=methods),
+                Route("/{stage}/@connections/{connection_id}", self._manage, methods=methods),
+                WebSocketRoute("/", self._serve),
+                WebSocketRoute("/{path:path}", self._serve),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    def connection_ids(self) -> list[str]:
+        """Ids of the open connections."""
+        return [cid for cid, client in self._clients.items() if not client.closing]
+
+    async def close_all(self) -> None:
+        """Close every connection (1001 Going away) and wait for their `$disconnect`."""
+        clients = list(self._clients.values())
+        await asyncio.gather(*(self._close(c, 1001, "Going away") for c in clients))
+        waits = [asyncio.wait_for(c.finished.wait(), DISCONNECT_WAIT_SECONDS) for c in clients]
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    # --- lifespan and the expiry sweeper ------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(self._sweep())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await self.close_all()
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, max(0.01, min(self.idle_timeout_seconds, self.max_age_seconds) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for client in list(self._clients.values()):
+                try:
+                    if now - client.opened >= self.max_age_seconds:
+                        await self._close(client, 1001, "Going away: maximum connection age")
+                    elif now - client.last_active >= self.idle_timeout_seconds:
+                        await self._close(client, 1001, "Going away: idle timeout")
+                except Exception:  # one bad connection must not stop the sweeper
+                    log.exception("closing expired connection %s failed", client.connection_id)
+
+    # --- the WebSocket side -------------------------------------------------------------
+
+    async def _serve(self, websocket: WebSocket) -> None:
+        peer = websocket.client
+        client = _Client(
+            connection_id=new_connection_id(),
+            websocket=websocket,
+            source_ip=peer.host if peer else "127.0.0.1",
+            user_agent=websocket.headers.get("user-agent"),
+        )
+        answer = await self._invoke(self._connect_event(client))
+        status = int(answer.get("statusCode", 200)) if answer is not None else 500
+        if not 200 <= status < 300:
+            body = (answer or {}).get("body") or json.dumps({"message": "Internal server error"})
+            denial = Response(body, status_code=status, media_type="application/json")
+            await websocket.send_denial_response(denial)
+            return
+        worker: asyncio.Task[None] | None = None
+        try:
+            await websocket.accept()
+            self._clients[client.connection_id] = client
+            worker = asyncio.create_task(self._run_messages(client))
+            await self._receive_until_closed(client)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            client.close_code = client.close_code or 1006
+        finally:
+            # $connect succeeded, so $disconnect follows whatever happened since.
+            self._clients.pop(client.connection_id, None)
+            client.closing = True
+            if worker is not None:
+                await self._stop_worker(client, worker)
+            await self._invoke(self._disconnect_event(client))
+            client.finished.set()
+
+    async def _receive_until_closed(self, client: _Client) -> None:
+        while True:
+            message = await client.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                if client.close_code is None:
+                    client.close_code = int(message.get("code") or 1005)
+                    client.close_reason = (
+                        f"Client-side close frame status set to {client.close_code}"
+                    )
+                return
+            data = message.get("text") if message.get("text") is not None else message.get("bytes")
+            size = len(data.encode("utf-8")) if isinstance(data, str) else len(data or b"")
+            if size > MAX_MESSAGE_BYTES:
+                await self._close(client, 1009, "Message too big")
+                continue
+            client.touch()
+            await client.inbox.put(message)
+
+    async def _run_messages(self, client: _Client) -> None:
+        """Invoke `$default` for each client message in arrival order."""
+        while (message := await client.inbox.get()) is not None:
+            if await self._invoke(self._message_event(client, message)) is None:
+                # What API Gateway sends the client when the integration fails.
+                error = {"message": "Internal server error", "connectionId": client.connection_id}
+                await self._send(client, json.dumps(error).encode("utf-8"))
+
+    async def _stop_worker(self, client: _Client, worker: asyncio.Task[None]) -> None:
+        """Drop messages not yet handled, let the one in flight finish, then stop."""
+        while not client.inbox.empty():
+            client.inbox.get_nowait()
+        client.inbox.put_nowait(None)
+        try:
+            await asyncio.wait_for(worker, INTEGRATION_TIMEOUT_SECONDS + 1)
+        except TimeoutError:
+            log.warning("a $default invocation outlived the integration timeout")
+
+    async def _invoke(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the handler in a worker thread; None when it raised."""
+        try:
+            answer = await asyncio.to_thread(self._handler, event, LambdaContext())
+        except Exception:
+            log.exception("connections handler failed on %s", event["requestContext"]["routeKey"])
+            return None
+        return answer if isinstance(answer, dict) else {}
+
+    async def _send(self, client: _Client, data: bytes) -> bool:
+        """Deliver one message byte-exact: text when it is UTF-8, binary otherwise."""
+        message: Message
+        try:
+            message = {"type": "websocket.send", "text": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            message = {"type": "websocket.send", "bytes": data}
+        async with client.send_lock:
+            if client.closing:
+                return False
+            try:
+                await client.websocket.send(message)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return False
+        return True
+
+    async def _close(self, client: _Client, code: int, reason: str) -> None:
+        if client.closing:
+            return
+        client.closing = True
+        client.close_code, client.close_reason = code, reason
+        # The receive loop sees the close and sends $disconnect.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await client.websocket.close(code, reason)
+
+    # --- the @connections management API ----------------------------------------------
+
+    async def _manage(self, request: Request) -> Response:
+        connection_id = request.path_params["connection_id"]
+        client = self._clients.get(connection_id)
+        body = await request.body()
+        if request.method == "POST" and len(body) > MAX_MESSAGE_BYTES:
+            return _error(413, "PayloadTooLargeException", "Message too long")
+        if client is None or client.closing:
+            return _error(410, "GoneException", f"Connection {connection_id} is gone")
+        if request.method == "DELETE":
+            await self._close(client, 1000, "Connection closed by the @connections API")
+            return Response(status_code=204)
+        if request.method == "GET":
+            return self._describe(client)
+        if not await self._send(client, body):
+            return _error(410, "GoneException", f"Connection {connection_id} is gone")
+        return Response(status_code=200)
+
+    def _describe(self, client: _Client) -> Response:
+        identity: dict[str, Any] = {"sourceIp": client.source_ip}
+        if client.user_agent:
+            identity["userAgent"] = client.user_agent
+        return JSONResponse(
+            {
+                "connectedAt": _iso(client.connected_at),
+                "identity": identity,
+                "lastActiveAt": _iso(client.last_active_at),
+            }
+        )
+
+    # --- API Gateway-shaped events ------------------------------------------------------
+
+    def _context(self, client: _Client, route: str, kind: str) -> dict[str, Any]:
+        now = time.time()
+        request_id = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
+        host = self._domain(client)
+        identity: dict[str, Any] = {"sourceIp": client.source_ip}
+        if client.user_agent and kind != "MESSAGE":
+            identity["userAgent"] = client.user_agent
+        return {
+            "routeKey": route,
+            "eventType": kind,
+            "extendedRequestId": request_id,
+            "requestTime": _request_time(now),
+            "messageDirection": "IN",
+            "stage": self.stage,
+            "connectedAt": _epoch_ms(client.connected_at),
+            "requestTimeEpoch": _epoch_ms(now),
+            "identity": identity,
+            "requestId": request_id,
+            "domainName": host,
+            "connectionId": client.connection_id,
+            "apiId": self.api_id,
+        }
+
+    def _domain(self, client: _Client) -> str:
+        return self._host_header or client.websocket.headers.get("host") or "localhost"
+
+    def _connect_event(self, client: _Client) -> dict[str, Any]:
+        multi: dict[str, list[str]] = {}
+        for name, value in client.websocket.headers.items():
+            multi.setdefault(_header_name(name), []).append(value)
+        multi["Host"] = [self._domain(client)]
+        multi.setdefault("X-Forwarded-For", [client.source_ip])
+        scheme = "https" if client.websocket.url.scheme == "wss" else "http"
+        multi.setdefault("X-Forwarded-Proto", [scheme])
+        event: dict[str, Any] = {
+            "headers": {name: ",".join(values) for name, values in multi.items()},
+            "multiValueHeaders": multi,
+        }
+        query = parse_qs(client.websocket.url.query, keep_blank_values=True)
+        if query:
+            event["queryStringParameters"] = {name: values[-1] for name, values in query.items()}
+            event["multiValueQueryStringParameters"] = query
+        event["requestContext"] = self._context(client, "$connect", "CONNECT")
+        event["isBase64Encoded"] = False
+        return event
+
+    def _disconnect_event(self, client: _Client) -> dict[str, Any]:
+        host = self._domain(client)
+        headers = {"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""}
+        context = self._context(client, "$disconnect", "DISCONNECT")
+        context["disconnectStatusCode"] = client.close_code or 1005
+        context["disconnectReason"] = client.close_reason
+        return {
+            "headers": headers,
+            "multiValueHeaders": {name: [value] for name, value in headers.items()},
+            "requestContext": context,
+            "isBase64Encoded": False,
+        }
+
+    def _message_event(self, client: _Client, message: Message) -> dict[str, Any]:
+        context = self._context(client, "$default", "MESSAGE")
+        context["messageId"] = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
+        text = message.get("text")
+        if text is not None:
+            return {"requestContext": context, "body": text, "isBase64Encoded": False}
+        body = base64.b64encode(message.get("bytes") or b"").decode("ascii")
+        return {"requestContext": context, "body": body, "isBase64Encoded": True}
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    """An error botocore's rest-json parser maps to `client.exceptions.<code>`."""
+    return JSONResponse(
+        {"message": message}, status_code=status, headers={"x-amzn-ErrorType": code}
+    )

@@ -1,0 +1,71 @@
+"""ConnectionsFunction: the WebSocket API's $connect, $disconnect and $default routes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser.models import (
+    APIGatewayWebSocketConnectEventModel,
+    APIGatewayWebSocketDisconnectEventModel,
+    APIGatewayWebSocketMessageEventModel,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field, TypeAdapter
+
+from streaming_proxy.channels.session import ConnectionRoutes
+from streaming_proxy.config import get_settings
+from streaming_proxy.errors import ProxyError
+from streaming_proxy.observability import get_logger
+
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+class ConnectEvent(APIGatewayWebSocketConnectEventModel):
+    """Powertools' model omits the query string, which carries the subscribe token."""
+
+    query_string_parameters: dict[str, str] | None = Field(None, alias="queryStringParameters")
+
+
+WebSocketEvent = TypeAdapter(
+    ConnectEvent | APIGatewayWebSocketDisconnectEventModel | APIGatewayWebSocketMessageEventModel
+)
+logger = get_logger()
+
+
+@cache
+def default_routes() -> ConnectionRoutes:
+    return ConnectionRoutes.from_settings(get_settings())
+
+
+def make_handler(routes: Callable[[], ConnectionRoutes]) -> Handler:
+    """The Lambda handler over `routes` (tests pass routes with a recording reply)."""
+
+    @logger.inject_lambda_context(clear_state=True)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        parsed = WebSocketEvent.validate_python(event)
+        connection_id = parsed.request_context.connection_id
+        logger.append_keys(connection_id=connection_id)
+        match parsed:
+            case ConnectEvent():
+                headers = {name.lower(): value for name, value in parsed.headers.items()}
+                token = (parsed.query_string_parameters or {}).get("token")
+                try:
+                    routes().connect(connection_id, token, headers.get("origin"))
+                except ProxyError as e:
+                    logger.info("connection refused", extra={"status": e.status, "code": e.code})
+                    error = {"message": e.message, "code": e.code}
+                    return {"statusCode": e.status, "body": json.dumps({"error": error})}
+            case APIGatewayWebSocketDisconnectEventModel():
+                routes().disconnect(connection_id)
+            case APIGatewayWebSocketMessageEventModel():
+                body = parsed.body if isinstance(parsed.body, str) else None
+                routes().message(connection_id, body)
+        return {"statusCode": 200}
+
+    return handler
+
+
+handler = make_handler(default_routes)

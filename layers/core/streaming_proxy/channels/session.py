@@ -1,0 +1,298 @@
+"""WebSocket routes: `$connect` auth, `$disconnect` cleanup, and the browser's `action` messages."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from .. import aws
+from ..auth import AppRegistry
+from ..config import Settings
+from ..envelopes import split_text
+from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
+from ..observability import get_logger
+from ..streams import StreamRecord, StreamStore
+from ..tablekeys import private_channel, tool_key
+from .poster import ManagementApiPoster
+from .publisher import encode
+from .store import ConnectionStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Reply = Callable[[str, dict[str, Any]], None]
+"""Sends one JSON message to one connection."""
+
+# A snapshot above this is split in parts: API Gateway refuses messages over 128 KB.
+MAX_SNAPSHOT_MESSAGE_BYTES = 120_000
+TOOL_RESPONSE_TTL_SECONDS = 3600
+
+ChannelName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class Subscribe(_Action):
+    action: Literal["subscribe"]
+    channel: ChannelName
+    token: StrictStr | None = None
+
+
+class Unsubscribe(_Action):
+    action: Literal["unsubscribe"]
+    channel: ChannelName
+
+
+class Ping(_Action):
+    action: Literal["ping"]
+    id: StrictStr | StrictInt | None = None
+
+
+class Stop(_Action):
+    action: Literal["stop"]
+    stream_id: StrictStr = Field(alias="streamId", min_length=1, max_length=128)
+
+
+class Resume(_Action):
+    action: Literal["resume"]
+    stream_id: StrictStr = Field(alias="streamId", min_length=1, max_length=128)
+    after_seq: StrictInt = Field(default=-1, alias="afterSeq")
+
+
+class ToolCallResponse(_Action):
+    action: Literal["llmToolCallResponse"]
+    tool_call_id: StrictStr = Field(alias="toolCallId", min_length=1, max_length=256)
+    success: StrictBool
+    message: StrictStr
+    data: Any = None
+
+
+BrowserMessage = Annotated[
+    Subscribe | Unsubscribe | Ping | Stop | Resume | ToolCallResponse,
+    Field(discriminator="action"),
+]
+_BROWSER_MESSAGE: TypeAdapter[BrowserMessage] = TypeAdapter(BrowserMessage)
+ACTIONS = frozenset({"subscribe", "unsubscribe", "ping", "stop", "resume", "llmToolCallResponse"})
+
+
+def error_message(error: ProxyError) -> dict[str, Any]:
+    """The `error` reply for a refused browser message."""
+    body: dict[str, Any] = {"message": error.message, "code": error.code}
+    if error.details is not None:
+        body["details"] = error.details
+    return {"type": "error", "error": body}
+
+
+def parse_browser_message(body: str | None) -> BrowserMessage:
+    """The browser's JSON message as a typed action; BadRequest / ValidationFailed otherwise."""
+    try:
+        raw = json.loads(body or "")
+    except ValueError as e:
+        raise BadRequest("message is not valid JSON") from e
+    if not isinstance(raw, dict):
+        raise BadRequest("message must be a JSON object")
+    action = raw.get("action")
+    if action not in ACTIONS:
+        raise BadRequest(
+            f"unknown action {action!r}" if isinstance(action, str) else "missing action",
+            details={"actions": sorted(ACTIONS)},
+        )
+    try:
+        return _BROWSER_MESSAGE.validate_python(raw)
+    except PydanticValidationError as e:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"][1:]), "problem": err["msg"]}
+            for err in e.errors(include_url=False, include_input=False)
+        ]
+        raise ValidationFailed(f"invalid {action} message", details=problems) from e
+
+
+def snapshot_messages(record: StreamRecord, channel: str) -> list[dict[str, Any]]:
+    """The `snapshot` reply to `resume`, split in `part`/`parts` when over the message limit."""
+    base: dict[str, Any] = {
+        "type": "snapshot",
+        "actionName": record.action_name,
+        "channel": channel,
+        "streamId": record.stream_id,
+        "seq": record.last_seq,
+        "content": record.text,
+        "status": record.status,
+    }
+    if record.finish_reason is not None:
+        base["finish_reason"] = record.finish_reason
+    if record.usage is not None:
+        base["usage"] = record.usage
+    if len(encode(base)) <= MAX_SNAPSHOT_MESSAGE_BYTES:
+        return [base]
+    # Overhead measured with the widest part numbers the text could need.
+    widest = len(record.text.encode("utf-8"))
+    overhead = len(encode({**base, "content": "", "part": widest, "parts": widest}))
+    pieces = split_text(record.text, MAX_SNAPSHOT_MESSAGE_BYTES - overhead)
+    return [
+        {**base, "content": piece, "part": i, "parts": len(pieces)}
+        for i, piece in enumerate(pieces)
+    ]
+
+
+class ManagementApiReply:
+    """Replies through `PostToConnection`; a gone connection's rows are removed, not raised."""
+
+    def __init__(self, region: str, endpoint: str | None, connections: ConnectionStore) -> None:
+        self._region = region
+        self._endpoint = endpoint
+        self._connections = connections
+
+    def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
+        if not self._endpoint:
+            raise RuntimeError("WS_MANAGEMENT_ENDPOINT is not set: cannot reply to connections")
+        # The client is created on first reply: $connect and $disconnect never need it.
+        poster = ManagementApiPoster(aws.management_api(self._region, self._endpoint))
+        try:
+            poster.post(connection_id, encode(message))
+        except ConnectionGone:
+            get_logger().info("reply to a gone connection; removing it")
+            self._connections.close(connection_id)
+
+
+class ConnectionRoutes:
+    """The three WebSocket routes; blocking (boto3), free of Lambda specifics."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        connections: ConnectionStore,
+        streams: StreamStore,
+        registry: AppRegistry,
+        reply: Reply,
+        db: DynamoDBClient,
+    ) -> None:
+        self._settings = settings
+        self._connections = connections
+        self._streams = streams
+        self._registry = registry
+        self._reply = reply
+        self._db = db
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, reply: Reply | None = None) -> ConnectionRoutes:
+        """Routes over the configured table; `reply` defaults to the management API."""
+        db = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
+        connections = ConnectionStore(db, settings.table_name, settings.connection_ttl_seconds)
+        return cls(
+            settings=settings,
+            connections=connections,
+            streams=StreamStore(db, settings.table_name, settings.stream_ttl_seconds),
+            registry=AppRegistry.from_settings(settings),
+            reply=reply
+            or ManagementApiReply(
+                settings.aws_region, settings.ws_management_endpoint, connections
+            ),
+            db=db,
+        )
+
+    def connect(self, connection_id: str, token: str | None, origin: str | None) -> None:
+        """Admit a connection holding a valid subscribe token (and allowed Origin), or raise."""
+        allowed = self._settings.allowed_origins
+        if "*" not in allowed and origin not in allowed:
+            raise Forbidden("origin not allowed")
+        claims = self._registry.verify_token(token)
+        channels = claims.channels | {private_channel(connection_id)}
+        self._connections.open(connection_id, claims.app_id, channels)
+
+    def disconnect(self, connection_id: str) -> None:
+        self._connections.close(connection_id)
+
+    def message(self, connection_id: str, body: str | None) -> None:
+        """Handle one browser message; every outcome, refusals included, is a reply."""
+        try:
+            replies = self._handle(connection_id, parse_browser_message(body))
+        except ProxyError as e:
+            replies = [error_message(e)]
+        except Exception:  # a bad message must never fail the route: the browser gets an answer
+            get_logger().exception("browser message failed")
+            replies = [error_message(ProxyError("internal error"))]
+        for reply in replies:
+            self._reply(connection_id, reply)
+
+    def _handle(self, connection_id: str, msg: BrowserMessage) -> list[dict[str, Any]]:
+        match msg:
+            case Subscribe():
+                return [self._subscribe(connection_id, msg)]
+            case Unsubscribe():
+                if msg.channel == private_channel(connection_id):
+                    raise Forbidden("a connection cannot leave its private channel")
+                self._connections.remove(connection_id, msg.channel)
+                return [{"type": "unsubscribed", "channel": msg.channel}]
+            case Ping():
+                pong: dict[str, Any] = {"type": "pong", "connectionId": connection_id}
+                if msg.id is not None:
+                    pong["id"] = msg.id
+                return [pong]
+            case Stop():
+                return [self._stop(connection_id, msg)]
+            case Resume():
+                record, channel = self._visible_stream(connection_id, msg.stream_id)
+                if record is None:
+                    return [{"type": "not_found", "streamId": msg.stream_id}]
+                return snapshot_messages(record, channel)
+            case ToolCallResponse():
+                self._save_tool_response(connection_id, msg)
+                return [{"type": "ack", "toolCallId": msg.tool_call_id}]
+
+    def _subscribe(self, connection_id: str, msg: Subscribe) -> dict[str, Any]:
+        claims = self._registry.verify_token(msg.token)
+        if claims.app_id != self._connections.app_of(connection_id):
+            raise Forbidden("token belongs to another app than this connection")
+        if not claims.covers(msg.channel):
+            raise Forbidden(f"token does not cover channel {msg.channel!r}")
+        self._connections.add(connection_id, [msg.channel])
+        return {"type": "subscribed", "channel": msg.channel}
+
+    def _stop(self, connection_id: str, msg: Stop) -> dict[str, Any]:
+        record, _ = self._visible_stream(connection_id, msg.stream_id)
+        if record is None or self._streams.request_cancel(msg.stream_id) is None:
+            return {"type": "not_found", "streamId": msg.stream_id}
+        return {"type": "stopped", "streamId": msg.stream_id}
+
+    def _visible_stream(
+        self, connection_id: str, stream_id: str
+    ) -> tuple[StreamRecord | None, str]:
+        """The stream and the first of its channels this connection is in; Forbidden if none."""
+        record = self._streams.get(stream_id)
+        if record is None:
+            return None, ""
+        joined = self._connections.channels_of(connection_id)
+        shared = [channel for channel in record.channels if channel in joined]
+        # Channel names are not scoped by app: the app must match as well.
+        if not shared or record.app_id != self._connections.app_of(connection_id):
+            raise Forbidden("stream is not on a channel this connection is in")
+        return record, shared[0]
+
+    def _save_tool_response(self, connection_id: str, msg: ToolCallResponse) -> None:
+        response = msg.model_dump(by_alias=True, exclude={"action"})
+        # First answer wins: a tool call is answered once, whichever tab answers it.
+        try:
+            self._db.update_item(
+                TableName=self._settings.table_name,
+                Key=tool_key(msg.tool_call_id),
+                UpdateExpression="SET #r = :r, connectionId = :c, expiresAt = :e",
+                ConditionExpression="attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "response"},
+                ExpressionAttributeValues={
+                    ":r": {"S": json.dumps(response, ensure_ascii=False)},
+                    ":c": {"S": connection_id},
+                    ":e": {"N": str(int(time.time()) + TOOL_RESPONSE_TTL_SECONDS)},
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            get_logger().info(
+                "tool call already answered", extra={"tool_call_id": msg.tool_call_id}
+            )

@@ -1,0 +1,442 @@
+"""The connections function on real-shaped API Gateway WebSocket events, over moto's DynamoDB."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from devstack.gateway import LambdaContext
+from devstack.stack import load_function_module
+from devstack.template import create_table
+from streaming_proxy import aws
+from streaming_proxy.auth import AppRegistry
+from streaming_proxy.channels.session import ConnectionRoutes
+from streaming_proxy.config import AppConfig, get_settings
+from streaming_proxy.streams import StreamRecord, StreamStore
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+TABLE = "streaming-proxy-test"
+SECRET = "unit-test-token-secret-0123456789"
+APPS = {"app1": {"keySha256": "0" * 64, "tokenSecret": SECRET}}
+CID = "Ld4Zq3xwoAMCJkQ="  # the connection id of every events/ws-*.json
+
+
+APP = load_function_module("connections")
+
+
+class Replies:
+    """A recording reply poster: moto cannot prove what a connection received."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
+        self.sent.append((connection_id, message))
+
+    def only(self) -> dict[str, Any]:
+        assert len(self.sent) == 1, self.sent
+        connection_id, message = self.sent[0]
+        assert connection_id == CID
+        return message
+
+
+@dataclass
+class Stack:
+    db: Any
+    replies: Replies
+    invoke: Callable[[dict[str, Any]], dict[str, Any]]
+    registry: AppRegistry
+
+    def token(self, *channels: str, ttl: int = 600, now: float | None = None) -> str:
+        app = self.registry.get("app1")
+        assert app
+        return self.registry.mint_token(app, channels, ttl, now=now)[0]
+
+    def rows(self) -> list[tuple[str, str]]:
+        items = self.db.scan(TableName=TABLE)["Items"]
+        return sorted((item["pk"]["S"], item["sk"]["S"]) for item in items)
+
+    def connect(self, *channels: str) -> dict[str, Any]:
+        return self.invoke(connect_event(self.token(*channels)))
+
+    def send(self, body: dict[str, Any] | str) -> dict[str, Any]:
+        self.replies.sent.clear()
+        text = body if isinstance(body, str) else json.dumps(body)
+        event = load_event("ws-ping.json")
+        event["body"] = text
+        self.invoke(event)
+        return self.replies.only()
+
+
+def load_event(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+def connect_event(token: str) -> dict[str, Any]:
+    event = load_event("ws-connect.json")
+    event["queryStringParameters"]["token"] = token
+    event["multiValueQueryStringParameters"]["token"] = [token]
+    return event
+
+
+def clear_caches() -> None:
+    get_settings.cache_clear()
+    aws.dynamodb.cache_clear()
+    aws.management_api.cache_clear()
+    APP.default_routes.cache_clear()
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "TABLE_NAME": TABLE,
+        "APPS": json.dumps(APPS),
+        "WS_MANAGEMENT_ENDPOINT": "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev",
+        "ALLOWED_ORIGINS": "*",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
+    clear_caches()
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(db, TABLE)
+        replies = Replies()
+        routes = ConnectionRoutes.from_settings(get_settings(), reply=replies)
+        handler = APP.make_handler(lambda: routes)
+        yield Stack(
+            db=db,
+            replies=replies,
+            invoke=lambda event: handler(copy.deepcopy(event), LambdaContext()),
+            registry=AppRegistry.from_settings(get_settings()),
+        )
+    clear_caches()
+
+
+def membership(*channels: str) -> list[tuple[str, str]]:
+    rows = [("CONN#" + CID, "META")]
+    for channel in channels:
+        rows += [("CHANNEL#" + channel, "CONN#" + CID), ("CONN#" + CID, "CHANNEL#" + channel)]
+    return sorted(rows)
+
+
+# --- $connect -------------------------------------------------------------------------------
+
+
+def test_connect_with_valid_token_joins_token_channels_and_private_channel(stack: Stack) -> None:
+    assert stack.connect("user-42", "team-7") == {"statusCode": 200}
+    assert stack.rows() == membership("user-42", "team-7", f"tab|{CID}")
+
+
+def test_connect_without_token_is_401_and_stores_nothing(stack: Stack) -> None:
+    answer = stack.invoke(load_event("ws-connect-no-token.json"))
+    assert answer["statusCode"] == 401
+    assert json.loads(answer["body"])["error"]["code"] == "unauthorized"
+    assert stack.rows() == []
+
+
+def test_connect_with_expired_token_is_401(stack: Stack) -> None:
+    token = stack.token("user-42", ttl=60, now=time.time() - 3600)
+    assert stack.invoke(connect_event(token))["statusCode"] == 401
+    assert stack.rows() == []
+
+
+def test_connect_with_tampered_token_is_403(stack: Stack) -> None:
+    header, payload, signature = stack.token("user-42").split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    assert stack.invoke(connect_event(forged))["statusCode"] == 403
+    assert stack.rows() == []
+
+
+def test_connect_with_token_of_unknown_app_is_403(stack: Stack) -> None:
+    stranger = AppRegistry({"ghost": AppConfig(key_sha256="1" * 64, token_secret=SECRET)})
+    app = stranger.get("ghost")
+    assert app
+    token, _ = stranger.mint_token(app, ["user-42"], 600)
+    assert stack.invoke(connect_event(token))["statusCode"] == 403
+    assert stack.rows() == []
+
+
+def test_connect_from_origin_not_allowed_is_403(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://other.example.com")
+    get_settings.cache_clear()
+    routes = ConnectionRoutes.from_settings(get_settings(), reply=stack.replies)
+    event = connect_event(stack.token("user-42"))
+    assert APP.make_handler(lambda: routes)(event, LambdaContext())["statusCode"] == 403
+    event["headers"]["Origin"] = "https://other.example.com"
+    assert APP.make_handler(lambda: routes)(event, LambdaContext())["statusCode"] == 200
+
+
+# --- $disconnect ----------------------------------------------------------------------------
+
+
+def test_disconnect_leaves_no_rows(stack: Stack) -> None:
+    stack.connect("user-42", "team-7")
+    stack.send({"action": "subscribe", "channel": "late", "token": stack.token("late")})
+    assert stack.invoke(load_event("ws-disconnect.json")) == {"statusCode": 200}
+    assert stack.rows() == []
+
+
+# --- $default: subscribe / unsubscribe / ping -----------------------------------------------
+
+
+def test_subscribe_event_with_covering_token_adds_channel(stack: Stack) -> None:
+    stack.connect("user-42")
+    event = load_event("ws-subscribe.json")
+    body = json.loads(event["body"])
+    event["body"] = json.dumps({**body, "token": stack.token("team-7"), "channel": "team-7"})
+    assert stack.invoke(event) == {"statusCode": 200}
+    assert stack.replies.only() == {"type": "subscribed", "channel": "team-7"}
+    assert stack.rows() == membership("user-42", "team-7", f"tab|{CID}")
+
+
+def test_subscribe_to_channel_the_token_does_not_cover_is_refused(stack: Stack) -> None:
+    stack.connect("channel-a")
+    reply = stack.send({"action": "subscribe", "channel": "channel-b", "token": stack.token("a")})
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == "forbidden"
+    assert ("CHANNEL#channel-b", "CONN#" + CID) not in stack.rows()
+
+
+def test_subscribe_without_or_with_expired_token_is_unauthorized(stack: Stack) -> None:
+    stack.connect("user-42")
+    missing = stack.send({"action": "subscribe", "channel": "team-7"})
+    assert missing["error"]["code"] == "unauthorized"
+    old = stack.token("team-7", ttl=60, now=time.time() - 3600)
+    expired = stack.send({"action": "subscribe", "channel": "team-7", "token": old})
+    assert expired["error"]["code"] == "unauthorized"
+    assert stack.rows() == membership("user-42", f"tab|{CID}")
+
+
+def test_subscribe_from_unknown_connection_is_forbidden(stack: Stack) -> None:
+    reply = stack.send({"action": "subscribe", "channel": "x", "token": stack.token("x")})
+    assert reply["error"]["code"] == "forbidden"
+    assert stack.rows() == []
+
+
+def test_unsubscribe_leaves_channel_but_never_the_private_one(stack: Stack) -> None:
+    stack.connect("user-42", "team-7")
+    assert stack.send({"action": "unsubscribe", "channel": "team-7"}) == {
+        "type": "unsubscribed",
+        "channel": "team-7",
+    }
+    refused = stack.send({"action": "unsubscribe", "channel": f"tab|{CID}"})
+    assert refused["error"]["code"] == "forbidden"
+    assert stack.rows() == membership("user-42", f"tab|{CID}")
+
+
+def test_ping_event_gets_pong_echoing_id(stack: Stack) -> None:
+    stack.invoke(load_event("ws-ping.json"))
+    assert stack.replies.only() == {"type": "pong", "connectionId": CID, "id": "p1"}
+
+
+# --- $default: malformed input --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_name", "code"),
+    [("ws-malformed.json", "bad_request"), ("ws-unknown-action.json", "bad_request")],
+)
+def test_bad_messages_get_error_reply_not_exception(
+    stack: Stack, event_name: str, code: str
+) -> None:
+    assert stack.invoke(load_event(event_name)) == {"statusCode": 200}
+    reply = stack.replies.only()
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == code
+    assert reply["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[1, 2]",
+        '"ping"',
+        "",
+        json.dumps({"channel": "x"}),
+        json.dumps({"action": "subscribe"}),
+        json.dumps({"action": "subscribe", "channel": 42, "token": "t"}),
+        json.dumps({"action": "stop"}),
+        json.dumps({"action": "resume", "streamId": "st_1", "afterSeq": "x"}),
+        json.dumps({"action": "llmToolCallResponse", "toolCallId": "c1", "success": "yes"}),
+    ],
+)
+def test_invalid_messages_get_error_reply(stack: Stack, body: str) -> None:
+    reply = stack.send(body)
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] in ("bad_request", "invalid_request")
+
+
+# --- $default: stop / resume ----------------------------------------------------------------
+
+
+def make_stream(
+    stream_id: str, channels: list[str], text: str = "Hello", app: str = "app1"
+) -> None:
+    store = StreamStore(aws.dynamodb("us-east-1", None), TABLE)
+    store.create(StreamRecord(stream_id, app, "onLlmMessage", channels))
+    store.save_snapshot(
+        stream_id,
+        text,
+        7,
+        "done",
+        finish_reason="stop",
+        usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "estimated": False},
+    )
+
+
+def cancel_flag(stream_id: str) -> bool:
+    return StreamStore(aws.dynamodb("us-east-1", None), TABLE).cancel_requested(stream_id)
+
+
+def test_stop_event_on_shared_channel_cancels_stream(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_demo0000000000000000", ["other", "user-42"])
+    stack.invoke(load_event("ws-stop.json"))
+    assert stack.replies.only() == {"type": "stopped", "streamId": "st_demo0000000000000000"}
+    assert cancel_flag("st_demo0000000000000000")
+
+
+def test_stop_on_foreign_channel_is_forbidden_and_cancels_nothing(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_x", ["user-99"])
+    reply = stack.send({"action": "stop", "streamId": "st_x"})
+    assert reply["error"]["code"] == "forbidden"
+    assert not cancel_flag("st_x")
+
+
+def test_stop_of_other_apps_stream_on_same_channel_name_is_forbidden(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_other_app", ["user-42"], app="app2")
+    assert (
+        stack.send({"action": "stop", "streamId": "st_other_app"})["error"]["code"] == "forbidden"
+    )
+    assert not cancel_flag("st_other_app")
+
+
+def test_stop_and_resume_of_unknown_stream_are_not_found(stack: Stack) -> None:
+    stack.connect("user-42")
+    assert stack.send({"action": "stop", "streamId": "st_nope"}) == {
+        "type": "not_found",
+        "streamId": "st_nope",
+    }
+    assert stack.send({"action": "resume", "streamId": "st_nope", "afterSeq": 3}) == {
+        "type": "not_found",
+        "streamId": "st_nope",
+    }
+
+
+def test_resume_on_shared_channel_sends_snapshot(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_r", ["elsewhere", "user-42"], text="Hello, wörld 👋")
+    assert stack.send({"action": "resume", "streamId": "st_r", "afterSeq": 2}) == {
+        "type": "snapshot",
+        "actionName": "onLlmMessage",
+        "channel": "user-42",
+        "streamId": "st_r",
+        "seq": 7,
+        "content": "Hello, wörld 👋",
+        "status": "done",
+        "finish_reason": "stop",
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "total_tokens": 5,
+            "estimated": False,
+        },
+    }
+
+
+def test_resume_on_foreign_channel_is_forbidden(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_f", ["user-99"])
+    reply = stack.send({"action": "resume", "streamId": "st_f", "afterSeq": -1})
+    assert reply["error"]["code"] == "forbidden"
+
+
+def test_large_snapshot_is_split_on_character_boundaries(stack: Stack) -> None:
+    stack.connect("user-42")
+    # Two-, three- and four-byte characters plus quotes that JSON escapes: ~290 KB.
+    text = ('é€👋"\n' * 20_000)[:100_000]
+    make_stream("st_big", ["user-42"], text=text)
+    stack.replies.sent.clear()
+    stack.invoke(
+        {
+            **load_event("ws-ping.json"),
+            "body": json.dumps({"action": "resume", "streamId": "st_big"}),
+        }
+    )
+    parts = [message for _, message in stack.replies.sent]
+    assert len(parts) >= 3
+    for i, part in enumerate(parts):
+        encoded = json.dumps(part, ensure_ascii=False, separators=(",", ":")).encode()
+        assert len(encoded) <= 120_000
+        assert (part["type"], part["seq"], part["part"], part["parts"]) == (
+            "snapshot",
+            7,
+            i,
+            len(parts),
+        )
+    assert "".join(part["content"] for part in parts) == text
+
+
+# --- $default: tool call responses ----------------------------------------------------------
+
+
+def test_tool_call_response_is_stored_and_acked(stack: Stack) -> None:
+    stack.connect("user-42")
+    body = {
+        "action": "llmToolCallResponse",
+        "toolCallId": "call_1",
+        "success": True,
+        "message": "done",
+        "data": {"rows": [1, 2]},
+    }
+    assert stack.send(body) == {"type": "ack", "toolCallId": "call_1"}
+    item = stack.db.get_item(
+        TableName=TABLE, Key={"pk": {"S": "TOOL#call_1"}, "sk": {"S": "META"}}
+    )["Item"]
+    assert json.loads(item["response"]["S"]) == {
+        "toolCallId": "call_1",
+        "success": True,
+        "message": "done",
+        "data": {"rows": [1, 2]},
+    }
+    assert item["connectionId"]["S"] == CID
+    assert 3500 < int(item["expiresAt"]["N"]) - time.time() <= 3600
+    # A second answer is acknowledged but does not replace the first.
+    assert stack.send({**body, "message": "again"})["type"] == "ack"
+    again = stack.db.get_item(
+        TableName=TABLE, Key={"pk": {"S": "TOOL#call_1"}, "sk": {"S": "META"}}
+    )
+    assert json.loads(again["Item"]["response"]["S"])["message"] == "done"
+
+
+# --- the default reply poster ---------------------------------------------------------------
+
+
+def test_reply_to_gone_connection_removes_its_rows(stack: Stack) -> None:
+    stack.connect("user-42")
+    routes = ConnectionRoutes.from_settings(get_settings())  # management API reply
+    client = aws.management_api("us-east-1", get_settings().ws_management_endpoint or "")
+    with Stubber(client) as stub:
+        stub.add_client_error("post_to_connection", "GoneException", http_status_code=410)
+        routes.message(CID, json.dumps({"action": "ping"}))
+        stub.assert_no_pending_responses()
+    assert stack.rows() == []

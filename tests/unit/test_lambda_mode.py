@@ -1,0 +1,137 @@
+"""DETACH_MODE=lambda: the ack self-invokes the function; the pass-through path runs the relay.
+
+The Lambda service itself is the one thing faked: the self-invoke hands its event to the
+app's `/events` path, as the Lambda Web Adapter does for non-HTTP events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+
+from devstack.template import create_table
+from streaming_proxy import aws
+from streaming_proxy.api.app import create_app
+from streaming_proxy.auth import key_digest
+from streaming_proxy.config import AppConfig, Settings
+from streaming_proxy.jobs import StreamJob
+from streaming_proxy.service import StreamService
+
+KEY = "app-key-for-lambda-mode-tests"
+
+
+class RecordingPoster:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        self.posts.append((connection_id, json.loads(data)))
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    aws.dynamodb.cache_clear()
+    with mock_aws():
+        create_table(boto3.client("dynamodb", region_name="us-east-1"), "t")
+        yield
+    aws.dynamodb.cache_clear()
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "table_name": "t",
+        "aws_region": "us-east-1",
+        "detach_mode": "lambda",
+        "self_function_name": "stack-stream",
+        "apps": {"app1": AppConfig(keySha256=key_digest(KEY), tokenSecret="s" * 32)},
+        "ack_wait_seconds": 2,
+        "cancel_poll_seconds": 0.1,
+    }
+    return Settings(**{**values, **overrides})
+
+
+async def lambda_app(service: StreamService) -> tuple[httpx.AsyncClient, list[dict[str, Any]]]:
+    app = create_app()
+    app.state.service = service
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
+    invoked: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+
+    def invoke(job: StreamJob) -> None:  # runs in a worker thread, like the boto3 call
+        event = json.loads(json.dumps(job.to_event()))
+        invoked.append(event)
+        loop.call_soon_threadsafe(lambda: loop.create_task(client.post("/events", json=event)))
+
+    service._invoke_self = invoke  # type: ignore[method-assign]
+    return client, invoked
+
+
+def request(**provider_args: Any) -> dict[str, Any]:
+    return {
+        "apiKey": KEY,
+        "channels": ["room"],
+        "actionName": "onLlm",
+        "payload": {
+            "provider": "mock",
+            "apiKey": "provider-key-travels-in-the-invoke",
+            "messages": [{"role": "user", "content": "one two three four"}],
+            "providerArgs": {"delayMs": 1, **provider_args},
+        },
+    }
+
+
+async def test_ack_self_invokes_and_the_pass_through_path_runs_the_stream(aws_env: None) -> None:
+    poster = RecordingPoster()
+    service = StreamService(settings(), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, invoked = await lambda_app(service)
+    r = await client.post("/llm/query", json=request())
+    assert r.status_code == 200, r.text
+    stream_id = r.json()["streamId"]
+    assert (
+        invoked[0]["streamingProxyJob"]["payload"]["apiKey"] == "provider-key-travels-in-the-invoke"
+    )
+    async with asyncio.timeout(5):
+        while not poster.posts or poster.posts[-1][1]["type"] != "end":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    messages = [m for _, m in poster.posts]
+    assert "".join(m["content"] for m in messages if m["type"] == "delta") == "one two three four"
+    record = service.streams.get(stream_id)
+    assert record is not None and record.status == "done" and record.text == "one two three four"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_a_failure_before_the_first_byte_reaches_the_ack_through_the_table(
+    aws_env: None,
+) -> None:
+    service = StreamService(settings(), poster=RecordingPoster())
+    client, _ = await lambda_app(service)
+    r = await client.post("/llm/query", json=request(failBeforeFirstByte=True, failStatus=429))
+    assert r.status_code == 429
+    assert r.json()["error"]["message"] == "mock failure before first byte"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_pass_through_path_is_closed_outside_lambda_mode(aws_env: None) -> None:
+    service = StreamService(settings(detach_mode="task"), poster=RecordingPoster())
+    app = create_app()
+    app.state.service = service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        r = await c.post("/events", json={"streamingProxyJob": {}})
+    assert r.status_code == 404
+    await service.aclose()
