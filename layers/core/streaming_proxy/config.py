@@ -14,7 +14,7 @@ class AppConfig(BaseModel):
     """One calling application: the SHA-256 of its key (never the key) and its token secret."""
 
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", alias="keySha256")
-    token_secret: SecretStr = Field(min_length=16, alias="tokenSecret")
+    token_secret: SecretStr = Field(min_length=32, alias="tokenSecret")
 
     model_config = {"populate_by_name": True}
 
