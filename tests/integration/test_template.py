@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from devstack.template import load_template as template_data
 from streaming_proxy.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,40 +40,9 @@ EXTERNAL_ENV_EXACT = {"AWS_LAMBDA_EXEC_WRAPPER"}
 EXTERNAL_ENV_PREFIXES = ("AWS_LWA_", "POWERTOOLS_")
 
 
-# --------------------------------------------------------------------------- YAML loading
-
-
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short-form tags into their long-form mappings."""
-
-
-def _construct_cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    if suffix == "Condition":
-        return {"Condition": value}
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
-
-
 @cache
 def load_template() -> dict[str, Any]:
-    with TEMPLATE.open(encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=CfnLoader)
-    assert isinstance(data, dict)
-    return data
+    return template_data(TEMPLATE)
 
 
 def resources_of_type(resource_type: str) -> dict[str, dict[str, Any]]:

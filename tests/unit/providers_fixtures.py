@@ -24,7 +24,10 @@ def _every(size: int) -> Callable[[bytes], list[bytes]]:
 
 
 def _mid_utf8(data: bytes) -> list[bytes]:
-    """Cut right after the first byte of every multi-byte UTF-8 character."""
+    """Cut right after the first byte of every multi-byte UTF-8 character.
+
+    An ASCII fixture comes back whole; tests that need real cuts assert `not data.isascii()`.
+    """
     cuts = [i for i in range(1, len(data)) if data[i] & 0xC0 == 0x80 and data[i - 1] >= 0xC0]
     bounds = [0, *cuts, len(data)]
     return [data[a:b] for a, b in pairwise(bounds)]
@@ -97,7 +100,8 @@ class FakeUpstream:
         self.requests: list[httpx.Request] = []
 
     @classmethod
-    def error(cls, status: int, body: dict[str, Any]) -> FakeUpstream:
+    def error(cls, status: int, body: Any) -> FakeUpstream:
+        """An HTTP error answer whose JSON body is `body`."""
         return cls([json.dumps(body).encode()], status=status, content_type="application/json")
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -111,8 +115,10 @@ class FakeUpstream:
 
     @property
     def request(self) -> httpx.Request:
+        """The one request the adapter sent."""
         assert len(self.requests) == 1, self.requests
         return self.requests[0]
 
     def sent_json(self) -> Any:
+        """The JSON body of the one request the adapter sent."""
         return json.loads(self.request.content)

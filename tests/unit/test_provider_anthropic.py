@@ -20,7 +20,7 @@ from streaming_proxy.events import (
 from streaming_proxy.providers.anthropic import AnthropicProvider, anthropic_body
 from streaming_proxy.providers.base import LlmRequest
 
-from .streamsplit import SPLITS, Upstream, fixture
+from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 SETTINGS = Settings(
     anthropic_api_key=SecretStr("sk-server"), anthropic_base_url="https://anthropic.test/v1"
@@ -33,7 +33,7 @@ def request(**kwargs: object) -> LlmRequest:
     return LlmRequest(**fields)  # type: ignore[arg-type]
 
 
-async def run(upstream: Upstream, req: LlmRequest | None = None) -> list[ProviderEvent]:
+async def run(upstream: FakeUpstream, req: LlmRequest | None = None) -> list[ProviderEvent]:
     async with upstream.client() as http:
         provider = AnthropicProvider(http, SETTINGS)
         return [event async for event in provider.stream(req or request())]
@@ -73,15 +73,19 @@ EXPECTED: dict[str, list[ProviderEvent]] = {
 @pytest.mark.parametrize("split", sorted(SPLITS))
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_stream_normalises_events_however_the_bytes_are_split(name: str, split: str) -> None:
-    upstream = Upstream(SPLITS[split](fixture("anthropic", name)))
+    data = fixture_bytes(f"anthropic/{name}")
+    assert not data.isascii()  # so that the mid_utf8 split really cuts inside characters
+    upstream = FakeUpstream(SPLITS[split](data))
 
     assert await run(upstream) == EXPECTED[name]
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 @pytest.mark.parametrize("split", sorted(SPLITS))
 async def test_error_event_after_http_200_raises_with_the_providers_message(split: str) -> None:
-    upstream = Upstream(SPLITS[split](fixture("anthropic", "overloaded.sse")))
+    data = fixture_bytes("anthropic/overloaded.sse")
+    assert not data.isascii()  # so that the mid_utf8 split really cuts inside characters
+    upstream = FakeUpstream(SPLITS[split](data))
     seen: list[ProviderEvent] = []
 
     async with upstream.client() as http:
@@ -93,15 +97,15 @@ async def test_error_event_after_http_200_raises_with_the_providers_message(spli
     assert "Overloaded — réessayez" in caught.value.message
     assert caught.value.upstream_status == 529
     assert caught.value.status == 502
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 async def test_stream_cut_before_message_stop_is_an_error() -> None:
-    upstream = Upstream([fixture("anthropic", "truncated.sse")])
+    upstream = FakeUpstream([fixture_bytes("anthropic/truncated.sse")])
 
     with pytest.raises(UpstreamError, match="before message_stop"):
         await run(upstream)
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 @pytest.mark.parametrize(
@@ -115,11 +119,9 @@ async def test_stream_cut_before_message_stop_is_an_error() -> None:
 async def test_http_error_body_becomes_upstream_error(
     status: int, error_type: str, mapped: int
 ) -> None:
-    body = b'{"type":"error","error":{"type":"%s","message":"Nope: %s"}}' % (
-        error_type.encode(),
-        error_type.encode(),
+    upstream = FakeUpstream.error(
+        status, {"type": "error", "error": {"type": error_type, "message": f"Nope: {error_type}"}}
     )
-    upstream = Upstream([body], status=status, content_type="application/json")
 
     with pytest.raises(UpstreamError) as caught:
         await run(upstream)
@@ -127,11 +129,11 @@ async def test_http_error_body_becomes_upstream_error(
     assert caught.value.status == mapped
     assert caught.value.upstream_status == status
     assert f"Nope: {error_type}" in caught.value.message
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 async def test_response_is_closed_when_the_consumer_stops_early() -> None:
-    upstream = Upstream(SPLITS["bytewise"](fixture("anthropic", "text.sse")))
+    upstream = FakeUpstream(SPLITS["byte_by_byte"](fixture_bytes("anthropic/text.sse")))
 
     async with upstream.client() as http:
         events = AnthropicProvider(http, SETTINGS).stream(request())
@@ -140,20 +142,20 @@ async def test_response_is_closed_when_the_consumer_stops_early() -> None:
                 break
         await events.aclose()  # type: ignore[attr-defined]
 
-    assert upstream.closed
-    assert upstream.streams[0].yielded < len(upstream.chunks)
+    assert upstream.body.closed
+    assert upstream.body.sent < len(upstream.body.reads)
 
 
 async def test_request_goes_to_messages_with_key_version_and_stream_flag() -> None:
-    upstream = Upstream([fixture("anthropic", "text.sse")])
+    upstream = FakeUpstream([fixture_bytes("anthropic/text.sse")])
 
     await run(upstream, request(api_key=SecretStr("sk-caller")))
 
-    sent = upstream.requests[0]
+    sent = upstream.request
     assert str(sent.url) == "https://anthropic.test/v1/messages"
     assert sent.headers["x-api-key"] == "sk-caller"
     assert sent.headers["anthropic-version"] == "2023-06-01"
-    assert upstream.body == {
+    assert upstream.sent_json() == {
         "model": "claude-sonnet-4-5",
         "max_tokens": 4096,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Bonjour"}]}],

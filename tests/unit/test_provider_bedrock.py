@@ -28,9 +28,10 @@ from streaming_proxy.events import (
     Usage,
 )
 from streaming_proxy.providers.base import LlmRequest
-from streaming_proxy.providers.bedrock import BedrockProvider, bedrock_client, converse_request
+from streaming_proxy.providers.bedrock import BedrockProvider, bedrock_client
+from streaming_proxy.providers.converse import converse_request
 
-from .streamsplit import FIXTURES
+from .providers_fixtures import fixture_bytes
 
 SETTINGS = Settings(bedrock_region="eu-central-1", aws_region="us-east-1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -38,7 +39,7 @@ HELLO = [{"role": "user", "content": "Bonjour"}]
 
 
 def events(name: str) -> list[dict[str, Any]]:
-    loaded: list[dict[str, Any]] = json.loads((FIXTURES / "bedrock" / name).read_text("utf-8"))
+    loaded: list[dict[str, Any]] = json.loads(fixture_bytes(f"bedrock/{name}"))
     return loaded
 
 

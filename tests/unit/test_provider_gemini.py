@@ -18,9 +18,10 @@ from streaming_proxy.events import (
     Usage,
 )
 from streaming_proxy.providers.base import LlmRequest
-from streaming_proxy.providers.gemini import GeminiProvider, gemini_body
+from streaming_proxy.providers.gemini import GeminiProvider
+from streaming_proxy.providers.gemini_request import gemini_body
 
-from .streamsplit import SPLITS, Upstream, fixture
+from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 SETTINGS = Settings(
     gemini_api_key=SecretStr("g-server"), gemini_base_url="https://gemini.test/v1beta"
@@ -37,7 +38,7 @@ def provider(http: object = None, settings: Settings = SETTINGS) -> GeminiProvid
     return GeminiProvider(http, settings, call_id=lambda n: f"call_{n}")  # type: ignore[arg-type]
 
 
-async def run(upstream: Upstream, req: LlmRequest | None = None) -> list[ProviderEvent]:
+async def run(upstream: FakeUpstream, req: LlmRequest | None = None) -> list[ProviderEvent]:
     async with upstream.client() as http:
         return [event async for event in provider(http).stream(req or request())]
 
@@ -74,15 +75,19 @@ EXPECTED: dict[str, list[ProviderEvent]] = {
 @pytest.mark.parametrize("split", sorted(SPLITS))
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_stream_normalises_events_however_the_bytes_are_split(name: str, split: str) -> None:
-    upstream = Upstream(SPLITS[split](fixture("gemini", name)))
+    data = fixture_bytes(f"gemini/{name}")
+    assert not data.isascii()  # so that the mid_utf8 split really cuts inside characters
+    upstream = FakeUpstream(SPLITS[split](data))
 
     assert await run(upstream) == EXPECTED[name]
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 @pytest.mark.parametrize("split", sorted(SPLITS))
 async def test_error_object_in_the_stream_raises_with_its_message(split: str) -> None:
-    upstream = Upstream(SPLITS[split](fixture("gemini", "error.sse")))
+    data = fixture_bytes("gemini/error.sse")
+    assert not data.isascii()  # so that the mid_utf8 split really cuts inside characters
+    upstream = FakeUpstream(SPLITS[split](data))
     seen: list[ProviderEvent] = []
 
     async with upstream.client() as http:
@@ -94,7 +99,7 @@ async def test_error_object_in_the_stream_raises_with_its_message(split: str) ->
     assert "The model is overloaded — réessayez." in caught.value.message
     assert caught.value.upstream_status == 503
     assert caught.value.status == 502
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 @pytest.mark.parametrize(
@@ -102,23 +107,20 @@ async def test_error_object_in_the_stream_raises_with_its_message(split: str) ->
     [(400, "INVALID_ARGUMENT", 400), (429, "RESOURCE_EXHAUSTED", 429), (500, "INTERNAL", 502)],
 )
 async def test_http_error_body_becomes_upstream_error(status: int, code: str, mapped: int) -> None:
-    body = b'[{"error":{"code":%d,"message":"Nope: %s","status":"%s"}}]' % (
-        status,
-        code.encode(),
-        code.encode(),
+    upstream = FakeUpstream.error(
+        status, [{"error": {"code": status, "message": f"Nope: {code}", "status": code}}]
     )
-    upstream = Upstream([body], status=status, content_type="application/json")
 
     with pytest.raises(UpstreamError) as caught:
         await run(upstream)
 
     assert caught.value.status == mapped
     assert f"Nope: {code}" in caught.value.message
-    assert upstream.closed
+    assert upstream.body.closed
 
 
 async def test_response_is_closed_when_the_consumer_stops_early() -> None:
-    upstream = Upstream(SPLITS["bytewise"](fixture("gemini", "text.sse")))
+    upstream = FakeUpstream(SPLITS["byte_by_byte"](fixture_bytes("gemini/text.sse")))
 
     async with upstream.client() as http:
         events = provider(http).stream(request())
@@ -127,21 +129,21 @@ async def test_response_is_closed_when_the_consumer_stops_early() -> None:
                 break
         await events.aclose()  # type: ignore[attr-defined]
 
-    assert upstream.closed
-    assert upstream.streams[0].yielded < len(upstream.chunks)
+    assert upstream.body.closed
+    assert upstream.body.sent < len(upstream.body.reads)
 
 
 async def test_request_url_key_and_body() -> None:
-    upstream = Upstream([fixture("gemini", "text.sse")])
+    upstream = FakeUpstream([fixture_bytes("gemini/text.sse")])
 
     await run(upstream, request(model="models/gemini-2.5-flash"))
 
-    sent = upstream.requests[0]
+    sent = upstream.request
     assert str(sent.url) == (
         "https://gemini.test/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     )
     assert sent.headers["x-goog-api-key"] == "g-server"
-    assert upstream.body == {"contents": [{"role": "user", "parts": [{"text": "Bonjour"}]}]}
+    assert upstream.sent_json() == {"contents": [{"role": "user", "parts": [{"text": "Bonjour"}]}]}
 
 
 def test_generated_call_ids_are_unique_per_stream() -> None:

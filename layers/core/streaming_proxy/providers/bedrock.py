@@ -16,7 +16,6 @@ from ..errors import (
     ProxyError,
     UpstreamError,
     UpstreamTimeout,
-    ValidationFailed,
 )
 from ..events import (
     Finish,
@@ -28,22 +27,7 @@ from ..events import (
     Usage,
 )
 from .base import LlmRequest
-from .translate import (
-    ImagePart,
-    TextPart,
-    content_parts,
-    function_tools,
-    instructions_of,
-    is_instruction,
-    merge_adjacent,
-    parse_json_value,
-    parse_tool_choice,
-    pick,
-    stop_sequences,
-    text_of,
-    tool_call_id_of,
-    tool_calls_of,
-)
+from .converse import converse_request
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -66,30 +50,6 @@ STREAM_EXCEPTION_STATUS: dict[str, int | None] = {
     "internalServerException": 500,
     "modelStreamErrorException": None,
 }
-
-_IMAGE_FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
-# provider_args that are not model parameters: the client's region, and top-level fields.
-_TOP_LEVEL = {
-    "guardrailConfig": "guardrailConfig",
-    "guardrail_config": "guardrailConfig",
-    "performanceConfig": "performanceConfig",
-    "performance_config": "performanceConfig",
-}
-_INFERENCE_ARGS = {
-    "maxTokens": ("max_tokens", "maxTokens", "max_completion_tokens"),
-    "temperature": ("temperature",),
-    "topP": ("top_p", "topP"),
-}
-_STOP_ARGS = ("stop", "stop_sequences", "stopSequences")
-_NOT_MODEL_FIELDS = frozenset(
-    {"region", *_TOP_LEVEL, *_STOP_ARGS, *(n for names in _INFERENCE_ARGS.values() for n in names)}
-)
 
 
 class ConverseClient(Protocol):
@@ -163,112 +123,6 @@ class BedrockProvider:
         if state.reason is None:
             raise UpstreamError("bedrock stream ended before messageStop")
         yield Finish(state.reason)
-
-
-def converse_request(request: LlmRequest) -> dict[str, Any]:
-    """The `converse_stream` keyword arguments for an OpenAI-style request."""
-    if not request.model:
-        raise ValidationFailed("bedrock requires payload.model (a model or inference profile id)")
-    args = request.provider_args
-    messages = converse_messages(request.messages)
-    body: dict[str, Any] = {"modelId": request.model, "messages": messages}
-    system = instructions_of(request.messages)
-    if system:
-        body["system"] = [{"text": system}]
-    inference = {field: pick(args, *names) for field, names in _INFERENCE_ARGS.items()}
-    inference["stopSequences"] = stop_sequences(pick(args, *_STOP_ARGS))
-    inference = {k: v for k, v in inference.items() if v is not None}
-    if inference:
-        body["inferenceConfig"] = inference
-    tool_config = _tool_config(request, messages)
-    if tool_config:
-        body["toolConfig"] = tool_config
-    extra = dict(args.get("additionalModelRequestFields") or {})
-    extra.update(
-        (k, v)
-        for k, v in args.items()
-        if k not in _NOT_MODEL_FIELDS and k != "additionalModelRequestFields"
-    )
-    if extra:
-        body["additionalModelRequestFields"] = extra
-    body.update((_TOP_LEVEL[k], v) for k, v in args.items() if k in _TOP_LEVEL)
-    return body
-
-
-def converse_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as Converse turns, strictly alternating user/assistant as Converse demands."""
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        if is_instruction(message):
-            continue
-        if role == "user":
-            turns.append({"role": "user", "content": _blocks(message.get("content"))})
-        elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            blocks += [
-                {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}
-                for c in tool_calls_of(message)
-            ]
-            turns.append({"role": "assistant", "content": blocks})
-        elif role == "tool":
-            turns.append({"role": "user", "content": [_tool_result(message)]})
-        else:
-            raise ValidationFailed(f"unsupported message role: {role!r}")
-    return merge_adjacent([t for t in turns if t["content"]], "content")
-
-
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    return [
-        {"text": part.text} if isinstance(part, TextPart) else {"image": _image(part)}
-        for part in content_parts(content)
-    ]
-
-
-def _image(part: ImagePart) -> dict[str, Any]:
-    if part.data is None:
-        raise ValidationFailed("bedrock takes images only as data: URLs")
-    image_format = _IMAGE_FORMATS.get(part.mime.lower())
-    if image_format is None:
-        raise ValidationFailed(f"bedrock does not take {part.mime} images")
-    return {"format": image_format, "source": {"bytes": part.data}}
-
-
-def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
-    text = text_of(message.get("content"))
-    value = parse_json_value(text)
-    content = [{"json": value}] if isinstance(value, dict) else [{"text": text}]
-    return {"toolResult": {"toolUseId": tool_call_id_of(message), "content": content}}
-
-
-def _tool_config(request: LlmRequest, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
-    tools = function_tools(request.tools)
-    choice = parse_tool_choice(request.tool_choice)
-    if not tools:
-        return None
-    uses_tools = any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
-    # Converse has no "none": leave the tools out, unless the history holds tool blocks,
-    # which Converse rejects without a toolConfig.
-    if choice is not None and choice.mode == "none" and not uses_tools:
-        return None
-    config: dict[str, Any] = {
-        "tools": [
-            {
-                "toolSpec": {
-                    "name": t.name,
-                    **({"description": t.description} if t.description else {}),
-                    "inputSchema": {"json": t.parameters},
-                }
-            }
-            for t in tools
-        ]
-    }
-    # "auto" is the default and the only choice every Bedrock model accepts: send no toolChoice.
-    if choice is not None and choice.mode == "required":
-        config["toolChoice"] = {"any": {}}
-    elif choice is not None and choice.mode == "function":
-        config["toolChoice"] = {"tool": {"name": choice.name}}
-    return config
 
 
 _END = object()
