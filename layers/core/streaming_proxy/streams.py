@@ -46,6 +46,7 @@ class StreamRecord:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     start_error: StartError | None = None
+    text_truncated: bool = False
     created_at: float = field(default_factory=time.time)
 
     @property
@@ -185,5 +186,6 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
         finish_reason=item.get("finishReason", {}).get("S"),
         usage=usage,
         start_error=start_error,
+        text_truncated=item.get("textTruncated", {}).get("BOOL", False),
         created_at=float(item["createdAt"]["N"]),
     )

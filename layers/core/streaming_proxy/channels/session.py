@@ -129,6 +129,8 @@ def snapshot_messages(record: StreamRecord, channel: str) -> list[dict[str, Any]
         base["finish_reason"] = record.finish_reason
     if record.usage is not None:
         base["usage"] = record.usage
+    if record.text_truncated:
+        base["truncated"] = True  # only the tail of a very long answer was kept
     if len(encode(base)) <= MAX_SNAPSHOT_MESSAGE_BYTES:
         return [base]
     # Overhead measured with the widest part numbers the text could need.
