@@ -242,17 +242,10 @@ async def test_a_gone_subscriber_is_removed_after_its_first_410(stack: Stack) ->
                 ExpressionAttributeValues={":p": {"S": f"CONN#{conn}"}},
             )["Items"]
             assert rows == []
-        finished = finished_log(stack, stream_id)
-        assert finished["gone"] >= 1
+        finished = stack.finished_record(stream_id)
+        assert finished is not None and finished["gone"] >= 1
     finally:
         await live.close()
-
-
-def finished_log(stack: Stack, stream_id: str) -> dict[str, Any]:
-    for line in stack.logs().splitlines():
-        if line.startswith("{") and stream_id in line and "stream finished" in line:
-            return dict(json.loads(line))
-    raise AssertionError(f"no 'stream finished' log line for {stream_id}")
 
 
 @pytest.mark.parametrize("how", ["endpoint", "websocket"])

@@ -164,8 +164,12 @@ class Relay:
                     task.cancel()
             await asyncio.gather(producer, *([watcher] if watcher else []), return_exceptions=True)
         await self._finish()
-        self.stats.duration_ms = (loop.time() - started) * 1000
         await self._close_sinks()
+        # After the lanes drained, so the post counts and the duration are final.
+        self.stats.duration_ms = (loop.time() - started) * 1000
+        get_logger().info(
+            "stream finished", extra={**self._log_extra, **self.stats.as_log_fields()}
+        )
         return self._outcome
 
     # -- producing -----------------------------------------------------------------------
@@ -334,9 +338,6 @@ class Relay:
         for observer in self._observers:
             await observer.on_finish(outcome)
         await self._save_final_snapshot()
-        get_logger().info(
-            "stream finished", extra={**self._log_extra, **self.stats.as_log_fields()}
-        )
 
     def _final_usage(self) -> dict[str, Any]:
         request = self.job.llm_request()

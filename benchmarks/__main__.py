@@ -1,0 +1,74 @@
+"""`python -m benchmarks` (what `make bench` runs): every benchmark against a fresh local stack.
+
+Options: `--no-write` prints only (docs/benchmarks.md untouched); `--only NAME ...` runs a
+subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency) and never writes the doc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import coalescing, cold_import, concurrency, fanout, post_cost, ttft
+from .common import Result
+from .report import DOC_PATH, machine_facts, render_markdown, render_text
+from .stack import Stack, start_stack, stop_stack
+
+STACK_BENCHMARKS: dict[str, Callable[[Stack], Result]] = {
+    "ttft": ttft.run,
+    "post_cost": post_cost.run,
+    "fanout": fanout.run,
+    "coalescing": coalescing.run,
+    "concurrency": concurrency.run,
+}
+ALL = ["cold_import", *STACK_BENCHMARKS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--no-write", action="store_true", help="print only, keep the doc")
+    parser.add_argument("--only", nargs="+", choices=ALL, help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    selected = args.only or ALL
+    started = time.perf_counter()
+    results: list[Result] = []
+
+    def timed(name: str, fn: Callable[[], Result]) -> None:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        result = fn()
+        result.seconds = time.perf_counter() - t0
+        results.append(result)
+        print(render_text([result]), flush=True)
+
+    if "cold_import" in selected:
+        timed("cold_import", cold_import.run)
+    wanted = [name for name in STACK_BENCHMARKS if name in selected]
+    if wanted:
+        with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
+            t0 = time.perf_counter()
+            stack = start_stack(Path(tmp))
+            print(f"local stack ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            try:
+                for name in wanted:
+                    timed(name, lambda name=name: STACK_BENCHMARKS[name](stack))
+            except BaseException:
+                print(f"--- last stack log lines ---\n{stack.logs()[-3000:]}", file=sys.stderr)
+                raise
+            finally:
+                stop_stack(stack)
+    total = time.perf_counter() - started
+    print(f"total {total:.1f} s", file=sys.stderr)
+    if args.no_write or args.only:
+        return 0
+    DOC_PATH.write_text(render_markdown(results, machine_facts(), total), encoding="utf-8")
+    print(f"wrote {DOC_PATH}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
