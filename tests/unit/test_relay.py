@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -87,9 +86,8 @@ def job(kind: str = "llm", flush_ms: int = 0, **payload: Any) -> StreamJob:
 
 async def run(provider: Any, the_job: StreamJob, **settings: Any) -> tuple[Recorder, Any]:
     sink = Recorder()
-    with ThreadPoolExecutor(2) as pool:
-        relay = Relay(the_job, provider, [sink], settings=Settings(**settings), executor=pool)
-        outcome = await relay.run()
+    relay = Relay(the_job, provider, [sink], settings=Settings(**settings))
+    outcome = await relay.run()
     return sink, outcome
 
 
@@ -183,10 +181,9 @@ async def test_failure_mid_stream_sends_error_then_end() -> None:
 async def test_failure_before_first_byte_resolves_started_with_the_error() -> None:
     provider = Scripted([UpstreamError("bad key", upstream_status=401)])
     sink = Recorder()
-    with ThreadPoolExecutor(2) as pool:
-        relay = Relay(job(), provider, [sink], settings=Settings(), executor=pool)
-        outcome = await relay.run()
-        error = relay.started.result()
+    relay = Relay(job(), provider, [sink], settings=Settings())
+    outcome = await relay.run()
+    error = relay.started.result()
     assert error is not None and error.status == 401
     assert not outcome.started
     assert sink.types() == ["threadInfo", "error", "end"]
@@ -203,12 +200,11 @@ async def test_idle_timeout_ends_the_stream_and_closes_upstream() -> None:
 async def test_cancel_stops_upstream_and_ends_cancelled() -> None:
     provider = Scripted([TextDelta("a"), 0.05] * 100 + [Finish("stop")])
     sink = Recorder()
-    with ThreadPoolExecutor(2) as pool:
-        relay = Relay(job(), provider, [sink], settings=Settings(), executor=pool)
-        task = asyncio.create_task(relay.run())
-        await asyncio.sleep(0.2)
-        relay.cancel()
-        outcome = await asyncio.wait_for(task, 2)
+    relay = Relay(job(), provider, [sink], settings=Settings())
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    relay.cancel()
+    outcome = await asyncio.wait_for(task, 2)
     assert outcome.finish_reason == "cancelled"
     assert sink.envelopes[-1]["finish_reason"] == "cancelled"
     assert provider.closed
@@ -227,3 +223,19 @@ async def test_huge_delta_is_split_under_the_websocket_limit() -> None:
 async def test_seq_is_contiguous_whatever_the_window(flush_ms: int) -> None:
     sink, _ = await run(MockProvider(), job(flush_ms=flush_ms, providerArgs={"delayMs": 1}))
     assert [e["seq"] for e in sink.envelopes] == list(range(len(sink.envelopes)))
+
+
+class BrokenStart(Recorder):
+    async def start(self) -> None:
+        raise RuntimeError("table unreachable")
+
+
+async def test_a_sink_that_cannot_start_fails_the_stream_cleanly() -> None:
+    provider = Scripted([TextDelta("never seen"), Finish("stop")])
+    witness = Recorder()
+    relay = Relay(job(), provider, [BrokenStart(), witness], settings=Settings())
+    outcome = await asyncio.wait_for(relay.run(), 5)
+    assert outcome.error is not None and outcome.finish_reason == "error"
+    assert witness.types() == ["error", "end"]
+    assert relay.started.result() is outcome.error
+    assert witness.closed

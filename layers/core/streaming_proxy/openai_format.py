@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .contract import Message, Payload, Tool
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
-from .relay import StreamOutcome
+from .outcome import StreamOutcome
 
 # Chat Completions fields that are sampling settings: passed to the provider as providerArgs.
 SAMPLING_FIELDS = (

@@ -8,76 +8,24 @@ cancel the producer, which closes the upstream response, at any moment.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
 from .errors import ProxyError, UpstreamError, UpstreamTimeout
-from .events import (
-    Finish,
-    FinishReason,
-    ProviderEvent,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallDelta,
-    Usage,
-)
+from .events import Finish, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta, Usage
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
+from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
 from .providers.base import Provider
-from .streams import StartError, StreamStatus, StreamStore
+from .recorder import StreamRecorder
+from .streams import StreamStatus
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
-
-class Sink(Protocol):
-    """Where envelopes go: the SSE answer, the channel publisher, a recorder in tests."""
-
-    async def start(self) -> None: ...
-
-    async def send(self, envelope: dict[str, Any]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class Observer(Protocol):
-    """Sees every normalised provider event as it arrives, then the outcome (OpenAI face)."""
-
-    async def on_event(self, event: ProviderEvent) -> None: ...
-
-    async def on_finish(self, outcome: StreamOutcome) -> None: ...
-
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str = ""
-
-    def as_openai(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
-
-@dataclass
-class StreamOutcome:
-    """The whole result of a stream: what `stream:false` answers and `end` reports."""
-
-    text: str = ""
-    thinking: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: FinishReason = "stop"
-    usage: dict[str, Any] = field(default_factory=dict)
-    error: ProxyError | None = None
-    started: bool = False
+__all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall", "cancel_local"]
 
 
 class _Marker:
@@ -111,8 +59,7 @@ class Relay:
         sinks: Sequence[Sink],
         *,
         settings: Settings,
-        executor: Executor,
-        streams: StreamStore | None = None,
+        recorder: StreamRecorder | None = None,
         stats: StreamStats | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
@@ -121,8 +68,7 @@ class Relay:
         self._provider = provider
         self._sinks = list(sinks)
         self._settings = settings
-        self._executor = executor
-        self._streams = streams
+        self._recorder = recorder
         self.stats = stats or StreamStats(provider=job.provider, kind=job.kind)
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
         self._queue: asyncio.Queue[ProviderEvent | _Marker | BaseException] = asyncio.Queue()
@@ -135,9 +81,6 @@ class Relay:
         self._pending_kind: str | None = None
         self._pending: list[str] = []
         self._flush_at: float | None = None
-        self._background: set[asyncio.Task[Any]] = set()
-        self._snapshot_task: asyncio.Task[None] | None = None
-        self._snapshot_seq = -1
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
         self.started: asyncio.Future[ProxyError | None] = asyncio.get_running_loop().create_future()
 
@@ -151,12 +94,13 @@ class Relay:
         _running[self.job.stream_id] = self
         # The upstream request goes out first; sinks (channel membership) load meanwhile.
         producer = asyncio.create_task(self._produce())
-        watcher = asyncio.create_task(self._watch_cancel()) if self._streams else None
+        watcher = asyncio.create_task(self._watch_cancel()) if self._recorder else None
         try:
-            await asyncio.gather(*(sink.start() for sink in self._sinks))
-            if self.job.kind != "chat":
-                await self._emit("threadInfo", content={"streamId": self.job.stream_id})
-            await self._consume(started)
+            await self._start_sinks()
+            if self._outcome.error is None:
+                if self.job.kind != "chat":
+                    await self._emit("threadInfo", content={"streamId": self.job.stream_id})
+                await self._consume(started)
         finally:
             _running.pop(self.job.stream_id, None)
             for task in (producer, watcher):
@@ -172,6 +116,13 @@ class Relay:
         )
         return self._outcome
 
+    async def _start_sinks(self) -> None:
+        try:
+            await asyncio.gather(*(sink.start() for sink in self._sinks))
+        except Exception:
+            get_logger().error("could not start delivery", extra=self._log_extra, exc_info=True)
+            self._fail(ProxyError("could not read the channels' subscribers"))
+
     # -- producing -----------------------------------------------------------------------
 
     async def _produce(self) -> None:
@@ -185,11 +136,11 @@ class Relay:
             await self._queue.put(e)
 
     async def _watch_cancel(self) -> None:
-        assert self._streams is not None
+        assert self._recorder is not None
         while True:
             await asyncio.sleep(self._settings.cancel_poll_seconds)
             try:
-                flagged = await self._call(self._streams.cancel_requested, self.job.stream_id)
+                flagged = await self._recorder.cancel_requested()
             except Exception:
                 get_logger().warning("cancel poll failed", extra=self._log_extra, exc_info=True)
                 continue
@@ -210,7 +161,7 @@ class Relay:
             deadlines = [total_deadline, last_upstream + settings.idle_timeout_seconds]
             if self._flush_at is not None:
                 deadlines.append(self._flush_at)
-            if self._streams is not None:
+            if self._recorder is not None:
                 deadlines.append(next_snapshot)
             try:
                 item = await asyncio.wait_for(self._queue.get(), max(0.0, min(deadlines) - now))
@@ -226,8 +177,9 @@ class Relay:
                     return self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
                 if self._flush_at is not None and now >= self._flush_at:
                     await self._flush()
-                if now >= next_snapshot:
-                    self._snapshot_in_background()
+                if now >= next_snapshot and self._recorder is not None:
+                    # Only text already sent counts: a snapshot's text must match its seq.
+                    self._recorder.snapshot_soon("".join(self._published), self._seq.last_seq)
                     next_snapshot = now + settings.snapshot_interval_seconds
                 continue
             if isinstance(item, _Marker):
@@ -245,8 +197,8 @@ class Relay:
         self._outcome.started = True
         _resolve(self.started, None)
         self.stats.time_to_first_token_ms = elapsed * 1000
-        if self._streams is not None:
-            self._spawn(self._call(self._streams.mark_started, self.job.stream_id))
+        if self._recorder is not None:
+            self._recorder.started()
 
     async def _handle(self, event: ProviderEvent) -> None:
         for observer in self._observers:
@@ -327,17 +279,31 @@ class Relay:
         outcome.usage = self._final_usage()
         self.stats.finish_reason = outcome.finish_reason
         self.stats.output_tokens = outcome.usage["completion_tokens"]
-        if outcome.error is not None and not outcome.started:
-            await self._record_start_failure(outcome.error)
+        if outcome.error is not None and not outcome.started and self._recorder is not None:
+            await self._recorder.start_failed(outcome.error)
         _resolve(self.started, outcome.error if not outcome.started else None)
         if outcome.tool_calls and self.job.kind != "chat":
-            await self._emit("function_call", content={"functions": _function_summaries(outcome)})
+            await self._emit("function_call", content={"functions": outcome.function_summaries()})
         if outcome.error is not None:
-            await self._emit("error", error=_error_body(outcome.error))
+            await self._emit("error", error=error_event_body(outcome.error))
         await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
         for observer in self._observers:
             await observer.on_finish(outcome)
         await self._save_final_snapshot()
+
+    async def _save_final_snapshot(self) -> None:
+        if self._recorder is None:
+            return
+        outcome = self._outcome
+        status: StreamStatus = "done"
+        if outcome.finish_reason == "cancelled":
+            status = "cancelled"
+        elif outcome.error is not None:
+            status = "failed"
+        text = "".join(self._published)
+        await self._recorder.final(
+            text, self._seq.last_seq, status, outcome.finish_reason, outcome.usage
+        )
 
     def _final_usage(self) -> dict[str, Any]:
         request = self.job.llm_request()
@@ -358,75 +324,6 @@ class Relay:
 
     async def _close_sinks(self) -> None:
         await asyncio.gather(*(sink.close() for sink in self._sinks), return_exceptions=True)
-        await asyncio.gather(*self._background, return_exceptions=True)
-
-    # -- persistence -----------------------------------------------------------------------
-
-    async def _record_start_failure(self, error: ProxyError) -> None:
-        if self._streams is None:
-            return
-        failure = StartError(error.status, error.code, error.message)
-        try:
-            await self._call(self._streams.mark_start_failed, self.job.stream_id, failure)
-        except Exception:
-            get_logger().warning(
-                "could not record start failure", extra=self._log_extra, exc_info=True
-            )
-
-    def _snapshot_in_background(self) -> None:
-        if self._streams is None or self._seq.last_seq == self._snapshot_seq:
-            return
-        if self._snapshot_task is not None and not self._snapshot_task.done():
-            return
-        self._snapshot_seq = self._seq.last_seq
-        self._snapshot_task = self._spawn(self._save_snapshot("streaming"))
-
-    async def _save_final_snapshot(self) -> None:
-        if self._snapshot_task is not None:
-            await asyncio.gather(self._snapshot_task, return_exceptions=True)
-        outcome = self._outcome
-        status: StreamStatus = "done"
-        if outcome.finish_reason == "cancelled":
-            status = "cancelled"
-        elif outcome.error is not None:
-            status = "failed"
-        await self._save_snapshot(status, outcome.finish_reason, outcome.usage)
-
-    async def _save_snapshot(
-        self,
-        status: StreamStatus,
-        finish_reason: str | None = None,
-        usage: dict[str, Any] | None = None,
-    ) -> None:
-        streams = self._streams
-        if streams is None:
-            return
-        # Only text already sent counts: a snapshot's text must match its seq exactly.
-        text, last_seq = "".join(self._published), self._seq.last_seq
-        try:
-            await self._call(
-                lambda: streams.save_snapshot(
-                    self.job.stream_id,
-                    text,
-                    last_seq,
-                    status,
-                    finish_reason=finish_reason,
-                    usage=usage,
-                )
-            )
-        except Exception:
-            get_logger().warning("snapshot write failed", extra=self._log_extra, exc_info=True)
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
 
 async def _guarded(events: AsyncIterator[ProviderEvent]) -> AsyncIterator[ProviderEvent]:
@@ -454,26 +351,3 @@ def _as_proxy_error(error: BaseException) -> ProxyError:
         return error
     get_logger().error("unexpected error in a provider stream", exc_info=error)
     return ProxyError("internal error while streaming")
-
-
-def _error_body(error: ProxyError) -> dict[str, Any]:
-    details: dict[str, Any] = {"code": error.code, "status": error.status}
-    if isinstance(error, UpstreamError) and error.upstream_status is not None:
-        details["upstreamStatus"] = error.upstream_status
-    if error.details is not None:
-        details["info"] = error.details
-    return {"message": error.message, "details": details}
-
-
-def _function_summaries(outcome: StreamOutcome) -> list[dict[str, Any]]:
-    summaries = []
-    for call in outcome.tool_calls:
-        user_message = None
-        try:
-            args = json.loads(call.arguments or "{}")
-            if isinstance(args, dict) and isinstance(args.get("userMessage"), str):
-                user_message = args["userMessage"]
-        except ValueError:
-            pass
-        summaries.append({"name": call.name, "userMessage": user_message})
-    return summaries

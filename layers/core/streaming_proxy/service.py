@@ -20,8 +20,10 @@ from .config import Settings
 from .errors import ProxyError, UpstreamError
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
+from .outcome import Observer, Sink, StreamOutcome
 from .providers import ProviderRegistry
-from .relay import Observer, Relay, Sink, StreamOutcome, cancel_local
+from .recorder import StreamRecorder
+from .relay import Relay, cancel_local
 from .streams import StartError, StreamRecord, StreamStore
 
 
@@ -115,8 +117,10 @@ class StreamService:
             self.providers.resolve(job.provider),
             all_sinks,
             settings=self.settings,
-            executor=self.executor,
-            streams=self.streams if job.channels else None,
+            # Streams with channels are registered (stop, resume); the others are not.
+            recorder=StreamRecorder(self.streams, job.stream_id, self.executor)
+            if job.channels
+            else None,
             stats=stats,
             observers=observers,
         )

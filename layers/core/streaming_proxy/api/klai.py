@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..contract import StopRequest, StreamRequest
 from ..errors import NotSupported, ProxyError
 from ..jobs import StreamJob, StreamKind
-from ..relay import StreamOutcome
+from ..outcome import StreamOutcome
 from ..service import StreamService, start_error_as_proxy_error
 from ..streams import new_stream_id
 from .answers import authenticate, error_response, parse, read_json, service_of

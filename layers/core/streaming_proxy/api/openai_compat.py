@@ -19,7 +19,7 @@ from ..openai_format import (
     split_model,
     sse_frame,
 )
-from ..relay import StreamOutcome
+from ..outcome import StreamOutcome
 from ..service import StreamService
 from ..streams import new_stream_id
 from .answers import authenticate, parse, read_json, service_of

@@ -1,0 +1,81 @@
+"""What a relay produces and where it goes: sinks, observers, the outcome and its shapes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ProxyError, UpstreamError
+from .events import FinishReason, ProviderEvent
+
+
+class Sink(Protocol):
+    """Where envelopes go: the SSE answer, the channel publisher, a recorder in tests."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, envelope: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Observer(Protocol):
+    """Sees every normalised provider event as it arrives, then the outcome (OpenAI face)."""
+
+    async def on_event(self, event: ProviderEvent) -> None: ...
+
+    async def on_finish(self, outcome: StreamOutcome) -> None: ...
+
+
+@dataclass
+class ToolCall:
+    """One tool call, assembled from its streamed fragments."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class StreamOutcome:
+    """The whole result of a stream: what `stream:false` answers and `end` reports."""
+
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: FinishReason = "stop"
+    usage: dict[str, Any] = field(default_factory=dict)
+    error: ProxyError | None = None
+    started: bool = False
+
+    def function_summaries(self) -> list[dict[str, Any]]:
+        """The `function_call` event's `functions`: name and the `userMessage` argument."""
+        summaries = []
+        for call in self.tool_calls:
+            user_message = None
+            try:
+                args = json.loads(call.arguments or "{}")
+                if isinstance(args, dict) and isinstance(args.get("userMessage"), str):
+                    user_message = args["userMessage"]
+            except ValueError:
+                pass
+            summaries.append({"name": call.name, "userMessage": user_message})
+        return summaries
+
+
+def error_event_body(error: ProxyError) -> dict[str, Any]:
+    """The `error` event's `{message, details}` (never a stack trace)."""
+    details: dict[str, Any] = {"code": error.code, "status": error.status}
+    if isinstance(error, UpstreamError) and error.upstream_status is not None:
+        details["upstreamStatus"] = error.upstream_status
+    if error.details is not None:
+        details["info"] = error.details
+    return {"message": error.message, "details": details}
