@@ -1,0 +1,131 @@
+"""The demo page and web/streaming-proxy.js in a real Chromium against the running local stack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import ARTIFACTS
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.browser
+
+LONG_TEXT = " ".join(
+    f"word{i}{'.' if i % 9 == 8 else ''}" for i in range(90)
+)  # 90 distinct words: any duplicate or gap shows
+
+
+def open_demo(page: Page, stack: Stack, channel: str) -> Page:
+    page.goto(f"{stack.http}/?channel={channel}")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    expect(page.locator("#connection-id")).not_to_have_text("")
+    expect(page.locator("#connection-id")).not_to_have_text("—")
+    return page
+
+
+def start_elsewhere(stack: Stack, channel: str, text: str, delay_ms: int) -> str:
+    """A backend starts a stream on the channel (the page did not ask for it)."""
+    r = httpx.post(
+        f"{stack.http}/demo/start",
+        json={
+            "channel": channel,
+            "prompt": "x",
+            "providerArgs": {"text": text, "delayMs": delay_ms},
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["streamId"])
+
+
+def wait_for_text(page: Page, predicate: Callable[[str], bool], within: float = 15) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        answer = page.locator("#answer")
+        if answer.count():
+            text = answer.inner_text()
+            if predicate(text):
+                return text
+        page.wait_for_timeout(50)
+    raise AssertionError("the page never showed the expected text")
+
+
+def test_demo_page_streams_a_mock_answer_exactly(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-basic")
+    prompt = "Stream this sentence back to me, word by word — with ünïcödé accents too."
+    page.fill("#prompt", prompt)
+    page.fill("#delay", "20")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("done")
+    assert page.locator("#answer").inner_text() == prompt
+    expect(page.locator("#finish-reason")).to_have_text("stop")
+    assert page.locator("[data-testid=answer-bubble] .tag").count() == 0  # started here
+    assert page.locator("#message-count").inner_text().strip() not in ("", "0", "—")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo.png"))
+
+
+def test_reload_mid_stream_then_resume_ends_with_the_full_text(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-reload")
+    start_elsewhere(stack, "browser-reload", LONG_TEXT, 40)
+    wait_for_text(page, lambda t: len(t.split()) >= 10)
+    page.reload()
+    open_demo(page, stack, "browser-reload")
+    expect(page.locator("#status")).to_have_text("done", timeout=20_000)
+    assert page.locator("#answer").inner_text() == LONG_TEXT
+
+
+def test_two_pages_on_a_channel_both_get_it_and_another_channel_gets_nothing(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    first = open_demo(new_page(), stack, "browser-shared")
+    second = open_demo(new_page(), stack, "browser-shared")
+    other = open_demo(new_page(), stack, "browser-elsewhere")
+    text = "Both tabs on the shared channel see every word of this answer, and nobody else does."
+    start_elsewhere(stack, "browser-shared", text, 15)
+    for page in (first, second):
+        expect(page.locator("#status")).to_have_text("done")
+        assert page.locator("#answer").inner_text() == text
+    other.wait_for_timeout(500)
+    assert other.locator("[data-testid=answer-bubble]").count() == 0
+
+
+def test_stop_in_the_page_ends_the_stream_cancelled(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-stop")
+    page.fill("#prompt", LONG_TEXT)
+    page.fill("#delay", "100")
+    page.click("#send")
+    wait_for_text(page, lambda t: len(t.split()) >= 3)
+    clicked = time.monotonic()
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=5_000)
+    took = time.monotonic() - clicked
+    assert took < 3, f"cancelled after {took:.2f}s"
+    words = page.locator("#answer").inner_text().split()
+    assert 3 <= len(words) < 90
+    assert words == LONG_TEXT.split()[: len(words)]
+
+
+def test_a_dropped_connection_reconnects_resumes_and_ends_with_the_full_text(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-drop")
+    start_elsewhere(stack, "browser-drop", LONG_TEXT, 40)
+    wait_for_text(page, lambda t: len(t.split()) >= 10)
+    connection_id = page.locator("#connection-id").inner_text().strip()
+    dropped = httpx.delete(f"{stack.management}/@connections/{connection_id}", timeout=10)
+    assert dropped.status_code == 204
+    expect(page.locator("#status")).to_have_text("done", timeout=30_000)
+    assert page.locator("#answer").inner_text() == LONG_TEXT
+    assert page.locator("#connection-id").inner_text().strip() != connection_id
+    assert int(page.locator("#resumes").inner_text()) >= 1

@@ -1,0 +1,246 @@
+// The demo page: one client, every `demoChat` stream on the page's channel rendered live.
+import { connect } from "./streaming-proxy.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+async function postJSON(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  return { ok: response.ok && data.success !== false, status: response.status, data };
+}
+
+const config = await fetch("/demo/config").then((r) => r.json());
+const channel = params.get("channel") || config.channel;
+const saved = `streaming-proxy-demo:${channel}`;
+
+const bubbles = new Map(); // streamId -> elements of its answer bubble
+const sentAt = new Map(); // streamId -> performance.now() when Send was pressed
+let current = null; // the stream the stats panel shows
+
+// ---- connection ----------------------------------------------------------------------
+
+const client = connect({
+  url: config.wsUrl,
+  token: async () => {
+    const { ok, data } = await postJSON("/demo/token", { channel });
+    if (!ok) throw new Error(data.error?.message ?? "could not get a subscribe token");
+    return data.token;
+  },
+  onStatus: (status) => {
+    $("connection").dataset.state = status;
+    $("connection-text").textContent = status === "open" ? `live on ${channel}` : status;
+    const id = client?.connectionId ?? "";
+    $("connection-id").textContent = id || "–";
+    $("connection-id").dataset.connectionId = id;
+  },
+});
+window.demoClient = client; // handy in the console, and for the browser tests
+
+client.on(config.actionName, (event, stream) => {
+  if (!bubbles.has(stream.streamId)) showStream(stream.streamId, { fromOthers: !sentAt.has(stream.streamId) });
+});
+client.onStream((stream) => {
+  if (stream.actionName && stream.actionName !== config.actionName) return;
+  if (!bubbles.has(stream.streamId)) showStream(stream.streamId, { fromOthers: true });
+  render(stream);
+});
+
+// ---- transcript ----------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function append(node) {
+  $("empty").hidden = true;
+  $("transcript").append(node);
+  $("transcript").scrollTop = $("transcript").scrollHeight;
+}
+
+function showPrompt(text) {
+  const bubble = el("article", "msg user");
+  bubble.append(el("div", "avatar", "You"));
+  const body = el("div", "body");
+  body.append(el("div", "content", text));
+  bubble.append(body);
+  append(bubble);
+}
+
+function showStream(streamId, { fromOthers = false } = {}) {
+  if (bubbles.has(streamId)) return bubbles.get(streamId);
+  const bubble = el("article", "msg assistant");
+  bubble.dataset.streamId = streamId;
+  bubble.dataset.testid = "answer-bubble";
+  bubble.append(el("div", "avatar", "AI"));
+  const body = el("div", "body");
+  const meta = el("div", "meta");
+  meta.append(el("span", "who", "Assistant"));
+  if (fromOthers) meta.append(el("span", "tag", "started elsewhere"));
+  const thinking = el("details", "thinking");
+  thinking.hidden = true;
+  thinking.append(el("summary", "", "Thinking"), el("pre", ""));
+  const content = el("div", "content");
+  const answer = el("span", "answer");
+  answer.dataset.testid = "answer-text";
+  content.append(answer, el("span", "caret"));
+  const functions = el("div", "functions");
+  const error = el("div", "error");
+  error.hidden = true;
+  body.append(meta, thinking, content, functions, error);
+  bubble.append(body);
+  append(bubble);
+  const parts = { bubble, answer, thinking, functions, error };
+  bubbles.set(streamId, parts);
+  follow(streamId);
+  return parts;
+}
+
+/** Point the stats panel (and the #answer id) at a stream. */
+function follow(streamId) {
+  if (current === streamId) return;
+  current = streamId;
+  $("answer")?.removeAttribute("id");
+  bubbles.get(streamId).answer.id = "answer";
+  $("stream-id").textContent = streamId;
+  const known = JSON.parse(sessionStorage.getItem(saved) ?? "{}");
+  if (known.streamId !== streamId) sessionStorage.setItem(saved, JSON.stringify({ streamId }));
+  const stream = client.stream(streamId);
+  if (stream) render(stream);
+}
+
+function render(stream) {
+  const parts = bubbles.get(stream.streamId);
+  parts.bubble.dataset.status = stream.status;
+  parts.answer.textContent = stream.text;
+  if (stream.thinking) {
+    parts.thinking.hidden = false;
+    parts.thinking.querySelector("pre").textContent = stream.thinking;
+  }
+  parts.functions.replaceChildren(
+    ...stream.functions.map((f) => el("span", "chip", f.userMessage ? `${f.name}: ${f.userMessage}` : f.name)),
+  );
+  parts.error.hidden = !stream.error;
+  parts.error.textContent = stream.error ? `⚠ ${stream.error.message}` : "";
+  if (stream.streamId === current) renderStats(stream);
+}
+
+function renderStats(stream) {
+  const status = $("status");
+  status.textContent = stream.status;
+  status.dataset.status = stream.status;
+  $("finish-reason").textContent = stream.finishReason ?? "–";
+  $("message-count").textContent = String(stream.messages);
+  $("resumes").textContent = String(stream.resumes);
+  $("stop").disabled = stream.status !== "streaming";
+
+  const sent = sentAt.get(stream.streamId);
+  const ttft = stream.firstTokenAt === null ? null : sent !== undefined ? stream.firstTokenAt - sent : stream.ttftMs;
+  $("ttft").textContent = ttft === null ? "–" : `${Math.round(ttft)} ms`;
+
+  const usage = stream.usage;
+  const tokens = usage?.completion_tokens ?? Math.round(stream.text.length / 4);
+  const seconds = ((stream.endedAt ?? performance.now()) - (stream.firstTokenAt ?? 0)) / 1000;
+  $("tps").textContent = stream.firstTokenAt !== null && seconds > 0.05 ? (tokens / seconds).toFixed(1) : "–";
+  $("tokens").textContent = usage
+    ? `${usage.prompt_tokens} in · ${usage.completion_tokens} out${usage.estimated ? " (est.)" : ""}`
+    : "–";
+}
+
+function notice(text, kind = "info") {
+  $("notice").textContent = text;
+  $("notice").dataset.kind = kind;
+}
+
+// ---- controls ------------------------------------------------------------------------
+
+function setupControls() {
+  $("channel").value = channel;
+  $("empty-channel").textContent = channel;
+  document.title = `streaming-proxy · ${channel}`;
+  $("channel-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = $("channel").value.trim();
+    if (next && next !== channel) location.search = `?channel=${encodeURIComponent(next)}`;
+  });
+
+  for (const name of config.providers) $("provider").append(new Option(name, name));
+  const providerChanged = () => {
+    const mock = $("provider").value === "mock";
+    $("delay-field").hidden = !mock;
+    $("model-field").hidden = mock;
+  };
+  $("provider").addEventListener("change", providerChanged);
+  providerChanged();
+
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("stop").addEventListener("click", stop);
+}
+
+async function send() {
+  const prompt = $("prompt").value.trim();
+  if (!prompt) return notice("Type a prompt first.", "warn");
+  const provider = $("provider").value;
+  const body = { channel, prompt, provider, actionName: config.actionName };
+  if (provider === "mock") body.providerArgs = { delayMs: Number($("delay").value) || 0 };
+  else if ($("model").value.trim()) body.model = $("model").value.trim();
+  $("send").disabled = true;
+  notice("");
+  showPrompt(prompt);
+  const started = performance.now();
+  try {
+    const { ok, data } = await postJSON("/demo/start", body);
+    if (!ok) return notice(data.error?.message ?? "the proxy refused the request", "error");
+    sentAt.set(data.streamId, started);
+    // Its first events can arrive before this answer does: it was ours after all.
+    bubbles.get(data.streamId)?.bubble.querySelector(".meta .tag")?.remove();
+    sessionStorage.setItem(saved, JSON.stringify({ streamId: data.streamId, prompt }));
+    showStream(data.streamId);
+    follow(data.streamId);
+    $("prompt").value = "";
+  } catch (error) {
+    notice(`Could not reach the local stack: ${error.message}`, "error");
+  } finally {
+    $("send").disabled = false;
+  }
+}
+
+async function stop() {
+  if (!current) return;
+  $("stop").disabled = true;
+  try {
+    const result = await client.stop(current);
+    if (result === "not_found") notice("That stream is unknown to the proxy.", "warn");
+  } catch (error) {
+    notice(`Stop failed: ${error.message}`, "error");
+    $("stop").disabled = false;
+  }
+}
+
+/** After a reload, show the last stream again: a snapshot, then live messages if it still runs. */
+function restore() {
+  const known = JSON.parse(sessionStorage.getItem(saved) ?? "{}");
+  if (!known.streamId) return;
+  if (known.prompt) showPrompt(known.prompt);
+  showStream(known.streamId, { fromOthers: !known.prompt });
+  client.resume(known.streamId, { actionName: config.actionName, channel });
+}
+
+setupControls();
+restore();

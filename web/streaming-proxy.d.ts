@@ -1,0 +1,128 @@
+// Types for streaming-proxy.js, the browser client of the streaming proxy.
+
+export type StreamStatus = "streaming" | "done" | "error" | "cancelled";
+export type ConnectionStatus = "connecting" | "open" | "reconnecting" | "closed";
+export type FinishReason = "stop" | "length" | "tool_calls" | "content_filter" | "cancelled" | "error";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** true when the provider sent no counts and the proxy estimated them */
+  estimated?: boolean;
+}
+
+export interface FunctionSummary {
+  name: string;
+  userMessage: string | null;
+}
+
+export interface ToolCallEvent {
+  toolCallId: string;
+  toolName: string;
+  arguments: unknown;
+}
+
+/** One envelope as the proxy sends it (every field but the common ones depends on `type`). */
+export interface StreamEvent {
+  actionName: string;
+  channel: string;
+  streamId: string;
+  seq: number;
+  type: "threadInfo" | "delta" | "thinking" | "function_call" | "llmToolCall" | "error" | "end" | string;
+  content?: any;
+  finish_reason?: FinishReason;
+  usage?: Usage;
+  error?: { message: string; details?: unknown; code?: string };
+  toolCallId?: string;
+  toolName?: string;
+  arguments?: unknown;
+}
+
+/** A `resume` answer after its parts are joined: all text up to `seq`. */
+export interface SnapshotEvent {
+  type: "snapshot";
+  actionName: string;
+  channel: string;
+  streamId: string;
+  seq: number;
+  content: string;
+  status: "pending" | "streaming" | "done" | "failed" | "cancelled";
+  finish_reason?: FinishReason;
+  usage?: Usage;
+}
+
+/** The assembled state of one stream. Owned by the client: read it, never write it. */
+export interface StreamState {
+  readonly streamId: string;
+  readonly actionName: string | null;
+  readonly channel: string | null;
+  /** the answer so far, in order, without duplicates */
+  readonly text: string;
+  /** reasoning text, when the provider streams it (not restored by a snapshot) */
+  readonly thinking: string;
+  readonly status: StreamStatus;
+  readonly finishReason: FinishReason | null;
+  readonly usage: Usage | null;
+  readonly error: { message: string; code?: string; details?: unknown } | null;
+  readonly functions: FunctionSummary[];
+  readonly toolCalls: ToolCallEvent[];
+  readonly threadInfo: Record<string, string> | null;
+  /** the last contiguous seq applied */
+  readonly lastSeq: number;
+  /** messages received for this stream, duplicates included */
+  readonly messages: number;
+  readonly duplicates: number;
+  /** resume requests sent for this stream */
+  readonly resumes: number;
+  /** performance.now() when the client first heard of the stream */
+  readonly seenAt: number;
+  readonly firstTokenAt: number | null;
+  /** firstTokenAt - seenAt */
+  readonly ttftMs: number | null;
+  readonly endedAt: number | null;
+}
+
+export interface ConnectOptions {
+  /** the WebSocket endpoint, e.g. "wss://abc.execute-api.eu-west-1.amazonaws.com/prod" */
+  url: string;
+  /** a subscribe token, or a function returning a fresh one (called before every connect) */
+  token: string | (() => string | Promise<string>);
+  /** told about every connection change; `detail.connectionId` once known */
+  onStatus?: (status: ConnectionStatus, detail: { connectionId?: string; code?: number; reason?: string; error?: unknown }) => void;
+  /** jittered exponential backoff between reconnects (default 250 ms .. 10 s) */
+  reconnect?: { baseMs?: number; maxMs?: number };
+  /** how long a request waits for its reply (default 10 s) */
+  requestTimeoutMs?: number;
+  /** wait before asking resume again while a gap remains (default 1 s) */
+  resumeRetryMs?: number;
+  /** ping interval that keeps an idle connection open (default 5 min) */
+  keepaliveMs?: number;
+  /** a WebSocket implementation (default: globalThis.WebSocket) */
+  WebSocket?: typeof WebSocket;
+}
+
+export type ActionHandler = (event: StreamEvent | SnapshotEvent, stream: StreamState) => void;
+
+export declare class StreamingClient {
+  readonly url: string;
+  readonly status: ConnectionStatus;
+  /** this connection's id (from the first pong), null while disconnected */
+  readonly connectionId: string | null;
+  readonly streams: ReadonlyMap<string, StreamState>;
+  /** every event of streams sent with `actionName` ("*": all), in seq order; returns an unsubscribe */
+  on(actionName: string, handler: ActionHandler): () => void;
+  /** a stream's state changed; called at most once per animation frame per stream */
+  onStream(handler: (stream: StreamState) => void): () => void;
+  stream(streamId: string): StreamState | undefined;
+  /** follow a stream known by id (e.g. kept across a page reload) */
+  resume(streamId: string, hint?: { actionName?: string; channel?: string }): StreamState;
+  stop(streamId: string): Promise<"stopped" | "not_found">;
+  subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
+  unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
+  llmToolCallResponse(response: { toolCallId: string; success: boolean; message: string; data?: unknown }): Promise<{ type: "ack"; toolCallId: string }>;
+  ping(): Promise<{ connectionId: string | null; rttMs: number }>;
+  close(): void;
+}
+
+export declare function connect(options: ConnectOptions): StreamingClient;

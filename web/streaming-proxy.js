@@ -1,0 +1,572 @@
+// streaming-proxy browser client: one WebSocket, named-action dispatch, ordered
+// per-stream assembly with resume on gaps, automatic reconnects. No dependencies.
+//
+//   import { connect } from "./streaming-proxy.js";
+//   const client = connect({ url: "wss://ws.example.com", token: () => fetchToken() });
+//   client.on("onLlmMessage", (event, stream) => console.log(event.type, stream.text));
+//   client.onStream((stream) => render(stream));   // at most once per animation frame
+//
+// See docs/web-client.md for the full guide.
+
+const DEFAULTS = {
+  reconnect: { baseMs: 250, maxMs: 10_000 },
+  requestTimeoutMs: 10_000,
+  resumeRetryMs: 1_000,
+  keepaliveMs: 300_000,
+  stableMs: 2_000,
+};
+
+const TERMINAL = new Set(["done", "error", "cancelled"]);
+// Replies that belong to one request; `key` picks the request they answer.
+const REPLY_KIND = {
+  pong: "ping",
+  subscribed: "subscribe",
+  unsubscribed: "unsubscribe",
+  stopped: "stop",
+  ack: "llmToolCallResponse",
+};
+
+const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+/** Connect to the proxy's WebSocket; the returned client reconnects by itself. */
+export function connect(options) {
+  return new StreamingClient(options);
+}
+
+/** Map a snapshot's stream status onto the client's statuses. */
+function statusFromSnapshot(status) {
+  if (status === "done") return "done";
+  if (status === "failed") return "error";
+  if (status === "cancelled") return "cancelled";
+  return "streaming";
+}
+
+function statusFromFinish(reason, hasError) {
+  if (reason === "cancelled") return "cancelled";
+  if (reason === "error" || hasError) return "error";
+  return "done";
+}
+
+function newStream(streamId, actionName, channel) {
+  return {
+    streamId,
+    actionName: actionName ?? null,
+    channel: channel ?? null,
+    text: "",
+    thinking: "",
+    status: "streaming",
+    finishReason: null,
+    usage: null,
+    error: null,
+    functions: [],
+    toolCalls: [],
+    threadInfo: null,
+    lastSeq: -1,
+    messages: 0,
+    duplicates: 0,
+    resumes: 0,
+    seenAt: now(),
+    firstTokenAt: null,
+    ttftMs: null,
+    endedAt: null,
+    // Internal bookkeeping (not part of the documented state).
+    _buffer: new Map(),
+    _resumeTimer: null,
+    _resumeInFlight: false,
+    _resumeSentAt: 0,
+    _parts: null,
+  };
+}
+
+export class StreamingClient {
+  constructor({ url, token, onStatus, reconnect, WebSocket: Impl, ...rest } = {}) {
+    if (!url) throw new TypeError("connect: url is required");
+    this.url = url;
+    this._token = token;
+    this._onStatus = onStatus ?? null;
+    this._options = { ...DEFAULTS, ...rest, reconnect: { ...DEFAULTS.reconnect, ...reconnect } };
+    this._WebSocket = Impl ?? globalThis.WebSocket;
+    this.status = "connecting";
+    this.connectionId = null;
+    this.streams = new Map();
+    this._actions = new Map(); // actionName | "*" -> Set(handler)
+    this._streamListeners = new Set();
+    this._channels = new Map(); // extra channel -> token
+    this._left = new Set(); // channels left with unsubscribe (rejoined by a new token otherwise)
+    this._pending = new Set(); // requests waiting for their reply
+    this._sent = []; // requests on the wire, in order: error replies answer the oldest
+    this._dirty = new Set();
+    this._frame = null;
+    this._attempt = 0;
+    this._socket = null;
+    this._closed = false;
+    this._timers = new Map(); // name -> timeout id
+    this._pingId = 0;
+    this._open();
+  }
+
+  // ---- public API -------------------------------------------------------------------
+
+  /** Handle every event of streams sent with `actionName` ("*" for all). Returns an unsubscribe. */
+  on(actionName, handler) {
+    if (!this._actions.has(actionName)) this._actions.set(actionName, new Set());
+    this._actions.get(actionName).add(handler);
+    return () => this._actions.get(actionName)?.delete(handler);
+  }
+
+  /** Called with each changed stream, batched to at most once per animation frame. */
+  onStream(handler) {
+    this._streamListeners.add(handler);
+    return () => this._streamListeners.delete(handler);
+  }
+
+  /** The state of one stream, or undefined. */
+  stream(streamId) {
+    return this.streams.get(streamId);
+  }
+
+  /** Follow a stream known by id (after a page reload, say): fetch its snapshot, then live. */
+  resume(streamId, { actionName, channel } = {}) {
+    let stream = this.streams.get(streamId);
+    if (!stream) {
+      stream = newStream(streamId, actionName, channel);
+      this.streams.set(streamId, stream);
+    }
+    this._askResume(stream);
+    return stream;
+  }
+
+  /** Stop a stream on one of this connection's channels: resolves "stopped" or "not_found". */
+  stop(streamId) {
+    return this._request({ action: "stop", streamId }, "stop", streamId).then((r) => r.type);
+  }
+
+  /** Join one more channel; it is joined again after every reconnect. */
+  subscribe(channel, token) {
+    this._channels.set(channel, token);
+    this._left.delete(channel);
+    return this._request({ action: "subscribe", channel, token }, "subscribe", channel);
+  }
+
+  /** Leave a channel (also one from the connect token) for the life of this client. */
+  unsubscribe(channel) {
+    this._channels.delete(channel);
+    this._left.add(channel);
+    return this._request({ action: "unsubscribe", channel }, "unsubscribe", channel);
+  }
+
+  /** Answer a frontend (`ui_`) tool call; resolves on the proxy's ack. */
+  llmToolCallResponse({ toolCallId, success, message, data }) {
+    const body = { action: "llmToolCallResponse", toolCallId, success: !!success, message: message ?? "" };
+    if (data !== undefined) body.data = data;
+    return this._request(body, "llmToolCallResponse", toolCallId);
+  }
+
+  /** Round trip to the proxy: resolves {connectionId, rttMs}. */
+  ping() {
+    const id = `p${++this._pingId}`;
+    const started = now();
+    return this._request({ action: "ping", id }, "ping", id).then((pong) => ({
+      connectionId: pong.connectionId ?? null,
+      rttMs: now() - started,
+    }));
+  }
+
+  /** Close for good: no more reconnects; pending requests are rejected. */
+  close() {
+    this._closed = true;
+    for (const timer of this._timers.values()) clearTimeout(timer);
+    this._timers.clear();
+    for (const stream of this.streams.values()) clearTimeout(stream._resumeTimer);
+    for (const request of [...this._pending]) this._settle(request, new Error("client closed"));
+    if (this._socket) this._socket.close(1000, "client closed");
+    this._setStatus("closed");
+  }
+
+  // ---- connection lifecycle ---------------------------------------------------------
+
+  async _open() {
+    if (this._closed) return;
+    let token;
+    try {
+      token = typeof this._token === "function" ? await this._token() : this._token;
+    } catch (error) {
+      this._setStatus("reconnecting", { error });
+      return this._scheduleReconnect();
+    }
+    if (this._closed) return;
+    const sep = this.url.includes("?") ? "&" : "?";
+    const url = token ? `${this.url}${sep}token=${encodeURIComponent(token)}` : this.url;
+    const socket = new this._WebSocket(url);
+    this._socket = socket;
+    let openedAt = null;
+    socket.onopen = () => {
+      openedAt = now();
+      this._onOpen();
+    };
+    socket.onmessage = (event) => this._onRaw(event.data);
+    socket.onclose = (event) => {
+      if (this._socket !== socket) return;
+      this._socket = null;
+      this.connectionId = null;
+      this._clearTimer("keepalive");
+      if (openedAt !== null && now() - openedAt >= this._options.stableMs) this._attempt = 0;
+      this._sent = [];
+      for (const request of this._pending) request.onWire = false;
+      if (this._closed) return;
+      this._setStatus("reconnecting", { code: event.code, reason: event.reason });
+      this._scheduleReconnect();
+    };
+  }
+
+  _scheduleReconnect() {
+    const { baseMs, maxMs } = this._options.reconnect;
+    const ceiling = Math.min(maxMs, baseMs * 2 ** this._attempt);
+    this._attempt += 1;
+    // "Equal jitter": at least half the step, so a crowd of tabs spreads out but never spins.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this._later("reconnect", delay, () => this._open());
+  }
+
+  _onOpen() {
+    this._setStatus("open");
+    for (const [channel, token] of this._channels) {
+      this._send({ action: "subscribe", channel, token }, "subscribe", channel);
+    }
+    for (const channel of this._left) this._send({ action: "unsubscribe", channel }, "unsubscribe", channel);
+    for (const stream of this.streams.values()) {
+      if (!TERMINAL.has(stream.status)) {
+        stream._resumeInFlight = false;
+        this._askResume(stream);
+      }
+    }
+    // Requests made while offline (stop, tool answers, pings) go out now.
+    for (const request of this._pending) {
+      const rejoined = request.kind === "subscribe" || request.kind === "unsubscribe";
+      if (!request.onWire && !rejoined) this._transmit(request);
+    }
+    this.ping().then(
+      ({ connectionId }) => {
+        this.connectionId = connectionId;
+        this._setStatus("open", { connectionId });
+      },
+      () => {},
+    );
+    this._keepalive();
+  }
+
+  _keepalive() {
+    this._later("keepalive", this._options.keepaliveMs, () => {
+      if (this._socket?.readyState === 1) this.ping().catch(() => {});
+      this._keepalive();
+    });
+  }
+
+  _setStatus(status, detail = {}) {
+    this.status = status;
+    this._onStatus?.(status, detail);
+  }
+
+  _later(name, ms, fn) {
+    this._clearTimer(name);
+    this._timers.set(
+      name,
+      setTimeout(() => {
+        this._timers.delete(name);
+        fn();
+      }, ms),
+    );
+  }
+
+  _clearTimer(name) {
+    clearTimeout(this._timers.get(name));
+    this._timers.delete(name);
+  }
+
+  // ---- requests and replies ---------------------------------------------------------
+
+  _send(body, kind, key) {
+    if (this._socket?.readyState !== 1) return false;
+    this._socket.send(JSON.stringify(body));
+    this._sent.push({ kind, key });
+    return true;
+  }
+
+  _transmit(request) {
+    request.onWire = this._send(request.body, request.kind, request.key);
+  }
+
+  _request(body, kind, key) {
+    return new Promise((resolve, reject) => {
+      const request = { body, kind, key, resolve, reject, onWire: false, timer: null };
+      request.timer = setTimeout(
+        () => this._settle(request, new Error(`${kind}: no reply within ${this._options.requestTimeoutMs} ms`)),
+        this._options.requestTimeoutMs,
+      );
+      this._pending.add(request);
+      this._transmit(request);
+    });
+  }
+
+  _settle(request, error, reply) {
+    if (!this._pending.delete(request)) return;
+    clearTimeout(request.timer);
+    if (error) request.reject(error);
+    else request.resolve(reply);
+  }
+
+  /** Resolve (or reject) every waiting request of that kind and key. */
+  _answer(kind, key, reply, error) {
+    const at = this._sent.findIndex((s) => s.kind === kind && s.key === key);
+    if (at >= 0) this._sent.splice(at, 1);
+    for (const request of [...this._pending]) {
+      if (request.kind === kind && request.key === key) this._settle(request, error, reply);
+    }
+  }
+
+  _onRaw(data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!message || typeof message !== "object") return;
+    if (typeof message.seq === "number" && message.streamId && message.type !== "snapshot") {
+      this._onEnvelope(message);
+      return;
+    }
+    const type = message.type;
+    if (type === "snapshot") return this._onSnapshotPart(message);
+    if (type === "not_found") return this._onNotFound(message);
+    if (type === "pong") return this._answer("ping", message.id, message);
+    if (type === "stopped") return this._answer("stop", message.streamId, message);
+    if (type === "ack") return this._answer("llmToolCallResponse", message.toolCallId, message);
+    if (REPLY_KIND[type]) return this._answer(REPLY_KIND[type], message.channel, message);
+    if (type === "error" || (type === undefined && message.message)) return this._onErrorReply(message);
+  }
+
+  _onErrorReply(message) {
+    // Replies come in request order, so an error answers the oldest request on the wire.
+    const head = this._sent.shift();
+    const body = message.error ?? { message: message.message, code: "internal_error" };
+    const error = Object.assign(new Error(body.message ?? "request failed"), { code: body.code, details: body.details });
+    if (!head) return;
+    if (head.kind === "resume") {
+      const stream = this.streams.get(head.key);
+      if (stream) this._failResume(stream, body);
+      return;
+    }
+    for (const request of [...this._pending]) {
+      if (request.kind === head.kind && request.key === head.key) return this._settle(request, error);
+    }
+  }
+
+  _onNotFound(message) {
+    const at = this._sent.findIndex((s) => (s.kind === "stop" || s.kind === "resume") && s.key === message.streamId);
+    const head = at >= 0 ? this._sent.splice(at, 1)[0] : null;
+    if (head?.kind === "resume") {
+      const stream = this.streams.get(message.streamId);
+      if (stream) this._failResume(stream, { message: "stream not found", code: "not_found" });
+      return;
+    }
+    for (const request of [...this._pending]) {
+      if (request.kind === "stop" && request.key === message.streamId) this._settle(request, null, message);
+    }
+  }
+
+  // ---- per-stream assembly ----------------------------------------------------------
+
+  _streamFor(message) {
+    let stream = this.streams.get(message.streamId);
+    if (!stream) {
+      stream = newStream(message.streamId, message.actionName, message.channel);
+      this.streams.set(message.streamId, stream);
+    }
+    stream.actionName ??= message.actionName ?? null;
+    stream.channel ??= message.channel ?? null;
+    return stream;
+  }
+
+  _onEnvelope(message) {
+    const stream = this._streamFor(message);
+    stream.messages += 1;
+    if (message.seq <= stream.lastSeq || stream._buffer.has(message.seq)) {
+      stream.duplicates += 1;
+      return;
+    }
+    if (message.seq === stream.lastSeq + 1) {
+      this._apply(stream, message);
+      this._drain(stream);
+    } else {
+      stream._buffer.set(message.seq, message);
+      this._askResume(stream);
+    }
+    this._touch(stream);
+  }
+
+  _drain(stream) {
+    while (stream._buffer.has(stream.lastSeq + 1)) {
+      const next = stream._buffer.get(stream.lastSeq + 1);
+      stream._buffer.delete(next.seq);
+      this._apply(stream, next);
+    }
+    for (const seq of stream._buffer.keys()) if (seq <= stream.lastSeq) stream._buffer.delete(seq);
+  }
+
+  _apply(stream, message) {
+    stream.lastSeq = message.seq;
+    switch (message.type) {
+      case "delta":
+        stream.text += message.content ?? "";
+        this._markFirstToken(stream);
+        break;
+      case "thinking":
+        stream.thinking += message.content ?? "";
+        break;
+      case "threadInfo":
+        stream.threadInfo = message.content ?? null;
+        break;
+      case "function_call":
+        stream.functions = message.content?.functions ?? [];
+        break;
+      case "llmToolCall":
+        stream.toolCalls.push({ toolCallId: message.toolCallId, toolName: message.toolName, arguments: message.arguments });
+        break;
+      case "error":
+        stream.error = message.error ?? { message: "stream failed" };
+        break;
+      case "end":
+        this._finish(stream, message.finish_reason ?? null, message.usage ?? null);
+        break;
+      default:
+        break;
+    }
+    this._dispatch(stream, message);
+  }
+
+  _markFirstToken(stream) {
+    if (stream.firstTokenAt === null && stream.text) {
+      stream.firstTokenAt = now();
+      stream.ttftMs = stream.firstTokenAt - stream.seenAt;
+    }
+  }
+
+  _finish(stream, finishReason, usage) {
+    stream.finishReason = finishReason;
+    stream.usage = usage;
+    stream.status = statusFromFinish(finishReason, stream.error !== null);
+    stream.endedAt ??= now();
+    stream._buffer.clear();
+    clearTimeout(stream._resumeTimer);
+    stream._resumeTimer = null;
+  }
+
+  _dispatch(stream, event) {
+    for (const name of [stream.actionName, "*"]) {
+      for (const handler of this._actions.get(name) ?? []) {
+        try {
+          handler(event, stream);
+        } catch (error) {
+          console.error("streaming-proxy: action handler failed", error);
+        }
+      }
+    }
+  }
+
+  _askResume(stream) {
+    if (stream._resumeTimer || TERMINAL.has(stream.status)) return;
+    // A resume whose reply never came does not block the next one forever.
+    const waiting = stream._resumeInFlight && now() - stream._resumeSentAt < this._options.requestTimeoutMs;
+    if (waiting || this._socket?.readyState !== 1) return; // asked again on open
+    stream._resumeInFlight = true;
+    stream._resumeSentAt = now();
+    stream.resumes += 1;
+    this._send({ action: "resume", streamId: stream.streamId, afterSeq: stream.lastSeq }, "resume", stream.streamId);
+  }
+
+  _retryResume(stream) {
+    clearTimeout(stream._resumeTimer);
+    stream._resumeTimer = setTimeout(() => {
+      stream._resumeTimer = null;
+      if (this._hasGap(stream)) this._askResume(stream);
+    }, this._options.resumeRetryMs);
+  }
+
+  _hasGap(stream) {
+    return stream._buffer.size > 0 && !TERMINAL.has(stream.status);
+  }
+
+  _failResume(stream, error) {
+    stream._resumeInFlight = false;
+    stream._parts = null;
+    if (stream.lastSeq >= 0 && stream._buffer.size === 0) return; // live messages carry on
+    stream.error = error;
+    stream.status = "error";
+    stream.endedAt ??= now();
+    this._touch(stream);
+  }
+
+  _onSnapshotPart(message) {
+    const stream = this._streamFor(message);
+    if (message.parts > 1) {
+      if (!stream._parts || stream._parts.count !== message.parts || stream._parts.seq !== message.seq) {
+        stream._parts = { count: message.parts, seq: message.seq, pieces: new Map() };
+      }
+      stream._parts.pieces.set(message.part, message.content ?? "");
+      if (stream._parts.pieces.size < message.parts) return;
+      const pieces = stream._parts.pieces;
+      const content = Array.from({ length: message.parts }, (_, i) => pieces.get(i) ?? "").join("");
+      stream._parts = null;
+      message = { ...message, content };
+      delete message.part;
+      delete message.parts;
+    }
+    const at = this._sent.findIndex((s) => s.kind === "resume" && s.key === message.streamId);
+    if (at >= 0) this._sent.splice(at, 1);
+    stream._resumeInFlight = false;
+    this._applySnapshot(stream, message);
+  }
+
+  _applySnapshot(stream, snapshot) {
+    if (snapshot.seq >= stream.lastSeq && snapshot.seq >= 0) {
+      stream.text = snapshot.content ?? "";
+      stream.lastSeq = snapshot.seq;
+      this._markFirstToken(stream);
+      const status = statusFromSnapshot(snapshot.status);
+      this._dispatch(stream, snapshot);
+      if (status !== "streaming") {
+        if (status === "error" && !stream.error) stream.error = { message: "stream failed" };
+        this._finish(stream, snapshot.finish_reason ?? null, snapshot.usage ?? null);
+        stream.status = status;
+      } else {
+        this._drain(stream);
+      }
+    }
+    // The stored snapshot is written about once a second: a gap may remain for a moment.
+    if (this._hasGap(stream)) this._retryResume(stream);
+    this._touch(stream);
+  }
+
+  // ---- render batching ----------------------------------------------------------------
+
+  _touch(stream) {
+    this._dirty.add(stream);
+    if (this._frame !== null) return;
+    const flush = () => {
+      this._frame = null;
+      const changed = [...this._dirty];
+      this._dirty.clear();
+      for (const s of changed) {
+        for (const listener of this._streamListeners) {
+          try {
+            listener(s);
+          } catch (error) {
+            console.error("streaming-proxy: stream listener failed", error);
+          }
+        }
+      }
+    };
+    this._frame = globalThis.requestAnimationFrame ? requestAnimationFrame(flush) : setTimeout(flush, 16);
+  }
+}
