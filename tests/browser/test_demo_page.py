@@ -129,3 +129,55 @@ def test_a_dropped_connection_reconnects_resumes_and_ends_with_the_full_text(
     assert page.locator("#answer").inner_text() == LONG_TEXT
     assert page.locator("#connection-id").inner_text().strip() != connection_id
     assert int(page.locator("#resumes").inner_text()) >= 1
+
+
+RENDER_PROBE = """
+async ([wsUrl, token]) => {
+  const { connect } = await import("/web/streaming-proxy.js");
+  const client = connect({ url: wsUrl, token });
+  const probe = { renders: 0, frames: 0, messages: 0, text: "", done: false };
+  const countFrames = () => {
+    probe.frames += 1;
+    if (!probe.done) requestAnimationFrame(countFrames);
+  };
+  requestAnimationFrame(countFrames);
+  client.on("*", () => { probe.messages += 1; });
+  client.onStream((stream) => {
+    probe.renders += 1;
+    probe.text = stream.text;
+    if (stream.status !== "streaming") probe.done = true;
+  });
+  window.__probe = probe;
+  await new Promise((resolve) => {
+    const ready = () => client.status === "open" && client.connectionId;
+    const wait = () => (ready() ? resolve() : setTimeout(wait, 20));
+    wait();
+  });
+}
+"""
+
+
+def test_renders_are_batched_to_animation_frames(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = new_page()
+    page.goto(f"{stack.http}/web/streaming-proxy.d.ts")  # same origin, no demo page running
+    page.evaluate(RENDER_PROBE, [stack.ws, stack.token("browser-frames")])
+    text = " ".join(f"t{i}" for i in range(600))
+    r = httpx.post(
+        f"{stack.http}/demo/start",
+        json={
+            "channel": "browser-frames",
+            "prompt": "x",
+            "flushIntervalMs": 0,
+            "providerArgs": {"text": text, "delayMs": 0},
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    page.wait_for_function("window.__probe.done", timeout=20_000)
+    probe = page.evaluate("window.__probe")
+    assert probe["text"] == text
+    assert probe["messages"] > 300  # every delta was its own message (no coalescing)
+    assert probe["renders"] <= probe["frames"] + 1
+    assert probe["renders"] < probe["messages"] / 2
