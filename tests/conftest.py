@@ -17,8 +17,8 @@ Stack = StackProcess
 
 
 # Fake provider keys the stack holds; tests check they never reach the logs.
-FAKE_OPENAI_KEY = "sk-fake-openai-server-key-0123456789"
-FAKE_ANTHROPIC_KEY = "sk-ant-fake-server-key-0123456789"
+FAKE_OPENAI_KEY = "fake-openai-server-key-0123456789"
+FAKE_ANTHROPIC_KEY = "fake-anthropic-server-key-0123456789"
 
 
 @pytest.fixture(scope="session")
