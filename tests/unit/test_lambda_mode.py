@@ -135,3 +135,16 @@ async def test_pass_through_path_is_closed_outside_lambda_mode(aws_env: None) ->
         r = await c.post("/events", json={"streamingProxyJob": {}})
     assert r.status_code == 404
     await service.aclose()
+
+
+async def test_pass_through_refuses_events_that_are_not_stream_jobs(aws_env: None) -> None:
+    service = StreamService(settings(), poster=RecordingPoster())
+    app = create_app()
+    app.state.service = service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        missing = await c.post("/events", json={"Records": []})
+        invalid = await c.post("/events", json={"streamingProxyJob": {"apiKey": "secret-value"}})
+        garbage = await c.post("/events", content=b"not json")
+    assert (missing.status_code, invalid.status_code, garbage.status_code) == (400, 400, 400)
+    assert "secret-value" not in invalid.text
+    await service.aclose()

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, ProxyError
 from ..jobs import StreamJob
 from ..observability import get_logger
 from .answers import error_response, read_json, service_of
@@ -17,13 +17,14 @@ async def pass_through(request: Request) -> Response:
     if service.settings.detach_mode != "lambda":
         # Only the adapter, inside the function, may post here.
         return error_response(NotFound("not found"))
-    data = await read_json(request, 6 * 1024 * 1024)
     try:
+        data = await read_json(request, 6 * 1024 * 1024)
         job = StreamJob.from_event(data)
-    except (KeyError, ValidationError) as e:
+    except ProxyError as e:
+        return error_response(e)
+    except (KeyError, ValidationError):
+        # Never echo the event: it carries the job, provider key included.
         get_logger().error("pass-through event is not a stream job")
-        return error_response(
-            BadRequest("not a stream job event") if isinstance(e, KeyError) else BadRequest(str(e))
-        )
+        return error_response(BadRequest("not a stream job event"))
     outcome = await service.run(service.relay(job))
     return JSONResponse({"streamId": job.stream_id, "finish_reason": outcome.finish_reason})
