@@ -420,3 +420,27 @@ async def test_token_endpoint_needs_a_valid_app_key(stack: Stack) -> None:
         assert await sub.connection_id()
     finally:
         await sub.close()
+
+
+async def test_an_sse_caller_hanging_up_does_not_stop_the_fan_out(stack: Stack) -> None:
+    sub = await Subscriber.open(stack.ws, stack.token("room-hangup"))
+    try:
+        args = {"text": ANSWER, "delayMs": 25}
+        async with (
+            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+            client.stream(
+                "POST",
+                "/llm/query",
+                json=body(["room-hangup"], providerArgs=args),
+                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+            ) as r,
+        ):
+            stream_id = r.headers["x-stream-id"]
+            async for line in r.aiter_lines():
+                if line.startswith("event: delta"):
+                    break  # the caller hangs up after the first token
+        messages = await sub.stream(stream_id)
+        assert text_of(messages) == ANSWER
+        assert messages[-1]["finish_reason"] == "stop"
+    finally:
+        await sub.close()
