@@ -148,3 +148,14 @@ async def test_pass_through_refuses_events_that_are_not_stream_jobs(aws_env: Non
     assert (missing.status_code, invalid.status_code, garbage.status_code) == (400, 400, 400)
     assert "secret-value" not in invalid.text
     await service.aclose()
+
+
+async def test_a_failed_self_invoke_is_a_clear_error_not_a_crash(aws_env: None) -> None:
+    service = StreamService(settings(self_function_name="no-such-function"), poster=RecordingPoster())
+    app = create_app()
+    app.state.service = service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        r = await c.post("/llm/query", json=request())
+    assert r.status_code == 500
+    assert "could not start the stream" in r.json()["error"]["message"]
+    await service.aclose()

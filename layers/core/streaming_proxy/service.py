@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from botocore.exceptions import ClientError
 
 from . import aws
 from .auth import AppRegistry
@@ -17,7 +18,7 @@ from .channels.poster import ManagementApiPoster, Poster
 from .channels.publisher import ChannelPublisher
 from .channels.store import ConnectionStore
 from .config import Settings
-from .errors import ProxyError, UpstreamError
+from .errors import PayloadTooLarge, ProxyError, UpstreamError
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
@@ -177,11 +178,19 @@ class StreamService:
         if not self.settings.self_function_name:
             raise ProxyError("DETACH_MODE=lambda needs AWS_LAMBDA_FUNCTION_NAME")
         client = aws.lambda_client(self.settings.aws_region)
-        client.invoke(
-            FunctionName=self.settings.self_function_name,
-            InvocationType="Event",
-            Payload=json.dumps(job.to_event()).encode("utf-8"),
-        )
+        try:
+            client.invoke(
+                FunctionName=self.settings.self_function_name,
+                InvocationType="Event",
+                Payload=json.dumps(job.to_event()).encode("utf-8"),
+            )
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "RequestEntityTooLargeException":
+                raise PayloadTooLarge(
+                    "request too large to run detached: send it with Accept: text/event-stream"
+                ) from e
+            raise ProxyError(f"could not start the stream ({code or 'invoke failed'})") from e
 
     async def _poll_start(self, stream_id: str, wait: float) -> StartError | None:
         loop = asyncio.get_running_loop()
