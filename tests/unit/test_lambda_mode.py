@@ -151,7 +151,9 @@ async def test_pass_through_refuses_events_that_are_not_stream_jobs(aws_env: Non
 
 
 async def test_a_failed_self_invoke_is_a_clear_error_not_a_crash(aws_env: None) -> None:
-    service = StreamService(settings(self_function_name="no-such-function"), poster=RecordingPoster())
+    service = StreamService(
+        settings(self_function_name="no-such-function"), poster=RecordingPoster()
+    )
     app = create_app()
     app.state.service = service
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
