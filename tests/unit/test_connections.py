@@ -22,7 +22,7 @@ from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import AppConfig, get_settings
-from streaming_proxy.streams import StreamRecord, StreamStore
+from streaming_proxy.streams import StreamRecord, StreamStatus, StreamStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -287,7 +287,11 @@ def test_invalid_messages_get_error_reply(stack: Stack, body: str) -> None:
 
 
 def make_stream(
-    stream_id: str, channels: list[str], text: str = "Hello", app: str = "app1"
+    stream_id: str,
+    channels: list[str],
+    text: str = "Hello",
+    app: str = "app1",
+    status: StreamStatus = "done",
 ) -> None:
     store = StreamStore(aws.dynamodb("us-east-1", None), TABLE)
     store.create(StreamRecord(stream_id, app, "onLlmMessage", channels))
@@ -295,7 +299,7 @@ def make_stream(
         stream_id,
         text,
         7,
-        "done",
+        status,
         finish_reason="stop",
         usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "estimated": False},
     )
@@ -307,10 +311,22 @@ def cancel_flag(stream_id: str) -> bool:
 
 def test_stop_event_on_shared_channel_cancels_stream(stack: Stack) -> None:
     stack.connect("user-42")
-    make_stream("st_demo0000000000000000", ["other", "user-42"])
+    make_stream("st_demo0000000000000000", ["other", "user-42"], status="streaming")
     stack.invoke(load_event("ws-stop.json"))
-    assert stack.replies.only() == {"type": "stopped", "streamId": "st_demo0000000000000000"}
+    assert stack.replies.only() == {
+        "type": "stopped",
+        "streamId": "st_demo0000000000000000",
+        "streamStatus": "streaming",
+    }
     assert cancel_flag("st_demo0000000000000000")
+
+
+def test_stop_of_a_finished_stream_answers_gracefully_and_changes_nothing(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_ended", ["user-42"], status="done")
+    reply = stack.send({"action": "stop", "streamId": "st_ended"})
+    assert reply == {"type": "stopped", "streamId": "st_ended", "streamStatus": "done"}
+    assert not cancel_flag("st_ended")
 
 
 def test_stop_on_foreign_channel_is_forbidden_and_cancels_nothing(stack: Stack) -> None:

@@ -260,9 +260,12 @@ class ConnectionRoutes:
 
     def _stop(self, connection_id: str, msg: Stop) -> dict[str, Any]:
         record, _ = self._visible_stream(connection_id, msg.stream_id)
-        if record is None or self._streams.request_cancel(msg.stream_id) is None:
+        if record is None:
             return {"type": "not_found", "streamId": msg.stream_id}
-        return {"type": "stopped", "streamId": msg.stream_id}
+        # Like the stop endpoint: an ended stream answers gracefully and is left untouched.
+        if not record.finished and self._streams.request_cancel(msg.stream_id) is None:
+            return {"type": "not_found", "streamId": msg.stream_id}
+        return {"type": "stopped", "streamId": msg.stream_id, "streamStatus": record.status}
 
     def _visible_stream(
         self, connection_id: str, stream_id: str
