@@ -169,7 +169,7 @@ async def test_stream_sample_passes_its_providers_checks(name: str) -> None:
         flush_interval_ms=40,
     )
     async with httpx.AsyncClient() as http:
-        ProviderRegistry(server_settings(), http).resolve(job.provider).prepare(job.llm_request())
+        ProviderRegistry(server_settings(), http).resolve(job.provider).prepare(job.llm_request)
 
 
 async def test_chat_completions_sample_passes_its_providers_checks() -> None:
@@ -189,4 +189,4 @@ async def test_chat_completions_sample_passes_its_providers_checks() -> None:
             payload=payload,
             flush_interval_ms=40,
         )
-        registry.resolve(provider).prepare(job.llm_request())
+        registry.resolve(provider).prepare(job.llm_request)

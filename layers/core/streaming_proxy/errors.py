@@ -1,4 +1,4 @@
-"""One typed error tree; `web.errors` and the relay turn these into answers and events."""
+"""One typed error tree; `api/answers.py` and the relay turn these into answers and events."""
 
 from __future__ import annotations
 
@@ -15,12 +15,21 @@ class ProxyError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         if status is not None:
             self.status = status
+        if code is not None:
+            self.code = code
 
 
 class BadRequest(ProxyError):
@@ -81,22 +90,15 @@ class UpstreamError(ProxyError):
         upstream_status: int | None = None,
         details: Any = None,
     ) -> None:
-        super().__init__(message, details=details, status=upstream_http_status(upstream_status))
+        # Without a provider status the class's own status stands (502, or 504 for timeouts).
+        status = upstream_http_status(upstream_status) if upstream_status is not None else None
+        super().__init__(message, details=details, status=status)
         self.upstream_status = upstream_status
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
-
-    def __init__(self, message: str, *, details: Any = None) -> None:
-        super().__init__(message, details=details)
-        self.status = 504
-
-
-class StreamCancelled(ProxyError):
-    status = 499
-    code = "cancelled"
 
 
 class ConnectionGone(ProxyError):

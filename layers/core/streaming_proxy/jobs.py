@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -27,7 +28,9 @@ class StreamJob(BaseModel):
     def provider(self) -> str:
         return self.payload.provider
 
+    @cached_property
     def llm_request(self) -> LlmRequest:
+        """The provider-neutral request, built once per job (messages can be large)."""
         return LlmRequest(
             model=self.payload.model,
             messages=[m.model_dump(exclude_none=True) for m in self.payload.messages],

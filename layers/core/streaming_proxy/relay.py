@@ -127,7 +127,7 @@ class Relay:
 
     async def _produce(self) -> None:
         try:
-            async for event in _guarded(self._provider.stream(self.job.llm_request())):
+            async for event in _guarded(self._provider.stream(self.job.llm_request)):
                 await self._queue.put(event)
             await self._queue.put(_DONE)
         except asyncio.CancelledError:
@@ -306,7 +306,7 @@ class Relay:
         )
 
     def _final_usage(self) -> dict[str, Any]:
-        request = self.job.llm_request()
+        request = self.job.llm_request
         prompt, completion = self._usage.prompt_tokens, self._usage.completion_tokens
         estimated = prompt is None or completion is None
         if prompt is None:

@@ -18,7 +18,7 @@ from .channels.poster import ManagementApiPoster, Poster
 from .channels.publisher import ChannelPublisher
 from .channels.store import ConnectionStore
 from .config import Settings
-from .errors import PayloadTooLarge, ProxyError, UpstreamError
+from .errors import PayloadTooLarge, ProxyError
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
@@ -88,7 +88,7 @@ class StreamService:
 
     def check(self, job: StreamJob) -> None:
         """Everything that can be refused before anything is published (422/401)."""
-        self.providers.resolve(job.provider).prepare(job.llm_request())
+        self.providers.resolve(job.provider).prepare(job.llm_request)
 
     async def register(self, job: StreamJob) -> None:
         record = StreamRecord(job.stream_id, job.app_id, job.action_name, job.channels)
@@ -224,6 +224,4 @@ class _PublisherSink:
 
 def start_error_as_proxy_error(error: StartError) -> ProxyError:
     """A recorded start failure as an error to answer with."""
-    failure = UpstreamError(error.message)
-    failure.status, failure.code = error.status, error.code
-    return failure
+    return ProxyError(error.message, status=error.status, code=error.code)

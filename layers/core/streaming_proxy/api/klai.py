@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from ..contract import StopRequest, StreamRequest
 from ..errors import NotSupported, ProxyError
@@ -14,7 +14,7 @@ from ..outcome import StreamOutcome
 from ..service import StreamService, start_error_as_proxy_error
 from ..streams import new_stream_id
 from .answers import authenticate, error_response, parse, read_json, service_of
-from .sse import SSE_HEADERS, KlaiSseSink, first_byte
+from .sse import KlaiSseSink, sse_answer
 
 SETUP_COMPLETE = "Streaming setup complete"
 
@@ -95,16 +95,7 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
 async def _sse(service: StreamService, job: StreamJob) -> Response:
     sink = KlaiSseSink()
     relay = service.relay(job, [sink])
-    task = service.start(relay)
-    keepalive = service.settings.keepalive_seconds
-    error = await first_byte(relay, keepalive)
-    if error is not None:
-        return error_response(error, job.action_name)
-    return StreamingResponse(
-        sink.frames(keepalive, task),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, "X-Stream-Id": job.stream_id},
-    )
+    return await sse_answer(service, relay, sink, lambda e: error_response(e, job.action_name))
 
 
 async def _complete(service: StreamService, job: StreamJob) -> Response:

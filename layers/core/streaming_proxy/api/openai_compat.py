@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from ..errors import ProxyError, ValidationFailed
 from ..events import ProviderEvent
@@ -23,7 +23,7 @@ from ..outcome import StreamOutcome
 from ..service import StreamService
 from ..streams import new_stream_id
 from .answers import authenticate, parse, read_json, service_of
-from .sse import SSE_HEADERS, FrameQueue, first_byte
+from .sse import FrameQueue, sse_answer
 
 
 class ChunkStream(FrameQueue):
@@ -102,16 +102,7 @@ async def _stream(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = ChunkStream(ChunkBuilder(completion_id, body.model), include_usage)
     relay = service.relay(job, observers=[chunks])
-    task = service.start(relay)
-    keepalive = service.settings.keepalive_seconds
-    error = await first_byte(relay, keepalive)
-    if error is not None:
-        return _error(error)
-    return StreamingResponse(
-        chunks.frames(keepalive, task),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, "X-Stream-Id": job.stream_id},
-    )
+    return await sse_answer(service, relay, chunks, _error)
 
 
 def _error(error: ProxyError) -> Response:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from starlette.responses import Response, StreamingResponse
 
 from ..errors import ProxyError
 from ..relay import Relay
+from ..service import StreamService
 
 _CLOSED = object()
 
@@ -67,10 +70,27 @@ class KlaiSseSink(FrameQueue):
         super().close()
 
 
-async def first_byte(relay: Relay, keepalive_seconds: float) -> ProxyError | None:
-    """Hold the response headers until the provider's first byte (bounded by the keep-alive
-    interval), so a request that fails at once is still answered with its real status."""
+async def sse_answer(
+    service: StreamService,
+    relay: Relay,
+    frames: FrameQueue,
+    on_error: Callable[[ProxyError], Response],
+) -> Response:
+    """Start `relay` detached from this request and answer with its frames.
+
+    The headers wait for the provider's first byte (bounded by the keep-alive interval), so
+    a request that fails at once is still answered with its real status via `on_error`.
+    """
+    task = service.start(relay)
+    keepalive = service.settings.keepalive_seconds
     try:
-        return await asyncio.wait_for(asyncio.shield(relay.started), keepalive_seconds)
+        error = await asyncio.wait_for(asyncio.shield(relay.started), keepalive)
     except TimeoutError:
-        return None
+        error = None
+    if error is not None:
+        return on_error(error)
+    return StreamingResponse(
+        frames.frames(keepalive, task),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id},
+    )
