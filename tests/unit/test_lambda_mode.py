@@ -31,8 +31,11 @@ class RecordingPoster:
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
 
-    def post(self, connection_id: str, data: bytes) -> None:
+    async def post(self, connection_id: str, data: bytes) -> None:
         self.posts.append((connection_id, json.loads(data)))
+
+    async def aclose(self) -> None:
+        return None
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streaming_proxy.channels.publisher import ChannelPublisher
-from streaming_proxy.errors import ConnectionGone, ProxyError, RateLimited
+from streaming_proxy.errors import ConnectionGone, DeliveryRejected, DeliveryThrottled
 
 
 class FakeStore:
@@ -39,17 +38,17 @@ class FakePoster:
         self.broken: set[str] = set()
         self.lock = threading.Lock()
 
-    def post(self, connection_id: str, data: bytes) -> None:
+    async def post(self, connection_id: str, data: bytes) -> None:
         if connection_id in self.slow:
-            time.sleep(self.slow[connection_id])
+            await asyncio.sleep(self.slow[connection_id])
         if connection_id in self.gone:
             raise ConnectionGone("gone")
         if connection_id in self.broken:
-            raise ProxyError("forbidden")
+            raise DeliveryRejected("forbidden", status=403)
         with self.lock:
             if self.throttle.get(connection_id, 0) > 0:
                 self.throttle[connection_id] -= 1
-                raise RateLimited("slow down")
+                raise DeliveryThrottled("slow down")
             self.received.setdefault(connection_id, []).append(json.loads(data))
 
 

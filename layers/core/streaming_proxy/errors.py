@@ -101,11 +101,74 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
-class ConnectionGone(ProxyError):
-    """A WebSocket connection no longer exists (API Gateway 410)."""
+class DependencyUnavailable(ProxyError):
+    """A service the proxy needs (DynamoDB, Lambda) did not answer or refused for now."""
+
+    status = 503
+    code = "dependency_unavailable"
+
+
+# -- delivery to WebSocket connections -------------------------------------------------------
+# Kept apart from request errors, as a connection failure is kept apart from a status error:
+# the publisher retries the retryable ones and counts every post that still fails.
+
+
+class DeliveryError(ProxyError):
+    """A post to one WebSocket connection failed."""
+
+    status = 502
+    code = "delivery_failed"
+    retryable = False
+
+
+class ConnectionGone(DeliveryError):
+    """The connection no longer exists (API Gateway 410): delete it, never retry."""
 
     status = 410
     code = "gone"
+
+
+class DeliveryThrottled(DeliveryError):
+    """API Gateway throttled the post (429 LimitExceededException): back off, retry."""
+
+    status = 429
+    code = "delivery_throttled"
+    retryable = True
+
+
+class DeliveryRejected(DeliveryError):
+    """API Gateway refused the post for good (403 Forbidden, 413 too large, other 4xx)."""
+
+    code = "delivery_rejected"
+
+
+class DeliveryServerError(DeliveryError):
+    """The management API answered 5xx: retry."""
+
+    code = "delivery_server_error"
+    retryable = True
+
+
+class DeliveryUnreachable(DeliveryError):
+    """No answer: timeout, refused or reset connection. Retry."""
+
+    status = 504
+    code = "delivery_unreachable"
+    retryable = True
+
+
+def delivery_error(status: int, error_code: str, connection_id: str) -> DeliveryError:
+    """The one mapping from a `@connections` answer (HTTP status, AWS error code) to the tree."""
+    where = f"post to connection {connection_id}"
+    if status == 410 or error_code == "GoneException":
+        return ConnectionGone(f"connection {connection_id} is gone")
+    if status == 429 or error_code in ("LimitExceededException", "TooManyRequestsException"):
+        return DeliveryThrottled(f"{where} throttled ({error_code or status})")
+    if status >= 500:
+        return DeliveryServerError(f"{where} failed: HTTP {status} {error_code}".rstrip())
+    return DeliveryRejected(
+        f"{where} refused: HTTP {status} {error_code}".rstrip(), status=status if status else 502
+    )
 
 
 def upstream_http_status(upstream_status: int | None) -> int:

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from . import aws
 from .auth import AppRegistry
-from .channels.poster import ManagementApiPoster, Poster
+from .channels.poster import BotoPoster, Poster
 from .channels.publisher import ChannelPublisher
 from .channels.store import ConnectionStore
 from .config import Settings
@@ -74,7 +74,7 @@ class StreamService:
             client = aws.management_api(
                 self.settings.aws_region, self.settings.ws_management_endpoint
             )
-            self._poster = ManagementApiPoster(client)
+            self._poster = BotoPoster(client, threads=self.settings.post_concurrency)
         return self._poster
 
     async def aclose(self) -> None:

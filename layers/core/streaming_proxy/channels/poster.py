@@ -1,12 +1,25 @@
-"""Posting to one WebSocket connection through the API Gateway management API."""
+"""Posting to one WebSocket connection through the API Gateway management API.
+
+`Poster` is what delivery code sees: one async `post`, failures raised as `DeliveryError`s
+(errors.py maps every answer in one function). `BotoPoster` wraps boto3's blocking client
+once, on a thread pool of its own, so posts never wait behind DynamoDB work.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
-from ..errors import ConnectionGone, PayloadTooLarge, ProxyError, RateLimited
+from ..errors import DeliveryUnreachable, delivery_error
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -16,27 +29,42 @@ MAX_MESSAGE_BYTES = 128 * 1024
 
 
 class Poster(Protocol):
-    """Delivers bytes to one connection; blocking. Raises ConnectionGone / RateLimited."""
+    """Delivers one message to one connection; raises a `DeliveryError` when it cannot."""
 
-    def post(self, connection_id: str, data: bytes) -> None: ...
+    async def post(self, connection_id: str, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
-class ManagementApiPoster:
-    """`PostToConnection` with API Gateway's errors mapped onto the error tree."""
+def post_blocking(client: ApiGatewayManagementApiClient, connection_id: str, data: bytes) -> None:
+    """`PostToConnection` with boto3, every failure mapped onto the delivery errors."""
+    try:
+        client.post_to_connection(ConnectionId=connection_id, Data=data)
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        raise delivery_error(status, code, connection_id) from e
+    except (
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        EndpointConnectionError,
+        ConnectionClosedError,
+    ) as e:
+        raise DeliveryUnreachable(
+            f"post to connection {connection_id} got no answer: {type(e).__name__}"
+        ) from e
 
-    def __init__(self, client: ApiGatewayManagementApiClient) -> None:
+
+class BotoPoster:
+    """boto3's `apigatewaymanagementapi` client behind the async `Poster` interface."""
+
+    def __init__(self, client: ApiGatewayManagementApiClient, *, threads: int = 32) -> None:
         self._client = client
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="post")
 
-    def post(self, connection_id: str, data: bytes) -> None:
-        try:
-            self._client.post_to_connection(ConnectionId=connection_id, Data=data)
-        except self._client.exceptions.GoneException as e:  # a ClientError: catch it first
-            raise ConnectionGone(f"connection {connection_id} is gone") from e
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in ("LimitExceededException", "TooManyRequestsException") or status == 429:
-                raise RateLimited("API Gateway throttled the post") from e
-            if code == "PayloadTooLargeException" or status == 413:
-                raise PayloadTooLarge("message over the WebSocket limit") from e
-            raise ProxyError(f"post to connection failed: {code or status}") from e
+    async def post(self, connection_id: str, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, post_blocking, self._client, connection_id, data)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from ..errors import ConnectionGone, ProxyError, RateLimited
+from ..errors import ConnectionGone, DeliveryError
 from ..observability import PublishStats, get_logger
 from .poster import Poster
 from .store import ConnectionStore
@@ -119,7 +119,7 @@ class ChannelPublisher:
         """Post one message with bounded, jittered retries; False once the connection is gone."""
         for attempt in range(self._max_retries + 1):
             try:
-                await self._run(self._poster.post, connection_id, data)
+                await self._poster.post(connection_id, data)
                 self.stats.posts += 1
                 return True
             except ConnectionGone:
@@ -128,21 +128,21 @@ class ChannelPublisher:
                 self._lanes.pop(connection_id, None)
                 await self._forget(connection_id)
                 return False
-            except RateLimited:
+            except DeliveryError as e:
+                if not e.retryable:
+                    get_logger().warning(
+                        "post failed",
+                        extra={
+                            "stream_id": self._stream_id,
+                            "connection_id": connection_id,
+                            "error": str(e),
+                        },
+                    )
+                    break
                 if attempt == self._max_retries:
                     break
                 self.stats.retries += 1
                 await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-            except ProxyError as e:
-                get_logger().warning(
-                    "post failed",
-                    extra={
-                        "stream_id": self._stream_id,
-                        "connection_id": connection_id,
-                        "error": str(e),
-                    },
-                )
-                break
         self.stats.failed += 1
         return True
 

@@ -18,7 +18,7 @@ from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, Validati
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
 from ..tablekeys import private_channel, tool_key
-from .poster import ManagementApiPoster
+from .poster import post_blocking
 from .publisher import encode
 from .store import ConnectionStore
 
@@ -155,9 +155,9 @@ class ManagementApiReply:
         if not self._endpoint:
             raise RuntimeError("WS_MANAGEMENT_ENDPOINT is not set: cannot reply to connections")
         # The client is created on first reply: $connect and $disconnect never need it.
-        poster = ManagementApiPoster(aws.management_api(self._region, self._endpoint))
+        client = aws.management_api(self._region, self._endpoint)
         try:
-            poster.post(connection_id, encode(message))
+            post_blocking(client, connection_id, encode(message))
         except ConnectionGone:
             get_logger().info("reply to a gone connection; removing it")
             self._connections.close(connection_id)
