@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from .settings import DevSettings
-from .stack import LocalStack
+from .stack import LocalStack, PortInUse
 
 
 def main() -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(LocalStack(DevSettings()).run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(LocalStack(DevSettings()).run())
+    except PortInUse as e:
+        print(e.code, file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
 import signal
+import socket
 from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +43,40 @@ class _Server(uvicorn.Server):
         yield
 
 
+class PortInUse(SystemExit):
+    """A port the stack needs is taken: say which, and how to pick another, then exit."""
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Fail fast, naming the port and its variable, if any port cannot be bound."""
+    for variable, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As uvicorn binds: a port left in TIME_WAIT is free, a listening one is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                why = "is already in use" if e.errno == errno.EADDRINUSE else f"failed: {e}"
+                raise PortInUse(
+                    f"the local stack cannot start: port {port} on {host} ({variable}) {why}. "
+                    f"Stop what uses it, or pick another port: {variable}=<port> make dev"
+                ) from e
+
+
+class SecretsFilter(logging.Filter):
+    """Uvicorn's handshake and access lines quote the request line, subscribe token
+    (`?token=...`) included: replace every credential-shaped string before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from streaming_proxy.redact import scrub
+
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 class LocalStack:
     """Starts the three local services; `run()` serves until Ctrl-C / SIGTERM."""
 
@@ -48,6 +84,13 @@ class LocalStack:
         self.dev = dev
         self._moto: ThreadedMotoServer | None = None
         self._servers: list[uvicorn.Server] = []
+
+    def ports(self) -> dict[str, int]:
+        return {
+            "DEV_HTTP_PORT": self.dev.http_port,
+            "DEV_WS_PORT": self.dev.ws_port,
+            "DEV_DYNAMODB_PORT": self.dev.dynamodb_port,
+        }
 
     def start_dynamodb(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
@@ -81,6 +124,7 @@ class LocalStack:
         return server
 
     async def run(self) -> None:
+        check_ports(self.dev.host, self.ports())
         self.start_dynamodb()
         self.configure_environment()
         from streaming_proxy.api.app import create_app
@@ -99,6 +143,9 @@ class LocalStack:
             self._server(gateway.app, self.dev.ws_port),
             self._server(demo_app(create_app(), self.dev), self.dev.http_port),
         ]
+        # After the servers' configs: creating one (re)configures uvicorn's loggers.
+        for name in ("uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).addFilter(SecretsFilter())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -236,12 +236,12 @@ async def test_token_for_one_channel_cannot_join_another(gateway: Gateway) -> No
             ws, {"action": "subscribe", "channel": "channel-b", "token": token("channel-a")}
         )
         assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
-        assert ("CHANNEL#channel-b", "CONN#" + cid) not in rows_of(cid)
+        assert ("CHANNEL#app1#channel-b", "CONN#" + cid) not in rows_of(cid)
         joined = await ask(
             ws, {"action": "subscribe", "channel": "channel-b", "token": token("channel-b")}
         )
         assert joined == {"type": "subscribed", "channel": "channel-b"}
-        assert ("CHANNEL#channel-b", "CONN#" + cid) in rows_of(cid)
+        assert ("CHANNEL#app1#channel-b", "CONN#" + cid) in rows_of(cid)
 
 
 @pytest.mark.parametrize("kind", ["expired", "tampered", "missing"])

@@ -127,10 +127,11 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     clear_caches()
 
 
-def membership(*channels: str) -> list[tuple[str, str]]:
+def membership(*channels: str, app: str = "app1") -> list[tuple[str, str]]:
     rows = [("CONN#" + CID, "META")]
     for channel in channels:
-        rows += [("CHANNEL#" + channel, "CONN#" + CID), ("CONN#" + CID, "CHANNEL#" + channel)]
+        scoped = f"CHANNEL#{app}#{channel}"
+        rows += [(scoped, "CONN#" + CID), ("CONN#" + CID, scoped)]
     return sorted(rows)
 
 
@@ -295,7 +296,11 @@ def make_stream(
 ) -> None:
     store = StreamStore(aws.dynamodb("us-east-1", None), TABLE)
     store.create(StreamRecord(stream_id, app, "onLlmMessage", channels))
-    store.save_snapshot(
+    if status == "streaming":
+        store.mark_started(stream_id)
+        store.save_progress(stream_id, text, 7)
+        return
+    store.save_final(
         stream_id,
         text,
         7,
@@ -337,12 +342,14 @@ def test_stop_on_foreign_channel_is_forbidden_and_cancels_nothing(stack: Stack) 
     assert not cancel_flag("st_x")
 
 
-def test_stop_of_other_apps_stream_on_same_channel_name_is_forbidden(stack: Stack) -> None:
+def test_another_apps_stream_on_the_same_channel_name_does_not_exist_for_a_connection(
+    stack: Stack,
+) -> None:
     stack.connect("user-42")
-    make_stream("st_other_app", ["user-42"], app="app2")
-    assert (
-        stack.send({"action": "stop", "streamId": "st_other_app"})["error"]["code"] == "forbidden"
-    )
+    make_stream("st_other_app", ["user-42"], app="app2", status="streaming")
+    for action in ("stop", "resume"):
+        reply = stack.send({"action": action, "streamId": "st_other_app"})
+        assert reply == {"type": "not_found", "streamId": "st_other_app"}
     assert not cancel_flag("st_other_app")
 
 
@@ -426,7 +433,7 @@ def test_tool_call_response_is_stored_and_acked(stack: Stack) -> None:
     }
     assert stack.send(body) == {"type": "ack", "toolCallId": "call_1"}
     item = stack.db.get_item(
-        TableName=TABLE, Key={"pk": {"S": "TOOL#call_1"}, "sk": {"S": "META"}}
+        TableName=TABLE, Key={"pk": {"S": "TOOL#app1#call_1"}, "sk": {"S": "META"}}
     )["Item"]
     assert json.loads(item["response"]["S"]) == {
         "toolCallId": "call_1",
@@ -439,7 +446,7 @@ def test_tool_call_response_is_stored_and_acked(stack: Stack) -> None:
     # A second answer is acknowledged but does not replace the first.
     assert stack.send({**body, "message": "again"})["type"] == "ack"
     again = stack.db.get_item(
-        TableName=TABLE, Key={"pk": {"S": "TOOL#call_1"}, "sk": {"S": "META"}}
+        TableName=TABLE, Key={"pk": {"S": "TOOL#app1#call_1"}, "sk": {"S": "META"}}
     )
     assert json.loads(again["Item"]["response"]["S"])["message"] == "done"
 

@@ -161,6 +161,6 @@ async def test_a_failed_self_invoke_is_a_clear_error_not_a_crash(aws_env: None) 
     app.state.service = service
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
         r = await c.post("/llm/query", json=request())
-    assert r.status_code == 500
+    assert r.status_code == 503
     assert "could not start the stream" in r.json()["error"]["message"]
     await service.aclose()

@@ -270,15 +270,21 @@ async def test_stream_without_message_stop_is_an_error() -> None:
         await run(FakeClient(FakeEventStream(events("text.json")[:3])))
 
 
+ALLOWING = Settings(
+    bedrock_region="eu-central-1", aws_region="us-east-1", bedrock_allowed_regions="ap-south-1"
+)
+
+
 @pytest.mark.parametrize(
     ("args", "settings", "region"),
     [
-        ({"region": "ap-south-1"}, SETTINGS, "ap-south-1"),
         ({}, SETTINGS, "eu-central-1"),
+        ({"region": "eu-central-1"}, SETTINGS, "eu-central-1"),
         ({}, Settings(bedrock_region=None, aws_region="us-west-2"), "us-west-2"),
+        ({"region": "ap-south-1"}, ALLOWING, "ap-south-1"),
     ],
 )
-async def test_region_from_provider_args_then_settings(
+async def test_region_from_settings_or_an_allowed_request_region(
     args: dict[str, str], settings: Settings, region: str
 ) -> None:
     client = FakeClient(FakeEventStream(events("text.json")))
@@ -290,6 +296,19 @@ async def test_region_from_provider_args_then_settings(
     assert factory.calls == [(region, None)]
     assert "region" not in json.dumps(client.calls[0])
     assert "ignored" not in json.dumps(client.calls[0])
+
+
+@pytest.mark.parametrize("asked", ["ap-south-1", "us-east-1", "", 7])
+async def test_a_request_cannot_pick_a_region_the_settings_do_not_allow(asked: object) -> None:
+    client = FakeClient(FakeEventStream(events("text.json")))
+    adapter, factory = provider(client, SETTINGS)  # pinned to eu-central-1, no allow-list
+    req = request(provider_args={"region": asked})
+    with pytest.raises(ValidationFailed, match="region is not allowed"):
+        adapter.prepare(req)
+    with pytest.raises(ValidationFailed):
+        async for _ in adapter.stream(req):
+            pass
+    assert factory.calls == []
 
 
 def test_clients_are_cached_per_region_and_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:

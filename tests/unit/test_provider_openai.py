@@ -227,7 +227,7 @@ async def test_invalid_json_in_a_frame_is_an_upstream_error() -> None:
     events, error = await collect(openai(upstream), request())
 
     assert events == [TextDelta("a")]
-    assert error is not None and "unreadable stream chunk" in error.message
+    assert error is not None and "not a JSON chunk" in error.message
     assert upstream.body.closed
 
 

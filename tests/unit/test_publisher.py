@@ -1,26 +1,41 @@
-"""ChannelPublisher: per-connection order, 410 cleanup, 429 backoff, late joiners, isolation."""
+"""ChannelPublisher: order per connection, app isolation, retries, merging, drain accounting,
+catch-up for late joiners. Every failure is either retried to success or counted."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from streaming_proxy.channels.publisher import ChannelPublisher
-from streaming_proxy.errors import ConnectionGone, DeliveryRejected, DeliveryThrottled
+import pytest
+
+from streaming_proxy.blocking import BlockingCalls
+from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
+from streaming_proxy.errors import (
+    ConnectionGone,
+    DeliveryRejected,
+    DeliveryServerError,
+    DeliveryThrottled,
+    DeliveryUnreachable,
+)
+from tests.delivery import assert_complete, covered, replay
+
+Step = Exception | float | Callable[[], Awaitable[None]]
 
 
 class FakeStore:
-    def __init__(self, members: dict[str, list[str]]) -> None:
+    """Membership by (app, channel), as the table keys it."""
+
+    def __init__(self, members: dict[tuple[str, str], list[str]]) -> None:
         self.members_by_channel = members
         self.closed: list[str] = []
         self.queries = 0
 
-    def members(self, channel: str) -> list[str]:
+    def members(self, app_id: str, channel: str) -> list[str]:
         self.queries += 1
-        return list(self.members_by_channel.get(channel, []))
+        return list(self.members_by_channel.get((app_id, channel), []))
 
     def close(self, connection_id: str) -> None:
         self.closed.append(connection_id)
@@ -30,127 +45,306 @@ class FakeStore:
 
 
 class FakePoster:
+    """Posts into per-connection inboxes; `script[cid]` lists what the next posts do:
+    an exception to raise, seconds to wait first, or a coroutine to await first."""
+
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, Any]]] = {}
-        self.gone: set[str] = set()
-        self.throttle: dict[str, int] = {}
-        self.slow: dict[str, float] = {}
-        self.broken: set[str] = set()
-        self.lock = threading.Lock()
+        self.script: dict[str, list[Step]] = {}
+        self.always: dict[str, Exception] = {}
+        self.delay: dict[str, float] = {}
+        self.attempts = 0
 
     async def post(self, connection_id: str, data: bytes) -> None:
-        if connection_id in self.slow:
-            await asyncio.sleep(self.slow[connection_id])
-        if connection_id in self.gone:
-            raise ConnectionGone("gone")
-        if connection_id in self.broken:
-            raise DeliveryRejected("forbidden", status=403)
-        with self.lock:
-            if self.throttle.get(connection_id, 0) > 0:
-                self.throttle[connection_id] -= 1
-                raise DeliveryThrottled("slow down")
-            self.received.setdefault(connection_id, []).append(json.loads(data))
+        self.attempts += 1
+        if self.delay.get(connection_id):
+            await asyncio.sleep(self.delay[connection_id])
+        steps = self.script.get(connection_id)
+        if steps:
+            step = steps.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                await step()
+        if connection_id in self.always:
+            raise self.always[connection_id]
+        self.received.setdefault(connection_id, []).append(json.loads(data))
+
+    async def aclose(self) -> None:
+        return None
+
+
+POLICY = RetryPolicy(max_retries=3, base_seconds=0.001, max_seconds=0.01, post_timeout_seconds=0.2)
 
 
 def publisher(
     store: FakeStore,
     poster: FakePoster,
     channels: list[str],
-    pool: ThreadPoolExecutor,
+    *,
+    app: str = "appA",
     refresh: float = 60.0,
+    drain: float = 5.0,
+    policy: RetryPolicy = POLICY,
 ) -> ChannelPublisher:
     return ChannelPublisher(
-        store=store,
+        store=store,  # type: ignore[arg-type]
         poster=poster,
+        db=BlockingCalls(4, "test-db"),
+        app_id=app,
         channels=channels,
-        executor=pool,  # type: ignore[arg-type]
+        stream_id="st_1",
         refresh_seconds=refresh,
-        max_retries=5,
-        drain_seconds=5,
+        retry=policy,
+        drain_seconds=drain,
     )
 
 
-def envelope(seq: int) -> dict[str, Any]:
-    return {"actionName": "a", "streamId": "st_1", "seq": seq, "type": "delta", "content": str(seq)}
+def envelope(seq: int, type_: str = "delta", **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"actionName": "a", "streamId": "st_1", "seq": seq, "type": type_}
+    if type_ in ("delta", "thinking"):
+        body["content"] = fields.pop("content", f"<{seq}>")
+    return {**body, **fields}
+
+
+def stream(count: int) -> list[dict[str, Any]]:
+    """threadInfo, count - 2 deltas, end: the shape of a real stream."""
+    return [
+        envelope(0, "threadInfo", content={"streamId": "st_1"}),
+        *(envelope(seq) for seq in range(1, count - 1)),
+        envelope(count - 1, "end", finish_reason="stop"),
+    ]
+
+
+def text_of(envelopes: list[dict[str, Any]]) -> str:
+    return "".join(e["content"] for e in envelopes if e["type"] == "delta")
+
+
+async def publish(pub: ChannelPublisher, envelopes: list[dict[str, Any]], gap: float = 0) -> None:
+    await pub.start()
+    for e in envelopes:
+        await pub.send(e)
+        if gap:
+            await asyncio.sleep(gap)
+    await pub.close()
 
 
 async def test_every_member_gets_every_message_in_order_with_its_channel() -> None:
-    store = FakeStore({"x": ["c1", "c2"], "y": ["c3", "c1"]})
+    store = FakeStore({("appA", "x"): ["c1", "c2"], ("appA", "y"): ["c3", "c1"]})
     poster = FakePoster()
-    with ThreadPoolExecutor(8) as pool:
-        pub = publisher(store, poster, ["x", "y"], pool)
-        await pub.start()
-        for seq in range(50):
-            await pub.send(envelope(seq))
-        await pub.close()
+    pub = publisher(store, poster, ["x", "y"])
+    await publish(pub, stream(50), gap=0.002)  # posts keep up: one post per message
     for conn in ("c1", "c2", "c3"):
         assert [m["seq"] for m in poster.received[conn]] == list(range(50))
     assert {m["channel"] for m in poster.received["c1"]} == {"x"}  # once, first channel
     assert {m["channel"] for m in poster.received["c3"]} == {"y"}
     assert list(poster.received["c2"][0])[:2] == ["actionName", "channel"]
-    assert pub.stats.posts == 150
+    assert (pub.stats.posts, pub.stats.subscribers, pub.stats.failed) == (150, 3, 0)
+    assert pub.stats.merged == 0
+
+
+async def test_members_of_the_same_channel_name_in_another_app_get_nothing() -> None:
+    store = FakeStore({("appA", "shared"): ["a1"], ("appB", "shared"): ["b1"]})
+    poster = FakePoster()
+    await publish(publisher(store, poster, ["shared"], app="appA"), stream(5))
+    assert set(poster.received) == {"a1"}
 
 
 async def test_a_gone_connection_is_deleted_after_its_first_410_and_others_continue() -> None:
-    store = FakeStore({"x": ["live", "dead"]})
+    store = FakeStore({("appA", "x"): ["live", "dead"]})
     poster = FakePoster()
-    poster.gone.add("dead")
-    with ThreadPoolExecutor(8) as pool:
-        pub = publisher(store, poster, ["x"], pool)
-        await pub.start()
-        for seq in range(20):
-            await pub.send(envelope(seq))
-        await pub.close()
+    poster.always["dead"] = ConnectionGone("gone")
+    pub = publisher(store, poster, ["x"])
+    await publish(pub, stream(20))
     assert store.closed == ["dead"]
-    assert pub.stats.gone == 1
-    assert len(poster.received["live"]) == 20
+    assert (pub.stats.gone, pub.stats.failed, pub.stats.dropped) == (1, 0, 0)
+    assert covered(poster.received["live"]) == list(range(20))
 
 
-async def test_throttled_posts_back_off_and_still_arrive_in_order() -> None:
-    store = FakeStore({"x": ["c1"]})
+@pytest.mark.parametrize(
+    "fault",
+    [
+        DeliveryThrottled("slow down"),
+        DeliveryServerError("HTTP 500", status=500),
+        DeliveryUnreachable("connection reset"),
+    ],
+    ids=["429", "5xx", "unreachable"],
+)
+async def test_transient_failures_are_retried_and_everything_arrives_in_order(
+    fault: Exception,
+) -> None:
+    store = FakeStore({("appA", "x"): ["c1", "c2"]})
     poster = FakePoster()
-    poster.throttle["c1"] = 3
-    with ThreadPoolExecutor(4) as pool:
-        pub = publisher(store, poster, ["x"], pool)
-        await pub.start()
-        for seq in range(5):
-            await pub.send(envelope(seq))
-        await pub.close()
-    assert [m["seq"] for m in poster.received["c1"]] == list(range(5))
-    assert pub.stats.retries == 3
+    poster.script["c1"] = [fault, fault, fault]  # three failed tries, retried each time
+    pub = publisher(store, poster, ["x"])
+    envelopes = stream(8)
+    await publish(pub, envelopes)
+    for conn in ("c1", "c2"):
+        assert_complete(poster.received[conn], text_of(envelopes))
+    assert (pub.stats.retries, pub.stats.failed, pub.stats.dropped) == (3, 0, 0)
 
 
-async def test_a_slow_or_broken_connection_does_not_delay_the_others() -> None:
-    store = FakeStore({"x": ["fast", "slow", "broken"]})
+async def test_a_post_that_hangs_past_its_timeout_is_retried() -> None:
+    store = FakeStore({("appA", "x"): ["c1"]})
     poster = FakePoster()
-    poster.slow["slow"] = 0.2
-    poster.broken.add("broken")
-    with ThreadPoolExecutor(8) as pool:
-        pub = publisher(store, poster, ["x"], pool)
-        await pub.start()
-        for seq in range(5):
-            await pub.send(envelope(seq))
-        async with asyncio.timeout(5):
-            while len(poster.received.get("fast", [])) < 5:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        # The fast lane finished while the slow one was still posting.
-        assert len(poster.received.get("slow", [])) < 5
-        await pub.close()
-    assert len(poster.received["slow"]) == 5
-    assert pub.stats.failed == 5
+    poster.script["c1"] = [5.0]  # the first post hangs far longer than the post timeout
+    pub = publisher(store, poster, ["x"])
+    envelopes = stream(4)
+    await asyncio.wait_for(publish(pub, envelopes), 5)
+    assert_complete(poster.received["c1"], text_of(envelopes))
+    assert pub.stats.retries == 1
 
 
-async def test_late_joiners_are_found_by_the_periodic_refresh_not_per_message() -> None:
-    store = FakeStore({"x": ["early"]})
+async def test_a_refused_post_is_counted_not_retried_and_the_next_messages_still_go() -> None:
+    store = FakeStore({("appA", "x"): ["c1"]})
     poster = FakePoster()
-    with ThreadPoolExecutor(4) as pool:
-        pub = publisher(store, poster, ["x"], pool, refresh=0.05)
-        await pub.start()
-        await pub.send(envelope(0))
-        store.members_by_channel["x"].append("late")
-        await asyncio.sleep(0.2)
-        for seq in range(1, 40):
-            await pub.send(envelope(seq))
-        await pub.close()
-    assert [m["seq"] for m in poster.received["late"]] == list(range(1, 40))
-    assert store.queries < 40 / 2  # membership is not read per message
+    poster.script["c1"] = [DeliveryRejected("forbidden", status=403)]
+    pub = publisher(store, poster, ["x"])
+    await publish(pub, stream(6))
+    assert covered(poster.received["c1"]) == [1, 2, 3, 4, 5]
+    assert (pub.stats.retries, pub.stats.failed, pub.stats.dropped) == (0, 1, 1)
+
+
+async def test_retries_run_out_then_the_loss_is_counted_and_delivery_goes_on() -> None:
+    store = FakeStore({("appA", "x"): ["c1"]})
+    poster = FakePoster()
+    poster.script["c1"] = [DeliveryServerError("HTTP 503", status=503)] * 4  # 1 try + 3 retries
+    pub = publisher(store, poster, ["x"])
+    await publish(pub, stream(5))
+    assert covered(poster.received["c1"]) == [1, 2, 3, 4]
+    assert (pub.stats.retries, pub.stats.failed, pub.stats.dropped) == (3, 1, 1)
+
+
+async def test_a_lane_that_falls_behind_merges_its_backlog_and_loses_nothing() -> None:
+    store = FakeStore({("appA", "x"): ["fast", "slow"]})
+    poster = FakePoster()
+    poster.delay["slow"] = 0.02
+    pub = publisher(store, poster, ["x"])
+    envelopes = [
+        envelope(0, "threadInfo", content={}),
+        *(envelope(seq, "thinking" if seq < 20 else "delta") for seq in range(1, 199)),
+        envelope(199, "end", finish_reason="stop"),
+    ]
+    await publish(pub, envelopes, gap=0.001)
+    fast = assert_complete(poster.received["fast"], text_of(envelopes))
+    slow = assert_complete(poster.received["slow"], text_of(envelopes))
+    assert len(poster.received["fast"]) == 200
+    assert len(poster.received["slow"]) < 100  # merged: far fewer posts, same text
+    assert slow.thinking == fast.thinking == "".join(f"<{s}>" for s in range(1, 20))
+    merged = [m for m in poster.received["slow"] if "firstSeq" in m]
+    assert merged and all(m["type"] in ("delta", "thinking") for m in merged)
+    assert pub.stats.merged == 200 - len(poster.received["slow"])
+    assert pub.stats.failed == 0
+
+
+async def test_a_slow_connection_does_not_delay_the_others() -> None:
+    store = FakeStore({("appA", "x"): ["fast", "slow"]})
+    poster = FakePoster()
+    poster.delay["slow"] = 0.3
+    pub = publisher(store, poster, ["x"])
+    await pub.start()
+    for e in stream(5):
+        await pub.send(e)
+    async with asyncio.timeout(2):
+        while covered(poster.received.get("fast", []))[-1:] != [4]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert len(poster.received.get("slow", [])) < 2  # the slow one is still on its first post
+    await pub.close()
+    assert_complete(poster.received["slow"], text_of(stream(5)))
+
+
+async def test_what_is_still_queued_at_drain_time_is_counted_exactly() -> None:
+    store = FakeStore({("appA", "x"): ["ok", "stuck"]})
+    poster = FakePoster()
+    release = asyncio.Event()
+
+    async def never() -> None:
+        await release.wait()
+
+    # The second post to "stuck" never returns; its own timeout is long (drain comes first).
+    poster.script["stuck"] = [0.0, never]  # type: ignore[list-item]
+    policy = RetryPolicy(max_retries=0, post_timeout_seconds=30)
+    pub = publisher(store, poster, ["x"], drain=0.3, policy=policy)
+    envelopes = stream(10)
+    started = asyncio.get_running_loop().time()
+    await publish(pub, envelopes)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert covered(poster.received["ok"]) == list(range(10))
+    assert [m["seq"] for m in poster.received["stuck"]] == [0]
+    # seq 1 in flight, 2..8 merged in the queue behind it, 9 the end: 9 seqs undelivered.
+    assert (pub.stats.failed, pub.stats.dropped) == (1, 9)
+    release.set()
+
+
+async def test_a_late_joiner_gets_the_text_so_far_then_every_live_message() -> None:
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.05)
+    envelopes = stream(40)
+    await pub.start()
+    for e in envelopes[:10]:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("late")
+    await asyncio.sleep(0.2)  # a refresh finds it
+    for e in envelopes[10:]:
+        await pub.send(e)
+    await pub.close()
+    late = poster.received["late"]
+    assert late[0]["type"] == "snapshot" and late[0]["seq"] == 9
+    assert late[0]["content"] == text_of(envelopes[:10]) and late[0]["status"] == "streaming"
+    assert late[0]["channel"] == "x" and late[0]["actionName"] == "a"
+    assert covered(late[1:]) == list(range(10, 40))
+    assert_complete(late, text_of(envelopes))
+    assert pub.stats.catch_ups == 1
+    assert store.queries < 20  # membership is read on a timer, never per message
+
+
+async def test_a_connection_that_leaves_and_rejoins_keeps_one_ordered_lane() -> None:
+    store = FakeStore({("appA", "x"): ["c1"]})
+    poster = FakePoster()
+    poster.delay["c1"] = 0.01
+    pub = publisher(store, poster, ["x"], refresh=0.02)
+    envelopes = stream(30)
+    await pub.start()
+    for e in envelopes[:10]:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")] = []
+    await asyncio.sleep(0.05)
+    store.members_by_channel[("appA", "x")] = ["c1"]
+    await asyncio.sleep(0.05)
+    for e in envelopes[10:]:
+        await pub.send(e)
+    await pub.close()
+    state = replay(poster.received["c1"])
+    assert state.text == text_of(envelopes) and state.ends == 1
+
+
+async def test_a_poster_bug_is_counted_and_does_not_kill_the_lane() -> None:
+    store = FakeStore({("appA", "x"): ["c1"]})
+    poster = FakePoster()
+    poster.script["c1"] = [KeyError("bug")]
+    pub = publisher(store, poster, ["x"])
+    await publish(pub, stream(4))
+    assert covered(poster.received["c1"]) == [1, 2, 3]
+    assert (pub.stats.failed, pub.stats.dropped) == (1, 1)
+
+
+async def test_a_hundred_connections_with_jittery_faults_all_end_exact() -> None:
+    rng = random.Random(7)
+    members = [f"c{i}" for i in range(100)]
+    store = FakeStore({("appA", "x"): list(members)})
+    poster = FakePoster()
+    for conn in members:
+        poster.delay[conn] = rng.choice([0, 0, 0.001, 0.003])
+        poster.script[conn] = [
+            rng.choice([DeliveryThrottled("t"), DeliveryServerError("e", status=502), 0.0])
+            for _ in range(3)
+        ]
+    pub = publisher(store, poster, ["x"])
+    envelopes = stream(300)
+    await publish(pub, envelopes)
+    for conn in members:
+        assert_complete(poster.received[conn], text_of(envelopes))
+    assert (pub.stats.failed, pub.stats.dropped) == (0, 0)

@@ -19,6 +19,7 @@ from streaming_proxy.events import (
     ToolCallDelta,
     Usage,
 )
+from streaming_proxy.gate import CallerGate
 from streaming_proxy.jobs import StreamJob
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.mock import MockProvider
@@ -178,15 +179,40 @@ async def test_failure_mid_stream_sends_error_then_end() -> None:
     assert outcome.started and outcome.error is not None
 
 
-async def test_failure_before_first_byte_resolves_started_with_the_error() -> None:
-    provider = Scripted([UpstreamError("bad key", upstream_status=401)])
+async def test_a_failure_before_the_first_byte_is_the_waiting_callers_and_publishes_nothing() -> (
+    None
+):
+    provider = Scripted([0.05, UpstreamError("bad key", upstream_status=401)])
     sink = Recorder()
-    relay = Relay(job(), provider, [sink], settings=Settings())
-    outcome = await relay.run()
-    error = relay.started.result()
-    assert error is not None and error.status == 401
+    gate = CallerGate()
+    relay = Relay(job(), provider, [sink], settings=Settings(), gate=gate)
+    task = asyncio.create_task(relay.run())
+    error = await gate.wait(5)
+    outcome = await task
+    assert error is not None and error.status == 401 and error is outcome.error
     assert not outcome.started
+    assert sink.types() == []  # the browsers never learned of this stream
+    assert sink.closed
+
+
+async def test_a_failure_after_the_caller_was_answered_is_published() -> None:
+    provider = Scripted([0.2, UpstreamError("overloaded", upstream_status=529)])
+    sink = Recorder()
+    gate = CallerGate()
+    relay = Relay(job(), provider, [sink], settings=Settings(), gate=gate)
+    task = asyncio.create_task(relay.run())
+    assert await gate.wait(0.05) is None  # the ack went out: "Streaming setup complete"
+    outcome = await task
+    assert not outcome.started and outcome.error is not None
     assert sink.types() == ["threadInfo", "error", "end"]
+    assert [e["seq"] for e in sink.envelopes] == [0, 1, 2]
+
+
+async def test_a_stream_read_by_its_caller_publishes_no_early_failure() -> None:
+    sink = Recorder()
+    relay = Relay(job(), Scripted([UpstreamError("nope")]), [sink], settings=Settings())
+    outcome = await relay.run()
+    assert outcome.error is not None and sink.types() == []
 
 
 async def test_idle_timeout_ends_the_stream_and_closes_upstream() -> None:
@@ -233,9 +259,12 @@ class BrokenStart(Recorder):
 async def test_a_sink_that_cannot_start_fails_the_stream_cleanly() -> None:
     provider = Scripted([TextDelta("never seen"), Finish("stop")])
     witness = Recorder()
-    relay = Relay(job(), provider, [BrokenStart(), witness], settings=Settings())
-    outcome = await asyncio.wait_for(relay.run(), 5)
+    gate = CallerGate()
+    relay = Relay(job(), provider, [BrokenStart(), witness], settings=Settings(), gate=gate)
+    task = asyncio.create_task(relay.run())
+    error = await gate.wait(5)
+    outcome = await asyncio.wait_for(task, 5)
     assert outcome.error is not None and outcome.finish_reason == "error"
-    assert witness.types() == ["error", "end"]
-    assert relay.started.result() is outcome.error
+    assert error is outcome.error and error.status == 503
+    assert witness.types() == []
     assert witness.closed

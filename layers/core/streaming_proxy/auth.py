@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from .channels.names import check_grantable, name_problem
 from .config import AppConfig, Settings
 from .errors import Forbidden, Unauthorized, ValidationFailed
 
@@ -78,8 +79,11 @@ class AppRegistry:
             raise ValidationFailed("a token needs at least one channel")
         if len(names) > MAX_CHANNELS_PER_TOKEN:
             raise ValidationFailed(f"a token may name at most {MAX_CHANNELS_PER_TOKEN} channels")
-        if any(not name or len(name) > 256 for name in names):
-            raise ValidationFailed("each channel must be 1-256 characters")
+        for name in names:
+            problem = name_problem(name)
+            if problem is not None:
+                raise ValidationFailed(f"channel {problem}")
+        check_grantable(names)
         if ttl_seconds <= 0:
             raise ValidationFailed("ttl must be positive")
         issued = int(now if now is not None else time.time())

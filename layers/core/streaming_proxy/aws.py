@@ -13,8 +13,12 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
 
+# botocore's `max_attempts` counts retries after the first try; `total_max_attempts` counts
+# every try, so it says exactly how many requests one call may make.
 _CONFIG = Config(
-    retries={"max_attempts": 3, "mode": "standard"},
+    # DynamoDB and Lambda: up to 3 tries with botocore's standard backoff, for throttling and
+    # transient 5xx/connection errors, then the caller maps the failure (503 or a retry).
+    retries={"total_max_attempts": 3, "mode": "standard"},
     max_pool_connections=64,
     connect_timeout=3,
     read_timeout=10,
@@ -27,13 +31,22 @@ def dynamodb(region: str, endpoint_url: str | None) -> DynamoDBClient:
 
 
 @cache
-def management_api(region: str, endpoint_url: str) -> ApiGatewayManagementApiClient:
-    """The @connections client. Retries are ours (410 must not be retried, 429 backs off)."""
+def management_api(
+    region: str, endpoint_url: str, timeout_seconds: float = 3.0
+) -> ApiGatewayManagementApiClient:
+    """The @connections client: exactly one try per call. Retries are the publisher's (410
+    must never be retried, 429/5xx/timeouts back off), and a post waits `timeout_seconds`
+    at most so a connection that does not read cannot hold a thread for long."""
     return boto3.client(
         "apigatewaymanagementapi",
         region_name=region,
         endpoint_url=endpoint_url,
-        config=_CONFIG.merge(Config(retries={"max_attempts": 1, "mode": "standard"})),
+        config=Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=64,
+            connect_timeout=min(2.0, timeout_seconds),
+            read_timeout=timeout_seconds,
+        ),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,10 @@ class AppConfig(BaseModel):
     token_secret: SecretStr = Field(min_length=32, alias="tokenSecret")
 
     model_config = {"populate_by_name": True}
+
+
+# App ids are part of table keys (`CHANNEL#<app>#<channel>`): no '#', no spaces.
+APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class CompatEndpoint(BaseModel):
@@ -53,6 +58,7 @@ class Settings(BaseSettings):
     # Comma-separated in the environment (ALLOWED_ORIGINS="https://a.example,https://b.example").
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     demo_enabled: bool = False
+    max_channels_per_request: int = Field(default=50, ge=1, le=1000)
 
     # Providers (base URLs and server-held keys come from here only, never from a request)
     default_provider: str = "openai"
@@ -67,6 +73,8 @@ class Settings(BaseSettings):
     azure_openai_api_key: SecretStr | None = None
     azure_openai_api_version: str = "2024-10-21"
     bedrock_region: str | None = None
+    # Regions a request may pick with providerArgs.region besides BEDROCK_REGION (comma list).
+    bedrock_allowed_regions: Annotated[list[str], NoDecode] = Field(default_factory=list)
     bedrock_endpoint_url: str | None = None
     compat_endpoints: dict[str, CompatEndpoint] = Field(default_factory=dict)
     connect_timeout_seconds: float = 10.0
@@ -84,6 +92,9 @@ class Settings(BaseSettings):
     drain_timeout_seconds: float = 10.0
     post_concurrency: int = 32
     post_max_retries: int = 5
+    post_timeout_seconds: float = 3.0
+    db_concurrency: int = 16
+    final_write_attempts: int = 5
 
     # Lifetimes
     connection_ttl_seconds: int = 7200
@@ -93,12 +104,34 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    def secret_values(self) -> list[SecretStr]:
+        """Every secret this configuration holds (redact.py keeps them out of all output)."""
+        keys = [getattr(self, name) for name in type(self).model_fields if name.endswith("_key")]
+        keys += [endpoint.api_key for endpoint in self.compat_endpoints.values()]
+        keys += [app.token_secret for app in self.apps.values()]
+        return [key for key in keys if isinstance(key, SecretStr)]
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()] or ["*"]
         return value
+
+    @field_validator("bedrock_allowed_regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("apps")
+    @classmethod
+    def _app_ids(cls, apps: dict[str, AppConfig]) -> dict[str, AppConfig]:
+        bad = [app_id for app_id in apps if not APP_ID.match(app_id)]
+        if bad:
+            raise ValueError(f"app ids must match {APP_ID.pattern}: {bad}")
+        return apps
 
 
 def _secret_json(arn: str, region: str) -> dict[str, Any]:
@@ -132,6 +165,9 @@ def load_settings() -> Settings:
             field = name.lower()
             if field in Settings.model_fields and field.endswith("_api_key"):
                 updates[field] = SecretStr(str(value))
+    if "apps" in updates:
+        # Ids from the secret meet the same rules as ids from the environment.
+        Settings._app_ids(updates["apps"])
     return settings.model_copy(update=updates) if updates else settings
 
 

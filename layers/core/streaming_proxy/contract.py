@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from .channels.names import valid_name
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+# A provider key travels in an HTTP header: visible ASCII only, or httpx refuses to send it
+# (and a CR/LF could split the header).
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,1024}$")
+# Named actions are identifiers in the page: printable, no control characters.
+_ACTION_NAME = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,200}$")
+
+ChannelName = Annotated[str, AfterValidator(valid_name)]
+
+
+def valid_action_name(value: str | None) -> str | None:
+    if value is not None and not _ACTION_NAME.match(value):
+        raise ValueError("actionName must be 1-200 characters with no control characters")
+    return value
+
+
+ActionName = Annotated[str | None, AfterValidator(valid_action_name)]
 
 
 class Message(BaseModel):
@@ -52,6 +80,14 @@ class Payload(BaseModel):
     tool_choice: str | dict[str, Any] | None = Field(default=None, alias="toolChoice")
     generation_config: dict[str, Any] | None = Field(default=None, alias="generationConfig")
 
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the key.
+        if key is not None and not _HEADER_SAFE.match(key.get_secret_value()):
+            raise ValueError("apiKey must be 1-1024 visible ASCII characters (no spaces or CR/LF)")
+        return key
+
     @model_validator(mode="before")
     @classmethod
     def _snake_tool_choice(cls, data: Any) -> Any:
@@ -75,8 +111,8 @@ class StreamRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
-    channels: list[str] = Field(default_factory=list)
-    action_name: str | None = Field(default=None, alias="actionName", min_length=1, max_length=200)
+    channels: list[ChannelName] = Field(default_factory=list)
+    action_name: ActionName = Field(default=None, alias="actionName")
     payload: Payload
     options: StreamOptions = Field(default_factory=StreamOptions)
 
@@ -87,9 +123,6 @@ class StreamRequest(BaseModel):
                 raise ValueError("channels must be a non-empty list when payload.stream is true")
             if not self.action_name:
                 raise ValueError("actionName is required when payload.stream is true")
-        for channel in self.channels:
-            if not channel or len(channel) > 256:
-                raise ValueError("each channel must be 1-256 characters")
         return self
 
 
@@ -108,5 +141,5 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
-    channels: list[str] = Field(min_length=1)
+    channels: list[ChannelName] = Field(min_length=1)
     ttl: int | None = Field(default=None, gt=0)

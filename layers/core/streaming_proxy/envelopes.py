@@ -7,6 +7,8 @@ from typing import Any
 
 # Room left for the envelope's own fields under API Gateway's 128 KB message limit.
 MAX_CONTENT_BYTES = 96 * 1024
+# A snapshot above this is split in parts: API Gateway refuses messages over 128 KB.
+MAX_SNAPSHOT_MESSAGE_BYTES = 120_000
 
 
 class EnvelopeSequencer:
@@ -46,3 +48,26 @@ def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
     if current:
         pieces.append("".join(current))
     return pieces
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One WebSocket message: compact JSON, UTF-8."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def snapshot_messages(
+    base: dict[str, Any], text: str, max_bytes: int = MAX_SNAPSHOT_MESSAGE_BYTES
+) -> list[dict[str, Any]]:
+    """A `snapshot` message (`base` plus `content`), split in `part`/`parts` when it would
+    pass `max_bytes`; parts are cut on character boundaries."""
+    whole = {**base, "content": text}
+    if len(encode(whole)) <= max_bytes:
+        return [whole]
+    # Overhead measured with the widest part numbers the text could need.
+    widest = len(text.encode("utf-8"))
+    overhead = len(encode({**base, "content": "", "part": widest, "parts": widest}))
+    pieces = split_text(text, max_bytes - overhead)
+    return [
+        {**base, "content": piece, "part": i, "parts": len(pieces)}
+        for i, piece in enumerate(pieces)
+    ]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import bounded, scrub
+
+# Provider messages are cut to this many characters (some answer with whole documents).
+UPSTREAM_MESSAGE_CHARS = 500
+
 
 class ProxyError(Exception):
     """Base of every error the proxy reports to a caller.
@@ -78,7 +83,11 @@ class RateLimited(ProxyError):
 
 
 class UpstreamError(ProxyError):
-    """The LLM provider answered with an error (HTTP status or an in-stream error)."""
+    """The LLM provider answered with an error (HTTP status or an in-stream error).
+
+    The message is bounded and scrubbed of secrets here, once, because it may quote what
+    a provider (or a proxy in front of it) said, and some echo the request, keys included.
+    """
 
     status = 502
     code = "upstream_error"
@@ -92,6 +101,7 @@ class UpstreamError(ProxyError):
     ) -> None:
         # Without a provider status the class's own status stands (502, or 504 for timeouts).
         status = upstream_http_status(upstream_status) if upstream_status is not None else None
+        message = bounded(scrub(message), UPSTREAM_MESSAGE_CHARS)
         super().__init__(message, details=details, status=status)
         self.upstream_status = upstream_status
 

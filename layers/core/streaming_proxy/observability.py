@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+from .redact import scrub
 
 SERVICE = "streaming-proxy"
 NAMESPACE = "StreamingProxy"
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines with every known secret and credential shape replaced: the
+    last net under exception texts and anything a provider said."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 @cache
@@ -19,17 +31,27 @@ def get_logger() -> Logger:
     import os
 
     level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
-    return Logger(service=SERVICE, level=level)
+    return Logger(service=SERVICE, level=level, logger_formatter=RedactingFormatter())
 
 
 @dataclass
 class PublishStats:
-    """Fan-out counters of one stream."""
+    """Fan-out counters of one stream: what was delivered, and what was not.
 
+    `failed` counts live connections that missed at least one message (retries exhausted
+    or still queued when the drain time ran out) and `dropped` the seqs they missed;
+    `gone` counts connections found closed (410); `merged` counts messages saved by
+    joining a lagging connection's backlog.
+    """
+
+    subscribers: int = 0
     posts: int = 0
-    gone: int = 0
     retries: int = 0
+    gone: int = 0
     failed: int = 0
+    dropped: int = 0
+    merged: int = 0
+    catch_ups: int = 0
 
 
 @dataclass
@@ -60,6 +82,9 @@ class StreamStats:
         metrics.add_metric("GoneConnections", MetricUnit.Count, self.publish.gone)
         metrics.add_metric("PostRetries", MetricUnit.Count, self.publish.retries)
         metrics.add_metric("PostFailures", MetricUnit.Count, self.publish.failed)
+        metrics.add_metric("MessagesDropped", MetricUnit.Count, self.publish.dropped)
+        metrics.add_metric("MessagesMerged", MetricUnit.Count, self.publish.merged)
+        metrics.add_metric("SubscribersReached", MetricUnit.Count, self.publish.subscribers)
         metrics.add_metadata(key="finish_reason", value=self.finish_reason)
         metrics.add_metadata(key="kind", value=self.kind)
         metrics.flush_metrics()
@@ -72,8 +97,12 @@ class StreamStats:
             "output_tokens": self.output_tokens,
             "messages": self.messages,
             "finish_reason": self.finish_reason,
+            "subscribers": self.publish.subscribers,
             "posts": self.publish.posts,
-            "gone": self.publish.gone,
             "retries": self.publish.retries,
+            "gone": self.publish.gone,
             "post_failures": self.publish.failed,
+            "dropped": self.publish.dropped,
+            "merged": self.publish.merged,
+            "catch_ups": self.publish.catch_ups,
         }

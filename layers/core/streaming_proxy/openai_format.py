@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import Message, Payload, Tool
+from .contract import ActionName, ChannelName, Message, Payload, Tool
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .outcome import StreamOutcome
+from .redact import scrub
 
 # Chat Completions fields that are sampling settings: passed to the provider as providerArgs.
 SAMPLING_FIELDS = (
@@ -40,8 +41,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    channels: list[str] = Field(default_factory=list)
-    action_name: str | None = Field(default=None, alias="actionName")
+    channels: list[ChannelName] = Field(default_factory=list)
+    action_name: ActionName = Field(default=None, alias="actionName")
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
 
     def sampling(self) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def error_body(error: ProxyError) -> dict[str, Any]:
     """OpenAI's error shape, so the official SDK raises its typed exceptions."""
     return {
         "error": {
-            "message": error.message,
+            "message": scrub(error.message),
             "type": _ERROR_TYPES.get(error.status, "api_error"),
             "param": None,
             "code": error.code,

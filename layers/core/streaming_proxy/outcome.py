@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from .errors import ProxyError, UpstreamError
 from .events import FinishReason, ProviderEvent
+from .redact import scrub
 
 
 class Sink(Protocol):
@@ -78,4 +79,4 @@ def error_event_body(error: ProxyError) -> dict[str, Any]:
         details["upstreamStatus"] = error.upstream_status
     if error.details is not None:
         details["info"] = error.details
-    return {"message": error.message, "details": details}
+    return {"message": scrub(error.message), "details": details}

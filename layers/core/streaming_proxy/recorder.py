@@ -3,49 +3,74 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
+import random
 from typing import Any
 
+from .blocking import BlockingCalls
 from .errors import ProxyError
 from .observability import get_logger
 from .streams import StartError, StreamStatus, StreamStore
+
+# Backoff between attempts of the final write: it is the record resume and stop rely on.
+FINAL_RETRY_BASE_SECONDS = 0.2
+FINAL_RETRY_MAX_SECONDS = 2.0
 
 
 class StreamRecorder:
     """Status, start failure, cancel flag and snapshots of one stream.
 
-    Writes run in the executor; a periodic snapshot is skipped while the previous one is
-    still in flight, so a slow table never queues writes behind the stream.
+    Writes run on the DynamoDB pool. A periodic snapshot is skipped while the previous one
+    is still in flight, so a slow table never queues writes behind the stream; the final
+    write waits for every earlier write (their order is also enforced by the store's
+    conditional writes) and is retried, because a missing final record would leave the
+    stream `streaming` with partial text for a day.
     """
 
-    def __init__(self, streams: StreamStore, stream_id: str, executor: Executor) -> None:
+    def __init__(
+        self,
+        streams: StreamStore,
+        stream_id: str,
+        db: BlockingCalls,
+        *,
+        final_attempts: int = 5,
+    ) -> None:
         self._streams = streams
         self._stream_id = stream_id
-        self._executor = executor
+        self._db = db
+        self._final_attempts = max(1, final_attempts)
         self._snapshot: asyncio.Task[None] | None = None
         self._snapshot_seq = -1
         self._background: set[asyncio.Task[Any]] = set()
         self._log_extra = {"stream_id": stream_id}
+        self.final_written = False
 
     async def cancel_requested(self) -> bool:
-        return bool(await self._call(self._streams.cancel_requested, self._stream_id))
+        return await self._db(self._streams.cancel_requested, self._stream_id)
 
     def started(self) -> None:
         """Mark the stream `streaming` (in the background: the first token must not wait)."""
-        task = asyncio.ensure_future(self._guarded(self._streams.mark_started, self._stream_id))
+        task = asyncio.ensure_future(self._quietly(self._streams.mark_started, self._stream_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def start_failed(self, error: ProxyError) -> None:
+    async def start_failed(self, error: ProxyError) -> bool:
+        """Record a failure before the first byte for a waiting caller (Lambda mode's ack
+        polls for it); False when the caller was answered already, or the write failed."""
         failure = StartError(error.status, error.code, error.message)
-        await self._guarded(self._streams.mark_start_failed, self._stream_id, failure)
+        try:
+            return await self._db(self._streams.mark_start_failed, self._stream_id, failure)
+        except Exception:
+            get_logger().warning("start failure not recorded", extra=self._log_extra, exc_info=True)
+            return False
 
     def snapshot_soon(self, text: str, last_seq: int) -> None:
         """Write the text published up to `last_seq`, unless nothing changed or a write runs."""
         if last_seq == self._snapshot_seq or (self._snapshot and not self._snapshot.done()):
             return
         self._snapshot_seq = last_seq
-        self._snapshot = asyncio.ensure_future(self._save(text, last_seq, "streaming"))
+        self._snapshot = asyncio.ensure_future(
+            self._quietly(self._streams.save_progress, self._stream_id, text, last_seq)
+        )
 
     async def final(
         self,
@@ -55,32 +80,35 @@ class StreamRecorder:
         finish_reason: str,
         usage: dict[str, Any],
     ) -> None:
-        """The last snapshot (after any in flight), then wait for every background write."""
-        if self._snapshot is not None:
-            await asyncio.gather(self._snapshot, return_exceptions=True)
-        await self._save(text, last_seq, status, finish_reason, usage)
-        await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for every earlier write, then write the final record (retried, bounded)."""
+        pending = [*self._background, *([self._snapshot] if self._snapshot else [])]
+        await asyncio.gather(*pending, return_exceptions=True)
+        for attempt in range(self._final_attempts):
+            try:
+                await self._db(
+                    self._streams.save_final,
+                    self._stream_id,
+                    text,
+                    last_seq,
+                    status,
+                    finish_reason=finish_reason,
+                    usage=usage,
+                )
+                self.final_written = True
+                return
+            except Exception:
+                last = attempt == self._final_attempts - 1
+                get_logger().warning(
+                    "final stream record write failed" + ("" if not last else "; giving up"),
+                    extra={**self._log_extra, "attempt": attempt + 1},
+                    exc_info=last,
+                )
+                if not last:
+                    ceiling = min(FINAL_RETRY_MAX_SECONDS, FINAL_RETRY_BASE_SECONDS * 2**attempt)
+                    await asyncio.sleep(random.uniform(ceiling / 2, ceiling))  # noqa: S311
 
-    async def _save(
-        self,
-        text: str,
-        last_seq: int,
-        status: StreamStatus,
-        finish_reason: str | None = None,
-        usage: dict[str, Any] | None = None,
-    ) -> None:
-        def write() -> None:
-            self._streams.save_snapshot(
-                self._stream_id, text, last_seq, status, finish_reason=finish_reason, usage=usage
-            )
-
-        await self._guarded(write)
-
-    async def _guarded(self, fn: Any, *args: Any) -> None:
+    async def _quietly(self, fn: Any, *args: Any) -> None:
         try:
-            await self._call(fn, *args)
+            await self._db(fn, *args)
         except Exception:
             get_logger().warning("stream record write failed", extra=self._log_extra, exc_info=True)
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -3,20 +3,26 @@
 Provider events arrive through a queue fed by a producer task, so the consumer can
 wait with deadlines (coalescing window, idle timeout, total timeout) and a stop can
 cancel the producer, which closes the upstream response, at any moment.
+
+Whatever raises (a provider, a sink, an observer, the relay's own code), a stream
+always finishes: `end` is emitted, the final status written, the sinks closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
+from . import redact
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import ProxyError, UpstreamError, UpstreamTimeout
+from .errors import DependencyUnavailable, ProxyError, UpstreamError, UpstreamTimeout
 from .events import Finish, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta, Usage
+from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
@@ -25,7 +31,7 @@ from .recorder import StreamRecorder
 from .streams import StreamStatus
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
-__all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall", "cancel_local"]
+__all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
 
 
 class _Marker:
@@ -36,17 +42,7 @@ class _Marker:
 _DONE = _Marker("done")
 _CANCEL = _Marker("cancel")
 
-# Streams running in this process, so a local stop needs no wait for the next poll.
-_running: dict[str, Relay] = {}
-
-
-def cancel_local(stream_id: str) -> bool:
-    """Stop a stream running in this process at once; False if it runs elsewhere."""
-    relay = _running.get(stream_id)
-    if relay is None:
-        return False
-    relay.cancel()
-    return True
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Relay:
@@ -62,8 +58,10 @@ class Relay:
         recorder: StreamRecorder | None = None,
         stats: StreamStats | None = None,
         observers: Sequence[Observer] = (),
+        gate: StartGate | None = None,
     ) -> None:
         self.job = job
+        self.gate: StartGate = gate or AnsweredByOutcome()
         self._observers = list(observers)
         self._provider = provider
         self._sinks = list(sinks)
@@ -81,34 +79,39 @@ class Relay:
         self._pending_kind: str | None = None
         self._pending: list[str] = []
         self._flush_at: float | None = None
+        # Set by the producer: when it sent the request, then when each event arrived.
+        self._last_upstream: float | None = None
+        self._silent = False  # an early failure answered to the caller: publish nothing
+        self._next_snapshot = asyncio.get_running_loop().time() + settings.snapshot_interval_seconds
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
-        self.started: asyncio.Future[ProxyError | None] = asyncio.get_running_loop().create_future()
 
     def cancel(self) -> None:
+        """Stop the stream at once (it ends with `finish_reason: cancelled`)."""
         self._queue.put_nowait(_CANCEL)
 
     async def run(self) -> StreamOutcome:
-        """Run the stream to its end; never raises for provider or delivery failures."""
+        """Run the stream to its end; never raises for provider, delivery or relay failures."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        _running[self.job.stream_id] = self
-        # The upstream request goes out first; sinks (channel membership) load meanwhile.
-        producer = asyncio.create_task(self._produce())
-        watcher = asyncio.create_task(self._watch_cancel()) if self._recorder else None
-        try:
-            await self._start_sinks()
-            if self._outcome.error is None:
-                if self.job.kind != "chat":
-                    await self._emit("threadInfo", content={"streamId": self.job.stream_id})
-                await self._consume(started)
-        finally:
-            _running.pop(self.job.stream_id, None)
-            for task in (producer, watcher):
-                if task is not None:
+        with redact.active(self.job.payload.api_key):
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                # The upstream request goes out first; sinks (channel membership) load meanwhile.
+                tasks.append(asyncio.create_task(self._produce()))
+                if self._recorder is not None:
+                    tasks.append(asyncio.create_task(self._watch_cancel()))
+                await self._start_sinks()
+                if self._outcome.error is None:
+                    await self._consume(started)
+            except Exception:
+                get_logger().exception("relay failed", extra=self._log_extra)
+                self._fail(ProxyError("internal error while streaming"))
+            finally:
+                for task in tasks:
                     task.cancel()
-            await asyncio.gather(producer, *([watcher] if watcher else []), return_exceptions=True)
-        await self._finish()
-        await self._close_sinks()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._finish()
+                await self._close_sinks()
         # After the lanes drained, so the post counts and the duration are final.
         self.stats.duration_ms = (loop.time() - started) * 1000
         get_logger().info(
@@ -119,21 +122,27 @@ class Relay:
     async def _start_sinks(self) -> None:
         try:
             await asyncio.gather(*(sink.start() for sink in self._sinks))
+        except ProxyError as e:
+            self._fail(e)
         except Exception:
             get_logger().error("could not start delivery", extra=self._log_extra, exc_info=True)
-            self._fail(ProxyError("could not read the channels' subscribers"))
+            self._fail(DependencyUnavailable("could not read the channels' subscribers"))
 
     # -- producing -----------------------------------------------------------------------
 
     async def _produce(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The idle clock starts with the upstream request, whatever the sinks are doing.
+        self._last_upstream = loop.time()
         try:
             async for event in _guarded(self._provider.stream(self.job.llm_request)):
-                await self._queue.put(event)
-            await self._queue.put(_DONE)
+                self._last_upstream = loop.time()
+                self._queue.put_nowait(event)
+            self._queue.put_nowait(_DONE)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
-            await self._queue.put(e)
+            self._queue.put_nowait(e)
 
     async def _watch_cancel(self) -> None:
         assert self._recorder is not None
@@ -151,58 +160,90 @@ class Relay:
     # -- consuming -----------------------------------------------------------------------
 
     async def _consume(self, started: float) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self._settings
-        total_deadline = started + settings.total_timeout_seconds
-        last_upstream = started
-        next_snapshot = started + settings.snapshot_interval_seconds
-        while True:
-            now = loop.time()
-            deadlines = [total_deadline, last_upstream + settings.idle_timeout_seconds]
-            if self._flush_at is not None:
-                deadlines.append(self._flush_at)
-            if self._recorder is not None:
-                deadlines.append(next_snapshot)
-            try:
-                item = await asyncio.wait_for(self._queue.get(), max(0.0, min(deadlines) - now))
-            except TimeoutError:
-                now = loop.time()
-                if now >= total_deadline:
-                    limit = settings.total_timeout_seconds
-                    return self._fail(
-                        UpstreamTimeout(f"stream exceeded its total time of {limit:g} s")
-                    )
-                if now >= last_upstream + settings.idle_timeout_seconds:
-                    limit = settings.idle_timeout_seconds
-                    return self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
-                if self._flush_at is not None and now >= self._flush_at:
-                    await self._flush()
-                if now >= next_snapshot and self._recorder is not None:
-                    # Only text already sent counts: a snapshot's text must match its seq.
-                    self._recorder.snapshot_soon("".join(self._published), self._seq.last_seq)
-                    next_snapshot = now + settings.snapshot_interval_seconds
-                continue
-            if isinstance(item, _Marker):
-                if item is _CANCEL:
-                    self._outcome.finish_reason = "cancelled"
-                return
-            if isinstance(item, BaseException):
-                return self._fail(_as_proxy_error(item))
-            last_upstream = loop.time()
-            if not self._outcome.started:
-                self._on_first_event(last_upstream - started)
-            await self._handle(item)
+        getter: asyncio.Task[ProviderEvent | _Marker | BaseException] | None = None
+        try:
+            while True:
+                if getter is None and not self._queue.empty():
+                    item = self._queue.get_nowait()  # the common case: no timer, no task
+                else:
+                    # One getter lives across deadline checks, so no item is ever dropped and
+                    # a deadline never fires while an item waits.
+                    getter = getter or asyncio.ensure_future(self._queue.get())
+                    timeout = self._next_deadline(started) - asyncio.get_running_loop().time()
+                    done, _ = await asyncio.wait({getter}, timeout=max(0.0, timeout))
+                    if getter not in done:
+                        if self._on_deadline(started) is not None:
+                            return
+                        await self._flush_due()
+                        continue
+                    item, getter = getter.result(), None
+                if isinstance(item, _Marker):
+                    if item is _CANCEL:
+                        self._outcome.finish_reason = "cancelled"
+                    return
+                if isinstance(item, BaseException):
+                    return self._fail(_as_proxy_error(item))
+                if not self._outcome.started:
+                    await self._on_first_event(asyncio.get_running_loop().time() - started)
+                await self._handle(item)
+        finally:
+            if getter is not None:
+                getter.cancel()
 
-    def _on_first_event(self, elapsed: float) -> None:
+    def _next_deadline(self, started: float) -> float:
+        settings = self._settings
+        last = self._last_upstream if self._last_upstream is not None else started
+        deadlines = [
+            started + settings.total_timeout_seconds,
+            last + settings.idle_timeout_seconds,
+            self._next_snapshot,
+        ]
+        if self._flush_at is not None:
+            deadlines.append(self._flush_at)
+        return min(deadlines)
+
+    def _on_deadline(self, started: float) -> ProxyError | None:
+        """Fail the stream if its total or idle time is up (only with nothing waiting)."""
+        settings = self._settings
+        now = asyncio.get_running_loop().time()
+        if now >= started + settings.total_timeout_seconds:
+            limit = settings.total_timeout_seconds
+            self._fail(UpstreamTimeout(f"stream exceeded its total time of {limit:g} s"))
+        else:
+            last = self._last_upstream if self._last_upstream is not None else started
+            if now >= last + settings.idle_timeout_seconds:
+                limit = settings.idle_timeout_seconds
+                self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
+        return self._outcome.error
+
+    async def _flush_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._flush_at is not None and now >= self._flush_at:
+            await self._flush()
+        if now >= self._next_snapshot:
+            self._next_snapshot = now + self._settings.snapshot_interval_seconds
+            if self._recorder is not None:
+                # Only text already sent counts: a snapshot's text must match its seq.
+                self._recorder.snapshot_soon("".join(self._published), self._seq.last_seq)
+
+    async def _on_first_event(self, elapsed: float) -> None:
         self._outcome.started = True
-        _resolve(self.started, None)
         self.stats.time_to_first_token_ms = elapsed * 1000
+        await self.gate.opened()
         if self._recorder is not None:
             self._recorder.started()
+        await self._thread_info()
+
+    async def _thread_info(self) -> None:
+        if self.job.kind != "chat":
+            await self._emit("threadInfo", content={"streamId": self.job.stream_id})
 
     async def _handle(self, event: ProviderEvent) -> None:
         for observer in self._observers:
-            await observer.on_event(event)
+            try:
+                await observer.on_event(event)
+            except Exception:
+                get_logger().warning("observer failed", extra=self._log_extra, exc_info=True)
         if isinstance(event, TextDelta):
             self._text.append(event.text)
             await self._buffer("delta", event.text)
@@ -260,6 +301,9 @@ class Relay:
                 self._published.append(piece)
 
     async def _emit(self, type_: str, **fields: Any) -> None:
+        """Number one message and hand it to every sink; a failing sink never stops the rest."""
+        if self._silent:
+            return
         envelope = self._seq.envelope(type_, **fields)
         self.stats.messages += 1
         for sink in self._sinks:
@@ -268,9 +312,11 @@ class Relay:
             except Exception:
                 get_logger().warning("sink failed", extra=self._log_extra, exc_info=True)
 
+    # -- finishing (never raises) ---------------------------------------------------------
+
     async def _finish(self) -> None:
-        await self._flush()
         outcome = self._outcome
+        await self._step("flush", self._flush())
         outcome.text = "".join(self._text)
         outcome.thinking = "".join(self._thinking)
         outcome.tool_calls = [self._tools[i] for i in sorted(self._tools)]
@@ -279,17 +325,31 @@ class Relay:
         outcome.usage = self._final_usage()
         self.stats.finish_reason = outcome.finish_reason
         self.stats.output_tokens = outcome.usage["completion_tokens"]
-        if outcome.error is not None and not outcome.started and self._recorder is not None:
-            await self._recorder.start_failed(outcome.error)
-        _resolve(self.started, outcome.error if not outcome.started else None)
+        if not outcome.started:
+            await self._step("early end", self._early_end(outcome))
         if outcome.tool_calls and self.job.kind != "chat":
             await self._emit("function_call", content={"functions": outcome.function_summaries()})
         if outcome.error is not None:
             await self._emit("error", error=error_event_body(outcome.error))
         await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
         for observer in self._observers:
-            await observer.on_finish(outcome)
-        await self._save_final_snapshot()
+            await self._step("observer", observer.on_finish(outcome))
+        await self._step("final record", self._save_final_snapshot())
+
+    async def _early_end(self, outcome: StreamOutcome) -> None:
+        """A stream that ends before any provider event: who hears about it (gate.py)."""
+        if outcome.error is not None and await self.gate.failed_early(outcome.error):
+            self._silent = True  # the caller answers it; the browsers never heard of it
+            return
+        await self.gate.opened()
+        await self._thread_info()
+
+    async def _step(self, name: str, step: Any) -> None:
+        try:
+            await step
+        except Exception:
+            get_logger().error(f"finishing step '{name}' failed", extra=self._log_extra)
+            get_logger().debug("finishing step traceback", exc_info=True)
 
     async def _save_final_snapshot(self) -> None:
         if self._recorder is None:
@@ -323,14 +383,41 @@ class Relay:
         }
 
     async def _close_sinks(self) -> None:
-        await asyncio.gather(*(sink.close() for sink in self._sinks), return_exceptions=True)
+        results = await asyncio.gather(
+            *(sink.close() for sink in self._sinks), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)
+
+
+def valid_text(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (models emit them too) becomes U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _clean(event: ProviderEvent) -> ProviderEvent:
+    if isinstance(event, TextDelta | ThinkingDelta):
+        text = valid_text(event.text)
+        return event if text is event.text else type(event)(text)
+    if isinstance(event, ToolCallDelta):
+        parts = (event.id or "", event.name or "", event.arguments)
+        if any(_SURROGATE.search(p) for p in parts):
+            return ToolCallDelta(
+                event.index,
+                id=valid_text(event.id) if event.id else event.id,
+                name=valid_text(event.name) if event.name else event.name,
+                arguments=valid_text(event.arguments),
+            )
+    return event
 
 
 async def _guarded(events: AsyncIterator[ProviderEvent]) -> AsyncIterator[ProviderEvent]:
-    """Map transport errors from any adapter onto the error tree; always close the adapter."""
+    """The provider boundary: transport errors mapped onto the error tree, text made valid
+    UTF-8, the adapter always closed."""
     try:
         async for event in events:
-            yield event
+            yield _clean(event)
     except httpx.TimeoutException as e:
         raise UpstreamTimeout("the provider did not answer in time") from e
     except httpx.HTTPError as e:
@@ -339,11 +426,6 @@ async def _guarded(events: AsyncIterator[ProviderEvent]) -> AsyncIterator[Provid
         closer = getattr(events, "aclose", None)
         if closer is not None:
             await closer()
-
-
-def _resolve(future: asyncio.Future[ProxyError | None], value: ProxyError | None) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _as_proxy_error(error: BaseException) -> ProxyError:

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 import httpx
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from . import aws
+from . import aws, redact
 from .auth import AppRegistry
+from .blocking import BlockingCalls, dependency_error
+from .channels.names import check_targets
 from .channels.poster import BotoPoster, Poster
-from .channels.publisher import ChannelPublisher
+from .channels.publisher import ChannelPublisher, RetryPolicy
 from .channels.store import ConnectionStore
 from .config import Settings
-from .errors import PayloadTooLarge, ProxyError
+from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError
+from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
 from .providers import ProviderRegistry
 from .recorder import StreamRecorder
-from .relay import Relay, cancel_local
+from .relay import Relay
 from .streams import StartError, StreamRecord, StreamStore
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+STORE = "the stream store (DynamoDB)"
 
 
 @dataclass
@@ -46,10 +53,15 @@ class StreamService:
         poster: Poster | None = None,
     ) -> None:
         self.settings = settings
+        redact.remember(*settings.secret_values())
         self.apps = AppRegistry.from_settings(settings)
-        db = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
-        self.connections = ConnectionStore(db, settings.table_name, settings.connection_ttl_seconds)
-        self.streams = StreamStore(db, settings.table_name, settings.stream_ttl_seconds)
+        client = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
+        self.connections = ConnectionStore(
+            client, settings.table_name, settings.connection_ttl_seconds
+        )
+        self.streams = StreamStore(client, settings.table_name, settings.stream_ttl_seconds)
+        # DynamoDB work has a pool of its own: posts never queue behind it, nor it behind them.
+        self.db = BlockingCalls(settings.db_concurrency, "dynamodb")
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout_seconds,
@@ -60,10 +72,12 @@ class StreamService:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
         self.providers = ProviderRegistry(settings, self.http)
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.post_concurrency, thread_name_prefix="proxy-io"
-        )
         self._poster = poster
+        self._retry = RetryPolicy(
+            max_retries=settings.post_max_retries,
+            post_timeout_seconds=settings.post_timeout_seconds,
+        )
+        self._running: dict[str, Relay] = {}
         self._detached: set[asyncio.Task[StreamOutcome]] = set()
 
     @property
@@ -72,7 +86,9 @@ class StreamService:
             if not self.settings.ws_management_endpoint:
                 raise ProxyError("WS_MANAGEMENT_ENDPOINT is not configured")
             client = aws.management_api(
-                self.settings.aws_region, self.settings.ws_management_endpoint
+                self.settings.aws_region,
+                self.settings.ws_management_endpoint,
+                self.settings.post_timeout_seconds,
             )
             self._poster = BotoPoster(client, threads=self.settings.post_concurrency)
         return self._poster
@@ -82,53 +98,82 @@ class StreamService:
         if self._detached:
             await asyncio.wait(self._detached, timeout=self.settings.drain_timeout_seconds)
         await self.http.aclose()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._poster is not None:
+            await self._poster.aclose()
+        self.db.shutdown()
 
     # -- use cases ---------------------------------------------------------------------------
 
     def check(self, job: StreamJob) -> None:
         """Everything that can be refused before anything is published (422/401)."""
+        check_targets(job.channels, self.settings.max_channels_per_request)
         self.providers.resolve(job.provider).prepare(job.llm_request)
 
     async def register(self, job: StreamJob) -> None:
+        """Write the stream's record (stop and resume need it); 503 if the table is down."""
         record = StreamRecord(job.stream_id, job.app_id, job.action_name, job.channels)
-        await self._call(self.streams.create, record)
+        # Nobody will wait for the first byte: failures go to the channels from the start.
+        acked = self.settings.detach_mode == "lambda" and self.settings.ack_wait_seconds <= 0
+        await self.store(self.streams.create, record, acked=acked)
 
     def relay(
-        self, job: StreamJob, sinks: Sequence[Sink] = (), observers: Sequence[Observer] = ()
+        self,
+        job: StreamJob,
+        sinks: Sequence[Sink] = (),
+        observers: Sequence[Observer] = (),
+        gate: StartGate | None = None,
     ) -> Relay:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
         stats = StreamStats(provider=job.provider, kind=job.kind)
         all_sinks: list[Sink] = list(sinks)
         if job.channels:
-            publisher = ChannelPublisher(
-                store=self.connections,
-                poster=self.poster,
-                channels=job.channels,
-                executor=self.executor,
-                refresh_seconds=self.settings.member_refresh_seconds,
-                max_retries=self.settings.post_max_retries,
-                drain_seconds=self.settings.drain_timeout_seconds,
-                stream_id=job.stream_id,
-                stats=stats.publish,
+            all_sinks.append(
+                ChannelPublisher(
+                    store=self.connections,
+                    poster=self.poster,
+                    db=self.db,
+                    app_id=job.app_id,
+                    channels=job.channels,
+                    stream_id=job.stream_id,
+                    refresh_seconds=self.settings.member_refresh_seconds,
+                    retry=self._retry,
+                    drain_seconds=self.settings.drain_timeout_seconds,
+                    stats=stats.publish,
+                )
             )
-            all_sinks.append(_PublisherSink(publisher))
+        # Streams with channels are registered (stop, resume); the others are not.
+        recorder = (
+            StreamRecorder(
+                self.streams,
+                job.stream_id,
+                self.db,
+                final_attempts=self.settings.final_write_attempts,
+            )
+            if job.channels
+            else None
+        )
         return Relay(
             job,
             self.providers.resolve(job.provider),
             all_sinks,
             settings=self.settings,
-            # Streams with channels are registered (stop, resume); the others are not.
-            recorder=StreamRecorder(self.streams, job.stream_id, self.executor)
-            if job.channels
-            else None,
+            recorder=recorder,
             stats=stats,
             observers=observers,
+            gate=gate,
         )
+
+    def record_gated_relay(self, job: StreamJob) -> Relay:
+        """The relay of a Lambda self-invoke: its caller's ack polls the stream record."""
+        return self.relay(job, gate=RecordGate(self.streams, job.stream_id, self.db))
 
     async def run(self, relay: Relay) -> StreamOutcome:
         """Run a relay to its end and report its metrics."""
-        outcome = await relay.run()
+        self._running[relay.job.stream_id] = relay
+        try:
+            outcome = await relay.run()
+        finally:
+            self._running.pop(relay.job.stream_id, None)
         try:
             relay.stats.emit()
         except Exception:
@@ -146,31 +191,42 @@ class StreamService:
         """Run `job` without the caller: locally as a task, in Lambda as an async self-invoke.
 
         Waits up to ACK_WAIT_SECONDS for the provider's first byte, so a request that fails
-        at once (bad provider key, unknown model) still gets its error as the HTTP answer.
+        at once (bad provider key, unknown model) still gets its error as the HTTP answer
+        (and then nothing is published: gate.py).
         """
         wait = self.settings.ack_wait_seconds
         if self.settings.detach_mode == "lambda":
-            await self._call(self._invoke_self, job)
-            return await self._poll_start(job.stream_id, wait) if wait > 0 else None
-        relay = self.relay(job)
-        self.start(relay)
-        if wait <= 0:
-            return None
-        try:
-            error = await asyncio.wait_for(asyncio.shield(relay.started), wait)
-        except TimeoutError:
-            return None
+            await self.store(self._invoke_self, job)
+            return await self._await_start(job.stream_id, wait) if wait > 0 else None
+        gate = CallerGate()
+        self.start(self.relay(job, gate=gate))
+        error = await gate.wait(wait)
         return StartError(error.status, error.code, error.message) if error else None
 
     async def stop(self, stream_id: str, app_id: str) -> StopResult:
         """Set the cancel flag of an app's stream (the relay notices within a poll)."""
-        record = await self._call(self.streams.get, stream_id)
+        record = await self.store(self.streams.get, stream_id)
         if record is None or record.app_id != app_id:
             return StopResult("not_found", stream_id)
         if not record.finished:
-            await self._call(self.streams.request_cancel, stream_id)
-            cancel_local(stream_id)
+            await self.store(self.streams.request_cancel, stream_id)
+            running = self._running.get(stream_id)
+            if running is not None:  # in this process: no need to wait for the next poll
+                running.cancel()
         return StopResult("stopped", stream_id, record.status)
+
+    async def store(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A blocking AWS call on the DynamoDB pool; AWS failures become a 503 (never a 500)."""
+        try:
+            return await self.db(fn, *args, **kwargs)
+        except ProxyError:
+            raise
+        except Exception as e:
+            mapped = dependency_error(e, STORE)
+            if mapped is None:
+                raise
+            get_logger().warning("dependency call failed", exc_info=True)
+            raise mapped from e
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -184,42 +240,34 @@ class StreamService:
                 InvocationType="Event",
                 Payload=json.dumps(job.to_event()).encode("utf-8"),
             )
+        except BotoCoreError as e:
+            raise DependencyUnavailable(
+                f"could not start the stream ({type(e).__name__}); try again shortly"
+            ) from e
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code == "RequestEntityTooLargeException":
                 raise PayloadTooLarge(
                     "request too large to run detached: send it with Accept: text/event-stream"
                 ) from e
-            raise ProxyError(f"could not start the stream ({code or 'invoke failed'})") from e
+            raise DependencyUnavailable(
+                f"could not start the stream ({code or 'invoke failed'}); try again shortly"
+            ) from e
 
-    async def _poll_start(self, stream_id: str, wait: float) -> StartError | None:
+    async def _await_start(self, stream_id: str, wait: float) -> StartError | None:
+        """Lambda mode's ack: poll the record for the first byte or an early failure; when
+        time is up, mark the caller answered (conditionally: the relay may fail just now)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
-            record: StreamRecord | None = await self._call(self.streams.get, stream_id)
+            record = await self.store(self.streams.get, stream_id)
             if record is not None and record.status != "pending":
-                return record.start_error
+                return record.start_error if record.status == "failed" else None
             await asyncio.sleep(0.05)
-        return None
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-
-class _PublisherSink:
-    """Adapts ChannelPublisher to the relay's Sink protocol."""
-
-    def __init__(self, publisher: ChannelPublisher) -> None:
-        self.publisher = publisher
-
-    async def start(self) -> None:
-        await self.publisher.start()
-
-    async def send(self, envelope: dict[str, Any]) -> None:
-        await self.publisher.send(envelope)
-
-    async def close(self) -> None:
-        await self.publisher.close()
+        if await self.store(self.streams.mark_acked, stream_id):
+            return None
+        record = await self.store(self.streams.get, stream_id)
+        return record.start_error if record is not None and record.status == "failed" else None
 
 
 def start_error_as_proxy_error(error: StartError) -> ProxyError:

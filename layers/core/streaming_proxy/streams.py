@@ -62,7 +62,8 @@ class StreamStore:
         self._table = table
         self._ttl = ttl_seconds
 
-    def create(self, record: StreamRecord) -> None:
+    def create(self, record: StreamRecord, *, acked: bool = False) -> None:
+        """Write a new `pending` record; `acked` when its caller was answered at once."""
         self._db.put_item(
             TableName=self._table,
             Item={
@@ -71,6 +72,7 @@ class StreamStore:
                 "actionName": {"S": record.action_name},
                 "channels": {"S": json.dumps(record.channels)},
                 "status": {"S": record.status},
+                "acked": {"BOOL": acked},
                 "cancelRequested": {"BOOL": False},
                 "lastSeq": {"N": "-1"},
                 "text": {"S": ""},
@@ -111,61 +113,111 @@ class StreamStore:
         )
         return bool(got.get("Item", {}).get("cancelRequested", {}).get("BOOL", False))
 
-    def mark_started(self, stream_id: str) -> None:
-        self._set(stream_id, {"status": {"S": "streaming"}})
+    # Status moves forward only: pending -> streaming -> done | failed | cancelled. Every
+    # write that moves it is conditional, so a late write can never move it back.
 
-    def mark_start_failed(self, stream_id: str, error: StartError) -> None:
-        self._set(
-            stream_id,
-            {
-                "status": {"S": "failed"},
-                "startError": {
-                    "M": {
-                        "status": {"N": str(error.status)},
-                        "code": {"S": error.code},
-                        "message": {"S": error.message},
-                    }
-                },
-            },
+    def mark_started(self, stream_id: str) -> bool:
+        """pending -> streaming; False when the stream had moved on already."""
+        return self._transition(
+            stream_id, {"status": {"S": "streaming"}}, "#status = :pending", {":pending": "pending"}
         )
 
-    def save_snapshot(
+    def mark_start_failed(self, stream_id: str, error: StartError) -> bool:
+        """pending -> failed with the error for the waiting caller; False when the caller was
+        answered already (then the failure must be published instead)."""
+        failure = {
+            "M": {
+                "status": {"N": str(error.status)},
+                "code": {"S": error.code},
+                "message": {"S": error.message},
+            }
+        }
+        return self._transition(
+            stream_id,
+            {"status": {"S": "failed"}, "startError": failure},
+            "#status = :pending AND (attribute_not_exists(acked) OR acked = :no)",
+            {":pending": "pending", ":no": False},
+        )
+
+    def mark_acked(self, stream_id: str) -> bool:
+        """The caller gave up waiting and was answered `started`; False when the stream had
+        left `pending` first (read it again: it may have failed)."""
+        return self._transition(
+            stream_id, {"acked": {"BOOL": True}}, "#status = :pending", {":pending": "pending"}
+        )
+
+    def save_progress(self, stream_id: str, text: str, last_seq: int) -> bool:
+        """The text published so far; never over a final record (False then)."""
+        values = _snapshot_values(text, last_seq)
+        return self._transition(
+            stream_id,
+            values,
+            "#status IN (:pending, :streaming)",
+            {":pending": "pending", ":streaming": "streaming"},
+        )
+
+    def save_final(
         self,
         stream_id: str,
         text: str,
         last_seq: int,
         status: StreamStatus,
         *,
-        finish_reason: str | None = None,
-        usage: dict[str, Any] | None = None,
+        finish_reason: str,
+        usage: dict[str, Any],
     ) -> None:
-        """Persist the text so far; writes at most ~300 KB (the tail is what a resume needs)."""
-        encoded = text.encode("utf-8")
-        if len(encoded) > MAX_SNAPSHOT_BYTES:
-            text = encoded[-MAX_SNAPSHOT_BYTES:].decode("utf-8", errors="ignore")
-        values: dict[str, Any] = {
-            "text": {"S": text},
-            "lastSeq": {"N": str(last_seq)},
-            "status": {"S": status},
-            "textTruncated": {"BOOL": len(encoded) > MAX_SNAPSHOT_BYTES},
-        }
-        if finish_reason is not None:
-            values["finishReason"] = {"S": finish_reason}
-        if usage is not None:
-            values["usage"] = {"S": json.dumps(usage)}
-        self._set(stream_id, values)
+        """The terminal status with the whole text (the tail past ~300 KB)."""
+        values = _snapshot_values(text, last_seq)
+        values["status"] = {"S": status}
+        values["finishReason"] = {"S": finish_reason}
+        values["usage"] = {"S": json.dumps(usage)}
+        self._set(stream_id, values, None, {})
 
-    def _set(self, stream_id: str, values: dict[str, Any]) -> None:
+    def _transition(
+        self, stream_id: str, values: dict[str, Any], condition: str, params: dict[str, Any]
+    ) -> bool:
+        try:
+            self._set(stream_id, values, condition, params)
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _set(
+        self,
+        stream_id: str,
+        values: dict[str, Any],
+        condition: str | None,
+        params: dict[str, Any],
+    ) -> None:
         names = {f"#a{i}": name for i, name in enumerate(values)}
         attrs = {f":v{i}": value for i, value in enumerate(values.values())}
-        expression = ", ".join(f"#a{i} = :v{i}" for i in range(len(values)))
+        for name, value in params.items():
+            attrs[name] = {"BOOL": value} if isinstance(value, bool) else {"S": value}
+        kwargs: dict[str, Any] = {}
+        if condition is not None:
+            names["#status"] = "status"
+            kwargs["ConditionExpression"] = f"attribute_exists(pk) AND ({condition})"
         self._db.update_item(
             TableName=self._table,
             Key=stream_key(stream_id),
-            UpdateExpression="SET " + expression,
+            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=attrs,
+            **kwargs,
         )
+
+
+def _snapshot_values(text: str, last_seq: int) -> dict[str, Any]:
+    """Text and seq of a snapshot; the tail when the text passes MAX_SNAPSHOT_BYTES."""
+    encoded = text.encode("utf-8")
+    truncated = len(encoded) > MAX_SNAPSHOT_BYTES
+    if truncated:
+        text = encoded[-MAX_SNAPSHOT_BYTES:].decode("utf-8", errors="ignore")
+    return {
+        "text": {"S": text},
+        "lastSeq": {"N": str(last_seq)},
+        "textTruncated": {"BOOL": truncated},
+    }
 
 
 def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:

@@ -1,4 +1,9 @@
-"""Key layout of the single table (architecture decision 4), shared by every store."""
+"""Key layout of the single table (architecture decision 4), shared by every store.
+
+Channels belong to an app: app A's channel `x` is the partition `CHANNEL#A#x`, app B's is
+`CHANNEL#B#x`, so no read or write for one app can name the other's members. App ids
+never contain '#' (config.APP_ID), so the first '#' after the app id ends it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ CHANNEL = "CHANNEL#"
 CONN = "CONN#"
 STREAM = "STREAM#"
 META = "META"
-SNAP = "SNAP#"
 TOOL = "TOOL#"
 
 T = TypeVar("T")
@@ -28,28 +32,29 @@ def stream_key(stream_id: str) -> dict[str, Any]:
     return {"pk": {"S": STREAM + stream_id}, "sk": {"S": META}}
 
 
-def tool_key(tool_call_id: str) -> dict[str, Any]:
-    return {"pk": {"S": TOOL + tool_call_id}, "sk": {"S": META}}
+def tool_key(app_id: str, tool_call_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"{TOOL}{app_id}#{tool_call_id}"}, "sk": {"S": META}}
 
 
-def private_channel(connection_id: str) -> str:
-    """Every connection is alone in its own channel (Klai behaviour)."""
-    return f"tab|{connection_id}"
+def channel_id(app_id: str, channel: str) -> str:
+    """The table's name for an app's channel: `CHANNEL#<app>#<channel>`."""
+    return f"{CHANNEL}{app_id}#{channel}"
+
+
+def channel_prefix(app_id: str) -> str:
+    return f"{CHANNEL}{app_id}#"
 
 
 def membership_items(
-    connection_id: str, channels: Iterable[str], expires: int
+    connection_id: str, app_id: str, channels: Iterable[str], expires: int
 ) -> list[dict[str, Any]]:
-    """Forward (by channel) and reverse (by connection) rows for each channel."""
+    """Forward (by channel) and reverse (by connection) rows for each channel of `app_id`."""
     items: list[dict[str, Any]] = []
     for channel in sorted(set(channels)):
         ttl = {"N": str(expires)}
-        items.append(
-            {"pk": {"S": CHANNEL + channel}, "sk": {"S": CONN + connection_id}, "expiresAt": ttl}
-        )
-        items.append(
-            {"pk": {"S": CONN + connection_id}, "sk": {"S": CHANNEL + channel}, "expiresAt": ttl}
-        )
+        scoped = channel_id(app_id, channel)
+        items.append({"pk": {"S": scoped}, "sk": {"S": CONN + connection_id}, "expiresAt": ttl})
+        items.append({"pk": {"S": CONN + connection_id}, "sk": {"S": scoped}, "expiresAt": ttl})
     return items
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from ..auth import App, presented_key
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, ValidationFailed
+from ..redact import scrub
 from ..service import StreamService
 
 M = TypeVar("M", bound=BaseModel)
@@ -21,8 +23,13 @@ def service_of(request: Request) -> StreamService:
     return service
 
 
+# Deeper bodies are refused before anything walks them recursively (pydantic, json.dumps).
+MAX_JSON_DEPTH = 64
+
+
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object: 413 over `max_bytes`, 400 when it is not a JSON object."""
+    """The body as a JSON object: 413 over `max_bytes`; 400 when it is not a JSON object,
+    nests deeper than MAX_JSON_DEPTH, or holds a string that is not valid Unicode."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body over {max_bytes} bytes")
@@ -33,11 +40,49 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
             raise PayloadTooLarge(f"request body over {max_bytes} bytes")
     try:
         data = json.loads(body)
+    except RecursionError as e:
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from e
     except ValueError as e:
         raise BadRequest("request body is not valid JSON") from e
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    check_json(data)
     return data
+
+
+def check_json(data: Any) -> None:
+    """BadRequest for nesting over MAX_JSON_DEPTH or a lone surrogate (`"\\ud800"`) in any
+    string or key: such text cannot be encoded as UTF-8 anywhere downstream."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{path}.{key}" if path else "(a key)")
+                stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{path}.{i}") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, path or "(body)")
+
+
+def _check_text(text: str, path: str) -> None:
+    if _SURROGATE.search(text):
+        where = _safe_path(path)
+        raise BadRequest(
+            f"{where}: text is not valid Unicode (a lone surrogate such as \\ud800)",
+            details=[{"field": where, "message": "lone surrogate"}],
+        )
+
+
+def _safe_path(path: str) -> str:
+    # The path is built from the body's keys, which may hold the surrogate themselves.
+    return _SURROGATE.sub("\ufffd", path)[:200]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
@@ -69,7 +114,7 @@ def error_response(error: ProxyError, action_name: str | None = None) -> JSONRes
     body: dict[str, Any] = {"success": False}
     if action_name:
         body["actionName"] = action_name
-    body["error"] = {"message": error.message, "code": error.code}
+    body["error"] = {"message": scrub(error.message), "code": error.code}
     if error.details is not None:
         body["error"]["details"] = error.details
     return JSONResponse(body, status_code=error.status)

@@ -24,9 +24,17 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
+# Starlette's own answers (no route, wrong method) in the contract's error shape.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(ProxyError(exc.detail, status=exc.status_code))
+    code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else None)
+    response = error_response(ProxyError(exc.detail, status=exc.status_code, code=code))
+    # 405 carries `Allow`, as HTTP requires.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..contract import StopRequest, StreamRequest
 from ..errors import NotSupported, ProxyError
+from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
 from ..outcome import StreamOutcome
 from ..service import StreamService, start_error_as_proxy_error
@@ -47,6 +48,12 @@ async def llm_query_stop(request: Request) -> Response:
 
 
 async def assistants(request: Request) -> Response:
+    service = service_of(request)
+    try:
+        # Authenticate first: an unauthenticated caller learns nothing about the deployment.
+        authenticate(request, await read_json(request, service.settings.max_body_bytes))
+    except ProxyError as e:
+        return error_response(e)
     return error_response(
         NotSupported(
             "the Assistants endpoints are not offered by this deployment: use /llm/query "
@@ -94,8 +101,11 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
 
 async def _sse(service: StreamService, job: StreamJob) -> Response:
     sink = KlaiSseSink()
-    relay = service.relay(job, [sink])
-    return await sse_answer(service, relay, sink, lambda e: error_response(e, job.action_name))
+    gate = CallerGate()
+    relay = service.relay(job, [sink], gate=gate)
+    return await sse_answer(
+        service, relay, gate, sink, lambda e: error_response(e, job.action_name)
+    )
 
 
 async def _complete(service: StreamService, job: StreamJob) -> Response:

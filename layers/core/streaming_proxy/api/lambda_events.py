@@ -26,5 +26,5 @@ async def pass_through(request: Request) -> Response:
         # Never echo the event: it carries the job, provider key included.
         get_logger().error("pass-through event is not a stream job")
         return error_response(BadRequest("not a stream job event"))
-    outcome = await service.run(service.relay(job))
+    outcome = await service.run(service.record_gated_relay(job))
     return JSONResponse({"streamId": job.stream_id, "finish_reason": outcome.finish_reason})

@@ -7,8 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..contract import valid_action_name
 from ..errors import ProxyError, ValidationFailed
 from ..events import ProviderEvent
+from ..gate import CallerGate
 from ..jobs import StreamJob
 from ..openai_format import (
     ChatCompletionRequest,
@@ -80,6 +82,10 @@ def _job(
     header_channels = request.headers.get("x-channels", "")
     channels = body.channels or [c.strip() for c in header_channels.split(",") if c.strip()]
     action_name = body.action_name or request.headers.get("x-action-name")
+    try:
+        valid_action_name(action_name)
+    except ValueError as e:
+        raise ValidationFailed(f"X-Action-Name: {e}") from e
     if channels and not action_name:
         raise ValidationFailed("actionName (or the X-Action-Name header) is required with channels")
     provider, model = split_model(
@@ -101,8 +107,9 @@ async def _stream(
 ) -> Response:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = ChunkStream(ChunkBuilder(completion_id, body.model), include_usage)
-    relay = service.relay(job, observers=[chunks])
-    return await sse_answer(service, relay, chunks, _error)
+    gate = CallerGate()
+    relay = service.relay(job, observers=[chunks], gate=gate)
+    return await sse_answer(service, relay, gate, chunks, _error)
 
 
 def _error(error: ProxyError) -> Response:

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import ProxyError
+from ..gate import CallerGate
 from ..relay import Relay
 from ..service import StreamService
 
@@ -73,20 +74,19 @@ class KlaiSseSink(FrameQueue):
 async def sse_answer(
     service: StreamService,
     relay: Relay,
+    gate: CallerGate,
     frames: FrameQueue,
     on_error: Callable[[ProxyError], Response],
 ) -> Response:
-    """Start `relay` detached from this request and answer with its frames.
+    """Start `relay` (built with `gate`) detached from this request; answer with its frames.
 
     The headers wait for the provider's first byte (bounded by the keep-alive interval), so
-    a request that fails at once is still answered with its real status via `on_error`.
+    a request that fails at once is still answered with its real status via `on_error`,
+    and then nothing is published to its channels.
     """
     task = service.start(relay)
     keepalive = service.settings.keepalive_seconds
-    try:
-        error = await asyncio.wait_for(asyncio.shield(relay.started), keepalive)
-    except TimeoutError:
-        error = None
+    error = await gate.wait(keepalive)
     if error is not None:
         return on_error(error)
     return StreamingResponse(

@@ -1,35 +1,52 @@
 """ChannelPublisher: fans a stream's messages out to every connection of its channels.
 
 Membership is read once at start and refreshed on a timer, never per message. Each
-connection has its own lane (queue + task) so order per connection is kept while posts
-to different connections run concurrently and a slow or failing one delays no other.
+connection has its own lane (lane.py) so order per connection is kept while posts to
+different connections run concurrently, and a slow or failing one delays no other.
+
+Nothing is lost silently. Throttling, 5xx answers, timeouts and connection errors are
+retried with jittered backoff; a lane that falls behind merges its backlog; a connection
+that joins mid-stream first gets a catch-up snapshot of exactly the text so far. Whatever
+still cannot be delivered (retries exhausted, or still queued when the drain time is up)
+is counted in `dropped` (seqs) and `failed` (connections) and logged; a connection that
+is gone (410) is counted in `gone` and its rows are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import ConnectionGone, DeliveryError
+from ..blocking import BlockingCalls
+from ..envelopes import snapshot_messages
+from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
+from .lane import Lane, Outgoing
 from .poster import Poster
 from .store import ConnectionStore
 
-T = TypeVar("T")
 
-_STOP = object()
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries for one post: `max_retries` after the first attempt, each after a
+    jittered wait that doubles from `base_seconds` up to `max_seconds`."""
 
+    max_retries: int = 5
+    base_seconds: float = 0.05
+    max_seconds: float = 1.0
+    post_timeout_seconds: float = 3.0
 
-def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_seconds, self.base_seconds * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311
 
 
 class ChannelPublisher:
-    """Delivers each envelope (with its `channel` filled in) to every member connection.
+    """Delivers each envelope (with its `channel` filled in) to every member connection of
+    one app's channels.
 
     A connection in several target channels gets each message once, labelled with the
     first of those channels in the request's order.
@@ -40,55 +57,74 @@ class ChannelPublisher:
         *,
         store: ConnectionStore,
         poster: Poster,
+        db: BlockingCalls,
+        app_id: str,
         channels: Sequence[str],
-        executor: Executor,
-        refresh_seconds: float = 1.0,
-        max_retries: int = 5,
-        drain_seconds: float = 10.0,
         stream_id: str = "",
+        refresh_seconds: float = 1.0,
+        retry: RetryPolicy | None = None,
+        drain_seconds: float = 10.0,
         stats: PublishStats | None = None,
     ) -> None:
         self._store = store
         self._poster = poster
+        self._db = db
+        self._app_id = app_id
         self._channels = list(dict.fromkeys(channels))
-        self._executor = executor
-        self._refresh_seconds = refresh_seconds
-        self._max_retries = max_retries
-        self._drain_seconds = drain_seconds
         self._stream_id = stream_id
+        self._refresh_seconds = refresh_seconds
+        self._retry = retry or RetryPolicy()
+        self._drain_seconds = drain_seconds
         self.stats = stats or PublishStats()
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
+        self._retired: set[Lane] = set()  # left the channels: delivering what they hold
         self._gone: set[str] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        # What a connection joining mid-stream needs to catch up: the text sent so far.
+        self._text: list[str] = []
+        self._last: dict[str, Any] | None = None
+        self._log = {"stream_id": stream_id}
 
     async def start(self) -> None:
-        """Read membership and begin refreshing it in the background."""
+        """Read membership (raising if it cannot) and begin refreshing it."""
         await self._refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def send(self, envelope: dict[str, Any]) -> None:
         """Queue one message for every member; returns without waiting for any post."""
-        encoded = {channel: encode(_with_channel(envelope, channel)) for channel in self._channels}
+        if envelope.get("type") == "delta":
+            self._text.append(str(envelope.get("content", "")))
+        self._last = envelope
+        message = Outgoing(envelope)
         for lane in self._lanes.values():
-            lane.put(encoded[lane.channel])
+            lane.put(message)
 
     async def close(self) -> None:
-        """Stop refreshing, let every lane deliver what it holds (bounded by the drain time)."""
+        """Stop refreshing, let every lane deliver what it holds within the drain time,
+        then count what is still undelivered."""
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
-        for lane in self._lanes.values():
-            lane.put(_STOP)
-        tasks = [lane.task for lane in self._lanes.values()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self._drain_seconds)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        lanes = [*self._lanes.values(), *self._retired]
+        for lane in lanes:
+            lane.finish()
+        if lanes:
+            await asyncio.wait([lane.task for lane in lanes], timeout=self._drain_seconds)
+        for lane in lanes:
+            if not lane.task.done():
+                lane.task.cancel()
+                self._count_failure(lane, lane.undelivered(), "still undelivered at drain time")
+        await asyncio.gather(*(lane.task for lane in lanes), return_exceptions=True)
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=self._drain_seconds)
+        if self.stats.failed:
+            get_logger().warning(
+                "some subscribers could not be served",
+                extra={**self._log, "failed": self.stats.failed, "dropped": self.stats.dropped},
+            )
 
-    def member_count(self) -> int:
-        return len(self._lanes)
+    # -- membership ------------------------------------------------------------------------
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -96,13 +132,11 @@ class ChannelPublisher:
             try:
                 await self._refresh()
             except Exception:  # a failed refresh keeps the last known membership
-                get_logger().warning(
-                    "membership refresh failed", extra={"stream_id": self._stream_id}, exc_info=True
-                )
+                get_logger().warning("membership refresh failed", extra=self._log, exc_info=True)
 
     async def _refresh(self) -> None:
         found = await asyncio.gather(
-            *(self._run(self._store.members, channel) for channel in self._channels)
+            *(self._db(self._store.members, self._app_id, channel) for channel in self._channels)
         )
         current: dict[str, str] = {}
         for channel, members in zip(self._channels, found, strict=True):
@@ -110,83 +144,95 @@ class ChannelPublisher:
                 current.setdefault(connection_id, channel)
         for connection_id, channel in current.items():
             if connection_id not in self._lanes and connection_id not in self._gone:
-                self._lanes[connection_id] = _Lane(connection_id, channel, self._deliver)
-        for connection_id in list(self._lanes):
-            if connection_id not in current:
-                self._lanes.pop(connection_id).put(_STOP)
+                self._open_lane(connection_id, channel)
+        for connection_id in [c for c in self._lanes if c not in current]:
+            lane = self._lanes.pop(connection_id)
+            lane.finish()
+            self._retired.add(lane)
 
-    async def _deliver(self, connection_id: str, data: bytes) -> bool:
-        """Post one message with bounded, jittered retries; False once the connection is gone."""
-        for attempt in range(self._max_retries + 1):
+    def _open_lane(self, connection_id: str, channel: str) -> None:
+        # A connection that left and rejoined keeps its lane (one lane each: order holds).
+        lane = next(
+            (old for old in self._retired if old.connection_id == connection_id and old.reopen()),
+            None,
+        )
+        if lane is not None:
+            self._retired.discard(lane)
+        else:
+            lane = Lane(connection_id, channel, self._deliver, self.stats)
+            self.stats.subscribers += 1
+        self._lanes[connection_id] = lane
+        if self._last is not None:
+            # Joined mid-stream: first exactly the text so far, then live from the next seq.
+            for part in self._catch_up(channel):
+                lane.put(Outgoing(part))
+            self.stats.catch_ups += 1
+
+    def _catch_up(self, channel: str) -> list[dict[str, Any]]:
+        assert self._last is not None
+        base = {
+            "actionName": self._last.get("actionName"),
+            "channel": channel,
+            "streamId": self._last.get("streamId"),
+            "seq": self._last["seq"],
+            "type": "snapshot",
+            "status": "streaming",
+        }
+        return snapshot_messages(base, "".join(self._text))
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def _deliver(self, lane: Lane, message: Outgoing) -> bool:
+        """Post one message with bounded, jittered retries; False once the lane must stop."""
+        data = message.encoded(lane.channel)
+        retry = self._retry
+        for attempt in range(retry.max_retries + 1):
             try:
-                await self._poster.post(connection_id, data)
+                async with asyncio.timeout(retry.post_timeout_seconds + 1):
+                    await self._poster.post(lane.connection_id, data)
                 self.stats.posts += 1
                 return True
             except ConnectionGone:
-                self.stats.gone += 1
-                self._gone.add(connection_id)
-                self._lanes.pop(connection_id, None)
-                await self._forget(connection_id)
+                self._on_gone(lane)
                 return False
-            except DeliveryError as e:
-                if not e.retryable:
-                    get_logger().warning(
-                        "post failed",
-                        extra={
-                            "stream_id": self._stream_id,
-                            "connection_id": connection_id,
-                            "error": str(e),
-                        },
-                    )
-                    break
-                if attempt == self._max_retries:
-                    break
+            except (DeliveryError, TimeoutError) as e:
+                error = e if isinstance(e, DeliveryError) else DeliveryUnreachable("post timed out")
+                if not error.retryable or attempt == retry.max_retries:
+                    self._count_failure(lane, message.covers, error.message)
+                    return True  # the next message may get through; the browser resumes
                 self.stats.retries += 1
-                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
-        self.stats.failed += 1
+                await asyncio.sleep(retry.delay(attempt))
+            except Exception as e:  # a poster bug must not kill the lane
+                get_logger().exception("post raised unexpectedly", extra=self._log)
+                self._count_failure(lane, message.covers, type(e).__name__)
+                return True
         return True
+
+    def _count_failure(self, lane: Lane, seqs: int, why: str) -> None:
+        self.stats.dropped += seqs
+        if not lane.failed:
+            lane.failed = True
+            self.stats.failed += 1
+        get_logger().warning(
+            "message not delivered",
+            extra={**self._log, "connection_id": lane.connection_id, "seqs": seqs, "why": why},
+        )
+
+    def _on_gone(self, lane: Lane) -> None:
+        self.stats.gone += 1
+        self._gone.add(lane.connection_id)
+        if self._lanes.get(lane.connection_id) is lane:
+            del self._lanes[lane.connection_id]
+        task = asyncio.create_task(self._forget(lane.connection_id))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _forget(self, connection_id: str) -> None:
         try:
-            await self._run(self._store.close, connection_id)
+            await self._db(self._store.close, connection_id)
         except Exception:
             get_logger().warning(
                 "could not delete a gone connection",
-                extra={"stream_id": self._stream_id, "connection_id": connection_id},
+                extra={**self._log, "connection_id": connection_id},
                 exc_info=True,
             )
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-
-class _Lane:
-    """One connection's ordered queue and the task that drains it."""
-
-    def __init__(
-        self,
-        connection_id: str,
-        channel: str,
-        deliver: Callable[[str, bytes], Any],
-    ) -> None:
-        self.connection_id = connection_id
-        self.channel = channel
-        self._deliver = deliver
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self.task = asyncio.create_task(self._drain())
-
-    def put(self, item: object) -> None:
-        self._queue.put_nowait(item)
-
-    async def _drain(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is _STOP:
-                return
-            assert isinstance(item, bytes)
-            if not await self._deliver(self.connection_id, item):
-                return
-
-
-def _with_channel(envelope: dict[str, Any], channel: str) -> dict[str, Any]:
-    return {"actionName": envelope.get("actionName"), "channel": channel, **envelope}

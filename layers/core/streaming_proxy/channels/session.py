@@ -7,19 +7,28 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as PydanticValidationError
 
-from .. import aws
+from .. import aws, redact
 from ..auth import AppRegistry
 from ..config import Settings
-from ..envelopes import split_text
+from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
 from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
-from ..tablekeys import private_channel, tool_key
+from ..tablekeys import tool_key
+from .names import check_grantable, is_private, private_channel, valid_name
 from .poster import post_blocking
-from .publisher import encode
 from .store import ConnectionStore
 
 if TYPE_CHECKING:
@@ -28,11 +37,9 @@ if TYPE_CHECKING:
 Reply = Callable[[str, dict[str, Any]], None]
 """Sends one JSON message to one connection."""
 
-# A snapshot above this is split in parts: API Gateway refuses messages over 128 KB.
-MAX_SNAPSHOT_MESSAGE_BYTES = 120_000
 TOOL_RESPONSE_TTL_SECONDS = 3600
 
-ChannelName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+ChannelName = Annotated[StrictStr, AfterValidator(valid_name)]
 
 
 class _Action(BaseModel):
@@ -114,15 +121,14 @@ def parse_browser_message(body: str | None) -> BrowserMessage:
         raise ValidationFailed(f"invalid {action} message", details=problems) from e
 
 
-def snapshot_messages(record: StreamRecord, channel: str) -> list[dict[str, Any]]:
-    """The `snapshot` reply to `resume`, split in `part`/`parts` when over the message limit."""
+def record_snapshot(record: StreamRecord, channel: str) -> list[dict[str, Any]]:
+    """The `snapshot` reply to `resume`, from the stored record (in parts when large)."""
     base: dict[str, Any] = {
         "type": "snapshot",
         "actionName": record.action_name,
         "channel": channel,
         "streamId": record.stream_id,
         "seq": record.last_seq,
-        "content": record.text,
         "status": record.status,
     }
     if record.finish_reason is not None:
@@ -131,16 +137,7 @@ def snapshot_messages(record: StreamRecord, channel: str) -> list[dict[str, Any]
         base["usage"] = record.usage
     if record.text_truncated:
         base["truncated"] = True  # only the tail of a very long answer was kept
-    if len(encode(base)) <= MAX_SNAPSHOT_MESSAGE_BYTES:
-        return [base]
-    # Overhead measured with the widest part numbers the text could need.
-    widest = len(record.text.encode("utf-8"))
-    overhead = len(encode({**base, "content": "", "part": widest, "parts": widest}))
-    pieces = split_text(record.text, MAX_SNAPSHOT_MESSAGE_BYTES - overhead)
-    return [
-        {**base, "content": piece, "part": i, "parts": len(pieces)}
-        for i, piece in enumerate(pieces)
-    ]
+    return snapshot_messages(base, record.text, MAX_SNAPSHOT_MESSAGE_BYTES)
 
 
 class ManagementApiReply:
@@ -186,6 +183,7 @@ class ConnectionRoutes:
     @classmethod
     def from_settings(cls, settings: Settings, *, reply: Reply | None = None) -> ConnectionRoutes:
         """Routes over the configured table; `reply` defaults to the management API."""
+        redact.remember(*settings.secret_values())
         db = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
         connections = ConnectionStore(db, settings.table_name, settings.connection_ttl_seconds)
         return cls(
@@ -206,6 +204,7 @@ class ConnectionRoutes:
         if "*" not in allowed and origin not in allowed:
             raise Forbidden("origin not allowed")
         claims = self._registry.verify_token(token)
+        check_grantable(sorted(claims.channels))
         channels = claims.channels | {private_channel(connection_id)}
         self._connections.open(connection_id, claims.app_id, channels)
 
@@ -225,41 +224,54 @@ class ConnectionRoutes:
             self._reply(connection_id, reply)
 
     def _handle(self, connection_id: str, msg: BrowserMessage) -> list[dict[str, Any]]:
+        if isinstance(msg, Ping):
+            pong: dict[str, Any] = {"type": "pong", "connectionId": connection_id}
+            if msg.id is not None:
+                pong["id"] = msg.id
+            return [pong]
+        app_id = self._app_of(connection_id)
         match msg:
             case Subscribe():
-                return [self._subscribe(connection_id, msg)]
+                return [self._subscribe(connection_id, app_id, msg)]
             case Unsubscribe():
                 if msg.channel == private_channel(connection_id):
                     raise Forbidden("a connection cannot leave its private channel")
-                self._connections.remove(connection_id, msg.channel)
+                self._connections.remove(connection_id, app_id, msg.channel)
                 return [{"type": "unsubscribed", "channel": msg.channel}]
-            case Ping():
-                pong: dict[str, Any] = {"type": "pong", "connectionId": connection_id}
-                if msg.id is not None:
-                    pong["id"] = msg.id
-                return [pong]
             case Stop():
-                return [self._stop(connection_id, msg)]
+                return [self._stop(connection_id, app_id, msg)]
             case Resume():
-                record, channel = self._visible_stream(connection_id, msg.stream_id)
+                record, channel = self._visible_stream(connection_id, app_id, msg.stream_id)
                 if record is None:
                     return [{"type": "not_found", "streamId": msg.stream_id}]
-                return snapshot_messages(record, channel)
+                return record_snapshot(record, channel)
             case ToolCallResponse():
-                self._save_tool_response(connection_id, msg)
+                self._save_tool_response(connection_id, app_id, msg)
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
+        raise BadRequest("unknown action")
 
-    def _subscribe(self, connection_id: str, msg: Subscribe) -> dict[str, Any]:
+    def _app_of(self, connection_id: str) -> str:
+        app_id = self._connections.app_of(connection_id)
+        if app_id is None:
+            raise Forbidden("unknown connection: reconnect with a subscribe token")
+        return app_id
+
+    def _subscribe(self, connection_id: str, app_id: str, msg: Subscribe) -> dict[str, Any]:
+        if is_private(msg.channel):
+            # A connection is in its own private channel from the start, and in no other.
+            if msg.channel != private_channel(connection_id):
+                check_grantable([msg.channel])
+            return {"type": "subscribed", "channel": msg.channel}
         claims = self._registry.verify_token(msg.token)
-        if claims.app_id != self._connections.app_of(connection_id):
+        if claims.app_id != app_id:
             raise Forbidden("token belongs to another app than this connection")
         if not claims.covers(msg.channel):
             raise Forbidden(f"token does not cover channel {msg.channel!r}")
-        self._connections.add(connection_id, [msg.channel])
+        self._connections.add(connection_id, app_id, [msg.channel])
         return {"type": "subscribed", "channel": msg.channel}
 
-    def _stop(self, connection_id: str, msg: Stop) -> dict[str, Any]:
-        record, _ = self._visible_stream(connection_id, msg.stream_id)
+    def _stop(self, connection_id: str, app_id: str, msg: Stop) -> dict[str, Any]:
+        record, _ = self._visible_stream(connection_id, app_id, msg.stream_id)
         if record is None:
             return {"type": "not_found", "streamId": msg.stream_id}
         # Like the stop endpoint: an ended stream answers gracefully and is left untouched.
@@ -268,26 +280,29 @@ class ConnectionRoutes:
         return {"type": "stopped", "streamId": msg.stream_id, "streamStatus": record.status}
 
     def _visible_stream(
-        self, connection_id: str, stream_id: str
+        self, connection_id: str, app_id: str, stream_id: str
     ) -> tuple[StreamRecord | None, str]:
-        """The stream and the first of its channels this connection is in; Forbidden if none."""
+        """The stream and the first of its channels this connection is in.
+
+        Another app's stream does not exist for this connection (not found, so nothing
+        about it leaks); one of this app on channels the connection is not in is Forbidden.
+        """
         record = self._streams.get(stream_id)
-        if record is None:
+        if record is None or record.app_id != app_id:
             return None, ""
-        joined = self._connections.channels_of(connection_id)
+        joined = self._connections.channels_of(connection_id, app_id)
         shared = [channel for channel in record.channels if channel in joined]
-        # Channel names are not scoped by app: the app must match as well.
-        if not shared or record.app_id != self._connections.app_of(connection_id):
+        if not shared:
             raise Forbidden("stream is not on a channel this connection is in")
         return record, shared[0]
 
-    def _save_tool_response(self, connection_id: str, msg: ToolCallResponse) -> None:
+    def _save_tool_response(self, connection_id: str, app_id: str, msg: ToolCallResponse) -> None:
         response = msg.model_dump(by_alias=True, exclude={"action"})
         # First answer wins: a tool call is answered once, whichever tab answers it.
         try:
             self._db.update_item(
                 TableName=self._settings.table_name,
-                Key=tool_key(msg.tool_call_id),
+                Key=tool_key(app_id, msg.tool_call_id),
                 UpdateExpression="SET #r = :r, connectionId = :c, expiresAt = :e",
                 ConditionExpression="attribute_not_exists(#r)",
                 ExpressionAttributeNames={"#r": "response"},

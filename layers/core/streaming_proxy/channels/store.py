@@ -6,10 +6,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DependencyUnavailable
 from ..tablekeys import (
     CHANNEL,
     CONN,
     META,
+    channel_id,
+    channel_prefix,
     chunked,
     conn_key,
     membership_items,
@@ -21,7 +24,8 @@ if TYPE_CHECKING:
 
 
 class ConnectionStore:
-    """Membership rows: `CHANNEL#<ch>/CONN#<cid>` (fan-out), `CONN#<cid>/CHANNEL#<ch>` (cleanup).
+    """Membership rows: `CHANNEL#<app>#<ch>/CONN#<cid>` (fan-out) and the reverse
+    `CONN#<cid>/CHANNEL#<app>#<ch>` (cleanup). Every channel argument is scoped by app.
 
     Every row carries `expiresAt` (TTL): `$disconnect` is best effort, so rows of a
     connection that vanished expire with the connection's 2 h maximum lifetime.
@@ -42,7 +46,7 @@ class ConnectionStore:
             "connectedAt": {"N": str(int(time.time()))},
             "expiresAt": {"N": str(expires)},
         }
-        items = [meta, *membership_items(connection_id, channels, expires)]
+        items = [meta, *membership_items(connection_id, app_id, channels, expires)]
         self._write(items)
 
     def app_of(self, connection_id: str) -> str | None:
@@ -55,27 +59,29 @@ class ConnectionStore:
             return None
         return item["app"]["S"]
 
-    def add(self, connection_id: str, channels: Iterable[str]) -> None:
-        """Join an existing connection to more channels (expiring with the connection)."""
+    def add(self, connection_id: str, app_id: str, channels: Iterable[str]) -> None:
+        """Join an existing connection to more of its app's channels (expiring with it)."""
         expires = now_epoch() + self._ttl
         got = self._db.get_item(TableName=self._table, Key=conn_key(connection_id))
         if "Item" in got:
             expires = int(got["Item"]["expiresAt"]["N"])
-        self._write(membership_items(connection_id, channels, expires))
+        self._write(membership_items(connection_id, app_id, channels, expires))
 
-    def remove(self, connection_id: str, channel: str) -> None:
+    def remove(self, connection_id: str, app_id: str, channel: str) -> None:
         """Leave one channel."""
+        scoped = channel_id(app_id, channel)
         self._delete(
             [
-                {"pk": {"S": CHANNEL + channel}, "sk": {"S": CONN + connection_id}},
-                {"pk": {"S": CONN + connection_id}, "sk": {"S": CHANNEL + channel}},
+                {"pk": {"S": scoped}, "sk": {"S": CONN + connection_id}},
+                {"pk": {"S": CONN + connection_id}, "sk": {"S": scoped}},
             ]
         )
 
-    def channels_of(self, connection_id: str) -> set[str]:
-        """Channels a connection is in (its private `tab|<id>` channel included)."""
+    def channels_of(self, connection_id: str, app_id: str) -> set[str]:
+        """The app's channels a connection is in (its private `tab|<id>` channel included)."""
+        prefix = channel_prefix(app_id)
         return {
-            item["sk"]["S"][len(CHANNEL) :] for item in self._query(CONN + connection_id, CHANNEL)
+            item["sk"]["S"][len(prefix) :] for item in self._query(CONN + connection_id, prefix)
         }
 
     def close(self, connection_id: str) -> None:
@@ -88,9 +94,11 @@ class ConnectionStore:
                 keys.append({"pk": {"S": sk}, "sk": {"S": CONN + connection_id}})
         self._delete(keys)
 
-    def members(self, channel: str) -> list[str]:
-        """Connection ids subscribed to `channel` (one Query, paginated, expired rows skipped)."""
-        return [item["sk"]["S"][len(CONN) :] for item in self._query(CHANNEL + channel, CONN)]
+    def members(self, app_id: str, channel: str) -> list[str]:
+        """Connections in an app's channel (one Query, paginated, expired rows skipped)."""
+        return [
+            item["sk"]["S"][len(CONN) :] for item in self._query(channel_id(app_id, channel), CONN)
+        ]
 
     def _query(self, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
         values: dict[str, Any] = {":pk": {"S": pk}, ":now": {"N": str(now_epoch())}}
@@ -130,4 +138,4 @@ class ConnectionStore:
             pending = list(out.get("UnprocessedItems", {}).get(self._table, []))
             if pending:
                 time.sleep(0.05)
-        raise RuntimeError(f"DynamoDB left {len(pending)} writes unprocessed")
+        raise DependencyUnavailable(f"DynamoDB left {len(pending)} writes unprocessed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -11,6 +12,9 @@ from pydantic import SecretStr
 
 from ..errors import ProviderNotConfigured, UpstreamError
 from ..events import ProviderEvent
+
+# Enough for any provider's JSON error; the rest of a long (HTML) page is never read.
+MAX_ERROR_BODY_BYTES = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,7 @@ async def raise_for_upstream(response: httpx.Response, provider: str) -> None:
     """Turn a non-2xx provider answer into UpstreamError carrying the provider's own message."""
     if response.is_success:
         return
-    body = (await response.aread())[:8192]
+    body = (await response.aread())[:MAX_ERROR_BODY_BYTES]
     raise UpstreamError(
         f"{provider} returned HTTP {response.status_code}: {upstream_message(body)}",
         upstream_status=response.status_code,
@@ -64,21 +68,36 @@ async def raise_for_upstream(response: httpx.Response, provider: str) -> None:
 
 
 def upstream_message(body: bytes) -> str:
-    """The human message of a provider error body (OpenAI, Anthropic and Gemini shapes)."""
-    import json
+    """What a provider's error body says, from the fields of the formats we know.
 
+    OpenAI, Azure and compatible servers, Anthropic and Gemini put `message` (plus `type`,
+    `code` or `status`) under `error`; Bedrock and some gateways put them at the top. Only
+    those fields are read: never the raw body, which may be an HTML page or echo the
+    request with its keys (UpstreamError scrubs and bounds what is kept).
+    """
     try:
         data = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", errors="replace").strip()[:500] or "no error message"
+    except (ValueError, RecursionError):
+        return "the provider's error body was not JSON"
     if isinstance(data, list) and data:
         data = data[0]
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        if isinstance(data.get("message"), str):
-            return str(data["message"])
-    return json.dumps(data)[:500]
+    if not isinstance(data, dict):
+        return "the provider's error body had no message"
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return error
+    if not isinstance(error, dict):
+        return "the provider's error body had no message"
+    message = next(
+        (error[k] for k in ("message", "Message", "detail") if isinstance(error.get(k), str)),
+        None,
+    )
+    kinds = [
+        str(error[k])
+        for k in ("type", "status", "code", "__type")
+        if isinstance(error.get(k), str | int) and not isinstance(error.get(k), bool)
+    ]
+    if message is None and not kinds:
+        return "the provider's error body had no message"
+    suffix = f" ({', '.join(dict.fromkeys(kinds))})" if kinds else ""
+    return f"{message or 'error'}{suffix}"

@@ -16,6 +16,7 @@ from ..errors import (
     ProxyError,
     UpstreamError,
     UpstreamTimeout,
+    ValidationFailed,
 )
 from ..events import (
     Finish,
@@ -82,7 +83,9 @@ class BedrockProvider:
 
     Credentials come only from the environment (the Lambda role locally or in AWS); a
     request's `apiKey` is ignored for this provider, so callers can never choose the AWS
-    identity. The region is `providerArgs.region`, else BEDROCK_REGION, else AWS_REGION.
+    identity. The region comes from settings too (BEDROCK_REGION, else AWS_REGION), so a
+    region pinned for data residency holds; a request may name another region with
+    `providerArgs.region` only if BEDROCK_ALLOWED_REGIONS lists it.
     """
 
     name = "bedrock"
@@ -92,20 +95,31 @@ class BedrockProvider:
         self._client_factory = client_factory
 
     def prepare(self, request: LlmRequest) -> None:
+        self.region(request)
         converse_request(request)
+
+    def region(self, request: LlmRequest) -> str:
+        """The configured region, or an allowed one the request asks for (422 otherwise)."""
+        configured = self._settings.bedrock_region or self._settings.aws_region
+        asked = request.provider_args.get("region")
+        if asked is None or asked == configured:
+            return configured
+        if isinstance(asked, str) and asked in self._settings.bedrock_allowed_regions:
+            return asked
+        allowed = [configured, *self._settings.bedrock_allowed_regions]
+        raise ValidationFailed(
+            "providerArgs.region is not allowed for bedrock on this deployment",
+            details=[{"field": "payload.providerArgs.region", "allowed": allowed}],
+        )
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
         body = converse_request(request)
-        region = (
-            request.provider_args.get("region")
-            or self._settings.bedrock_region
-            or self._settings.aws_region
-        )
+        region = self.region(request)
         endpoint = self._settings.bedrock_endpoint_url
 
         def converse_stream() -> Any:
             # Runs in the worker thread: building a client reads botocore's model files.
-            return self._client_factory(str(region), endpoint).converse_stream(**body)
+            return self._client_factory(region, endpoint).converse_stream(**body)
 
         feed = _Feed(asyncio.get_running_loop())
         threading.Thread(

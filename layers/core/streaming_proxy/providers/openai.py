@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from ..errors import ProviderNotConfigured, UpstreamError, ValidationFailed
 from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from ..events import Usage as UsageEvent
-from .base import LlmRequest, pick_key
+from .base import LlmRequest, pick_key, upstream_message
 from .sse import open_event_stream
 
 # Chat Completions chunks come unnamed; some compatible servers name their error frames.
@@ -156,11 +156,12 @@ class OpenAIProvider:
         try:
             chunk = _Chunk.model_validate_json(data)
         except ValidationError as e:
-            raise UpstreamError(f"{self.name} sent an unreadable stream chunk: {data[:200]}") from e
+            raise UpstreamError(f"{self.name} sent a stream chunk that is not a JSON chunk") from e
         if chunk.error is not None:
             raise _stream_error(self.name, chunk.error)
         if event == "error":
-            raise UpstreamError(f"{self.name} stream error: {data[:500]}")
+            message = upstream_message(data.encode("utf-8"))
+            raise UpstreamError(f"{self.name} stream error: {message}")
         return chunk
 
 

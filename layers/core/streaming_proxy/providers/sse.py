@@ -10,7 +10,7 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from ..errors import UpstreamError, UpstreamTimeout
-from .base import raise_for_upstream, upstream_message
+from .base import MAX_ERROR_BODY_BYTES, raise_for_upstream, upstream_message
 
 
 @asynccontextmanager
@@ -41,7 +41,8 @@ async def open_event_stream(
     except httpx.TimeoutException as e:
         raise UpstreamTimeout(f"{provider} timed out: {type(e).__name__}") from e
     except httpx.HTTPError as e:
-        raise UpstreamError(f"{provider} connection failed: {type(e).__name__}: {e}") from e
+        # The type says what broke; the text could quote URLs or headers.
+        raise UpstreamError(f"{provider} connection failed: {type(e).__name__}") from e
 
 
 async def _require_event_stream(response: httpx.Response, provider: str) -> None:
@@ -49,7 +50,7 @@ async def _require_event_stream(response: httpx.Response, provider: str) -> None
     content_type = response.headers.get("content-type", "").partition(";")[0].strip()
     if content_type == "text/event-stream":
         return
-    body = (await response.aread())[:8192]
+    body = (await response.aread())[:MAX_ERROR_BODY_BYTES]
     raise UpstreamError(
         f"{provider} answered with {content_type or 'no content type'} instead of an event "
         f"stream: {upstream_message(body)}",

@@ -230,8 +230,8 @@ def event_data(data: str, provider: str) -> dict[str, Any]:
     """One stream event's JSON payload; anything but a JSON object is an upstream fault."""
     try:
         value = json.loads(data)
-    except ValueError as e:
-        raise UpstreamError(f"{provider} sent an event that is not JSON: {data[:200]}") from e
+    except (ValueError, RecursionError) as e:
+        raise UpstreamError(f"{provider} sent a stream event that is not JSON") from e
     if not isinstance(value, dict):
-        raise UpstreamError(f"{provider} sent an event that is not a JSON object: {data[:200]}")
+        raise UpstreamError(f"{provider} sent a stream event that is not a JSON object")
     return value

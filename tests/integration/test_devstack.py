@@ -1,0 +1,60 @@
+"""The local stack's front door: it fails fast on a taken port and never logs a token."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.process import ROOT, free_port, start_stack
+from tests.wsclient import Subscriber
+
+
+def test_a_taken_port_fails_fast_naming_the_port_and_its_variable() -> None:
+    ports = {"DEV_HTTP_PORT": free_port(), "DEV_WS_PORT": free_port(), "DEV_DYNAMODB_PORT": 0}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports["DEV_DYNAMODB_PORT"] = taken.getsockname()[1]
+        env = {**os.environ, **{name: str(port) for name, port in ports.items()}}
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "devstack"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert time.monotonic() - started < 30
+    assert f"port {ports['DEV_DYNAMODB_PORT']}" in done.stderr
+    assert "DEV_DYNAMODB_PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_subscribe_tokens_never_reach_the_local_stacks_log(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, {"DEV_LOG_LEVEL": "DEBUG"})
+    try:
+        token = stack.token("log-check")
+        sub = await Subscriber.open(stack.ws, token)
+        await sub.connection_id()
+        await sub.close()
+        refused = await _refused_connect(stack.ws, token[:-4] + "AAAA")
+        assert refused
+    finally:
+        stack.stop()
+    logs = stack.logs()
+    assert "WebSocket" in logs  # the handshake lines are there, minus the token
+    assert token not in logs and token.split(".")[2] not in logs
+
+
+async def _refused_connect(ws_url: str, token: str) -> bool:
+    try:
+        sub = await Subscriber.open(ws_url, token)
+    except Exception:
+        return True
+    await sub.close()
+    return False
