@@ -43,12 +43,13 @@ class StackProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def token(self, *channels: str, ttl: int = 600) -> str:
-        """A subscribe token minted through the public `POST /channels/token`."""
+    def token(self, *channels: str, ttl: int = 600, api_key: str | None = None) -> str:
+        """A subscribe token minted through the public `POST /channels/token` (with the dev
+        app's key, or `api_key` for another app)."""
         r = httpx.post(
             f"{self.http}/channels/token",
             json={"channels": list(channels), "ttl": ttl},
-            headers={"x-api-key": self.api_key},
+            headers={"x-api-key": api_key or self.api_key},
             timeout=10,
         )
         r.raise_for_status()

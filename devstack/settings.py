@@ -24,12 +24,16 @@ class DevSettings(BaseSettings):
     idle_timeout_seconds: float = 600.0
     max_age_seconds: float = 7200.0
     log_level: str = "WARNING"
+    # More apps beside the dev one, as APPS would hold them (tests run two apps side by side).
+    extra_apps: str = "{}"
 
     def apps_json(self) -> str:
-        """The APPS value for the dev app: only the key's digest, never the key."""
-        return json.dumps(
-            {self.app_id: {"keySha256": key_digest(self.api_key), "tokenSecret": self.token_secret}}
-        )
+        """The APPS value: the dev app (only its key's digest, never the key) and the extras."""
+        apps = {
+            self.app_id: {"keySha256": key_digest(self.api_key), "tokenSecret": self.token_secret}
+        }
+        apps.update(json.loads(self.extra_apps))
+        return json.dumps(apps)
 
     def product_env(self) -> dict[str, str]:
         """Environment for the product code (streaming_proxy.config.Settings) in the stack."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devstack.process import StackProcess, start_stack
+from streaming_proxy.auth import key_digest
 from tests.fake_llm import FakeLlm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,15 @@ Stack = StackProcess
 # Fake provider keys the stack holds; tests check they never reach the logs.
 FAKE_OPENAI_KEY = "fake-openai-server-key-0123456789"
 FAKE_ANTHROPIC_KEY = "fake-anthropic-server-key-0123456789"
+# A second app beside the dev one, with the same channel names: nothing may cross.
+RIVAL_APP = "rival"
+RIVAL_KEY = "rival-app-key-for-isolation-tests"
+RIVAL_APPS = {
+    RIVAL_APP: {
+        "keySha256": key_digest(RIVAL_KEY),
+        "tokenSecret": "rival-token-secret-not-for-production",
+    }
+}
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
             "OPENAI_API_KEY": FAKE_OPENAI_KEY,
             "ANTHROPIC_BASE_URL": fake_llm.base_url,
             "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+            "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
         },
     )
     try:

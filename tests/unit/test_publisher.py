@@ -348,3 +348,41 @@ async def test_a_hundred_connections_with_jittery_faults_all_end_exact() -> None
     for conn in members:
         assert_complete(poster.received[conn], text_of(envelopes))
     assert (pub.stats.failed, pub.stats.dropped) == (0, 0)
+
+
+async def test_connections_that_never_answer_cannot_take_every_post_slot() -> None:
+    """40 browsers that never read (posts hang) beside one healthy browser: once a hanging
+    post times out, that connection waits in the slow gate, so the healthy one is served."""
+    stalled = [f"stalled{i}" for i in range(40)]
+    store = FakeStore({("appA", "x"): [*stalled, "healthy"]})
+    poster = FakePoster()
+    in_flight = {"now": 0, "max_after_first_timeouts": 0}
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+
+    async def hang() -> None:
+        in_flight["now"] += 1
+        if loop.time() - begun > 0.3:  # after everyone's first timeout
+            in_flight["max_after_first_timeouts"] = max(
+                in_flight["max_after_first_timeouts"], in_flight["now"]
+            )
+        try:
+            await asyncio.sleep(60)
+        finally:
+            in_flight["now"] -= 1
+
+    for conn in stalled:
+        poster.script[conn] = [hang] * 100  # type: ignore[list-item]
+    policy = RetryPolicy(
+        max_retries=2,
+        base_seconds=0.01,
+        max_seconds=0.02,
+        post_timeout_seconds=0.1,
+        slow_concurrency=3,
+    )
+    pub = publisher(store, poster, ["x"], policy=policy, drain=1.0)
+    envelopes = stream(60)
+    await publish(pub, envelopes, gap=0.01)
+    assert_complete(poster.received["healthy"], text_of(envelopes))
+    assert in_flight["max_after_first_timeouts"] <= 3
+    assert pub.stats.failed == 40 and pub.stats.dropped >= 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -268,3 +269,115 @@ async def test_a_sink_that_cannot_start_fails_the_stream_cleanly() -> None:
     assert error is outcome.error and error.status == 503
     assert witness.types() == []
     assert witness.closed
+
+
+# --- a stream always finishes, whatever raises (issue: one lone surrogate hung a stream) ----
+
+
+async def test_a_lone_surrogate_from_the_model_is_replaced_and_the_stream_ends() -> None:
+    bad = "broken \ud800 text"
+    script: list[Any] = [TextDelta("ok "), TextDelta("x" * 200_000 + bad), Finish("stop")]
+    sink, outcome = await asyncio.wait_for(run(Scripted(script), job()), 5)
+    assert outcome.error is None and sink.types()[-1] == "end"
+    assert "\ud800" not in sink.text() and sink.text().endswith("broken \ufffd text")
+    for envelope in sink.envelopes:  # every message encodes as UTF-8
+        json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    assert sink.closed
+
+
+async def test_lone_surrogates_in_thinking_and_tool_calls_are_replaced_too() -> None:
+    script: list[Any] = [
+        ThinkingDelta("hm \udfff"),
+        ToolCallDelta(0, id="call_\ud801", name="f\ud802", arguments='{"a": "\udc00"}'),
+        Finish("tool_calls"),
+    ]
+    sink, outcome = await asyncio.wait_for(run(Scripted(script), job()), 5)
+    assert outcome.thinking == "hm \ufffd"
+    assert outcome.tool_calls[0].name == "f\ufffd"
+    assert sink.types()[-2:] == ["function_call", "end"]
+
+
+class Exploding(Recorder):
+    """A sink whose every send raises, and whose close raises too."""
+
+    async def send(self, envelope: dict[str, Any]) -> None:
+        raise RuntimeError("sink broke")
+
+    async def close(self) -> None:
+        raise RuntimeError("close broke")
+
+
+class BadObserver:
+    async def on_event(self, event: ProviderEvent) -> None:
+        raise RuntimeError("observer broke")
+
+    async def on_finish(self, outcome: Any) -> None:
+        raise RuntimeError("observer broke at the end")
+
+
+async def test_a_failing_sink_or_observer_never_stops_the_other_sinks_or_the_end() -> None:
+    witness = Recorder()
+    relay = Relay(
+        job(providerArgs={"delayMs": 0, "text": "one two three"}),
+        MockProvider(),
+        [Exploding(), witness],
+        settings=Settings(),
+        observers=[BadObserver()],
+    )
+    outcome = await asyncio.wait_for(relay.run(), 5)
+    assert outcome.error is None
+    assert witness.text() == "one two three" and witness.types()[-1] == "end"
+    assert witness.closed
+
+
+async def test_a_relay_bug_still_ends_the_stream_with_error_and_end() -> None:
+    sink = Recorder()
+    relay = Relay(job(), Scripted([TextDelta("a"), Finish("stop")]), [sink], settings=Settings())
+
+    async def broken(event: ProviderEvent) -> None:
+        raise ZeroDivisionError("relay bug")
+
+    relay._handle = broken  # type: ignore[method-assign]
+    gate_answered = CallerGate()
+    relay.gate = gate_answered
+    await gate_answered.wait(0)  # the caller was answered: the failure is published
+    outcome = await asyncio.wait_for(relay.run(), 5)
+    assert outcome.error is not None and outcome.error.status == 500
+    assert sink.types() == ["threadInfo", "error", "end"]
+    assert "relay bug" not in json.dumps(sink.envelopes)  # no internals leak
+
+
+class SlowStart(Recorder):
+    """Membership that takes longer to read than the idle timeout."""
+
+    async def start(self) -> None:
+        await asyncio.sleep(0.6)
+
+
+async def test_a_slow_membership_read_never_turns_a_complete_answer_into_a_timeout() -> None:
+    # The whole answer arrives while the sinks start; the idle limit is shorter than that.
+    script: list[Any] = [TextDelta("all "), TextDelta("of it"), Finish("stop")]
+    sink = SlowStart()
+    relay = Relay(job(), Scripted(script), [sink], settings=Settings(idle_timeout_seconds=0.3))
+    outcome = await asyncio.wait_for(relay.run(), 5)
+    assert outcome.error is None, outcome.error
+    assert sink.text() == "all of it" and sink.envelopes[-1]["finish_reason"] == "stop"
+
+
+async def test_the_idle_limit_counts_from_the_upstream_request_not_from_the_sinks() -> None:
+    # The provider is silent; the sinks take longer than the idle limit to start: the
+    # stream times out once, counted from the request, and still ends cleanly.
+    sink = SlowStart()
+    relay = Relay(job(), Scripted([30.0]), [sink], settings=Settings(idle_timeout_seconds=0.3))
+    started = asyncio.get_running_loop().time()
+    outcome = await asyncio.wait_for(relay.run(), 5)
+    assert outcome.error is not None and outcome.error.status == 504
+    assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_a_deadline_never_fires_while_events_wait_in_the_queue() -> None:
+    # A burst of events queued at once with a coalescing deadline long past.
+    script: list[Any] = [TextDelta(f"{i} ") for i in range(500)] + [Finish("stop")]
+    sink, outcome = await run(Scripted(script), job(flush_ms=1), idle_timeout_seconds=0.05)
+    assert outcome.error is None
+    assert sink.text() == "".join(f"{i} " for i in range(500))

@@ -222,11 +222,6 @@ async def test_read_error_mid_response_is_unreachable() -> None:
     assert isinstance(outcome, DeliveryUnreachable)
 
 
-@pytest.mark.xfail(
-    raises=ProtocolError,
-    strict=True,
-    reason="poster.post_blocking lets urllib3 errors raised while botocore reads the body escape",
-)
 def test_post_blocking_maps_a_read_error_mid_response() -> None:
     broken = canned(
         502,

@@ -90,7 +90,9 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = 0.5
     snapshot_interval_seconds: float = 1.0
     drain_timeout_seconds: float = 10.0
-    post_concurrency: int = 32
+    # How posts reach @connections: boto3 on its own threads, or the signed httpx client.
+    poster: Literal["boto3", "signed"] = "boto3"
+    post_concurrency: int = Field(default=32, ge=4, le=1024)
     post_max_retries: int = 5
     post_timeout_seconds: float = 3.0
     db_concurrency: int = 16

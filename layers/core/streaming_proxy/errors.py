@@ -170,15 +170,17 @@ class DeliveryUnreachable(DeliveryError):
 def delivery_error(status: int, error_code: str, connection_id: str) -> DeliveryError:
     """The one mapping from a `@connections` answer (HTTP status, AWS error code) to the tree."""
     where = f"post to connection {connection_id}"
+    # botocore names an error without a code after its status: say the status once.
+    answer = f"HTTP {status}" + (
+        f" {error_code}" if error_code and error_code != str(status) else ""
+    )
     if status == 410 or error_code == "GoneException":
         return ConnectionGone(f"connection {connection_id} is gone")
     if status == 429 or error_code in ("LimitExceededException", "TooManyRequestsException"):
-        return DeliveryThrottled(f"{where} throttled ({error_code or status})")
+        return DeliveryThrottled(f"{where} throttled ({answer})")
     if status >= 500:
-        return DeliveryServerError(f"{where} failed: HTTP {status} {error_code}".rstrip())
-    return DeliveryRejected(
-        f"{where} refused: HTTP {status} {error_code}".rstrip(), status=status if status else 502
-    )
+        return DeliveryServerError(f"{where} failed: {answer}", status=status)
+    return DeliveryRejected(f"{where} refused: {answer}", status=status if status else 502)
 
 
 def upstream_http_status(upstream_status: int | None) -> int:

@@ -76,22 +76,36 @@ class StreamService:
         self._retry = RetryPolicy(
             max_retries=settings.post_max_retries,
             post_timeout_seconds=settings.post_timeout_seconds,
+            slow_concurrency=max(1, settings.post_concurrency // 4),
         )
+        # Shared by every stream of the process: slow connections never hold more than this.
+        self._slow_gate = asyncio.Semaphore(self._retry.slow_concurrency)
         self._running: dict[str, Relay] = {}
         self._detached: set[asyncio.Task[StreamOutcome]] = set()
 
     @property
     def poster(self) -> Poster:
         if self._poster is None:
-            if not self.settings.ws_management_endpoint:
-                raise ProxyError("WS_MANAGEMENT_ENDPOINT is not configured")
-            client = aws.management_api(
-                self.settings.aws_region,
-                self.settings.ws_management_endpoint,
-                self.settings.post_timeout_seconds,
-            )
-            self._poster = BotoPoster(client, threads=self.settings.post_concurrency)
+            self._poster = self._make_poster()
         return self._poster
+
+    def _make_poster(self) -> Poster:
+        settings = self.settings
+        endpoint = settings.ws_management_endpoint
+        if not endpoint:
+            raise ProxyError("WS_MANAGEMENT_ENDPOINT is not configured")
+        if settings.poster == "signed":
+            from .channels.signed_poster import SignedPoster
+
+            timeout = settings.post_timeout_seconds
+            return SignedPoster(
+                endpoint,
+                settings.aws_region,
+                max_connections=settings.post_concurrency,
+                timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
+            )
+        client = aws.management_api(settings.aws_region, endpoint, settings.post_timeout_seconds)
+        return BotoPoster(client, threads=settings.post_concurrency)
 
     async def aclose(self) -> None:
         """Let detached relays finish (bounded), then release clients and threads."""
@@ -139,6 +153,7 @@ class StreamService:
                     retry=self._retry,
                     drain_seconds=self.settings.drain_timeout_seconds,
                     stats=stats.publish,
+                    slow_gate=self._slow_gate,
                 )
             )
         # Streams with channels are registered (stop, resume); the others are not.

@@ -124,6 +124,7 @@ class Lane:
         self.connection_id = connection_id
         self.channel = channel
         self.failed = False  # at least one message could not be delivered
+        self.slow = False  # its last post got no answer in time: it waits in the slow gate
         self._stats = stats
         self.in_flight: Outgoing | None = None
         self._deliver = deliver

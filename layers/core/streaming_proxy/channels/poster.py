@@ -11,13 +11,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import DeliveryUnreachable, delivery_error
 
@@ -44,12 +39,9 @@ def post_blocking(client: ApiGatewayManagementApiClient, connection_id: str, dat
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         raise delivery_error(status, code, connection_id) from e
-    except (
-        ConnectTimeoutError,
-        ReadTimeoutError,
-        EndpointConnectionError,
-        ConnectionClosedError,
-    ) as e:
+    except (BotoCoreError, Urllib3Error, OSError) as e:
+        # Every way of getting no (whole) answer: timeouts, refused or reset connections, TLS,
+        # and urllib3 errors raised while botocore reads the body (it does not wrap those).
         raise DeliveryUnreachable(
             f"post to connection {connection_id} got no answer: {type(e).__name__}"
         ) from e

@@ -10,6 +10,11 @@ that joins mid-stream first gets a catch-up snapshot of exactly the text so far.
 still cannot be delivered (retries exhausted, or still queued when the drain time is up)
 is counted in `dropped` (seqs) and `failed` (connections) and logged; a connection that
 is gone (410) is counted in `gone` and its rows are deleted.
+
+One slow connection must not slow the others: a connection whose post got no answer in
+time (a browser that does not read, a dying network) is marked slow, and slow connections
+share a small gate (a quarter of the post concurrency) until one of their posts succeeds
+again, so they can never hold every thread or pooled connection the healthy ones need.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class RetryPolicy:
     base_seconds: float = 0.05
     max_seconds: float = 1.0
     post_timeout_seconds: float = 3.0
+    # How many posts to connections marked slow may be in flight at once, per process.
+    slow_concurrency: int = 8
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.max_seconds, self.base_seconds * 2**attempt)
@@ -65,6 +72,7 @@ class ChannelPublisher:
         retry: RetryPolicy | None = None,
         drain_seconds: float = 10.0,
         stats: PublishStats | None = None,
+        slow_gate: asyncio.Semaphore | None = None,
     ) -> None:
         self._store = store
         self._poster = poster
@@ -79,6 +87,7 @@ class ChannelPublisher:
         self._lanes: dict[str, Lane] = {}
         self._retired: set[Lane] = set()  # left the channels: delivering what they hold
         self._gone: set[str] = set()
+        self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         # What a connection joining mid-stream needs to catch up: the text sent so far.
@@ -188,8 +197,8 @@ class ChannelPublisher:
         retry = self._retry
         for attempt in range(retry.max_retries + 1):
             try:
-                async with asyncio.timeout(retry.post_timeout_seconds + 1):
-                    await self._poster.post(lane.connection_id, data)
+                await self._post(lane, data)
+                lane.slow = False
                 self.stats.posts += 1
                 return True
             except ConnectionGone:
@@ -197,6 +206,7 @@ class ChannelPublisher:
                 return False
             except (DeliveryError, TimeoutError) as e:
                 error = e if isinstance(e, DeliveryError) else DeliveryUnreachable("post timed out")
+                lane.slow = lane.slow or isinstance(error, DeliveryUnreachable)
                 if not error.retryable or attempt == retry.max_retries:
                     self._count_failure(lane, message.covers, error.message)
                     return True  # the next message may get through; the browser resumes
@@ -207,6 +217,16 @@ class ChannelPublisher:
                 self._count_failure(lane, message.covers, type(e).__name__)
                 return True
         return True
+
+    async def _post(self, lane: Lane, data: bytes) -> None:
+        # The poster bounds each post too; this net also covers a poster that does not.
+        limit = self._retry.post_timeout_seconds + 1
+        if lane.slow:
+            async with self._slow_gate, asyncio.timeout(limit):
+                await self._poster.post(lane.connection_id, data)
+        else:
+            async with asyncio.timeout(limit):
+                await self._poster.post(lane.connection_id, data)
 
     def _count_failure(self, lane: Lane, seqs: int, why: str) -> None:
         self.stats.dropped += seqs

@@ -1,0 +1,180 @@
+"""Two apps, the same channel names, every route and every WebSocket action: nothing crosses.
+
+App A is the dev app, app B the rival (tests/conftest.py). Both use channel `shared`, and B
+knows A's tab id. Whatever B does, A's browsers hear nothing from B and B's browsers hear
+nothing of A; B can neither stop, resume, answer tools for, nor read A's streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.conftest import RIVAL_APP, RIVAL_KEY, Stack
+from tests.delivery import assert_complete
+from tests.wsclient import Subscriber
+
+TEXT = "only app A may read this sentence, word by word"
+
+
+def stream_body(route: str, channels: list[str], text: str = TEXT, delay: int = 5) -> Any:
+    args = {"text": text, "delayMs": delay}
+    messages = [{"role": "user", "content": "x"}]
+    if route == "/v1/chat/completions":
+        return {
+            "model": "mock/echo",
+            "messages": messages,
+            "stream": True,
+            "channels": channels,
+            "actionName": "onLlm",
+            "providerArgs": args,
+        }
+    return {
+        "channels": channels,
+        "actionName": "onLlm",
+        "payload": {"provider": "mock", "messages": messages, "providerArgs": args},
+    }
+
+
+async def start(stack: Stack, route: str, channels: list[str], key: str, **kw: Any) -> str:
+    """Start a stream; return its id (from the ack, or the SSE answer's header)."""
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        r = await client.post(
+            route, json=stream_body(route, channels, **kw), headers={"x-api-key": key}
+        )
+    assert r.status_code == 200, r.text
+    return str(r.headers.get("x-stream-id") or r.json()["streamId"])
+
+
+async def open_pair(stack: Stack, channel: str) -> tuple[Subscriber, Subscriber]:
+    a = await Subscriber.open(stack.ws, stack.token(channel))
+    b = await Subscriber.open(stack.ws, stack.token(channel, api_key=RIVAL_KEY))
+    return a, b
+
+
+@pytest.mark.parametrize("route", ["/llm/query", "/stream/create", "/v1/chat/completions"])
+async def test_a_stream_on_a_shared_channel_name_reaches_its_own_app_only(
+    stack: Stack, route: str
+) -> None:
+    a, b = await open_pair(stack, "shared")
+    try:
+        from_a = await start(stack, route, ["shared"], stack.api_key)
+        from_b = await start(stack, route, ["shared"], RIVAL_KEY, text="app B speaking")
+        assert_complete(await a.stream(from_a), TEXT)
+        assert_complete(await b.stream(from_b), "app B speaking")
+        await asyncio.sleep(0.3)
+        assert b.of(from_a) == [] and a.of(from_b) == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_another_app_cannot_publish_into_a_tabs_private_channel(stack: Stack) -> None:
+    a, b = await open_pair(stack, "lobby")
+    try:
+        tab = f"tab|{await a.connection_id()}"
+        intruder = await start(stack, "/llm/query", [tab], RIVAL_KEY, text="hello from B")
+        own = await start(stack, "/llm/query", [tab], stack.api_key, text="hello from A")
+        assert_complete(await a.stream(own), "hello from A")  # the backend's own tab works
+        await asyncio.sleep(0.3)
+        assert a.of(intruder) == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_stop_and_resume_of_another_apps_stream_do_not_exist(stack: Stack) -> None:
+    a, b = await open_pair(stack, "shared-stop")
+    try:
+        sid = await start(stack, "/llm/query", ["shared-stop"], stack.api_key, delay=40)
+        await a.wait_for(lambda m: m.get("streamId") == sid and m.get("type") == "delta")
+        async with httpx.AsyncClient(base_url=stack.http, timeout=10) as client:
+            http_stop = await client.post(
+                "/llm/query/stop", json={"streamId": sid}, headers={"x-api-key": RIVAL_KEY}
+            )
+        assert http_stop.json()["status"] == "not_found"
+        for action in ("stop", "resume"):
+            await b.send({"action": action, "streamId": sid, "afterSeq": -1})
+            reply = await b.wait_for(
+                lambda m, act=action: m.get("streamId") == sid and "seq" not in m
+            )
+            assert reply == {"type": "not_found", "streamId": sid}, action
+            b.messages.clear()
+        messages = await a.stream(sid, within=30)
+        assert_complete(messages, TEXT)
+        assert messages[-1]["finish_reason"] == "stop"  # never stopped by app B
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_tool_answers_are_stored_per_app(stack: Stack) -> None:
+    a, b = await open_pair(stack, "shared-tools")
+    try:
+        for sub, message in ((b, "from B"), (a, "from A")):
+            await sub.send(
+                {
+                    "action": "llmToolCallResponse",
+                    "toolCallId": "call_same_id",
+                    "success": True,
+                    "message": message,
+                }
+            )
+            await sub.wait_for(lambda m: m.get("type") == "ack")
+        db = boto3.client(
+            "dynamodb",
+            endpoint_url=stack.dynamodb,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+        def answer(app: str) -> str:
+            key = {"pk": {"S": f"TOOL#{app}#call_same_id"}, "sk": {"S": "META"}}
+            return str(db.get_item(TableName=stack.table, Key=key)["Item"]["response"]["S"])
+
+        # B answering first did not take A's answer: each app has its own.
+        assert "from A" in answer(stack.app_id) and "from B" in answer(RIVAL_APP)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_no_subscribe_reaches_another_connections_private_channel(stack: Stack) -> None:
+    a, b = await open_pair(stack, "shared-sub")
+    try:
+        tab_a = f"tab|{await a.connection_id()}"
+        tab_b = f"tab|{await b.connection_id()}"
+        await b.send({"action": "subscribe", "channel": tab_a, "token": stack.token("x")})
+        refused = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
+        assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
+        b.messages.clear()
+        await b.send({"action": "subscribe", "channel": tab_b})  # its own: already in it
+        own = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
+        assert own == {"type": "subscribed", "channel": tab_b}
+        b.messages.clear()
+        # A token of app A on a connection of app B is refused, channel names alike.
+        await b.send({"action": "subscribe", "channel": "team", "token": stack.token("team")})
+        foreign = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
+        assert foreign["type"] == "error" and foreign["error"]["code"] == "forbidden"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_token_cannot_name_a_private_channel_even_when_signed_by_the_app(
+    stack: Stack,
+) -> None:
+    import jwt
+
+    forged = jwt.encode(
+        {"app": RIVAL_APP, "channels": ["tab|AnyConnection="], "exp": 2_000_000_000},
+        "rival-token-secret-not-for-production",
+        algorithm="HS256",
+    )
+    with pytest.raises(Exception, match="403"):
+        await Subscriber.open(stack.ws, forged)
