@@ -221,12 +221,16 @@ async function send() {
   }
 }
 
+// A stop that reaches an ended stream changes nothing; the proxy says how it had ended.
+const ENDED = new Set(["done", "failed", "cancelled"]);
+
 async function stop() {
   if (!current) return;
   $("stop").disabled = true;
   try {
-    const result = await client.stop(current);
-    if (result === "not_found") notice("That stream is unknown to the proxy.", "warn");
+    const { status, streamStatus } = await client.stop(current);
+    if (status === "not_found") notice("That stream is unknown to the proxy.", "warn");
+    else if (ENDED.has(streamStatus)) notice(`That stream had already ended (${streamStatus}).`);
   } catch (error) {
     notice(`Stop failed: ${error.message}`, "error");
     $("stop").disabled = false;

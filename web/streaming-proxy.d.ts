@@ -28,7 +28,10 @@ export interface StreamEvent {
   actionName: string;
   channel: string;
   streamId: string;
+  /** the last seq this message covers */
   seq: number;
+  /** on a merged `delta` or `thinking` only: the first seq it covers (`content` holds them all) */
+  firstSeq?: number;
   type: "threadInfo" | "delta" | "thinking" | "function_call" | "llmToolCall" | "error" | "end" | string;
   content?: any;
   finish_reason?: FinishReason;
@@ -37,9 +40,15 @@ export interface StreamEvent {
   toolCallId?: string;
   toolName?: string;
   arguments?: unknown;
+  /** on the one `end` the client makes from a final snapshot (the live `end` was not seen) */
+  fromSnapshot?: true;
 }
 
-/** A `resume` answer after its parts are joined: all text up to `seq`. */
+/**
+ * All text up to `seq`, after its parts are joined: the answer to a resume (the client's own,
+ * or after a reconnect) or pushed when this connection joined a channel mid-stream.
+ * A handler REPLACES its text with `content`.
+ */
 export interface SnapshotEvent {
   type: "snapshot";
   actionName: string;
@@ -50,6 +59,8 @@ export interface SnapshotEvent {
   status: "pending" | "streaming" | "done" | "failed" | "cancelled";
   finish_reason?: FinishReason;
   usage?: Usage;
+  /** the answer passed ~300 KB: `content` is its tail */
+  truncated?: boolean;
 }
 
 /** The assembled state of one stream. Owned by the client: read it, never write it. */
@@ -70,8 +81,9 @@ export interface StreamState {
   readonly threadInfo: Record<string, string> | null;
   /** the last contiguous seq applied */
   readonly lastSeq: number;
-  /** messages received for this stream, duplicates included */
+  /** envelopes received for this stream (a merged one counts once; snapshots do not count) */
   readonly messages: number;
+  /** envelopes dropped because everything they cover was already held (or the stream had ended) */
   readonly duplicates: number;
   /** resume requests sent for this stream */
   readonly resumes: number;
@@ -96,10 +108,22 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   /** wait before asking resume again while a gap remains (default 1 s) */
   resumeRetryMs?: number;
+  /**
+   * a stream that has not ended and received nothing for this long asks resume, and again every
+   * `stallMs` while nothing arrives; recovers a lost `end` (default 15 s; 0 turns it off)
+   */
+  stallMs?: number;
   /** ping interval that keeps an idle connection open (default 5 min) */
   keepaliveMs?: number;
   /** a WebSocket implementation (default: globalThis.WebSocket) */
   WebSocket?: typeof WebSocket;
+}
+
+/** What `stop` resolves: the proxy's answer and the stream's state when the stop arrived. */
+export interface StopResult {
+  status: "stopped" | "not_found";
+  /** "pending" | "streaming" | "done" | "failed" | "cancelled"; null with not_found */
+  streamStatus: string | null;
 }
 
 export type ActionHandler = (event: StreamEvent | SnapshotEvent, stream: StreamState) => void;
@@ -110,14 +134,17 @@ export declare class StreamingClient {
   /** this connection's id (from the first pong), null while disconnected */
   readonly connectionId: string | null;
   readonly streams: ReadonlyMap<string, StreamState>;
-  /** every event of streams sent with `actionName` ("*": all), in seq order; returns an unsubscribe */
+  /**
+   * every event of streams sent with `actionName` ("*": all), in seq order, once; `snapshot`
+   * events replace the text, and exactly one `end` comes per stream; returns an unsubscribe
+   */
   on(actionName: string, handler: ActionHandler): () => void;
   /** a stream's state changed; called at most once per animation frame per stream */
   onStream(handler: (stream: StreamState) => void): () => void;
   stream(streamId: string): StreamState | undefined;
   /** follow a stream known by id (e.g. kept across a page reload) */
   resume(streamId: string, hint?: { actionName?: string; channel?: string }): StreamState;
-  stop(streamId: string): Promise<"stopped" | "not_found">;
+  stop(streamId: string): Promise<StopResult>;
   subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
   unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
   llmToolCallResponse(response: { toolCallId: string; success: boolean; message: string; data?: unknown }): Promise<{ type: "ack"; toolCallId: string }>;

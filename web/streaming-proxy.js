@@ -1,5 +1,6 @@
 // streaming-proxy browser client: one WebSocket, named-action dispatch, ordered
-// per-stream assembly with resume on gaps, automatic reconnects. No dependencies.
+// per-stream assembly (merged messages, snapshots, resume on gaps and stalls, one `end`),
+// automatic reconnects. No dependencies.
 //
 //   import { connect } from "./streaming-proxy.js";
 //   const client = connect({ url: "wss://ws.example.com", token: () => fetchToken() });
@@ -12,11 +13,14 @@ const DEFAULTS = {
   reconnect: { baseMs: 250, maxMs: 10_000 },
   requestTimeoutMs: 10_000,
   resumeRetryMs: 1_000,
+  stallMs: 15_000,
   keepaliveMs: 300_000,
   stableMs: 2_000,
 };
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
+// What a final snapshot that carries no finish_reason most likely ended with.
+const FINISH_OF_SNAPSHOT = { done: "stop", failed: "error", cancelled: "cancelled" };
 // Replies that belong to one request; `key` picks the request they answer.
 const REPLY_KIND = {
   pong: "ping",
@@ -39,6 +43,12 @@ function statusFromSnapshot(status) {
   if (status === "failed") return "error";
   if (status === "cancelled") return "cancelled";
   return "streaming";
+}
+
+/** The first seq a message covers: a merged delta or thinking says so with `firstSeq`. */
+function firstSeqOf(message) {
+  const first = message.firstSeq;
+  return Number.isInteger(first) && first <= message.seq ? first : message.seq;
 }
 
 function statusFromFinish(reason, hasError) {
@@ -70,11 +80,15 @@ function newStream(streamId, actionName, channel) {
     ttftMs: null,
     endedAt: null,
     // Internal bookkeeping (not part of the documented state).
-    _buffer: new Map(),
+    _buffer: new Map(), // first seq covered -> message that arrived early
+    _highestSeq: -1, // the highest seq any message said exists: above lastSeq means a gap
+    _ended: false, // an `end` (live or from a final snapshot) went to the handlers
     _resumeTimer: null,
     _resumeInFlight: false,
     _resumeSentAt: 0,
-    _parts: null,
+    _parts: new Map(), // "seq/parts" -> (part -> content) of split snapshots being joined
+    _heardAt: now(),
+    _stallTimer: null,
   };
 }
 
@@ -132,13 +146,17 @@ export class StreamingClient {
       stream = newStream(streamId, actionName, channel);
       this.streams.set(streamId, stream);
     }
+    this._heard(stream);
     this._askResume(stream);
     return stream;
   }
 
-  /** Stop a stream on one of this connection's channels: resolves "stopped" or "not_found". */
+  /** Stop a stream on one of this connection's channels: resolves {status, streamStatus}. */
   stop(streamId) {
-    return this._request({ action: "stop", streamId }, "stop", streamId).then((r) => r.type);
+    return this._request({ action: "stop", streamId }, "stop", streamId).then((reply) => ({
+      status: reply.type, // "stopped" | "not_found"
+      streamStatus: reply.streamStatus ?? null, // its state when the stop arrived
+    }));
   }
 
   /** Join one more channel; it is joined again after every reconnect. */
@@ -177,7 +195,7 @@ export class StreamingClient {
     this._closed = true;
     for (const timer of this._timers.values()) clearTimeout(timer);
     this._timers.clear();
-    for (const stream of this.streams.values()) clearTimeout(stream._resumeTimer);
+    for (const stream of this.streams.values()) this._clearStreamTimers(stream);
     for (const request of [...this._pending]) this._settle(request, new Error("client closed"));
     if (this._socket) this._socket.close(1000, "client closed");
     this._setStatus("closed");
@@ -235,7 +253,7 @@ export class StreamingClient {
     }
     for (const channel of this._left) this._send({ action: "unsubscribe", channel }, "unsubscribe", channel);
     for (const stream of this.streams.values()) {
-      if (!TERMINAL.has(stream.status)) {
+      if (!this._settled(stream)) {
         stream._resumeInFlight = false;
         this._askResume(stream);
       }
@@ -391,31 +409,46 @@ export class StreamingClient {
   _onEnvelope(message) {
     const stream = this._streamFor(message);
     stream.messages += 1;
-    if (message.seq <= stream.lastSeq || stream._buffer.has(message.seq)) {
+    this._heard(stream);
+    const first = firstSeqOf(message);
+    stream._highestSeq = Math.max(stream._highestSeq, message.seq);
+    const held = stream._buffer.get(first);
+    if (stream._ended || message.seq <= stream.lastSeq || (held && held.seq >= message.seq)) {
       stream.duplicates += 1;
       return;
     }
-    if (message.seq === stream.lastSeq + 1) {
+    if (first === stream.lastSeq + 1) {
       this._apply(stream, message);
       this._drain(stream);
+    } else if (first > stream.lastSeq + 1) {
+      if (held) stream.duplicates += 1; // a wider copy of the same start replaces the held one
+      stream._buffer.set(first, message);
+      this._askResume(stream);
     } else {
-      stream._buffer.set(message.seq, message);
+      // Partly held already (first <= lastSeq < seq): merged text cannot be cut at a seq, so
+      // hold nothing; a snapshot reaching `seq` brings the rest (the gap keeps resume asking).
       this._askResume(stream);
     }
     this._touch(stream);
   }
 
   _drain(stream) {
-    while (stream._buffer.has(stream.lastSeq + 1)) {
-      const next = stream._buffer.get(stream.lastSeq + 1);
-      stream._buffer.delete(next.seq);
+    for (let next = stream._buffer.get(stream.lastSeq + 1); next; next = stream._buffer.get(stream.lastSeq + 1)) {
+      stream._buffer.delete(stream.lastSeq + 1);
       this._apply(stream, next);
     }
-    for (const seq of stream._buffer.keys()) if (seq <= stream.lastSeq) stream._buffer.delete(seq);
+    // Anything left starting at or below lastSeq is known already or overlaps it partly; neither
+    // can be applied now. A partial overlap leaves `_highestSeq` above lastSeq, so resume goes on.
+    for (const first of stream._buffer.keys()) if (first <= stream.lastSeq) stream._buffer.delete(first);
   }
 
   _apply(stream, message) {
     stream.lastSeq = message.seq;
+    this._applyEvent(stream, message);
+  }
+
+  /** Fold one event into the stream's state, then hand it to the action handlers. */
+  _applyEvent(stream, message) {
     switch (message.type) {
       case "delta":
         stream.text += message.content ?? "";
@@ -457,9 +490,22 @@ export class StreamingClient {
     stream.usage = usage;
     stream.status = statusFromFinish(finishReason, stream.error !== null);
     stream.endedAt ??= now();
+    stream._ended = true;
     stream._buffer.clear();
+    stream._parts.clear();
+    this._clearStreamTimers(stream);
+  }
+
+  /** Ended, or given up on (its resume found no such stream): nothing more is asked for it. */
+  _settled(stream) {
+    return stream._ended || TERMINAL.has(stream.status);
+  }
+
+  _clearStreamTimers(stream) {
     clearTimeout(stream._resumeTimer);
     stream._resumeTimer = null;
+    clearTimeout(stream._stallTimer);
+    stream._stallTimer = null;
   }
 
   _dispatch(stream, event) {
@@ -474,11 +520,18 @@ export class StreamingClient {
     }
   }
 
-  _askResume(stream) {
-    if (stream._resumeTimer || TERMINAL.has(stream.status)) return;
-    // A resume whose reply never came does not block the next one forever.
-    const waiting = stream._resumeInFlight && now() - stream._resumeSentAt < this._options.requestTimeoutMs;
+  _askResume(stream, { stalled = false } = {}) {
+    if (stream._resumeTimer || this._settled(stream)) return;
+    // A resume whose reply never came does not block the next one forever; after a stall
+    // (nothing at all for stallMs) it is taken for lost at once.
+    const waiting =
+      stream._resumeInFlight && !stalled && now() - stream._resumeSentAt < this._options.requestTimeoutMs;
     if (waiting || this._socket?.readyState !== 1) return; // asked again on open
+    if (stream._resumeInFlight) {
+      // Forget the lost one, so it does not stand at the head of the queue that matches replies.
+      const lost = this._sent.findIndex((s) => s.kind === "resume" && s.key === stream.streamId);
+      if (lost >= 0) this._sent.splice(lost, 1);
+    }
     stream._resumeInFlight = true;
     stream._resumeSentAt = now();
     stream.resumes += 1;
@@ -494,58 +547,132 @@ export class StreamingClient {
   }
 
   _hasGap(stream) {
-    return stream._buffer.size > 0 && !TERMINAL.has(stream.status);
+    return stream._highestSeq > stream.lastSeq && !this._settled(stream);
   }
 
   _failResume(stream, error) {
     stream._resumeInFlight = false;
-    stream._parts = null;
-    if (stream.lastSeq >= 0 && stream._buffer.size === 0) return; // live messages carry on
+    stream._parts.clear();
+    if (stream.lastSeq >= 0 && !this._hasGap(stream)) return; // live messages carry on
     stream.error = error;
     stream.status = "error";
     stream.endedAt ??= now();
+    this._clearStreamTimers(stream);
     this._touch(stream);
   }
+
+  // ---- stall watch --------------------------------------------------------------------
+
+  /** Something arrived for the stream: its stall clock starts again. */
+  _heard(stream) {
+    stream._heardAt = now();
+    this._watchStall(stream, this._options.stallMs);
+  }
+
+  // One timer per stream, not re-armed per message (there can be hundreds a second): when it
+  // fires it looks at how long the stream has been quiet and either asks resume or waits on.
+  // Asking recovers an `end` (or anything else) that was lost without leaving a gap to see.
+  _watchStall(stream, ms) {
+    const { stallMs } = this._options;
+    if (stream._stallTimer || !(stallMs > 0) || this._closed || this._settled(stream)) return;
+    stream._stallTimer = setTimeout(() => {
+      stream._stallTimer = null;
+      if (this._closed || this._settled(stream)) return;
+      const quiet = now() - stream._heardAt;
+      if (quiet >= stallMs) this._askResume(stream, { stalled: true });
+      this._watchStall(stream, quiet >= stallMs ? stallMs : stallMs - quiet);
+    }, ms);
+  }
+
+  // ---- snapshots ----------------------------------------------------------------------
 
   _onSnapshotPart(message) {
     const stream = this._streamFor(message);
-    if (message.parts > 1) {
-      if (!stream._parts || stream._parts.count !== message.parts || stream._parts.seq !== message.seq) {
-        stream._parts = { count: message.parts, seq: message.seq, pieces: new Map() };
-      }
-      stream._parts.pieces.set(message.part, message.content ?? "");
-      if (stream._parts.pieces.size < message.parts) return;
-      const pieces = stream._parts.pieces;
-      const content = Array.from({ length: message.parts }, (_, i) => pieces.get(i) ?? "").join("");
-      stream._parts = null;
-      message = { ...message, content };
-      delete message.part;
-      delete message.parts;
+    this._heard(stream);
+    const snapshot = this._joinParts(stream, message);
+    if (!snapshot) return;
+    // Replies come in request order, so a snapshot answers our resume only while that resume is
+    // the oldest request waiting. Any other snapshot was pushed (this connection joined a channel
+    // mid-stream) and leaves the resume in flight, and the reply queue, as they are.
+    const head = this._sent[0];
+    if (head?.kind === "resume" && head.key === stream.streamId) {
+      this._sent.shift();
+      stream._resumeInFlight = false;
     }
-    const at = this._sent.findIndex((s) => s.kind === "resume" && s.key === message.streamId);
-    if (at >= 0) this._sent.splice(at, 1);
-    stream._resumeInFlight = false;
-    this._applySnapshot(stream, message);
+    this._applySnapshot(stream, snapshot);
+  }
+
+  /** The whole snapshot once all its parts are in, else null. */
+  _joinParts(stream, message) {
+    if (!(message.parts > 1)) return message;
+    const key = `${message.seq}/${message.parts}`;
+    let pieces = stream._parts.get(key);
+    // A part seen twice means another copy of this snapshot (pushed, then the resume reply) has
+    // begun: start over rather than mix two copies that may be cut at different places.
+    if (!pieces || pieces.has(message.part)) {
+      pieces = new Map();
+      stream._parts.set(key, pieces);
+    }
+    pieces.set(message.part, message.content ?? "");
+    if (pieces.size < message.parts) return null;
+    stream._parts.delete(key);
+    const { part, parts, ...whole } = message;
+    return { ...whole, content: Array.from({ length: parts }, (_, i) => pieces.get(i) ?? "").join("") };
   }
 
   _applySnapshot(stream, snapshot) {
-    if (snapshot.seq >= stream.lastSeq && snapshot.seq >= 0) {
+    const status = statusFromSnapshot(snapshot.status);
+    const final = status !== "streaming";
+    // Never rewind: a snapshot older than what is held (the stored one lags up to a second), or
+    // one after `end`, brings nothing. A final one at exactly the seq held still ends the stream.
+    const advances = snapshot.seq > stream.lastSeq || (final && snapshot.seq === stream.lastSeq);
+    if (!stream._ended && advances) {
+      this._applyCovered(stream, snapshot.seq);
       stream.text = snapshot.content ?? "";
       stream.lastSeq = snapshot.seq;
       this._markFirstToken(stream);
-      const status = statusFromSnapshot(snapshot.status);
       this._dispatch(stream, snapshot);
-      if (status !== "streaming") {
-        if (status === "error" && !stream.error) stream.error = { message: "stream failed" };
-        this._finish(stream, snapshot.finish_reason ?? null, snapshot.usage ?? null);
-        stream.status = status;
-      } else {
-        this._drain(stream);
-      }
+      if (final) this._endFromSnapshot(stream, snapshot, status);
     }
-    // The stored snapshot is written about once a second: a gap may remain for a moment.
-    if (this._hasGap(stream)) this._retryResume(stream);
+    if (!stream._ended) {
+      this._drain(stream);
+      // The stored snapshot is written about once a second: a gap may remain for a moment.
+      if (this._hasGap(stream)) this._retryResume(stream);
+    }
     this._touch(stream);
+  }
+
+  /**
+   * Held messages a snapshot up to `seq` covers. Their text is in the snapshot, but what it does
+   * not restore (a tool call to run, an error, thinking, function_call) would be lost if they were
+   * dropped, so those reach the handlers first, in seq order. A covered `end` is dropped: a
+   * snapshot covering it is final and ends the stream itself.
+   */
+  _applyCovered(stream, seq) {
+    const covered = [...stream._buffer].filter(([, m]) => m.seq <= seq).sort(([a], [b]) => a - b);
+    for (const [first, message] of covered) {
+      stream._buffer.delete(first);
+      if (message.type !== "delta" && message.type !== "end") this._applyEvent(stream, message);
+    }
+  }
+
+  /** A final snapshot ended the stream: handlers get the one `end` they would have had live. */
+  _endFromSnapshot(stream, snapshot, status) {
+    const finishReason = snapshot.finish_reason ?? FINISH_OF_SNAPSHOT[snapshot.status];
+    const usage = snapshot.usage ?? null;
+    if (status === "error" && !stream.error) stream.error = { message: "stream failed" };
+    this._finish(stream, finishReason, usage);
+    stream.status = status;
+    this._dispatch(stream, {
+      type: "end",
+      actionName: snapshot.actionName ?? stream.actionName,
+      channel: snapshot.channel ?? stream.channel,
+      streamId: stream.streamId,
+      seq: snapshot.seq,
+      finish_reason: finishReason,
+      usage,
+      fromSnapshot: true,
+    });
   }
 
   // ---- render batching ----------------------------------------------------------------
