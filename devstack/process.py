@@ -92,8 +92,14 @@ class StackProcess:
 def start_stack(
     log_dir: Path, extra_env: dict[str, str] | None = None, *, timeout: float = 60.0
 ) -> StackProcess:
-    """Start the stack with INFO logs and no provider keys from the caller's shell."""
-    ports = {"http": free_port(), "ws": free_port(), "db": free_port()}
+    """Start the stack with INFO logs and no provider keys from the caller's shell; ports are
+    free ones unless `extra_env` names them (DEV_HTTP_PORT, DEV_WS_PORT, DEV_DYNAMODB_PORT)."""
+    extra = extra_env or {}
+    ports = {
+        "http": int(extra.get("DEV_HTTP_PORT") or free_port()),
+        "ws": int(extra.get("DEV_WS_PORT") or free_port()),
+        "db": int(extra.get("DEV_DYNAMODB_PORT") or free_port()),
+    }
     env = {
         **os.environ,
         "DEV_HTTP_PORT": str(ports["http"]),
@@ -103,7 +109,7 @@ def start_stack(
         "OPENAI_API_KEY": "",
         "ANTHROPIC_API_KEY": "",
         "GEMINI_API_KEY": "",
-        **(extra_env or {}),
+        **extra,
     }
     log_path = log_dir / "devstack.log"
     with log_path.open("wb") as log:

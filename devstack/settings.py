@@ -26,6 +26,10 @@ class DevSettings(BaseSettings):
     log_level: str = "WARNING"
     # More apps beside the dev one, as APPS would hold them (tests run two apps side by side).
     extra_apps: str = "{}"
+    # Where the product reaches DynamoDB and @connections (default: the embedded ones);
+    # chaos tests put a fault-injecting proxy there.
+    product_dynamodb_url: str | None = None
+    product_management_url: str | None = None
 
     def apps_json(self) -> str:
         """The APPS value: the dev app (only its key's digest, never the key) and the extras."""
@@ -43,8 +47,10 @@ class DevSettings(BaseSettings):
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "TABLE_NAME": self.table_name,
-            "DYNAMODB_ENDPOINT_URL": f"http://{self.host}:{self.dynamodb_port}",
-            "WS_MANAGEMENT_ENDPOINT": f"http://{self.host}:{self.ws_port}/{self.stage}",
+            "DYNAMODB_ENDPOINT_URL": self.product_dynamodb_url
+            or f"http://{self.host}:{self.dynamodb_port}",
+            "WS_MANAGEMENT_ENDPOINT": self.product_management_url
+            or f"http://{self.host}:{self.ws_port}/{self.stage}",
             "APPS": self.apps_json(),
             "DETACH_MODE": "task",
             "DEMO_ENABLED": "true",

@@ -591,11 +591,11 @@ export class StreamingClient {
     this._heard(stream);
     const snapshot = this._joinParts(stream, message);
     if (!snapshot) return;
-    // Replies come in request order, so a snapshot answers our resume only while that resume is
-    // the oldest request waiting. Any other snapshot was pushed (this connection joined a channel
-    // mid-stream) and leaves the resume in flight, and the reply queue, as they are.
+    // A pushed catch-up (this connection joined a channel mid-stream) says so with `catchUp` and
+    // answers no request. A resume answer is the reply to the oldest request waiting (replies
+    // come in request order); only then does it settle the resume in flight.
     const head = this._sent[0];
-    if (head?.kind === "resume" && head.key === stream.streamId) {
+    if (!snapshot.catchUp && head?.kind === "resume" && head.key === stream.streamId) {
       this._sent.shift();
       stream._resumeInFlight = false;
     }

@@ -200,7 +200,7 @@ def test_a_merged_message_before_its_predecessors_is_held_then_drained(proxy: Pr
 def test_a_partial_overlap_after_a_snapshot_asks_resume_until_the_text_is_exact(
     proxy: Proxy,
 ) -> None:
-    proxy.deliver(snapshot(3, "one two "))  # pushed: joined mid-stream
+    proxy.deliver(snapshot(3, "one two ", catchUp=True))  # pushed: joined mid-stream
     proxy.deliver(delta(5, "two three four ", first=2))  # covers 2..5: cannot be cut at 3
 
     assert proxy.kinds() == [("snapshot", 3)]
@@ -240,7 +240,8 @@ def test_duplicates_are_dropped_and_counted(proxy: Proxy) -> None:
 
 
 def test_a_pushed_catch_up_snapshot_then_live_messages_needs_no_resume(proxy: Proxy) -> None:
-    proxy.deliver(snapshot(4, "The sky is "), delta(5, "blue"), delta(6, "."), end(7))
+    proxy.deliver(snapshot(4, "The sky is ", catchUp=True), delta(5, "blue"), delta(6, "."))
+    proxy.deliver(end(7))
 
     assert proxy.kinds() == [("snapshot", 4), ("delta", 5), ("delta", 6), ("end", 7)]
     assert proxy.state()["text"] == proxy.handler_text() == "The sky is blue."
@@ -251,7 +252,7 @@ def test_a_pushed_catch_up_snapshot_then_live_messages_needs_no_resume(proxy: Pr
 def test_a_split_pushed_snapshot_is_joined_whatever_the_order_of_its_parts(
     proxy: Proxy,
 ) -> None:
-    first, second, third = split(snapshot(5, "a long answer, cut in three parts "), 3)
+    first, second, third = split(snapshot(5, "a long answer, cut in three parts ", catchUp=True), 3)
     proxy.deliver(second, third)
     assert proxy.events() == []
     proxy.deliver(first, delta(6, "and then live"), end(7))
@@ -268,7 +269,7 @@ def test_a_pushed_snapshot_leaves_the_resume_in_flight_alone(proxy: Proxy) -> No
         "id => { window.stopped = proxy.client.stop('st_other'); proxy.client.resume(id); }", STREAM
     )
     # The stop is the oldest request waiting, so this snapshot cannot be the resume's answer.
-    proxy.deliver(snapshot(2, "ab"), delta(4, "d"))
+    proxy.deliver(snapshot(2, "ab", catchUp=True), delta(4, "d"))
     assert len(proxy.sent("resume")) == 1  # the resume is still in flight: no second one
 
     proxy.deliver({"type": "stopped", "streamId": "st_other", "streamStatus": "streaming"})
@@ -433,6 +434,27 @@ def test_stop_resolves_the_status_and_the_stream_status(proxy: Proxy) -> None:
     ]
 
 
+def test_a_catch_up_snapshot_never_counts_as_the_answer_to_its_streams_resume(
+    proxy: Proxy,
+) -> None:
+    proxy.page.evaluate("id => proxy.client.resume(id)", STREAM)
+    # The resume of this very stream is the oldest request, but the marker says pushed.
+    proxy.deliver(snapshot(2, "ab", catchUp=True), delta(3, "c"))
+    proxy.deliver({"type": "pong", "id": "unrelated"})
+    proxy.deliver(snapshot(3, "abc"))  # the resume's answer settles it
+    proxy.deliver(delta(4, "d"), end(5))
+    assert proxy.state()["text"] == proxy.handler_text() == "abcd"
+    assert proxy.state()["resumes"] == 1
+    refused = proxy.page.evaluate(
+        """async () => {
+          const subscribed = proxy.client.subscribe("team-9", "t");
+          proxy.deliver({ type: "error", error: { message: "no", code: "forbidden" } });
+          return subscribed.then(() => "resolved", (e) => e.code);
+        }"""
+    )
+    assert refused == "forbidden"  # the reply queue is not out of step
+
+
 def test_after_a_reconnect_a_pushed_snapshot_and_the_resume_answer_both_apply_once(
     proxy: Proxy,
 ) -> None:
@@ -442,7 +464,8 @@ def test_after_a_reconnect_a_pushed_snapshot_and_the_resume_answer_both_apply_on
     assert proxy.sent("resume")[-1]["afterSeq"] == 1
 
     # The proxy pushes a catch-up snapshot on join; the resume's (older) answer follows it.
-    proxy.deliver(snapshot(3, "before during "), snapshot(2, "before "), delta(4, "after"), end(5))
+    pushed = snapshot(3, "before during ", catchUp=True)
+    proxy.deliver(pushed, snapshot(2, "before "), delta(4, "after"), end(5))
 
     assert proxy.kinds() == [
         ("threadInfo", 0),
@@ -518,7 +541,7 @@ def scenario(seed: int) -> dict[str, Any]:
     final = snap(n + 1)
     arrivals += split(final, rng.randint(2, 3)) if rng.random() < 0.3 else [final]
     if rng.random() < 0.4:
-        arrivals.append(snap(rng.randint(0, n)))  # pushed on a join
+        arrivals.append({**snap(rng.randint(0, n)), "catchUp": True})  # pushed on a join
     rng.shuffle(arrivals)
     lagging = sorted(rng.randint(-1, n + 1) for _ in range(rng.randint(0, 3)))
     answers = [[snap(seq)] for seq in lagging if seq >= 0] + [[final]]

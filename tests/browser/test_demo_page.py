@@ -170,9 +170,7 @@ def test_renders_are_batched_to_animation_frames(
             "channel": "browser-frames",
             "prompt": "x",
             "flushIntervalMs": 0,
-            # A token every 4 ms: several per frame, slow enough that the
-            # connection's lane keeps up and posts them one by one (it merges a backlog).
-            "providerArgs": {"text": text, "delayMs": 4},
+            "providerArgs": {"text": text, "delayMs": 2},
         },
         timeout=30,
     )
@@ -180,6 +178,7 @@ def test_renders_are_batched_to_animation_frames(
     page.wait_for_function("window.__probe.done", timeout=20_000)
     probe = page.evaluate("window.__probe")
     assert probe["text"] == text
-    assert probe["messages"] > 100  # no coalescing window: most deltas are their own message
+    # However many messages the lane made of it (it merges a backlog), renders never
+    # outnumber frames. Bursts of many messages per frame: test_client_protocol.py.
     assert probe["renders"] <= probe["frames"] + 1
-    assert probe["renders"] < probe["messages"] / 2
+    assert probe["renders"] <= probe["messages"]

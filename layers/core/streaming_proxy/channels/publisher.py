@@ -186,6 +186,7 @@ class ChannelPublisher:
             "seq": self._last["seq"],
             "type": "snapshot",
             "status": "streaming",
+            "catchUp": True,  # pushed, not the answer to a resume
         }
         return snapshot_messages(base, "".join(self._text))
 

@@ -1,0 +1,294 @@
+"""Chaos: faults injected between the relay and @connections, DynamoDB and the provider.
+
+For every fault, every live subscriber ends with the exact text, contiguous seq and one
+`end`, or what it missed is counted; and the counts in the stream's log line match what
+the fault-injecting proxy (tests/chaos) did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.process import StackProcess, free_port, start_stack
+from tests.chaos import (
+    ChaosProxy,
+    cut_after,
+    dynamodb_error,
+    gone,
+    hang,
+    reset,
+    server_error,
+    throttle,
+)
+from tests.conftest import FAKE_OPENAI_KEY
+from tests.delivery import assert_complete, covered, replay
+from tests.fake_llm import TEXT, FakeLlm
+from tests.wsclient import Subscriber
+
+POSTS = "/@connections/"
+WORDS = " ".join(f"word{i}" for i in range(60))
+
+
+@dataclass
+class Chaos:
+    stack: StackProcess
+    management: ChaosProxy
+    dynamodb: ChaosProxy
+    llm: ChaosProxy
+
+    def clear(self) -> None:
+        for proxy in (self.management, self.dynamodb, self.llm):
+            proxy.clear_rules()
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Chaos]:
+    ws, db = free_port(), free_port()
+    management = ChaosProxy(f"http://127.0.0.1:{ws}")
+    dynamodb = ChaosProxy(f"http://127.0.0.1:{db}")
+    llm = ChaosProxy(fake_llm.base_url)
+    for proxy in (management, dynamodb, llm):
+        proxy.start()
+    stack = start_stack(
+        tmp_path_factory.mktemp("chaos"),
+        {
+            "DEV_WS_PORT": str(ws),
+            "DEV_DYNAMODB_PORT": str(db),
+            "DEV_PRODUCT_MANAGEMENT_URL": f"{management.base_url}/dev",
+            "DEV_PRODUCT_DYNAMODB_URL": dynamodb.base_url,
+            "OPENAI_BASE_URL": llm.base_url,
+            "OPENAI_API_KEY": FAKE_OPENAI_KEY,
+            "POST_TIMEOUT_SECONDS": "0.5",
+            "POST_MAX_RETRIES": "6",
+            "DRAIN_TIMEOUT_SECONDS": "8",
+        },
+    )
+    try:
+        yield Chaos(stack, management, dynamodb, llm)
+    finally:
+        stack.stop()
+        for proxy in (management, dynamodb, llm):
+            proxy.stop()
+
+
+@pytest.fixture
+async def subscribers(
+    chaos: Chaos, request: pytest.FixtureRequest
+) -> AsyncIterator[list[Subscriber]]:
+    chaos.clear()
+    channel = f"chaos-{request.node.name[-40:]}".replace("[", "-").replace("]", "")
+    subs = [await Subscriber.open(chaos.stack.ws, chaos.stack.token(channel)) for _ in range(3)]
+    for sub in subs:
+        sub.channel = channel  # type: ignore[attr-defined]
+    try:
+        yield subs
+    finally:
+        chaos.clear()
+        for sub in subs:
+            await sub.close()
+
+
+async def start_stream(chaos: Chaos, channel: str, **args: Any) -> str:
+    body = {
+        "channels": [channel],
+        "actionName": "onChaos",
+        "options": {"flushIntervalMs": args.pop("flushIntervalMs", 0)},
+        "payload": {
+            "provider": "mock",
+            "messages": [{"role": "user", "content": "x"}],
+            "providerArgs": {"text": WORDS, "delayMs": 5, **args},
+        },
+    }
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
+    assert r.status_code == 200, r.text
+    return str(r.json()["streamId"])
+
+
+async def finished(chaos: Chaos, stream_id: str) -> dict[str, Any]:
+    """The stream's 'stream finished' log record (written once its lanes drained)."""
+    deadline = time.monotonic() + 30
+    while (record := chaos.stack.finished_record(stream_id)) is None:
+        assert time.monotonic() < deadline, f"no 'stream finished' record for {stream_id}"
+        await asyncio.sleep(0.05)
+    return record
+
+
+def posts_received(subs: list[Subscriber], stream_id: str) -> int:
+    return sum(len(sub.of(stream_id)) for sub in subs)
+
+
+@pytest.mark.parametrize(
+    ("fault", "schedule"),
+    [
+        (server_error(500), {"every": 3}),
+        (server_error(503), {"times": 10}),
+        (throttle(), {"every": 2}),
+        (reset(), {"every": 4}),
+    ],
+    ids=["500-every-3rd", "503-burst", "429-every-2nd", "reset-every-4th"],
+)
+async def test_transient_post_failures_are_retried_and_every_subscriber_ends_exact(
+    chaos: Chaos, subscribers: list[Subscriber], fault: Any, schedule: dict[str, int]
+) -> None:
+    rule = chaos.management.add_rule(fault, method="POST", path=POSTS, **schedule)
+    stream_id = await start_stream(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    for sub in subscribers:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    assert rule.fired > 0
+    assert record["retries"] == rule.fired
+    assert (record["post_failures"], record["dropped"], record["gone"]) == (0, 0, 0)
+    assert record["posts"] == posts_received(subscribers, stream_id)
+
+
+async def test_posts_that_hang_past_their_timeout_are_retried(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    rule = chaos.management.add_rule(hang(), method="POST", path=POSTS, times=3)
+    stream_id = await start_stream(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    for sub in subscribers:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    assert rule.fired == 3 and record["retries"] == 3
+    assert (record["post_failures"], record["dropped"]) == (0, 0)
+
+
+async def test_a_connection_that_is_gone_is_counted_and_the_others_end_exact(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    ghost = await subscribers[2].connection_id()
+    rule = chaos.management.add_rule(gone(), method="POST", path=ghost.replace("=", "%3D"))
+    stream_id = await start_stream(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    for sub in subscribers[:2]:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    assert rule.fired == 1 and record["gone"] == 1
+    assert (record["post_failures"], record["dropped"]) == (0, 0)
+    assert subscribers[2].of(stream_id) == []
+
+
+async def test_a_connection_that_keeps_failing_is_counted_seq_for_seq(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    broken = await subscribers[2].connection_id()
+    chaos.management.add_rule(
+        server_error(500), method="POST", path=broken.replace("=", "%3D"), after=4
+    )
+    stream_id = await start_stream(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    for sub in subscribers[:2]:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    end_seq = replay(subscribers[0].of(stream_id)).last_seq
+    missed = end_seq + 1 - len(covered(subscribers[2].of(stream_id)))
+    assert missed > 0
+    assert record["post_failures"] == 1 and record["dropped"] == missed
+
+
+async def test_dynamodb_faults_lose_no_text_and_the_final_record_lands(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    # Membership refreshes and progress snapshots fail for a while; botocore's own tries
+    # run out, the relay carries on with what it knows, and the final record is retried.
+    refresh = chaos.dynamodb.add_rule(
+        dynamodb_error("ProvisionedThroughputExceededException"),
+        operation="Query",
+        after=1,  # the membership read at start succeeds; the refreshes fail
+        times=12,
+    )
+    writes = chaos.dynamodb.add_rule(server_error(500), operation="UpdateItem", times=6)
+    # Long enough (2.4 s) for refreshes (1 s) and progress snapshots (1 s) to happen.
+    channel = subscribers[0].channel  # type: ignore[attr-defined]
+    stream_id = await start_stream(chaos, channel, delayMs=40)
+    for sub in subscribers:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    assert refresh.fired > 0 and writes.fired > 0
+    assert (record["post_failures"], record["dropped"]) == (0, 0)
+    chaos.clear()
+    await subscribers[0].send({"action": "resume", "streamId": stream_id})
+    snapshot = await subscribers[0].wait_for(lambda m: m.get("type") == "snapshot")
+    assert (snapshot["status"], snapshot["content"]) == ("done", WORDS)
+
+
+async def test_a_provider_cut_mid_frame_ends_every_subscriber_with_what_was_said(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    chaos.llm.add_rule(cut_after(700), path="/chat/completions", times=1)
+    body = {
+        "channels": [subscribers[0].channel],  # type: ignore[attr-defined]
+        "actionName": "onChaos",
+        "payload": {
+            "provider": "openai",
+            "model": "fake-slow",
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    }
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
+    assert r.status_code == 200, r.text
+    stream_id = r.json()["streamId"]
+    texts = set()
+    for sub in subscribers:
+        messages = await sub.stream(stream_id, within=30)
+        state = replay(messages)
+        assert state.ends == 1 and state.end is not None
+        assert state.end["finish_reason"] == "error" and "error" in state.types
+        assert TEXT.startswith(state.text[: len(TEXT)]) or state.text == ""
+        texts.add(state.text)
+    assert len(texts) == 1  # every subscriber got the same text
+    record = await finished(chaos, stream_id)
+    assert record["finish_reason"] == "error"
+    assert FAKE_OPENAI_KEY not in chaos.stack.logs()
+
+
+async def test_a_provider_reset_before_the_first_byte_is_the_callers_and_publishes_nothing(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    chaos.llm.add_rule(reset(), path="/chat/completions", times=1)
+    body = {
+        "channels": [subscribers[0].channel],  # type: ignore[attr-defined]
+        "actionName": "onChaos",
+        "payload": {
+            "provider": "openai",
+            "model": "fake-text",
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    }
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
+    assert r.status_code == 502 and time.monotonic() - started < 10
+    assert r.json()["error"]["code"] == "upstream_error"
+    await asyncio.sleep(0.5)
+    assert all(
+        not [m for m in sub.messages if m.get("actionName") == "onChaos"] for sub in subscribers
+    )
+    assert json.dumps(r.json()).find(FAKE_OPENAI_KEY) == -1
+
+
+async def test_membership_unreadable_at_start_is_a_503_to_the_caller_and_nothing_is_sent(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    rule = chaos.dynamodb.add_rule(server_error(500), operation="Query", times=30)
+    body = {
+        "channels": [subscribers[0].channel],  # type: ignore[attr-defined]
+        "actionName": "onChaos",
+        "payload": {"provider": "mock", "messages": [{"role": "user", "content": "x"}]},
+    }
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
+    assert rule.fired >= 3  # botocore's own tries, then the relay gives up
+    assert r.status_code == 503 and r.json()["error"]["code"] == "dependency_unavailable"
+    await asyncio.sleep(0.3)
+    assert all(
+        not [m for m in sub.messages if m.get("actionName") == "onChaos"] for sub in subscribers
+    )
