@@ -21,6 +21,7 @@ Stack = StackProcess
 # Fake provider keys the stack holds; tests check they never reach the logs.
 FAKE_OPENAI_KEY = "fake-openai-server-key-0123456789"
 FAKE_ANTHROPIC_KEY = "fake-anthropic-server-key-0123456789"
+FAKE_COMPAT_KEY = "fake-compat-endpoint-key-0123456789"
 # A second app beside the dev one, with the same channel names: nothing may cross.
 RIVAL_APP = "rival"
 RIVAL_KEY = "rival-app-key-for-isolation-tests"
@@ -46,7 +47,8 @@ def fake_llm() -> Iterator[FakeLlm]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Stack]:
     """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB),
-    with the openai and anthropic providers pointed at the fake upstream."""
+    with the openai and anthropic providers and a compatible endpoint `fakecompat` pointed
+    at the fake upstream, and a second app (RIVAL_APP) beside the dev one."""
     running = start_stack(
         tmp_path_factory.mktemp("stack"),
         {
@@ -55,6 +57,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
             "ANTHROPIC_BASE_URL": fake_llm.base_url,
             "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
             "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
+            "COMPAT_ENDPOINTS": json.dumps(
+                {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
+            ),
         },
     )
     try:

@@ -1,7 +1,12 @@
 """A fake LLM upstream for integration tests: OpenAI- and Anthropic-format streams on loopback.
 
 The model name picks the script: `fake-text`, `fake-tools`, `fake-slow`, `fake-nousage`,
-`fake-error`. It records every request and whether the proxy hung up mid-stream.
+`fake-error`. The `fake-echo-*` models fail the way some providers and proxies in front of
+them do, echoing the request (headers, keys and all) back: `fake-echo-json` (HTTP 400 with
+the echo in `error.message`), `fake-echo-html` (HTTP 502, an HTML page), `fake-echo-text`
+(HTTP 500, plain text) and `fake-echo-stream` (HTTP 200, some text, then an in-stream error
+frame quoting the request). It records every request and whether the proxy hung up
+mid-stream.
 """
 
 from __future__ import annotations
@@ -155,6 +160,36 @@ def anthropic_script(model: str) -> Iterator[str | float]:
     yield _anthropic("message_stop", {})
 
 
+def _echo_failure(model: str, request: Request, body: dict[str, Any], script: Any) -> Response:
+    """An error that repeats what the proxy sent, as careless upstreams do. The credential
+    headers come first, so no length limit on the proxy's side can be what hides them."""
+    credentials = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+    headers = {name: request.headers[name] for name in credentials if name in request.headers}
+    headers.update(request.headers)
+    echo = json.dumps({"headers": headers, "url": str(request.url), "body": body})
+    if model == "fake-echo-json":
+        error = {"message": f"bad request: {echo}", "type": "invalid_request_error"}
+        return JSONResponse({"error": error, "request": json.loads(echo)}, 400)
+    if model == "fake-echo-html":
+        page = f"<html><body><h1>502 Bad Gateway</h1><pre>{echo}</pre></body></html>"
+        return Response(page, 502, media_type="text/html")
+    if model == "fake-echo-text":
+        return Response(f"upstream failed for {echo}", 500, media_type="text/plain")
+
+    async def frames() -> AsyncIterator[bytes]:
+        for step in list(script("fake-text"))[:4]:
+            if isinstance(step, str):
+                yield step.encode()
+        if script is anthropic_script:
+            error = {"type": "api_error", "message": f"failed on {echo}"}
+            yield _anthropic("error", {"error": error}).encode()
+        else:
+            frame = {"error": {"message": f"failed on {echo}", "type": "server_error"}}
+            yield f"data: {json.dumps(frame)}\n\n".encode()
+
+    return StreamingResponse(frames(), media_type="text/event-stream")
+
+
 class FakeLlm:
     """Serves the scripts under uvicorn in a background thread."""
 
@@ -190,6 +225,8 @@ class FakeLlm:
         recorded = Recorded(request.url.path, dict(request.headers), body)
         self.requests.append(recorded)
         model = str(body.get("model", ""))
+        if model.startswith("fake-echo-"):
+            return _echo_failure(model, request, body, script)
         if model == "fake-unauthorized":
             return JSONResponse(
                 {

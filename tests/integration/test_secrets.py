@@ -1,0 +1,126 @@
+"""No secret ever leaves: providers that echo the request (keys and all) in their errors,
+before the first byte and mid-stream, through every answer mode. No configured key, and no
+`payload.apiKey`, may appear in any HTTP body or header, SSE frame, WebSocket message or
+log line; what reaches the caller is the provider's message, bounded, or a generic text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, FAKE_OPENAI_KEY, Stack
+from tests.wsclient import Subscriber
+
+REQUEST_KEY = "fake-request-provider-key-7f3a9c21"
+SECRETS = [FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, REQUEST_KEY]
+
+# (provider, the key it uses: the server's unless the request brings one)
+PROVIDERS = [
+    ("openai", None),
+    ("openai", REQUEST_KEY),
+    ("fakecompat", None),
+    ("anthropic", None),
+    ("anthropic", REQUEST_KEY),
+]
+
+
+def body(channel: str, provider: str, key: str | None, model: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    if key:
+        payload["apiKey"] = key
+    return {"channels": [channel], "actionName": "onSecret", "payload": payload}
+
+
+def assert_clean(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, (
+                f"secret leaked: ...{text[max(0, text.find(secret) - 80) :][:200]}"
+            )
+
+
+@pytest.mark.parametrize(("provider", "key"), PROVIDERS)
+@pytest.mark.parametrize("model", ["fake-echo-json", "fake-echo-html", "fake-echo-text"])
+async def test_an_echoing_error_before_the_first_byte_never_reaches_anyone(
+    stack: Stack, provider: str, key: str | None, model: str
+) -> None:
+    channel = f"secret-{provider}-{model}"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.http, timeout=30, headers={"x-api-key": stack.api_key}
+        ) as client:
+            acked = await client.post("/llm/query", json=body(channel, provider, key, model))
+            sse = await client.post(
+                "/llm/query",
+                json=body(channel, provider, key, model),
+                headers={"accept": "text/event-stream"},
+            )
+        for answer in (acked, sse):
+            assert answer.status_code in (400, 502), answer.text
+            error = answer.json()["error"]
+            assert "<" not in error["message"]  # never raw HTML
+            assert len(error["message"]) <= 600
+            assert_clean(answer.text, json.dumps(dict(answer.headers)))
+        if model == "fake-echo-json":
+            assert "bad request" in acked.json()["error"]["message"]
+        assert [m for m in sub.messages if m.get("actionName") == "onSecret"] == []
+    finally:
+        await sub.close()
+    assert_clean(stack.logs())
+
+
+@pytest.mark.parametrize(("provider", "key"), PROVIDERS)
+async def test_an_echoing_error_mid_stream_is_scrubbed_on_sse_and_every_channel(
+    stack: Stack, provider: str, key: str | None
+) -> None:
+    channel = f"secret-mid-{provider}-{bool(key)}"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        async with (
+            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+            client.stream(
+                "POST",
+                "/llm/query",
+                json=body(channel, provider, key, "fake-echo-stream"),
+                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+            ) as r,
+        ):
+            assert r.status_code == 200
+            frames = [line async for line in r.aiter_lines()]
+        events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]
+        stream_id = events[0]["streamId"]
+        messages = await sub.stream(stream_id)
+        for seen in (events, messages):
+            error = next(m for m in seen if m["type"] == "error")
+            assert "failed on" in error["error"]["message"]  # the provider's message, cut
+            assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "error"
+        assert_clean("\n".join(frames), json.dumps(messages))
+    finally:
+        await sub.close()
+    assert_clean(stack.logs())
+
+
+@pytest.mark.parametrize("model", ["openai/fake-echo-json", "fakecompat/fake-echo-stream"])
+async def test_the_openai_face_scrubs_echoed_keys_too(stack: Stack, model: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        answers = [
+            await client.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "x"}], **extra},
+                headers={"authorization": f"Bearer {stack.api_key}"},
+            )
+            for extra in ({}, {"stream": True})
+        ]
+    for answer in answers:
+        assert_clean(answer.text)
+        assert "error" in answer.text
+    assert_clean(stack.logs())
