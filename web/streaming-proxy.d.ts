@@ -57,6 +57,8 @@ export interface SnapshotEvent {
   seq: number;
   content: string;
   status: "pending" | "streaming" | "done" | "failed" | "cancelled";
+  /** pushed unasked when this connection joined a channel mid-stream (not a resume answer) */
+  catchUp?: true;
   finish_reason?: FinishReason;
   usage?: Usage;
   /** the answer passed ~300 KB: `content` is its tail */
