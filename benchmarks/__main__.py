@@ -1,7 +1,8 @@
 """`python -m benchmarks` (what `make bench` runs): every benchmark against a fresh local stack.
 
 Options: `--no-write` prints only (docs/benchmarks.md untouched); `--only NAME ...` runs a
-subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency) and never writes the doc.
+subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency, delivery) and never
+writes the doc.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import coalescing, cold_import, concurrency, fanout, post_cost, ttft
+from . import coalescing, cold_import, concurrency, delivery, fanout, post_cost, ttft
 from .common import Result
 from .report import DOC_PATH, machine_facts, render_markdown, render_text
 from .stack import Stack, start_stack, stop_stack
@@ -24,6 +25,7 @@ STACK_BENCHMARKS: dict[str, Callable[[Stack], Result]] = {
     "fanout": fanout.run,
     "coalescing": coalescing.run,
     "concurrency": concurrency.run,
+    "delivery": delivery.run,
 }
 ALL = ["cold_import", *STACK_BENCHMARKS]
 

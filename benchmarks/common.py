@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.delivery import assert_complete
+
 from .stack import Stack
 
 ACTION = "onBench"
@@ -161,19 +163,13 @@ class BenchmarkFailure(AssertionError):
 
 
 def check_delivery(messages: list[dict[str, Any]], expected: str, who: str) -> None:
-    """Fail loudly unless `messages` is one whole, ordered stream carrying exactly `expected`."""
-    seqs = [m["seq"] for m in messages]
-    if seqs != list(range(len(seqs))):
-        raise BenchmarkFailure(f"{who}: seq not 0..n-1 in order: {seqs[:20]}...")
-    if not messages or messages[-1].get("type") != "end":
-        raise BenchmarkFailure(f"{who}: no final 'end' message")
-    got = delta_text(messages)
-    if got != expected:
-        at = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None)
-        raise BenchmarkFailure(
-            f"{who}: text differs (got {len(got)} chars, expected {len(expected)}, "
-            f"first difference at {at})"
-        )
+    """Fail loudly unless `messages` is one whole stream carrying exactly `expected`: seq
+    contiguous (a merged message covers firstSeq..seq, a catch-up snapshot stands for what
+    came before it) and one final `end` (tests/delivery.py applies them as a browser does)."""
+    try:
+        assert_complete(messages, expected)
+    except AssertionError as e:
+        raise BenchmarkFailure(f"{who}: {e}") from None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -36,7 +36,7 @@ class StreamRun:
 
     wall: float  # POST sent -> every subscriber has `end`
     ack: float
-    messages: int  # messages each subscriber got (all got the same number)
+    messages: int  # messages the median subscriber got (a lagging one gets fewer, merged)
     delivered: int  # messages received over all subscribers = successful posts
     logged_posts: int | None  # the 'stream finished' log line's `posts`
     logged_messages: int | None
@@ -73,9 +73,7 @@ async def run_stream(
     for i, sub in enumerate(subs):
         messages = sub.of(stream_id)
         check_delivery(messages, text, f"subscriber {i} of {len(subs)} on {channel}")
-        counts.append(len(messages))
-    if len(set(counts)) != 1:
-        raise AssertionError(f"subscribers got different message counts: {sorted(set(counts))}")
+        counts.append(len(messages))  # a lagging connection may get a merged backlog
     record = None
     deadline = time.monotonic() + LOG_WAIT_SECONDS
     while record is None and time.monotonic() < deadline:
@@ -85,7 +83,7 @@ async def run_stream(
     return StreamRun(
         wall=wall,
         ack=ack,
-        messages=counts[0],
+        messages=int(statistics.median(counts)),
         delivered=sum(counts),
         logged_posts=None if record is None else int(record["posts"]),
         logged_messages=None if record is None else int(record["messages"]),
@@ -117,10 +115,12 @@ def run(stack: Stack) -> Result:
             f"{len(TEXT)} characters) on one channel with N WebSocket subscribers, default "
             f"coalescing window (40 ms), plain POST (JSON ack, relay detached); {REPS} streams "
             "per N, medians shown. Wall time runs from sending the POST until the last "
-            "subscriber has `end`. Every subscriber's messages are checked: seq 0..n-1 in "
-            "order, ending in `end`, deltas joining to exactly the text (the run fails "
-            "otherwise). 'posts delivered' = messages received over all subscribers (every "
-            "successful PostToConnection on loopback); 'posts logged' = the `posts` field of "
+            "subscriber has `end`. Every subscriber's messages are checked: seq contiguous "
+            "(a lagging connection's merged messages cover firstSeq..seq), one final `end`, "
+            "deltas joining to exactly the text (the run fails otherwise). 'messages / "
+            "subscriber' is the median. 'posts delivered' = messages received over all "
+            "subscribers (every successful PostToConnection on loopback); 'posts logged' = "
+            "the `posts` field of "
             "the relay's 'stream finished' log line. Stack CPU = user+system time of the stack "
             "process (app, emulator and moto together) over the stream, per delivered post."
         ),

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import FAKE_OPENAI_KEY, Stack
-from tests.delivery import covered
+from tests.delivery import assert_complete, covered
 from tests.fake_llm import TEXT, TOOL_ARGS, FakeLlm
 from tests.wsclient import Subscriber, text_of
 
@@ -450,3 +450,27 @@ async def test_an_sse_caller_hanging_up_does_not_stop_the_fan_out(stack: Stack) 
         assert messages[-1]["finish_reason"] == "stop"
     finally:
         await sub.close()
+
+
+async def test_a_tab_that_connects_mid_stream_is_caught_up_without_asking(stack: Stack) -> None:
+    early = await Subscriber.open(stack.ws, stack.token("room-late"))
+    text = " ".join(f"w{i}" for i in range(120))
+    try:
+        r = await post(
+            stack, "/llm/query", body(["room-late"], providerArgs={"text": text, "delayMs": 15})
+        )
+        stream_id = r.json()["streamId"]
+        await early.wait_for(lambda m: m.get("streamId") == stream_id and m.get("seq", 0) > 10)
+        late = await Subscriber.open(stack.ws, stack.token("room-late"))  # a reloaded tab
+        try:
+            messages = await late.stream(stream_id)
+            first = messages[0]
+            assert first["type"] == "snapshot" and first["catchUp"] is True
+            assert first["status"] == "streaming" and first["seq"] > 10
+            assert_complete(messages, text)  # gapless: snapshot, then every live seq after it
+            assert not [m for m in late.messages if m.get("type") == "not_found"]
+        finally:
+            await late.close()
+        assert_complete(await early.stream(stream_id), text)
+    finally:
+        await early.close()
