@@ -32,19 +32,21 @@ def fake_llm() -> Iterator[FakeLlm]:
         server.stop()
 
 
+def stack_env(fake_llm: FakeLlm) -> dict[str, str]:
+    """The openai and anthropic providers pointed at the fake upstream, with fake server keys."""
+    return {
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": FAKE_OPENAI_KEY,
+        "ANTHROPIC_BASE_URL": fake_llm.base_url,
+        "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+    }
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Stack]:
     """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB),
     with the openai and anthropic providers pointed at the fake upstream."""
-    running = start_stack(
-        tmp_path_factory.mktemp("stack"),
-        {
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "OPENAI_API_KEY": FAKE_OPENAI_KEY,
-            "ANTHROPIC_BASE_URL": fake_llm.base_url,
-            "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
-        },
-    )
+    running = start_stack(tmp_path_factory.mktemp("stack"), stack_env(fake_llm))
     try:
         yield running
     finally:
