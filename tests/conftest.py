@@ -44,24 +44,26 @@ def fake_llm() -> Iterator[FakeLlm]:
         server.stop()
 
 
+def stack_env(fake_llm: FakeLlm) -> dict[str, str]:
+    """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
+    the fake upstream with fake server keys, and a second app (RIVAL_APP) beside the dev one."""
+    return {
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": FAKE_OPENAI_KEY,
+        "ANTHROPIC_BASE_URL": fake_llm.base_url,
+        "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+        "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
+        "COMPAT_ENDPOINTS": json.dumps(
+            {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
+        ),
+    }
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Stack]:
     """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB),
-    with the openai and anthropic providers and a compatible endpoint `fakecompat` pointed
-    at the fake upstream, and a second app (RIVAL_APP) beside the dev one."""
-    running = start_stack(
-        tmp_path_factory.mktemp("stack"),
-        {
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "OPENAI_API_KEY": FAKE_OPENAI_KEY,
-            "ANTHROPIC_BASE_URL": fake_llm.base_url,
-            "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
-            "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
-            "COMPAT_ENDPOINTS": json.dumps(
-                {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
-            ),
-        },
-    )
+    with the providers of `stack_env` pointed at the fake upstream."""
+    running = start_stack(tmp_path_factory.mktemp("stack"), stack_env(fake_llm))
     try:
         yield running
     finally:
