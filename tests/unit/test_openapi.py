@@ -330,8 +330,9 @@ def test_stream_routes_document_every_error_status(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/stream/create/assistants", "/stream/create/assistants/stop"])
-def test_assistants_routes_answer_not_supported(path: str) -> None:
-    assert set(responses_of(path)) == {str(errors.NotSupported.status)}
+def test_assistants_routes_authenticate_then_answer_not_supported(path: str) -> None:
+    # The body is read for the app key only: not JSON 400, too large 413, no key 401.
+    assert set(responses_of(path)) == {"400", "401", "413", str(errors.NotSupported.status)}
     response = resolve(responses_of(path)["501"])
     assert errors.NotSupported.code in response["description"]
 

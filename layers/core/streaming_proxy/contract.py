@@ -37,15 +37,66 @@ def valid_action_name(value: str | None) -> str | None:
 ActionName = Annotated[str | None, AfterValidator(valid_action_name)]
 
 
-class Message(BaseModel):
-    """An OpenAI-style chat message; `content` is a string or a list of parts (text, images)."""
+class _Open(BaseModel):
+    """Wire shapes that keep fields they do not name (providers add new ones often)."""
 
     model_config = ConfigDict(extra="allow")
 
+
+class TextPart(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Open):
+    url: str = Field(min_length=1)
+    detail: str | None = None
+
+
+class ImageUrlPart(_Open):
+    type: Literal["image_url"]
+    image_url: ImageUrl | Annotated[str, Field(min_length=1)]
+
+
+class InputAudioPart(_Open):
+    """OpenAI's audio input; providers that cannot take it refuse it with a 422."""
+
+    type: Literal["input_audio"]
+    input_audio: dict[str, Any]
+
+
+class FilePart(_Open):
+    """OpenAI's file input; providers that cannot take it refuse it with a 422."""
+
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
+ContentPart = Annotated[
+    TextPart | ImageUrlPart | InputAudioPart | FilePart, Field(discriminator="type")
+]
+
+
+class FunctionCall(_Open):
+    name: str = Field(min_length=1)
+    arguments: str | dict[str, Any] = ""
+
+
+class HistoryToolCall(_Open):
+    """A tool call of an earlier assistant turn, in OpenAI's format."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Open):
+    """An OpenAI-style chat message; `content` is a string or a list of parts (text, images)."""
+
     role: Role
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[HistoryToolCall] | None = None
     tool_call_id: str | None = None
 
 
@@ -141,5 +192,5 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
-    channels: list[ChannelName] = Field(min_length=1)
+    channels: list[ChannelName] = Field(min_length=1, max_length=100)
     ttl: int | None = Field(default=None, gt=0)

@@ -51,8 +51,10 @@ def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One WebSocket message: compact JSON, UTF-8."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """One WebSocket message: compact JSON, UTF-8 (never raising: inputs are checked at the
+    edge and model text repaired, so a lone surrogate here would be a bug, sent as '?')."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", errors="replace")
 
 
 def snapshot_messages(

@@ -12,6 +12,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from .redact import scrub
+from .textcheck import valid_text
 
 SERVICE = "streaming-proxy"
 NAMESPACE = "StreamingProxy"
@@ -22,7 +23,8 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
     last net under exception texts and anything a provider said."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        # Valid UTF-8 too: a lone surrogate would make the handler drop the whole line.
+        return valid_text(scrub(super().format(record)))
 
 
 @cache

@@ -6,7 +6,15 @@ import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from .contract import ActionName, ChannelName, Message, Payload, Tool
 from .errors import ProxyError, ValidationFailed
@@ -44,10 +52,25 @@ class ChatCompletionRequest(BaseModel):
     channels: list[ChannelName] = Field(default_factory=list)
     action_name: ActionName = Field(default=None, alias="actionName")
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
+    # Sampling settings: typed here, so a wrong type is a 422 naming the field, not a
+    # provider's 400.
+    temperature: StrictFloat | None = None
+    top_p: StrictFloat | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    presence_penalty: StrictFloat | None = None
+    frequency_penalty: StrictFloat | None = None
+    logit_bias: dict[str, StrictFloat] | None = None
+    n: StrictInt | None = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    reasoning_effort: StrictStr | None = None
+    user: StrictStr | None = None
 
     def sampling(self) -> dict[str, Any]:
-        extra = self.model_extra or {}
-        return {k: extra[k] for k in SAMPLING_FIELDS if k in extra and extra[k] is not None}
+        return {k: getattr(self, k) for k in SAMPLING_FIELDS if getattr(self, k) is not None}
 
 
 def split_model(model: str, known: list[str], default_provider: str) -> tuple[str, str]:

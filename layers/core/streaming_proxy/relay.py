@@ -11,7 +11,6 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
 from .providers.base import Provider
 from .recorder import StreamRecorder
 from .streams import StreamStatus
+from .textcheck import SURROGATE, valid_text
 from .tokens import estimate_prompt_tokens, estimate_text_tokens
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
@@ -41,8 +41,6 @@ class _Marker:
 
 _DONE = _Marker("done")
 _CANCEL = _Marker("cancel")
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Relay:
@@ -391,18 +389,13 @@ class Relay:
                 get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)
 
 
-def valid_text(text: str) -> str:
-    """Text that encodes as UTF-8: a lone surrogate (models emit them too) becomes U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
-
-
 def _clean(event: ProviderEvent) -> ProviderEvent:
     if isinstance(event, TextDelta | ThinkingDelta):
         text = valid_text(event.text)
         return event if text is event.text else type(event)(text)
     if isinstance(event, ToolCallDelta):
         parts = (event.id or "", event.name or "", event.arguments)
-        if any(_SURROGATE.search(p) for p in parts):
+        if any(SURROGATE.search(p) for p in parts):
             return ToolCallDelta(
                 event.index,
                 id=valid_text(event.id) if event.id else event.id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,6 +13,7 @@ from ..auth import App, presented_key
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, ValidationFailed
 from ..redact import scrub
 from ..service import StreamService
+from ..textcheck import check_json, too_deep
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,13 +23,11 @@ def service_of(request: Request) -> StreamService:
     return service
 
 
-# Deeper bodies are refused before anything walks them recursively (pydantic, json.dumps).
-MAX_JSON_DEPTH = 64
-
-
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_json(
+    request: Request, max_bytes: int, *, empty_is_object: bool = False
+) -> dict[str, Any]:
     """The body as a JSON object: 413 over `max_bytes`; 400 when it is not a JSON object,
-    nests deeper than MAX_JSON_DEPTH, or holds a string that is not valid Unicode."""
+    nests too deep, or holds a string that is not valid Unicode (textcheck.py)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body over {max_bytes} bytes")
@@ -38,51 +36,18 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"request body over {max_bytes} bytes")
+    if empty_is_object and not body.strip():
+        return {}  # routes whose body is optional (the key may come in a header)
     try:
         data = json.loads(body)
     except RecursionError as e:
-        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from e
+        raise too_deep() from e
     except ValueError as e:
         raise BadRequest("request body is not valid JSON") from e
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     check_json(data)
     return data
-
-
-def check_json(data: Any) -> None:
-    """BadRequest for nesting over MAX_JSON_DEPTH or a lone surrogate (`"\\ud800"`) in any
-    string or key: such text cannot be encoded as UTF-8 anywhere downstream."""
-    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
-    while stack:
-        value, depth, path = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, f"{path}.{key}" if path else "(a key)")
-                stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1, f"{path}.{i}") for i, item in enumerate(value))
-        elif isinstance(value, str):
-            _check_text(value, path or "(body)")
-
-
-def _check_text(text: str, path: str) -> None:
-    if _SURROGATE.search(text):
-        where = _safe_path(path)
-        raise BadRequest(
-            f"{where}: text is not valid Unicode (a lone surrogate such as \\ud800)",
-            details=[{"field": where, "message": "lone surrogate"}],
-        )
-
-
-def _safe_path(path: str) -> str:
-    # The path is built from the body's keys, which may hold the surrogate themselves.
-    return _SURROGATE.sub("\ufffd", path)[:200]
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

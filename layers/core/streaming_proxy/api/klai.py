@@ -51,7 +51,8 @@ async def assistants(request: Request) -> Response:
     service = service_of(request)
     try:
         # Authenticate first: an unauthenticated caller learns nothing about the deployment.
-        authenticate(request, await read_json(request, service.settings.max_body_bytes))
+        data = await read_json(request, service.settings.max_body_bytes, empty_is_object=True)
+        authenticate(request, data)
     except ProxyError as e:
         return error_response(e)
     return error_response(

@@ -27,6 +27,7 @@ from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, Validati
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
 from ..tablekeys import tool_key
+from ..textcheck import check_json, too_deep
 from .names import check_grantable, is_private, private_channel, valid_name
 from .poster import post_blocking
 from .store import ConnectionStore
@@ -101,14 +102,19 @@ def parse_browser_message(body: str | None) -> BrowserMessage:
     """The browser's JSON message as a typed action; BadRequest / ValidationFailed otherwise."""
     try:
         raw = json.loads(body or "")
+    except RecursionError as e:
+        raise too_deep("message") from e
     except ValueError as e:
         raise BadRequest("message is not valid JSON") from e
     if not isinstance(raw, dict):
         raise BadRequest("message must be a JSON object")
+    check_json(raw, "message")
     action = raw.get("action")
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:
         raise BadRequest(
-            f"unknown action {action!r}" if isinstance(action, str) else "missing action",
+            f"unknown action {action[:64]!r}"
+            if isinstance(action, str)
+            else ("missing action" if action is None else "action must be a string"),
             details={"actions": sorted(ACTIONS)},
         )
     try:

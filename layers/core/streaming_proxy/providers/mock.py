@@ -112,10 +112,15 @@ def mock_args(request: LlmRequest) -> MockArgs:
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """The text of the last user message ("" when there is none)."""
+    """The text of the last user message ("" when there is none). The mock echoes text
+    only: other parts (images, audio, files) are read past, not refused."""
     for message in reversed(messages):
-        if message.get("role") == "user":
-            return text_of(message.get("content"))
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return text_of(content)
     return ""
 
 

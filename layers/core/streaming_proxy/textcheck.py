@@ -1,0 +1,55 @@
+"""Text and JSON from outside the process: valid Unicode, bounded nesting.
+
+JSON may carry a lone surrogate (`"\\ud800"`): Python decodes it, but no UTF-8 encoder
+takes it, so it would fail far from where it came in (a DynamoDB write, a post, a log
+line). Requests and browser messages with one are refused at the edge; text a model
+produces is repaired instead (a lone surrogate becomes U+FFFD).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import BadRequest
+
+# Deeper JSON is refused before anything walks it recursively (pydantic, json.dumps).
+MAX_JSON_DEPTH = 64
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: every lone surrogate replaced by U+FFFD."""
+    return SURROGATE.sub("\ufffd", text) if SURROGATE.search(text) else text
+
+
+def check_json(data: Any, what: str = "request body") -> None:
+    """BadRequest for nesting over MAX_JSON_DEPTH or a lone surrogate in any string or key."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise too_deep(what)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{path}.{key}" if path else "(a key)")
+                stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{path}.{i}") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, path or "(body)")
+
+
+def too_deep(what: str = "request body") -> BadRequest:
+    return BadRequest(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _check_text(text: str, path: str) -> None:
+    if SURROGATE.search(text):
+        # The path is built from the body's keys, which may hold the surrogate themselves.
+        where = valid_text(path)[:200]
+        raise BadRequest(
+            f"{where}: text is not valid Unicode (a lone surrogate such as \\ud800)",
+            details=[{"field": where, "message": "lone surrogate"}],
+        )
