@@ -55,6 +55,18 @@ class StackProcess:
         r.raise_for_status()
         return str(r.json()["token"])
 
+    def dynamodb_client(self) -> Any:
+        """A boto3 DynamoDB client on the stack's embedded table (tests read rows with it)."""
+        import boto3
+
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.dynamodb,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
     def logs(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 

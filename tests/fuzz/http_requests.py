@@ -70,9 +70,20 @@ def steer(operation_id: str, case: Request, steering: Steering, target: Target) 
             if isinstance(model, str) and model:
                 body["model"] = "mock/" + model.removeprefix("mock/")
             _fast_mock(body)
+            _name_the_action_for_header_channels(case)
         elif operation_id == "llmQueryStop" and steering.known_stream and _positive(case):
             body["streamId"] = target.stream_id  # a valid id stays valid: no check is misled
     return {"Accept": steering.accept, **target.credentials(steering.auth)}
+
+
+def _name_the_action_for_header_channels(case: Request) -> None:
+    """Channels named in `X-Channels` need an action name from the body or `X-Action-Name`:
+    a rule across a header and the body, which the document states in words only. A valid
+    request keeps it (a valid header value is added), so positive cases stay valid."""
+    body = case.body if isinstance(case.body, dict) else {}
+    channels = str(case.headers.get("X-Channels", "")).strip(", ")
+    if _positive(case) and channels and not body.get("actionName"):
+        case.headers.setdefault("X-Action-Name", "onFuzz")
 
 
 def _positive(case: Request) -> bool:

@@ -122,6 +122,16 @@ async def finished(chaos: Chaos, stream_id: str) -> dict[str, Any]:
     return record
 
 
+def openai_body(channel: str, model: str) -> dict[str, Any]:
+    """A stream from the fake OpenAI-format upstream behind the chaos proxy."""
+    messages = [{"role": "user", "content": "x"}]
+    return {
+        "channels": [channel],
+        "actionName": "onChaos",
+        "payload": {"provider": "openai", "model": model, "messages": messages},
+    }
+
+
 def posts_received(subs: list[Subscriber], stream_id: str) -> int:
     return sum(len(sub.of(stream_id)) for sub in subs)
 
@@ -223,15 +233,7 @@ async def test_a_provider_cut_mid_frame_ends_every_subscriber_with_what_was_said
     chaos: Chaos, subscribers: list[Subscriber]
 ) -> None:
     chaos.llm.add_rule(cut_after(700), path="/chat/completions", times=1)
-    body = {
-        "channels": [subscribers[0].channel],  # type: ignore[attr-defined]
-        "actionName": "onChaos",
-        "payload": {
-            "provider": "openai",
-            "model": "fake-slow",
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    }
+    body = openai_body(subscribers[0].channel, "fake-slow")  # type: ignore[attr-defined]
     async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
         r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
     assert r.status_code == 200, r.text
@@ -254,15 +256,7 @@ async def test_a_provider_reset_before_the_first_byte_is_the_callers_and_publish
     chaos: Chaos, subscribers: list[Subscriber]
 ) -> None:
     chaos.llm.add_rule(reset(), path="/chat/completions", times=1)
-    body = {
-        "channels": [subscribers[0].channel],  # type: ignore[attr-defined]
-        "actionName": "onChaos",
-        "payload": {
-            "provider": "openai",
-            "model": "fake-text",
-            "messages": [{"role": "user", "content": "x"}],
-        },
-    }
+    body = openai_body(subscribers[0].channel, "fake-text")  # type: ignore[attr-defined]
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
         r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -125,13 +124,7 @@ async def test_tool_answers_are_stored_per_app(stack: Stack) -> None:
                 }
             )
             await sub.wait_for(lambda m: m.get("type") == "ack")
-        db = boto3.client(
-            "dynamodb",
-            endpoint_url=stack.dynamodb,
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        db = stack.dynamodb_client()
 
         def answer(app: str) -> str:
             key = {"pk": {"S": f"TOOL#{app}#call_same_id"}, "sk": {"S": "META"}}

@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -209,13 +208,7 @@ async def test_request_api_key_overrides_the_server_key(stack: Stack, fake_llm: 
 
 
 async def test_a_gone_subscriber_is_removed_after_its_first_410(stack: Stack) -> None:
-    db = boto3.client(
-        "dynamodb",
-        endpoint_url=stack.dynamodb,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    db = stack.dynamodb_client()
     ghost = "GhostConnId0="  # in the table, unknown to the gateway: a missed $disconnect
     channel = f"CHANNEL#{stack.app_id}#room-gone"
     for pk, sk in ((channel, f"CONN#{ghost}"), (f"CONN#{ghost}", channel)):

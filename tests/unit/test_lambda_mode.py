@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
-import pytest
-from moto import mock_aws
 
-from devstack.template import create_table
-from streaming_proxy import aws
 from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
 from streaming_proxy.config import AppConfig, Settings
@@ -36,21 +30,6 @@ class RecordingPoster:
 
     async def aclose(self) -> None:
         return None
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    aws.dynamodb.cache_clear()
-    with mock_aws():
-        create_table(boto3.client("dynamodb", region_name="us-east-1"), "t")
-        yield
-    aws.dynamodb.cache_clear()
 
 
 def settings(**overrides: Any) -> Settings:

@@ -4,35 +4,23 @@ table fails for a while (moto DynamoDB)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto import mock_aws
 
-from devstack.template import create_table
 from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.recorder import StreamRecorder
 from streaming_proxy.streams import StartError, StreamRecord, StreamStore
+from tests.unit.conftest import MOTO_TABLE
 
-TABLE = "records-test"
 USAGE = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "estimated": False}
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[StreamStore]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        db = boto3.client("dynamodb", region_name="us-east-1")
-        create_table(db, TABLE)
-        yield StreamStore(db, TABLE)
+def store(aws_env: None) -> StreamStore:
+    return StreamStore(boto3.client("dynamodb", region_name="us-east-1"), MOTO_TABLE)
 
 
 def new(store: StreamStore, stream_id: str = "st_1", *, acked: bool = False) -> None:
