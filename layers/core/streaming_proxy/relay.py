@@ -11,16 +11,14 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import httpx
 
 from . import redact
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import DependencyUnavailable, ProxyError, UpstreamError, UpstreamTimeout
-from .events import Finish, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta, Usage
+from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout
+from .events import Finish, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
@@ -28,8 +26,8 @@ from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
 from .providers.base import Provider
 from .recorder import StreamRecorder
 from .streams import StreamStatus
-from .textcheck import SURROGATE, valid_text
-from .tokens import estimate_prompt_tokens, estimate_text_tokens
+from .turn import TurnState
+from .upstream import as_proxy_error, guarded
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
 
@@ -69,11 +67,8 @@ class Relay:
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
         self._queue: asyncio.Queue[ProviderEvent | _Marker | BaseException] = asyncio.Queue()
         self._outcome = StreamOutcome()
-        self._text: list[str] = []
+        self._turn = TurnState()
         self._published: list[str] = []
-        self._thinking: list[str] = []
-        self._tools: dict[int, ToolCall] = {}
-        self._usage = Usage()
         self._pending_kind: str | None = None
         self._pending: list[str] = []
         self._flush_at: float | None = None
@@ -133,7 +128,7 @@ class Relay:
         # The idle clock starts with the upstream request, whatever the sinks are doing.
         self._last_upstream = loop.time()
         try:
-            async for event in _guarded(self._provider.stream(self.job.llm_request)):
+            async for event in guarded(self._provider.stream(self.job.llm_request)):
                 self._last_upstream = loop.time()
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
@@ -180,7 +175,7 @@ class Relay:
                         self._outcome.finish_reason = "cancelled"
                     return
                 if isinstance(item, BaseException):
-                    return self._fail(_as_proxy_error(item))
+                    return self._fail(as_proxy_error(item))
                 if not self._outcome.started:
                     await self._on_first_event(asyncio.get_running_loop().time() - started)
                 await self._handle(item)
@@ -242,27 +237,13 @@ class Relay:
                 await observer.on_event(event)
             except Exception:
                 get_logger().warning("observer failed", extra=self._log_extra, exc_info=True)
+        self._turn.handle(event)
         if isinstance(event, TextDelta):
-            self._text.append(event.text)
             await self._buffer("delta", event.text)
         elif isinstance(event, ThinkingDelta):
-            self._thinking.append(event.text)
             await self._buffer("thinking", event.text)
         elif isinstance(event, ToolCallDelta):
-            await self._flush()
-            call = self._tools.setdefault(event.index, ToolCall(id="", name=""))
-            call.id = event.id or call.id
-            call.name = event.name or call.name
-            call.arguments += event.arguments
-        elif isinstance(event, Usage):
-            self._usage = Usage(
-                event.prompt_tokens
-                if event.prompt_tokens is not None
-                else self._usage.prompt_tokens,
-                event.completion_tokens
-                if event.completion_tokens is not None
-                else self._usage.completion_tokens,
-            )
+            await self._flush()  # text before a tool call goes out before it
         elif isinstance(event, Finish):
             self._outcome.finish_reason = event.reason
 
@@ -278,7 +259,7 @@ class Relay:
         if self._pending_kind not in (None, kind):
             await self._flush()
         window = self.job.flush_interval_ms / 1000
-        first_text = kind == "delta" and len(self._text) == 1
+        first_text = kind == "delta" and len(self._turn.text) == 1
         self._pending_kind = kind
         self._pending.append(text)
         if window == 0 or first_text:
@@ -315,12 +296,12 @@ class Relay:
     async def _finish(self) -> None:
         outcome = self._outcome
         await self._step("flush", self._flush())
-        outcome.text = "".join(self._text)
-        outcome.thinking = "".join(self._thinking)
-        outcome.tool_calls = [self._tools[i] for i in sorted(self._tools)]
+        outcome.text = self._turn.answer()
+        outcome.thinking = self._turn.reasoning()
+        outcome.tool_calls = self._turn.tool_calls()
         if outcome.tool_calls and outcome.finish_reason == "stop":
             outcome.finish_reason = "tool_calls"
-        outcome.usage = self._final_usage()
+        outcome.usage = self._turn.reported_usage(self.job.llm_request)
         self.stats.finish_reason = outcome.finish_reason
         self.stats.output_tokens = outcome.usage["completion_tokens"]
         if not outcome.started:
@@ -363,23 +344,6 @@ class Relay:
             text, self._seq.last_seq, status, outcome.finish_reason, outcome.usage
         )
 
-    def _final_usage(self) -> dict[str, Any]:
-        request = self.job.llm_request
-        prompt, completion = self._usage.prompt_tokens, self._usage.completion_tokens
-        estimated = prompt is None or completion is None
-        if prompt is None:
-            prompt = estimate_prompt_tokens(request.messages, request.tools)
-        if completion is None:
-            produced = "".join(self._text) + "".join(self._thinking)
-            produced += "".join(c.name + c.arguments for c in self._tools.values())
-            completion = estimate_text_tokens(produced)
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "estimated": estimated,
-        }
-
     async def _close_sinks(self) -> None:
         results = await asyncio.gather(
             *(sink.close() for sink in self._sinks), return_exceptions=True
@@ -387,42 +351,3 @@ class Relay:
         for result in results:
             if isinstance(result, BaseException):
                 get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)
-
-
-def _clean(event: ProviderEvent) -> ProviderEvent:
-    if isinstance(event, TextDelta | ThinkingDelta):
-        text = valid_text(event.text)
-        return event if text is event.text else type(event)(text)
-    if isinstance(event, ToolCallDelta):
-        parts = (event.id or "", event.name or "", event.arguments)
-        if any(SURROGATE.search(p) for p in parts):
-            return ToolCallDelta(
-                event.index,
-                id=valid_text(event.id) if event.id else event.id,
-                name=valid_text(event.name) if event.name else event.name,
-                arguments=valid_text(event.arguments),
-            )
-    return event
-
-
-async def _guarded(events: AsyncIterator[ProviderEvent]) -> AsyncIterator[ProviderEvent]:
-    """The provider boundary: transport errors mapped onto the error tree, text made valid
-    UTF-8, the adapter always closed."""
-    try:
-        async for event in events:
-            yield _clean(event)
-    except httpx.TimeoutException as e:
-        raise UpstreamTimeout("the provider did not answer in time") from e
-    except httpx.HTTPError as e:
-        raise UpstreamError(f"could not reach the provider: {type(e).__name__}") from e
-    finally:
-        closer = getattr(events, "aclose", None)
-        if closer is not None:
-            await closer()
-
-
-def _as_proxy_error(error: BaseException) -> ProxyError:
-    if isinstance(error, ProxyError):
-        return error
-    get_logger().error("unexpected error in a provider stream", exc_info=error)
-    return ProxyError("internal error while streaming")

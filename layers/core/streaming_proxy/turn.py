@@ -1,0 +1,84 @@
+"""TurnState: what one model turn has said so far, accumulated apart from any I/O.
+
+The relay feeds it every normalised provider event; it owns the answer text, the
+visible reasoning, the tool calls assembled from their fragments, the latest usage and
+the finish reason, and computes the usage to report (estimated where counts are missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    Usage,
+)
+from .outcome import ToolCall
+from .providers.base import LlmRequest
+from .tokens import estimate_prompt_tokens, estimate_text_tokens
+
+
+@dataclass
+class TurnState:
+    """One model turn, event by event (pure: no clock, no I/O)."""
+
+    text: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    tools: dict[int, ToolCall] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    finish: FinishReason | None = None
+
+    def handle(self, event: ProviderEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ThinkingDelta):
+            self.thinking.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.tools.setdefault(event.index, ToolCall(id="", name=""))
+            call.id = event.id or call.id
+            call.name = event.name or call.name
+            call.arguments += event.arguments
+        elif isinstance(event, Usage):
+            # Counts are cumulative: each one present replaces what we had.
+            self.usage = Usage(
+                event.prompt_tokens
+                if event.prompt_tokens is not None
+                else self.usage.prompt_tokens,
+                event.completion_tokens
+                if event.completion_tokens is not None
+                else self.usage.completion_tokens,
+            )
+        elif isinstance(event, Finish):
+            self.finish = event.reason
+
+    def answer(self) -> str:
+        return "".join(self.text)
+
+    def reasoning(self) -> str:
+        return "".join(self.thinking)
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [self.tools[i] for i in sorted(self.tools)]
+
+    def reported_usage(self, request: LlmRequest) -> dict[str, Any]:
+        """The usage for `end`: the provider's counts, estimated (and said so) where missing."""
+        prompt, completion = self.usage.prompt_tokens, self.usage.completion_tokens
+        estimated = prompt is None or completion is None
+        if prompt is None:
+            prompt = estimate_prompt_tokens(request.messages, request.tools)
+        if completion is None:
+            produced = self.answer() + self.reasoning()
+            produced += "".join(c.name + c.arguments for c in self.tools.values())
+            completion = estimate_text_tokens(produced)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "estimated": estimated,
+        }
