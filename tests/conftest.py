@@ -44,6 +44,15 @@ def fake_llm() -> Iterator[FakeLlm]:
         server.stop()
 
 
+CONFIGURED_KEYS = (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, RIVAL_KEY)
+
+
+def assert_no_keys_in(log: str) -> None:
+    """No provider key, COMPAT_ENDPOINTS key or app key the stack holds is in `log`."""
+    leaked = [key for key in CONFIGURED_KEYS if key in log]
+    assert not leaked, f"configured keys in the stack's log: {[k[:12] + '...' for k in leaked]}"
+
+
 def stack_env(fake_llm: FakeLlm) -> dict[str, str]:
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
     the fake upstream with fake server keys, and a second app (RIVAL_APP) beside the dev one."""
@@ -68,3 +77,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
         yield running
     finally:
         running.stop()
+    # Every test that made a provider fail ran here: no configured key may be in the log.
+    assert_no_keys_in(running.logs())

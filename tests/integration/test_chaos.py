@@ -28,7 +28,7 @@ from tests.chaos import (
     server_error,
     throttle,
 )
-from tests.conftest import FAKE_OPENAI_KEY
+from tests.conftest import FAKE_OPENAI_KEY, assert_no_keys_in
 from tests.delivery import assert_complete, covered, replay
 from tests.fake_llm import TEXT, FakeLlm
 from tests.wsclient import Subscriber
@@ -77,6 +77,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
         stack.stop()
         for proxy in (management, dynamodb, llm):
             proxy.stop()
+    assert_no_keys_in(stack.logs())
 
 
 @pytest.fixture
