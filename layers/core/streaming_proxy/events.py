@@ -1,9 +1,10 @@
-"""The normalised event model every provider adapter yields, whatever its wire format."""
+"""The normalised event model every provider adapter yields, whatever its wire format,
+plus the events the tool loop adds between rounds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]
 
@@ -23,21 +24,43 @@ class ThinkingDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingSignature:
+    """Closes the current reasoning block with the provider's signature (Anthropic's
+    `signature_delta`, Bedrock's `reasoningContent.signature`). A later turn must send the
+    block back with it, or extended thinking stops working across tool rounds."""
+
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinking:
+    """A reasoning block the provider encrypted (`redacted_thinking`): opaque, sent back as is."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
-    """A fragment of tool call number `index`: id and name on the first fragment, then args."""
+    """A fragment of tool call number `index`: id and name on the first fragment, then args.
+
+    `signature` is Gemini's `thoughtSignature` of the call, which must come back with the
+    call in the next request."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts so far. Cumulative: a later Usage replaces an earlier one."""
+    """Token counts so far. Cumulative: a later Usage replaces an earlier one. `estimated`
+    when a count in it was estimated (the tool loop's sums over rounds can be)."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +70,68 @@ class Finish:
     reason: FinishReason
 
 
-ProviderEvent = TextDelta | ThinkingDelta | ToolCallDelta | Usage | Finish
+ProviderEvent = (
+    TextDelta
+    | ThinkingDelta
+    | ThinkingSignature
+    | RedactedThinking
+    | ToolCallDelta
+    | Usage
+    | Finish
+)
+
+
+# -- the tool loop's events (tools/loop.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """One tool call the model asked for, as the proxy runs it.
+
+    `id` is the proxy's own (unguessable, unique across streams: what browsers and the
+    webhook see and answer); `model_id` is the provider's, used in the conversation."""
+
+    id: str
+    model_id: str
+    name: str
+    arguments: dict[str, Any] | str
+    frontend: bool
+
+    @property
+    def tool_name(self) -> str:
+        """The name a page handles: `ui_show_map` -> `show_map`."""
+        return self.name.removeprefix("ui_") if self.frontend else self.name
+
+    def user_message(self) -> str | None:
+        value = self.arguments.get("userMessage") if isinstance(self.arguments, dict) else None
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallsReady:
+    """The model asked for tools (its turn is complete). `run`: the proxy runs them now and
+    continues the conversation; otherwise the stream ends here with `finish_reason:
+    tool_calls` and the calls for the backend to run."""
+
+    calls: tuple[PlannedCall, ...]
+    run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsWaiting:
+    """The loop waits for tool results (True) or got them all (False): the idle limit,
+    which measures the provider's silence, does not run while tools run."""
+
+    waiting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStarted:
+    """The loop calls the provider again with the tool results (round 2, 3, ...)."""
+
+    number: int
+    results: tuple[dict[str, Any], ...] = field(default=())
+
+
+LoopEvent = ToolCallsReady | ToolsWaiting | RoundStarted
+StreamEvent = ProviderEvent | LoopEvent

@@ -31,11 +31,13 @@ class Observer(Protocol):
 
 @dataclass
 class ToolCall:
-    """One tool call, assembled from its streamed fragments."""
+    """One tool call, assembled from its streamed fragments (`signature`: Gemini's
+    `thoughtSignature`, to send back with the call)."""
 
     id: str
     name: str
     arguments: str = ""
+    signature: str | None = None
 
     def as_openai(self) -> dict[str, Any]:
         return {
