@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devstack.process import StackProcess, start_stack
 from streaming_proxy.auth import key_digest
 from tests.fake_llm import FakeLlm
+from tests.fake_webhook import WEBHOOK_SECRET, FakeWebhook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +33,9 @@ RIVAL_APPS = {
         "tokenSecret": "rival-token-secret-not-for-production",
     }
 }
+# A third app, whose backend tools run on the fake webhook (tests/fake_webhook.py).
+HOOKED_APP = "hooked"
+HOOKED_KEY = "hooked-app-key-for-tool-tests"
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +49,14 @@ def fake_llm() -> Iterator[FakeLlm]:
         server.stop()
 
 
-CONFIGURED_KEYS = (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, RIVAL_KEY)
+CONFIGURED_KEYS = (
+    FAKE_OPENAI_KEY,
+    FAKE_ANTHROPIC_KEY,
+    FAKE_COMPAT_KEY,
+    RIVAL_KEY,
+    HOOKED_KEY,
+    WEBHOOK_SECRET,
+)
 
 
 def assert_no_keys_in(log: str) -> None:
@@ -53,26 +65,50 @@ def assert_no_keys_in(log: str) -> None:
     assert not leaked, f"configured keys in the stack's log: {[k[:12] + '...' for k in leaked]}"
 
 
-def stack_env(fake_llm: FakeLlm) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def webhook() -> Iterator[FakeWebhook]:
+    """The backend-tools webhook of HOOKED_APP, on loopback."""
+    server = FakeWebhook()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str, str]:
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
-    the fake upstream with fake server keys, and a second app (RIVAL_APP) beside the dev one."""
+    the fake upstream with fake server keys, a second app (RIVAL_APP) beside the dev one and,
+    with `webhook`, a third (HOOKED_APP) whose backend tools run there."""
+    apps: dict[str, Any] = dict(RIVAL_APPS)
+    if webhook is not None:
+        apps[HOOKED_APP] = {
+            "keySha256": key_digest(HOOKED_KEY),
+            "tokenSecret": "hooked-token-secret-not-for-production",
+            "toolWebhook": {"url": webhook.url, "secret": WEBHOOK_SECRET},
+        }
     return {
         "OPENAI_BASE_URL": fake_llm.base_url,
         "OPENAI_API_KEY": FAKE_OPENAI_KEY,
         "ANTHROPIC_BASE_URL": fake_llm.base_url,
         "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
-        "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
+        "DEV_EXTRA_APPS": json.dumps(apps),
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
         ),
+        # The fake webhook is plain http on loopback; it answers slow_tool after 3 s.
+        "ALLOW_HTTP_WEBHOOKS": "true",
+        "TOOL_WEBHOOK_TIMEOUT_SECONDS": "1",
     }
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm, webhook: FakeWebhook
+) -> Iterator[Stack]:
     """One running local stack for the session (real HTTP, real WebSocket, moto DynamoDB),
-    with the providers of `stack_env` pointed at the fake upstream."""
-    running = start_stack(tmp_path_factory.mktemp("stack"), stack_env(fake_llm))
+    with the providers and apps of `stack_env`."""
+    running = start_stack(tmp_path_factory.mktemp("stack"), stack_env(fake_llm, webhook))
     try:
         yield running
     finally:

@@ -31,11 +31,14 @@ class Subscriber:
         except Exception:  # closed: the collected messages stay readable
             self._changed.set()
 
-    async def wait_for(self, predicate: Any, within: float = 10.0) -> dict[str, Any]:
-        """The first collected message matching `predicate` (waiting for it, bounded)."""
+    async def wait_for(
+        self, predicate: Any, within: float = 10.0, *, since: int = 0
+    ) -> dict[str, Any]:
+        """The first collected message matching `predicate`, from message number `since` on
+        (waiting for it, bounded)."""
         async with asyncio.timeout(within):
             while True:
-                for message in self.messages:
+                for message in self.messages[since:]:
                     if predicate(message):
                         return message
                 self._changed.clear()

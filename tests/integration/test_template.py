@@ -29,6 +29,7 @@ CONTRACT_ROUTES = {
     ("POST", "/stream/create/assistants/stop"),
     ("POST", "/llm/query"),
     ("POST", "/llm/query/stop"),
+    ("POST", "/llm/tool-response"),
     ("POST", "/channels/token"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/health"),

@@ -23,6 +23,7 @@ from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import AppConfig, get_settings
 from streaming_proxy.streams import StreamRecord, StreamStatus, StreamStore
+from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -422,33 +423,69 @@ def test_large_snapshot_is_split_on_character_boundaries(stack: Stack) -> None:
 # --- $default: tool call responses ----------------------------------------------------------
 
 
-def test_tool_call_response_is_stored_and_acked(stack: Stack) -> None:
-    stack.connect("user-42")
-    body = {
+def open_call(call_id: str, channels: list[str], app: str = "app1") -> ToolCallStore:
+    store = ToolCallStore(aws.dynamodb("us-east-1", None), TABLE)
+    store.open([ToolCallRecord(app, call_id, "st_tools", "ui_pick", channels)])
+    return store
+
+
+def tool_answer(call_id: str, **extra: Any) -> dict[str, Any]:
+    return {
         "action": "llmToolCallResponse",
-        "toolCallId": "call_1",
+        "toolCallId": call_id,
+        "success": True,
+        "message": "done",
+        **extra,
+    }
+
+
+def test_a_tool_answer_is_recorded_once_with_its_extra_keys(stack: Stack) -> None:
+    stack.connect("user-42")
+    store = open_call("tc_1", ["user-42"])
+    body = tool_answer("tc_1", data={"rows": [1, 2]}, colour="red")
+    assert stack.send(body) == {"type": "ack", "toolCallId": "tc_1"}
+    record = store.get("app1", "tc_1")
+    assert record is not None and record.status == "answered"
+    assert record.answer == {
+        "toolCallId": "tc_1",
         "success": True,
         "message": "done",
         "data": {"rows": [1, 2]},
+        "colour": "red",  # Klai keeps keys it does not know; so do we
     }
-    assert stack.send(body) == {"type": "ack", "toolCallId": "call_1"}
-    item = stack.db.get_item(
-        TableName=TABLE, Key={"pk": {"S": "TOOL#app1#call_1"}, "sk": {"S": "META"}}
-    )["Item"]
-    assert json.loads(item["response"]["S"]) == {
-        "toolCallId": "call_1",
-        "success": True,
-        "message": "done",
-        "data": {"rows": [1, 2]},
-    }
-    assert item["connectionId"]["S"] == CID
-    assert 3500 < int(item["expiresAt"]["N"]) - time.time() <= 3600
-    # A second answer is acknowledged but does not replace the first.
-    assert stack.send({**body, "message": "again"})["type"] == "ack"
-    again = stack.db.get_item(
-        TableName=TABLE, Key={"pk": {"S": "TOOL#app1#call_1"}, "sk": {"S": "META"}}
-    )
-    assert json.loads(again["Item"]["response"]["S"])["message"] == "done"
+    assert record.answered_by == CID
+    # A second answer (another tab, say) is told the call was answered already.
+    again = stack.send({**body, "message": "again"})
+    assert again["type"] == "error" and again["error"]["code"] == "conflict"
+    record = store.get("app1", "tc_1")
+    assert record is not None and record.answer is not None
+    assert record.answer["message"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("call_channels", "app", "code"),
+    [
+        (["user-99"], "app1", "forbidden"),  # a stream on channels this tab is not in
+        (["user-42"], "app2", "not_found"),  # another app's call with the same id
+    ],
+)
+def test_a_tool_answer_from_outside_the_streams_channels_or_app_is_refused(
+    stack: Stack, call_channels: list[str], app: str, code: str
+) -> None:
+    stack.connect("user-42")
+    store = open_call("tc_2", call_channels, app=app)
+    reply = stack.send(tool_answer("tc_2"))
+    assert reply["type"] == "error" and reply["error"]["code"] == code
+    record = store.get(app, "tc_2")
+    assert record is not None and record.status == "waiting"
+
+
+def test_an_answer_to_no_waiting_call_or_too_large_is_refused(stack: Stack) -> None:
+    stack.connect("user-42")
+    assert stack.send(tool_answer("tc_unknown"))["error"]["code"] == "not_found"
+    open_call("tc_big", ["user-42"])
+    reply = stack.send(tool_answer("tc_big", data="x" * 70_000))
+    assert reply["type"] == "error" and reply["error"]["code"] == "payload_too_large"
 
 
 # --- the default reply poster ---------------------------------------------------------------

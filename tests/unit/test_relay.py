@@ -151,8 +151,13 @@ async def test_tool_call_fragments_are_assembled_into_function_call() -> None:
     call = next(e for e in sink.envelopes if e["type"] == "function_call")
     assert call["content"] == {
         "functions": [
-            {"name": "lookup", "userMessage": "Looking it up"},
-            {"name": "other", "userMessage": None},
+            {
+                "name": "lookup",
+                "userMessage": "Looking it up",
+                "arguments": {"q": "x", "userMessage": "Looking it up"},
+                "toolCallId": "call_1",
+            },
+            {"name": "other", "userMessage": None, "arguments": {}, "toolCallId": "call_2"},
         ]
     }
     assert outcome.tool_calls[0].arguments == '{"q": "x", "userMessage": "Looking it up"}'

@@ -7,15 +7,24 @@ import re
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+class ToolWebhook(BaseModel):
+    """Where an app's backend tools run: the proxy POSTs each call there, HMAC-signed."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    secret: SecretStr = Field(min_length=32)
+
+
 class AppConfig(BaseModel):
-    """One calling application: the SHA-256 of its key (never the key) and its token secret."""
+    """One calling application: the SHA-256 of its key (never the key), its token secret and,
+    optionally, the webhook its backend tools run on."""
 
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", alias="keySha256")
     token_secret: SecretStr = Field(min_length=32, alias="tokenSecret")
+    tool_webhook: ToolWebhook | None = Field(default=None, alias="toolWebhook")
 
     model_config = {"populate_by_name": True}
 
@@ -98,6 +107,14 @@ class Settings(BaseSettings):
     db_concurrency: int = 16
     final_write_attempts: int = 5
 
+    # Tool loop
+    max_tool_rounds: int = Field(default=8, ge=0, le=32)
+    tool_timeout_seconds: float = Field(default=90.0, ge=1, le=300)
+    tool_webhook_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    tool_answer_max_bytes: int = Field(default=65_536, ge=1024)
+    # Webhooks must be https; local tests may allow http (never in a deployment).
+    allow_http_webhooks: bool = False
+
     # Lifetimes
     connection_ttl_seconds: int = 7200
     stream_ttl_seconds: int = 86_400
@@ -111,6 +128,7 @@ class Settings(BaseSettings):
         keys = [getattr(self, name) for name in type(self).model_fields if name.endswith("_key")]
         keys += [endpoint.api_key for endpoint in self.compat_endpoints.values()]
         keys += [app.token_secret for app in self.apps.values()]
+        keys += [app.tool_webhook.secret for app in self.apps.values() if app.tool_webhook]
         return [key for key in keys if isinstance(key, SecretStr)]
 
     @field_validator("allowed_origins", mode="before")
@@ -134,6 +152,23 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"app ids must match {APP_ID.pattern}: {bad}")
         return apps
+
+    @model_validator(mode="after")
+    def _webhooks_are_https(self) -> Settings:
+        check_webhooks(self.apps, self.allow_http_webhooks)
+        return self
+
+
+def check_webhooks(apps: dict[str, AppConfig], allow_http: bool) -> None:
+    """Tool webhooks carry tool calls (and their arguments) out of AWS: https only, unless
+    ALLOW_HTTP_WEBHOOKS is set (local tests)."""
+    plain = [
+        app_id
+        for app_id, app in apps.items()
+        if app.tool_webhook and not app.tool_webhook.url.startswith("https://")
+    ]
+    if plain and not allow_http:
+        raise ValueError(f"tool webhooks must be https:// (apps {plain})")
 
 
 def _secret_json(arn: str, region: str) -> dict[str, Any]:
@@ -168,8 +203,9 @@ def load_settings() -> Settings:
             if field in Settings.model_fields and field.endswith("_api_key"):
                 updates[field] = SecretStr(str(value))
     if "apps" in updates:
-        # Ids from the secret meet the same rules as ids from the environment.
+        # Apps from the secret meet the same rules as apps from the environment.
         Settings._app_ids(updates["apps"])
+        check_webhooks(updates["apps"], settings.allow_http_webhooks)
     return settings.model_copy(update=updates) if updates else settings
 
 

@@ -154,6 +154,11 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     flush_interval_ms: int | None = Field(default=None, ge=0, le=1000, alias="flushIntervalMs")
+    # Capped by MAX_TOOL_ROUNDS; 0 never runs tools (the calls end the stream).
+    max_tool_rounds: int | None = Field(default=None, ge=0, le=32, alias="maxToolRounds")
+    tool_timeout_seconds: float | None = Field(
+        default=None, ge=1, le=300, alias="toolTimeoutSeconds"
+    )
 
 
 class StreamRequest(BaseModel):

@@ -57,6 +57,13 @@ class NotFound(ProxyError):
     code = "not_found"
 
 
+class Conflict(ProxyError):
+    """The request loses a race it may not win twice (a tool call already answered)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     code = "payload_too_large"

@@ -23,6 +23,18 @@ class StreamJob(BaseModel):
     channels: list[str] = Field(default_factory=list)
     payload: Payload
     flush_interval_ms: int = Field(ge=0, le=1000)
+    # The tool loop (tools/loop.py): rounds it may run, and how long a frontend tool waits.
+    max_tool_rounds: int = Field(default=0, ge=0)
+    tool_timeout_seconds: float = Field(default=90.0, gt=0)
+
+    @property
+    def frontend_tools(self) -> list[str]:
+        """Names of the `ui_` tools the request offers the model."""
+        return [
+            str(tool.function.get("name"))
+            for tool in self.payload.tools or []
+            if str(tool.function.get("name", "")).startswith("ui_")
+        ]
 
     @property
     def provider(self) -> str:

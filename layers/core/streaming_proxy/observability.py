@@ -67,6 +67,8 @@ class StreamStats:
     output_tokens: int = 0
     messages: int = 0
     finish_reason: str = "stop"
+    tool_rounds: int = 0  # provider calls after the first (each one ran tools)
+    tool_calls: int = 0
     publish: PublishStats = field(default_factory=PublishStats)
 
     def emit(self) -> None:
@@ -99,6 +101,8 @@ class StreamStats:
             "output_tokens": self.output_tokens,
             "messages": self.messages,
             "finish_reason": self.finish_reason,
+            "tool_rounds": self.tool_rounds,
+            "tool_calls": self.tool_calls,
             "subscribers": self.publish.subscribers,
             "posts": self.publish.posts,
             "retries": self.publish.retries,

@@ -60,18 +60,26 @@ class StreamOutcome:
     started: bool = False
 
     def function_summaries(self) -> list[dict[str, Any]]:
-        """The `function_call` event's `functions`: name and the `userMessage` argument."""
-        summaries = []
-        for call in self.tool_calls:
-            user_message = None
-            try:
-                args = json.loads(call.arguments or "{}")
-                if isinstance(args, dict) and isinstance(args.get("userMessage"), str):
-                    user_message = args["userMessage"]
-            except ValueError:
-                pass
-            summaries.append({"name": call.name, "userMessage": user_message})
-        return summaries
+        """The `function_call` event's `functions` for calls the stream ends with."""
+        return [function_entry(call.name, call.arguments, call.id) for call in self.tool_calls]
+
+
+def function_entry(name: str, arguments: dict[str, Any] | str, call_id: str) -> dict[str, Any]:
+    """One entry of `function_call.functions`: the call, its parsed arguments, and the
+    `userMessage` argument a page can show while it runs (Klai), or null."""
+    parsed: Any = arguments
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments or "{}")
+        except ValueError:
+            parsed = arguments
+    message = parsed.get("userMessage") if isinstance(parsed, dict) else None
+    return {
+        "name": name,
+        "userMessage": message if isinstance(message, str) else None,
+        "arguments": parsed,
+        "toolCallId": call_id,
+    }
 
 
 def error_event_body(error: ProxyError) -> dict[str, Any]:

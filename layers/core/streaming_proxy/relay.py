@@ -11,6 +11,7 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,22 @@ from . import redact
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
 from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout
-from .events import Finish, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
+from .events import (
+    Finish,
+    PlannedCall,
+    RoundStarted,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallsReady,
+    ToolsWaiting,
+)
 from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
-from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
-from .providers.base import Provider
+from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body, function_entry
+from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .streams import StreamStatus
 from .turn import TurnState
@@ -47,7 +58,7 @@ class Relay:
     def __init__(
         self,
         job: StreamJob,
-        provider: Provider,
+        provider: EventSource,
         sinks: Sequence[Sink],
         *,
         settings: Settings,
@@ -65,10 +76,15 @@ class Relay:
         self._recorder = recorder
         self.stats = stats or StreamStats(provider=job.provider, kind=job.kind)
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
-        self._queue: asyncio.Queue[ProviderEvent | _Marker | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[StreamEvent | _Marker | BaseException] = asyncio.Queue()
         self._outcome = StreamOutcome()
         self._turn = TurnState()
         self._published: list[str] = []
+        # The tool loop's state: calls announced (function_call sent), calls the stream ends
+        # with, and whether tools are running (the idle limit does not count that time).
+        self._announced = False
+        self._calls_left_over: tuple[PlannedCall, ...] = ()
+        self._tools_waiting = False
         self._pending_kind: str | None = None
         self._pending: list[str] = []
         self._flush_at: float | None = None
@@ -153,7 +169,7 @@ class Relay:
     # -- consuming -----------------------------------------------------------------------
 
     async def _consume(self, started: float) -> None:
-        getter: asyncio.Task[ProviderEvent | _Marker | BaseException] | None = None
+        getter: asyncio.Task[StreamEvent | _Marker | BaseException] | None = None
         try:
             while True:
                 if getter is None and not self._queue.empty():
@@ -186,11 +202,9 @@ class Relay:
     def _next_deadline(self, started: float) -> float:
         settings = self._settings
         last = self._last_upstream if self._last_upstream is not None else started
-        deadlines = [
-            started + settings.total_timeout_seconds,
-            last + settings.idle_timeout_seconds,
-            self._next_snapshot,
-        ]
+        deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
+        if not self._tools_waiting:
+            deadlines.append(last + settings.idle_timeout_seconds)
         if self._flush_at is not None:
             deadlines.append(self._flush_at)
         return min(deadlines)
@@ -202,7 +216,7 @@ class Relay:
         if now >= started + settings.total_timeout_seconds:
             limit = settings.total_timeout_seconds
             self._fail(UpstreamTimeout(f"stream exceeded its total time of {limit:g} s"))
-        else:
+        elif not self._tools_waiting:
             last = self._last_upstream if self._last_upstream is not None else started
             if now >= last + settings.idle_timeout_seconds:
                 limit = settings.idle_timeout_seconds
@@ -231,7 +245,9 @@ class Relay:
         if self.job.kind != "chat":
             await self._emit("threadInfo", content={"streamId": self.job.stream_id})
 
-    async def _handle(self, event: ProviderEvent) -> None:
+    async def _handle(self, event: StreamEvent) -> None:
+        if isinstance(event, ToolCallsReady | ToolsWaiting | RoundStarted):
+            return await self._on_loop_event(event)
         for observer in self._observers:
             try:
                 await observer.on_event(event)
@@ -246,6 +262,37 @@ class Relay:
             await self._flush()  # text before a tool call goes out before it
         elif isinstance(event, Finish):
             self._outcome.finish_reason = event.reason
+
+    async def _on_loop_event(self, event: ToolCallsReady | ToolsWaiting | RoundStarted) -> None:
+        if isinstance(event, ToolsWaiting):
+            self._tools_waiting = event.waiting
+        elif isinstance(event, RoundStarted):
+            self.stats.tool_rounds += 1
+        else:
+            await self._announce(event)
+
+    async def _announce(self, ready: ToolCallsReady) -> None:
+        """The model asked for tools: say which (function_call), and hand each frontend call
+        to the pages (llmToolCall) when the loop is about to wait for them."""
+        await self._flush()
+        self._announced = True
+        self.stats.tool_calls += len(ready.calls)
+        functions = [function_entry(c.name, c.arguments, c.id) for c in ready.calls]
+        await self._emit("function_call", content={"functions": functions})
+        if not ready.run:
+            self._calls_left_over = ready.calls
+            return
+        for call in ready.calls:
+            if call.frontend:
+                # `action` as well as `type`: Klai page handlers test `data.action`.
+                await self._emit(
+                    "llmToolCall",
+                    action="llmToolCall",
+                    toolCallId=call.id,
+                    toolName=call.tool_name,
+                    arguments=call.arguments,
+                    functions=[{"name": call.tool_name, "arguments": call.arguments}],
+                )
 
     def _fail(self, error: ProxyError) -> None:
         self._outcome.error = error
@@ -298,7 +345,7 @@ class Relay:
         await self._step("flush", self._flush())
         outcome.text = self._turn.answer()
         outcome.thinking = self._turn.reasoning()
-        outcome.tool_calls = self._turn.tool_calls()
+        outcome.tool_calls = self._calls_left()
         if outcome.tool_calls and outcome.finish_reason == "stop":
             outcome.finish_reason = "tool_calls"
         outcome.usage = self._turn.reported_usage(self.job.llm_request)
@@ -306,7 +353,7 @@ class Relay:
         self.stats.output_tokens = outcome.usage["completion_tokens"]
         if not outcome.started:
             await self._step("early end", self._early_end(outcome))
-        if outcome.tool_calls and self.job.kind != "chat":
+        if outcome.tool_calls and not self._announced and self.job.kind != "chat":
             await self._emit("function_call", content={"functions": outcome.function_summaries()})
         if outcome.error is not None:
             await self._emit("error", error=error_event_body(outcome.error))
@@ -314,6 +361,14 @@ class Relay:
         for observer in self._observers:
             await self._step("observer", observer.on_finish(outcome))
         await self._step("final record", self._save_final_snapshot())
+
+    def _calls_left(self) -> list[ToolCall]:
+        """The calls the stream ends with, for the backend to run (none once all ran)."""
+        if self._calls_left_over:
+            return [
+                ToolCall(c.id, c.name, _arguments_text(c.arguments)) for c in self._calls_left_over
+            ]
+        return [] if self._announced else self._turn.tool_calls()
 
     async def _early_end(self, outcome: StreamOutcome) -> None:
         """A stream that ends before any provider event: who hears about it (gate.py)."""
@@ -351,3 +406,7 @@ class Relay:
         for result in results:
             if isinstance(result, BaseException):
                 get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)
+
+
+def _arguments_text(arguments: dict[str, Any] | str) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)

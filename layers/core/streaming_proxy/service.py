@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,20 +19,28 @@ from .channels.poster import BotoPoster, Poster
 from .channels.publisher import ChannelPublisher, RetryPolicy
 from .channels.store import ConnectionStore
 from .config import Settings
-from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError
+from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError, ValidationFailed
 from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
 from .providers import ProviderRegistry
+from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .relay import Relay
 from .streams import StartError, StreamRecord, StreamStore
+from .toolcalls import ToolCallStore
+from .tools.answers import accept_answer
+from .tools.frontend import FrontendTools, LocalAnswers
+from .tools.loop import ToolLoop, ToolRunner
+from .tools.webhook import ToolWebhooks
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 STORE = "the stream store (DynamoDB)"
+# Longer than any wait (300 s at most) plus the stream around it.
+TOOL_RECORD_TTL_SECONDS = 3600
 
 
 @dataclass
@@ -72,6 +80,13 @@ class StreamService:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
         self.providers = ProviderRegistry(settings, self.http)
+        self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
+        self.tool_answers = LocalAnswers()
+        self.webhooks = ToolWebhooks(
+            self.http,
+            timeout_seconds=settings.tool_webhook_timeout_seconds,
+            max_bytes=settings.tool_answer_max_bytes,
+        )
         self._poster = poster
         self._retry = RetryPolicy(
             max_retries=settings.post_max_retries,
@@ -121,6 +136,12 @@ class StreamService:
     def check(self, job: StreamJob) -> None:
         """Everything that can be refused before anything is published (422/401)."""
         check_targets(job.channels, self.settings.max_channels_per_request)
+        if job.frontend_tools and (not job.payload.stream or not job.channels):
+            raise ValidationFailed(
+                "payload.tools: frontend tools (ui_...) are answered by a browser on the "
+                "stream's channels, so they cannot run with stream:false or without channels",
+                details=[{"field": "payload.tools", "tools": job.frontend_tools}],
+            )
         self.providers.resolve(job.provider).prepare(job.llm_request)
 
     async def register(self, job: StreamJob) -> None:
@@ -169,7 +190,7 @@ class StreamService:
         )
         return Relay(
             job,
-            self.providers.resolve(job.provider),
+            self._source(job),
             all_sinks,
             settings=self.settings,
             recorder=recorder,
@@ -177,6 +198,45 @@ class StreamService:
             observers=observers,
             gate=gate,
         )
+
+    def _source(self, job: StreamJob) -> EventSource:
+        """The provider, wrapped in the tool loop when a Klai stream offers tools (the
+        OpenAI face leaves tool calls to its caller, as OpenAI does)."""
+        provider = self.providers.resolve(job.provider)
+        if job.kind == "openai" or not job.payload.tools:
+            return provider
+        app = self.apps.get(job.app_id)
+        runner = ToolRunner(
+            job,
+            FrontendTools(self.tool_calls, self.db, self.tool_answers),
+            self.webhooks,
+            app.config.tool_webhook if app else None,
+            timeout_seconds=job.tool_timeout_seconds,
+        )
+        return ToolLoop(provider, runner, max_rounds=job.max_tool_rounds)
+
+    async def answer_tool(
+        self,
+        app_id: str,
+        call_id: str,
+        answer: dict[str, Any],
+        *,
+        channels: frozenset[str] | None,
+        by: str,
+    ) -> None:
+        """Record a frontend tool's answer (first wins) and hand it to the stream at once
+        when that stream runs in this process."""
+        await self.store(
+            accept_answer,
+            self.tool_calls,
+            app_id,
+            call_id,
+            answer,
+            channels=channels,
+            by=by,
+            max_bytes=self.settings.tool_answer_max_bytes,
+        )
+        self.tool_answers.deliver(app_id, call_id, answer)
 
     def record_gated_relay(self, job: StreamJob) -> Relay:
         """The relay of a Lambda self-invoke: its caller's ack polls the stream record."""

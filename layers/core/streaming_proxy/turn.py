@@ -14,8 +14,10 @@ from .events import (
     Finish,
     FinishReason,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     Usage,
 )
@@ -30,29 +32,40 @@ class TurnState:
 
     text: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
+    # Signed and redacted reasoning blocks, in order, as a later turn must send them back.
+    reasoning_blocks: list[dict[str, Any]] = field(default_factory=list)
     tools: dict[int, ToolCall] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     finish: FinishReason | None = None
+    _open_block: list[str] = field(default_factory=list)
 
     def handle(self, event: ProviderEvent) -> None:
         if isinstance(event, TextDelta):
             self.text.append(event.text)
         elif isinstance(event, ThinkingDelta):
             self.thinking.append(event.text)
+            self._open_block.append(event.text)
+        elif isinstance(event, ThinkingSignature):
+            block = "".join(self._open_block)
+            self.reasoning_blocks.append(
+                {"type": "thinking", "thinking": block, "signature": event.signature}
+            )
+            self._open_block = []
+        elif isinstance(event, RedactedThinking):
+            self.reasoning_blocks.append({"type": "redacted_thinking", "data": event.data})
         elif isinstance(event, ToolCallDelta):
             call = self.tools.setdefault(event.index, ToolCall(id="", name=""))
             call.id = event.id or call.id
             call.name = event.name or call.name
             call.arguments += event.arguments
+            call.signature = event.signature or call.signature
         elif isinstance(event, Usage):
             # Counts are cumulative: each one present replaces what we had.
+            prompt, completion = event.prompt_tokens, event.completion_tokens
             self.usage = Usage(
-                event.prompt_tokens
-                if event.prompt_tokens is not None
-                else self.usage.prompt_tokens,
-                event.completion_tokens
-                if event.completion_tokens is not None
-                else self.usage.completion_tokens,
+                prompt if prompt is not None else self.usage.prompt_tokens,
+                completion if completion is not None else self.usage.completion_tokens,
+                self.usage.estimated or event.estimated,
             )
         elif isinstance(event, Finish):
             self.finish = event.reason
@@ -69,7 +82,9 @@ class TurnState:
     def reported_usage(self, request: LlmRequest) -> dict[str, Any]:
         """The usage for `end`: the provider's counts, estimated (and said so) where missing."""
         prompt, completion = self.usage.prompt_tokens, self.usage.completion_tokens
-        estimated = prompt is None or completion is None or self.usage.estimated
+        estimated = (
+            prompt is None or completion is None or self.usage.estimated or self.usage.estimated
+        )
         if prompt is None:
             prompt = estimate_prompt_tokens(request.messages, request.tools)
         if completion is None:

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import httpx
 
 from .errors import ProxyError, UpstreamError, UpstreamTimeout
-from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
+from .events import StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .observability import get_logger
 from .textcheck import SURROGATE, valid_text
 
 
-async def guarded(events: AsyncIterator[ProviderEvent]) -> AsyncIterator[ProviderEvent]:
+async def guarded(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
     """Transport errors of any adapter mapped onto the error tree, text made valid UTF-8
     (models emit lone surrogates too), the adapter always closed."""
     try:
@@ -36,7 +36,7 @@ def as_proxy_error(error: BaseException) -> ProxyError:
     return ProxyError("internal error while streaming")
 
 
-def _valid(event: ProviderEvent) -> ProviderEvent:
+def _valid(event: StreamEvent) -> StreamEvent:
     if isinstance(event, TextDelta | ThinkingDelta):
         text = valid_text(event.text)
         return event if text is event.text else type(event)(text)

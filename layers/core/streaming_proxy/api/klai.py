@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..contract import StopRequest, StreamRequest
-from ..errors import NotSupported, ProxyError
+from ..errors import NotSupported, ProxyError, ValidationFailed
 from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
 from ..outcome import StreamOutcome
@@ -87,7 +87,16 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
 
 
 def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamKind) -> StreamJob:
-    flush = body.options.flush_interval_ms
+    settings, options = service.settings, body.options
+    rounds = (
+        settings.max_tool_rounds if options.max_tool_rounds is None else options.max_tool_rounds
+    )
+    if rounds > settings.max_tool_rounds:
+        raise ValidationFailed(
+            f"options.maxToolRounds may be at most {settings.max_tool_rounds} on this deployment",
+            details=[{"field": "options.maxToolRounds", "message": "over the maximum"}],
+        )
+    timeout = options.tool_timeout_seconds or settings.tool_timeout_seconds
     return StreamJob(
         stream_id=new_stream_id(),
         app_id=app_id,
@@ -96,7 +105,11 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
         # stream:false answers the caller only; nothing is published.
         channels=body.channels if body.payload.stream else [],
         payload=body.payload,
-        flush_interval_ms=service.settings.flush_interval_ms if flush is None else flush,
+        flush_interval_ms=settings.flush_interval_ms
+        if options.flush_interval_ms is None
+        else options.flush_interval_ms,
+        max_tool_rounds=rounds,
+        tool_timeout_seconds=timeout,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -26,19 +25,19 @@ from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
 from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
-from ..tablekeys import tool_key
 from ..textcheck import check_json, too_deep
+from ..toolcalls import ToolCallStore
+from ..tools.answers import accept_answer
 from .names import check_grantable, is_private, private_channel, valid_name
 from .poster import post_blocking
 from .store import ConnectionStore
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 Reply = Callable[[str, dict[str, Any]], None]
 """Sends one JSON message to one connection."""
 
-TOOL_RESPONSE_TTL_SECONDS = 3600
 
 ChannelName = Annotated[StrictStr, AfterValidator(valid_name)]
 
@@ -75,11 +74,19 @@ class Resume(_Action):
 
 
 class ToolCallResponse(_Action):
+    """A frontend tool's answer; keys beyond the four named ones are kept (Klai does)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
     action: Literal["llmToolCallResponse"]
     tool_call_id: StrictStr = Field(alias="toolCallId", min_length=1, max_length=256)
     success: StrictBool
     message: StrictStr
     data: Any = None
+
+    def answer(self) -> dict[str, Any]:
+        """The answer as the model gets it (everything the page sent but the action)."""
+        return self.model_dump(by_alias=True, exclude={"action"}, exclude_none=False)
 
 
 BrowserMessage = Annotated[
@@ -177,14 +184,14 @@ class ConnectionRoutes:
         streams: StreamStore,
         registry: AppRegistry,
         reply: Reply,
-        db: DynamoDBClient,
+        tool_calls: ToolCallStore,
     ) -> None:
         self._settings = settings
         self._connections = connections
         self._streams = streams
         self._registry = registry
         self._reply = reply
-        self._db = db
+        self._tool_calls = tool_calls
 
     @classmethod
     def from_settings(cls, settings: Settings, *, reply: Reply | None = None) -> ConnectionRoutes:
@@ -201,7 +208,7 @@ class ConnectionRoutes:
             or ManagementApiReply(
                 settings.aws_region, settings.ws_management_endpoint, connections
             ),
-            db=db,
+            tool_calls=ToolCallStore(db, settings.table_name),
         )
 
     def connect(self, connection_id: str, token: str | None, origin: str | None) -> None:
@@ -252,7 +259,15 @@ class ConnectionRoutes:
                     return [{"type": "not_found", "streamId": msg.stream_id}]
                 return record_snapshot(record, channel)
             case ToolCallResponse():
-                self._save_tool_response(connection_id, app_id, msg)
+                accept_answer(
+                    self._tool_calls,
+                    app_id,
+                    msg.tool_call_id,
+                    msg.answer(),
+                    channels=self._connections.channels_of(connection_id, app_id),
+                    by=connection_id,
+                    max_bytes=self._settings.tool_answer_max_bytes,
+                )
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
         raise BadRequest("unknown action")
 
@@ -301,24 +316,3 @@ class ConnectionRoutes:
         if not shared:
             raise Forbidden("stream is not on a channel this connection is in")
         return record, shared[0]
-
-    def _save_tool_response(self, connection_id: str, app_id: str, msg: ToolCallResponse) -> None:
-        response = msg.model_dump(by_alias=True, exclude={"action"})
-        # First answer wins: a tool call is answered once, whichever tab answers it.
-        try:
-            self._db.update_item(
-                TableName=self._settings.table_name,
-                Key=tool_key(app_id, msg.tool_call_id),
-                UpdateExpression="SET #r = :r, connectionId = :c, expiresAt = :e",
-                ConditionExpression="attribute_not_exists(#r)",
-                ExpressionAttributeNames={"#r": "response"},
-                ExpressionAttributeValues={
-                    ":r": {"S": json.dumps(response, ensure_ascii=False)},
-                    ":c": {"S": connection_id},
-                    ":e": {"N": str(int(time.time()) + TOOL_RESPONSE_TTL_SECONDS)},
-                },
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            get_logger().info(
-                "tool call already answered", extra={"tool_call_id": msg.tool_call_id}
-            )

@@ -11,7 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from ..errors import ProviderNotConfigured, UpstreamError
-from ..events import ProviderEvent
+from ..events import ProviderEvent, StreamEvent
 
 # Enough for any provider's JSON error; the rest of a long (HTML) page is never read.
 MAX_ERROR_BODY_BYTES = 16_384
@@ -44,6 +44,14 @@ class Provider(Protocol):
     def prepare(self, request: LlmRequest) -> None: ...
 
     def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]: ...
+
+
+class EventSource(Protocol):
+    """What a relay consumes: a provider adapter, or the tool loop wrapping one."""
+
+    name: str
+
+    def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]: ...
 
 
 def pick_key(request: LlmRequest, server_key: SecretStr | None, provider: str) -> str:

@@ -7,6 +7,7 @@ import bisect
 import json
 import re
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any
 
@@ -17,22 +18,13 @@ from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDel
 from ..events import Usage as UsageEvent
 from ..tokens import estimate_prompt_tokens, estimate_text_tokens
 from .base import LlmRequest
+from .mock_script import MockRound, MockToolCall, current_round, fill
 from .translate import text_of
 
 DEFAULT_MODEL = "mock-echo"
 
 # A word with the whitespace around it, so that the pieces join back to the exact text.
 _WORD = re.compile(r"\s*\S+\s*|\s+")
-
-
-class MockToolCall(BaseModel):
-    """A tool call the mock makes after its text."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    arguments: dict[str, Any] | str = Field(default_factory=dict)
-    id: str | None = None
 
 
 class MockArgs(BaseModel):
@@ -50,6 +42,28 @@ class MockArgs(BaseModel):
     thinking: str | None = None
     finish_reason: FinishReason | None = Field(default=None, alias="finishReason")
     usage: bool = True
+    script: list[MockRound] | None = Field(default=None, min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class MockTurn:
+    """What the mock says in this request: from the args, or from the script's round."""
+
+    thinking: str
+    text: str
+    tool_calls: list[MockToolCall]
+
+
+def mock_turn(args: MockArgs, messages: list[dict[str, Any]]) -> MockTurn:
+    if args.script is None:
+        text = last_user_text(messages) if args.text is None else args.text
+        return MockTurn(args.thinking or "", text, args.tool_calls)
+    round_ = current_round(args.script, messages)
+    if round_.text is not None:
+        text = fill(round_.text, messages)
+    else:
+        text = "" if round_.tool_calls else last_user_text(messages)
+    return MockTurn(round_.thinking or "", text, round_.tool_calls)
 
 
 class MockProvider:
@@ -70,10 +84,11 @@ class MockProvider:
                 "mock failure before first byte", upstream_status=args.fail_status or 503
             )
         delay = args.delay_ms / 1000
-        for piece in split_words(args.thinking or ""):
+        turn = mock_turn(args, request.messages)
+        for piece in split_words(turn.thinking):
             await asyncio.sleep(delay)
             yield ThinkingDelta(piece)
-        text = last_user_text(request.messages) if args.text is None else args.text
+        text = turn.text
         pieces = split_words(text) if args.chunks is None else split_even(text, args.chunks)
         for sent, piece in enumerate(pieces):
             await asyncio.sleep(delay)
@@ -82,18 +97,18 @@ class MockProvider:
             yield TextDelta(piece)
         if args.fail_after is not None:
             raise _injected_failure(len(pieces), args)
-        arguments = [_arguments_json(call) for call in args.tool_calls]
-        for index, call in enumerate(args.tool_calls):
+        arguments = [_arguments_json(call) for call in turn.tool_calls]
+        for index, call in enumerate(turn.tool_calls):
             await asyncio.sleep(delay)
             yield ToolCallDelta(index, id=call.id or f"call_mock_{index}", name=call.name)
             for fragment in split_even(arguments[index], 3):
                 await asyncio.sleep(delay)
                 yield ToolCallDelta(index, arguments=fragment)
         if args.usage:
-            completion = sum(map(estimate_text_tokens, [args.thinking or "", text, *arguments]))
+            completion = sum(map(estimate_text_tokens, [turn.thinking, text, *arguments]))
             prompt = estimate_prompt_tokens(request.messages, request.tools)
             yield UsageEvent(prompt_tokens=prompt, completion_tokens=completion)
-        yield Finish(args.finish_reason or ("tool_calls" if args.tool_calls else "stop"))
+        yield Finish(args.finish_reason or ("tool_calls" if turn.tool_calls else "stop"))
 
 
 def mock_args(request: LlmRequest) -> MockArgs:

@@ -1,0 +1,227 @@
+"""ToolLoop: rounds of model turns and tool runs, seen by the relay as one event stream.
+
+When the model's turn ends with tool calls, the loop announces them (`ToolCallsReady`),
+runs them (frontend `ui_` calls wait for a browser, the others go to the app's webhook),
+appends the model's turn and the results to the conversation in OpenAI's format (each
+adapter translates it to its provider's), and calls the provider again. The stream's
+`seq` runs on across rounds; usage is summed over them; the last round's finish reason is
+the stream's. Calls nobody can run (a backend tool with no webhook), or calls past
+`max_rounds` rounds, end the stream with `finish_reason: tool_calls` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..config import ToolWebhook
+from ..events import (
+    Finish,
+    PlannedCall,
+    RoundStarted,
+    StreamEvent,
+    ToolCallDelta,
+    ToolCallsReady,
+    ToolsWaiting,
+    Usage,
+)
+from ..jobs import StreamJob
+from ..outcome import ToolCall
+from ..providers.base import LlmRequest, Provider
+from ..turn import TurnState
+from .frontend import FrontendTools
+from .webhook import ToolWebhooks, failure
+
+FRONTEND_PREFIX = "ui_"
+
+
+def new_call_id() -> str:
+    """The proxy's id of a call: unguessable, unique across streams and apps."""
+    return "tc_" + secrets.token_urlsafe(12)
+
+
+def plan(calls: list[ToolCall]) -> list[PlannedCall]:
+    """The model's calls as the proxy runs them: own ids, parsed arguments, frontend or not."""
+    planned = []
+    for call in calls:
+        try:
+            arguments: dict[str, Any] | str = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = call.arguments
+        if not isinstance(arguments, dict):
+            arguments = call.arguments
+        planned.append(
+            PlannedCall(
+                id=new_call_id(),
+                model_id=call.id or new_call_id(),
+                name=call.name,
+                arguments=arguments,
+                frontend=call.name.startswith(FRONTEND_PREFIX),
+            )
+        )
+    return planned
+
+
+class ToolRunner:
+    """Runs one stream's tool calls: frontend ones wait for a browser, the others go to the
+    app's webhook."""
+
+    def __init__(
+        self,
+        job: StreamJob,
+        frontend: FrontendTools,
+        webhooks: ToolWebhooks,
+        hook: ToolWebhook | None,
+        *,
+        timeout_seconds: float,
+    ) -> None:
+        self._job = job
+        self._frontend = frontend
+        self._webhooks = webhooks
+        self._hook = hook
+        self._timeout = timeout_seconds
+
+    def can_run(self, calls: list[PlannedCall]) -> bool:
+        """Frontend calls need browsers (channels), backend calls a webhook."""
+        return all(
+            bool(self._job.channels) if call.frontend else self._hook is not None for call in calls
+        )
+
+    async def open(self, calls: list[PlannedCall]) -> None:
+        await self._frontend.open(self._job, [c for c in calls if c.frontend])
+
+    async def run(self, call: PlannedCall) -> dict[str, Any]:
+        """The result the model gets for `call` (a failure result when the tool failed)."""
+        if not isinstance(call.arguments, dict):
+            return failure("the arguments were not a JSON object; the tool did not run")
+        if call.frontend:
+            answer = await self._frontend.wait(self._job.app_id, call.id, self._timeout)
+            if answer is None:
+                return failure(f"the tool did not answer within {self._timeout:g} seconds")
+            return {k: v for k, v in answer.items() if k != "toolCallId"}
+        assert self._hook is not None  # can_run said so
+        payload = {
+            "appId": self._job.app_id,
+            "streamId": self._job.stream_id,
+            "toolCallId": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "channels": self._job.channels,
+            "actionName": self._job.action_name,
+        }
+        return await self._webhooks.call(self._hook, payload)
+
+    async def close(self, calls: list[PlannedCall]) -> None:
+        await self._frontend.close(self._job.app_id, [c.id for c in calls if c.frontend])
+
+
+@dataclass
+class _Totals:
+    """Usage summed over the rounds (each round's own counts, estimated where missing)."""
+
+    prompt: int = 0
+    completion: int = 0
+    estimated: bool = False
+
+    def add(self, turn: TurnState, request: LlmRequest) -> Usage:
+        usage = turn.reported_usage(request)
+        self.prompt += usage["prompt_tokens"]
+        self.completion += usage["completion_tokens"]
+        self.estimated = self.estimated or usage["estimated"]
+        return Usage(self.prompt, self.completion, self.estimated)
+
+
+class ToolLoop:
+    """A provider that runs the tools its model asks for, until an answer without tools."""
+
+    def __init__(self, provider: Provider, runner: ToolRunner, *, max_rounds: int) -> None:
+        self.name = provider.name
+        self._provider = provider
+        self._runner = runner
+        self._max_rounds = max_rounds
+
+    def prepare(self, request: LlmRequest) -> None:
+        self._provider.prepare(request)
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
+        messages = list(request.messages)
+        totals = _Totals()
+        for number in itertools.count(1):
+            if number > 1:
+                yield RoundStarted(number)
+            turn = TurnState()
+            this_round = replace(request, messages=messages)
+            async for event in self._provider.stream(this_round):
+                turn.handle(event)
+                # Usage is summed over rounds, finish and tool calls are decided below.
+                if not isinstance(event, Usage | Finish | ToolCallDelta):
+                    yield event
+            yield totals.add(turn, this_round)
+            calls = plan(turn.tool_calls())
+            if not calls:
+                yield Finish(turn.finish or "stop")
+                return
+            run = number <= self._max_rounds and self._runner.can_run(calls)
+            if run:
+                await self._runner.open(calls)
+            yield ToolCallsReady(tuple(calls), run=run)
+            if not run:
+                yield Finish("tool_calls")
+                return
+            yield ToolsWaiting(True)
+            try:
+                results = await asyncio.gather(*(self._runner.run(c) for c in calls))
+            finally:
+                await self._runner.close(calls)
+            yield ToolsWaiting(False)
+            messages = [*messages, assistant_turn(turn, calls), *tool_results(calls, results)]
+
+
+def assistant_turn(turn: TurnState, calls: list[PlannedCall]) -> dict[str, Any]:
+    """The model's turn, to send back: its text, reasoning blocks and calls (OpenAI format
+    plus the extension fields the adapters translate: reasoning_blocks, thought_signature).
+    `calls` are the turn's calls as planned (same order), for the ids the results answer."""
+    tool_calls = []
+    for call, planned in zip(turn.tool_calls(), calls, strict=True):
+        arguments = call.arguments or "{}"
+        if not _is_object(arguments):
+            arguments = "{}"  # providers need an object; the result says the call did not run
+        entry: dict[str, Any] = {
+            "id": planned.model_id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": arguments},
+        }
+        if call.signature:
+            entry["thought_signature"] = call.signature
+        tool_calls.append(entry)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": turn.answer() or None,
+        "tool_calls": tool_calls,
+    }
+    if turn.reasoning_blocks:
+        message["reasoning_blocks"] = list(turn.reasoning_blocks)
+    return message
+
+
+def tool_results(calls: list[PlannedCall], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "tool",
+            "tool_call_id": call.model_id,
+            "content": json.dumps(result, ensure_ascii=False),
+        }
+        for call, result in zip(calls, results, strict=True)
+    ]
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

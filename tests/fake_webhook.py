@@ -1,0 +1,98 @@
+"""A backend-tools webhook for integration tests: verifies the proxy's signature the way a
+receiver should, records every call, and answers per tool name.
+
+`lookup_stock` answers `{"success": true, "message": "<sku>: 12 in stock"}`, `slow_tool`
+answers after 3 s (past the test stack's 1 s webhook timeout), `broken_tool` answers 500.
+A call whose signature or timestamp does not verify is answered 401 and recorded as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+WEBHOOK_SECRET = "fake-webhook-secret-for-tests-0123456789"
+MAX_SKEW_SECONDS = 300
+
+
+@dataclass
+class WebhookCall:
+    payload: dict[str, Any]
+    verified: bool
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """What a receiver does: recompute over "<timestamp>.<raw body>", compare in constant
+    time, refuse a timestamp too far from now (a replayed call)."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs(time.time() - sent) > MAX_SKEW_SECONDS:
+        return False
+    expected = hmac.new(secret.encode(), f"{sent}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(signature, "v1=" + expected.hexdigest())
+
+
+class FakeWebhook:
+    def __init__(self) -> None:
+        self.calls: list[WebhookCall] = []
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/run"
+
+    async def _run(self, request: Request) -> Response:
+        body = await request.body()
+        verified = verify(
+            WEBHOOK_SECRET,
+            request.headers.get("x-streaming-proxy-timestamp", ""),
+            body,
+            request.headers.get("x-streaming-proxy-signature", ""),
+        )
+        payload = json.loads(body)
+        self.calls.append(WebhookCall(payload, verified))
+        if not verified:
+            return JSONResponse({"error": "bad signature"}, 401)
+        name = payload.get("name")
+        if name == "slow_tool":
+            await asyncio.sleep(3)
+        if name == "broken_tool":
+            return JSONResponse({"error": "the tool fell over"}, 500)
+        sku = (payload.get("arguments") or {}).get("sku", "?")
+        return JSONResponse({"success": True, "message": f"{sku}: 12 in stock"})
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        app = Starlette(routes=[Route("/run", self._run, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
