@@ -35,7 +35,7 @@ RIVAL_APPS = {
 
 @pytest.fixture(scope="session")
 def fake_llm() -> Iterator[FakeLlm]:
-    """A fake OpenAI/Anthropic-format upstream on loopback."""
+    """A fake OpenAI/Anthropic/Gemini-format upstream on loopback."""
     server = FakeLlm()
     server.start()
     try:
@@ -55,12 +55,14 @@ def assert_no_keys_in(log: str) -> None:
 
 def stack_env(fake_llm: FakeLlm) -> dict[str, str]:
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
-    the fake upstream with fake server keys, and a second app (RIVAL_APP) beside the dev one."""
+    the fake upstream with fake server keys, gemini pointed at it without one (requests bring
+    their own `payload.apiKey`), and a second app (RIVAL_APP) beside the dev one."""
     return {
         "OPENAI_BASE_URL": fake_llm.base_url,
         "OPENAI_API_KEY": FAKE_OPENAI_KEY,
         "ANTHROPIC_BASE_URL": fake_llm.base_url,
         "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+        "GEMINI_BASE_URL": fake_llm.gemini_base_url,
         "DEV_EXTRA_APPS": json.dumps(RIVAL_APPS),
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
