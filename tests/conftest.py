@@ -40,7 +40,7 @@ HOOKED_KEY = "hooked-app-key-for-tool-tests"
 
 @pytest.fixture(scope="session")
 def fake_llm() -> Iterator[FakeLlm]:
-    """A fake OpenAI/Anthropic-format upstream on loopback."""
+    """A fake OpenAI/Anthropic/Gemini-format upstream on loopback."""
     server = FakeLlm()
     server.start()
     try:
@@ -78,8 +78,9 @@ def webhook() -> Iterator[FakeWebhook]:
 
 def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str, str]:
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
-    the fake upstream with fake server keys, a second app (RIVAL_APP) beside the dev one and,
-    with `webhook`, a third (HOOKED_APP) whose backend tools run there."""
+    the fake upstream with fake server keys, gemini pointed at it without one (requests bring
+    their own `payload.apiKey`), a second app (RIVAL_APP) beside the dev one and, with
+    `webhook`, a third (HOOKED_APP) whose backend tools run there."""
     apps: dict[str, Any] = dict(RIVAL_APPS)
     if webhook is not None:
         apps[HOOKED_APP] = {
@@ -92,6 +93,7 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
         "OPENAI_API_KEY": FAKE_OPENAI_KEY,
         "ANTHROPIC_BASE_URL": fake_llm.base_url,
         "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
+        "GEMINI_BASE_URL": fake_llm.gemini_base_url,
         "DEV_EXTRA_APPS": json.dumps(apps),
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}

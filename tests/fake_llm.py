@@ -1,12 +1,15 @@
-"""A fake LLM upstream for integration tests: OpenAI- and Anthropic-format streams on loopback.
+"""A fake LLM upstream for integration tests: OpenAI-, Anthropic- and Gemini-format streams
+on loopback.
 
 The model name picks the script: `fake-text`, `fake-tools`, `fake-slow`, `fake-nousage`,
 `fake-error`. The `fake-echo-*` models fail the way some providers and proxies in front of
 them do, echoing the request (headers, keys and all) back: `fake-echo-json` (HTTP 400 with
 the echo in `error.message`), `fake-echo-html` (HTTP 502, an HTML page), `fake-echo-text`
 (HTTP 500, plain text) and `fake-echo-stream` (HTTP 200, some text, then an in-stream error
-frame quoting the request). It records every request and whether the proxy hung up
-mid-stream.
+frame quoting the request). `fake-tool-loop`, `fake-tool-loop-parallel` and
+`fake-tool-forever` play a tool loop and check the tool round comes back in the provider's
+exact format (tests/fake_tool_loop.py). It records every request and whether the proxy
+hung up mid-stream.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -24,6 +27,20 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fake_tool_loop import TOOL_LOOP_MODELS, WrongFormat, error_body, next_turn
+from tests.fake_wire import (
+    FakeCall,
+    FakeTurn,
+    Wire,
+    anthropic_event,
+    anthropic_frames,
+    gemini_frame,
+    gemini_frames,
+    openai_chunk,
+    openai_frames,
+    sse_frames,
+)
 
 TEXT = "Hello from the fake upstream, with ünïcödé and 日本語 🎉."
 TOOL_ARGS = '{"city": "Amsterdam", "userMessage": "Checking the weather"}'
@@ -37,130 +54,85 @@ class Recorded:
     disconnected: threading.Event = field(default_factory=threading.Event)
 
 
-def _openai_chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> str:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-    body = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "fake",
-        "choices": choices,
-        **extra,
-    }
-    return f"data: {json.dumps(body)}\n\n"
+def _weather_call(call_id: str | None) -> FakeTurn:
+    """The `fake-tools` turn: one get_weather call with TOOL_ARGS."""
+    call = FakeCall(call_id, "get_weather", json.loads(TOOL_ARGS))
+    assert call.arguments_json() == TOOL_ARGS
+    return FakeTurn(calls=(call,))
 
 
 def openai_script(model: str) -> Iterator[str | float]:
     if model == "fake-tools":
-        yield _openai_chunk(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "index": 0,
-                        "id": "call_fake1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""},
-                    }
-                ],
-            }
-        )
-        for i in range(0, len(TOOL_ARGS), 4):
-            yield _openai_chunk(
-                {"tool_calls": [{"index": 0, "function": {"arguments": TOOL_ARGS[i : i + 4]}}]}
-            )
-        yield _openai_chunk({}, "tool_calls")
-        yield _openai_chunk(
-            None, usage={"prompt_tokens": 21, "completion_tokens": 17, "total_tokens": 38}
-        )
-        yield "data: [DONE]\n\n"
+        yield from openai_frames(replace(_weather_call("call_fake1"), usage=(21, 17)))
         return
     count = 200 if model == "fake-slow" else 1
     words = TEXT.split(" ")
-    yield _openai_chunk({"role": "assistant", "content": ""})
+    yield openai_chunk({"role": "assistant", "content": ""})
     for n in range(count):
         for i, word in enumerate(words):
-            yield _openai_chunk({"content": word if i == 0 and n == 0 else " " + word})
+            yield openai_chunk({"content": word if i == 0 and n == 0 else " " + word})
             if model == "fake-slow":
                 yield 0.05
     if model == "fake-error":
         yield 'data: {"error": {"message": "the fake model fell over", "type": "server_error"}}\n\n'
         return
-    yield _openai_chunk({}, "stop")
+    yield openai_chunk({}, "stop")
     if model != "fake-nousage":
-        yield _openai_chunk(
+        yield openai_chunk(
             None, usage={"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}
         )
     yield "data: [DONE]\n\n"
 
 
-def _anthropic(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n"
-
-
 def anthropic_script(model: str) -> Iterator[str | float]:
-    yield _anthropic(
-        "message_start",
-        {
-            "message": {
-                "id": "msg_fake",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                **(
-                    {}
-                    if model == "fake-nousage"
-                    else {"usage": {"input_tokens": 25, "output_tokens": 1}}
-                ),
-            }
-        },
+    if model == "fake-tools":
+        yield from anthropic_frames(replace(_weather_call("toolu_fake1"), usage=(25, 33)), model)
+        return
+    message: dict[str, Any] = {"id": "msg_fake", "type": "message", "role": "assistant"}
+    if model != "fake-nousage":
+        message["usage"] = {"input_tokens": 25, "output_tokens": 1}
+    yield anthropic_event("message_start", {"message": {**message, "model": model, "content": []}})
+    yield anthropic_event("ping", {})
+    yield anthropic_event(
+        "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
     )
-    yield _anthropic("ping", {})
-    block = 0
-    if model != "fake-tools":
-        yield _anthropic(
-            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+    for word in TEXT.split(" "):
+        yield anthropic_event(
+            "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word + " "}}
         )
-        for word in TEXT.split(" "):
-            yield _anthropic(
-                "content_block_delta",
-                {"index": 0, "delta": {"type": "text_delta", "text": word + " "}},
-            )
-        yield _anthropic("content_block_stop", {"index": 0})
-        stop = "end_turn"
-    else:
-        yield _anthropic(
-            "content_block_start",
-            {
-                "index": block,
-                "content_block": {
-                    "type": "tool_use",
-                    "id": "toolu_fake1",
-                    "name": "get_weather",
-                    "input": {},
-                },
-            },
-        )
-        for i in range(0, len(TOOL_ARGS), 5):
-            yield _anthropic(
-                "content_block_delta",
-                {
-                    "index": block,
-                    "delta": {"type": "input_json_delta", "partial_json": TOOL_ARGS[i : i + 5]},
-                },
-            )
-        yield _anthropic("content_block_stop", {"index": block})
-        stop = "tool_use"
+    yield anthropic_event("content_block_stop", {"index": 0})
     usage = {"output_tokens": 33} if model != "fake-nousage" else {}
-    yield _anthropic(
-        "message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}
-    )
-    yield _anthropic("message_stop", {})
+    stop = {"stop_reason": "end_turn", "stop_sequence": None}
+    yield anthropic_event("message_delta", {"delta": stop, "usage": usage})
+    yield anthropic_event("message_stop", {})
 
 
-def _echo_failure(model: str, request: Request, body: dict[str, Any], script: Any) -> Response:
+def gemini_script(model: str) -> Iterator[str | float]:
+    """The named scripts as Gemini responses: text word by word, usage on the last one."""
+    if model == "fake-tools":
+        yield from gemini_frames(replace(_weather_call(None), usage=(21, 17)))
+        return
+    words = TEXT.split(" ")
+    for n in range(200 if model == "fake-slow" else 1):
+        for i, word in enumerate(words):
+            yield gemini_frame([{"text": word if i == 0 and n == 0 else " " + word}])
+            if model == "fake-slow":
+                yield 0.05
+    if model == "fake-error":
+        error = {"code": 500, "message": "the fake model fell over", "status": "INTERNAL"}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    yield gemini_frame([], "STOP", None if model == "fake-nousage" else (12, 30))
+
+
+SCRIPTS: dict[Wire, Callable[[str], Iterator[str | float]]] = {
+    "openai": openai_script,
+    "anthropic": anthropic_script,
+    "gemini": gemini_script,
+}
+
+
+def _echo_failure(model: str, request: Request, body: dict[str, Any], wire: Wire) -> Response:
     """An error that repeats what the proxy sent, as careless upstreams do. The credential
     headers come first, so no length limit on the proxy's side can be what hides them."""
     credentials = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -177,12 +149,12 @@ def _echo_failure(model: str, request: Request, body: dict[str, Any], script: An
         return Response(f"upstream failed for {echo}", 500, media_type="text/plain")
 
     async def frames() -> AsyncIterator[bytes]:
-        for step in list(script("fake-text"))[:4]:
+        for step in list(SCRIPTS[wire]("fake-text"))[:4]:
             if isinstance(step, str):
                 yield step.encode()
-        if script is anthropic_script:
+        if wire == "anthropic":
             error = {"type": "api_error", "message": f"failed on {echo}"}
-            yield _anthropic("error", {"error": error}).encode()
+            yield anthropic_event("error", {"error": error}).encode()
         else:
             frame = {"error": {"message": f"failed on {echo}", "type": "server_error"}}
             yield f"data: {json.dumps(frame)}\n\n".encode()
@@ -203,44 +175,52 @@ class FakeLlm:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def gemini_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1beta"
+
     def last(self, path_suffix: str) -> Recorded:
         return [r for r in self.requests if r.path.endswith(path_suffix)][-1]
 
     def app(self) -> Starlette:
         async def openai(request: Request) -> Response:
-            return await self._serve(request, openai_script)
+            return await self._serve(request, "openai")
 
         async def anthropic(request: Request) -> Response:
-            return await self._serve(request, anthropic_script)
+            return await self._serve(request, "anthropic")
+
+        async def gemini(request: Request) -> Response:
+            # Gemini names the model in the path; `alt=sse` asks for SSE, the only form served.
+            return await self._serve(request, "gemini", request.path_params["model"])
 
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", openai, methods=["POST"]),
                 Route("/v1/messages", anthropic, methods=["POST"]),
+                Route("/v1beta/models/{model}:streamGenerateContent", gemini, methods=["POST"]),
             ]
         )
 
-    async def _serve(self, request: Request, script: Any) -> Response:
+    async def _serve(self, request: Request, wire: Wire, model: str | None = None) -> Response:
         body = await request.json()
         recorded = Recorded(request.url.path, dict(request.headers), body)
         self.requests.append(recorded)
-        model = str(body.get("model", ""))
+        model = model or str(body.get("model", ""))
         if model.startswith("fake-echo-"):
-            return _echo_failure(model, request, body, script)
+            return _echo_failure(model, request, body, wire)
         if model == "fake-unauthorized":
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "Incorrect API key provided",
-                        "type": "invalid_request_error",
-                    }
-                },
-                401,
-            )
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            return JSONResponse({"error": error}, 401)
+        steps: Iterable[str | float] = SCRIPTS[wire](model)
+        if model in TOOL_LOOP_MODELS:
+            try:
+                steps = list(sse_frames(wire, next_turn(wire, model, body), model))
+            except WrongFormat as e:
+                return JSONResponse(error_body(wire, str(e)), 400)
 
         async def frames() -> AsyncIterator[bytes]:
             try:
-                for step in script(model):
+                for step in steps:
                     if isinstance(step, float):
                         await asyncio.sleep(step)
                     else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -12,14 +14,17 @@ from streaming_proxy.errors import ProviderNotConfigured, UpstreamError, Validat
 from streaming_proxy.events import (
     Finish,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     Usage,
 )
 from streaming_proxy.providers.anthropic import AnthropicProvider, anthropic_body
 from streaming_proxy.providers.base import LlmRequest
 
+from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 SETTINGS = Settings(
@@ -62,9 +67,23 @@ EXPECTED: dict[str, list[ProviderEvent]] = {
         Usage(100, 1),
         ThinkingDelta("Réfléchissons… "),
         ThinkingDelta("2 + 2 = 4"),
+        ThinkingSignature("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"),
         TextDelta("C'est 4 🎉"),
         Usage(100, 64),
         Finish("length"),
+    ],
+    "thinking_tool_use.sse": [
+        Usage(512, 3),
+        ThinkingDelta("Il faut la météo — "),
+        ThinkingDelta("天気を調べる。"),
+        ThinkingSignature("ErUBCkYIBhgCIkB2Zm9+aGVsbG8vd29ybGQ=+/sig=="),
+        RedactedThinking("EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP=="),
+        TextDelta("Je regarde."),
+        ToolCallDelta(0, id="toolu_01C", name="get_weather"),
+        ToolCallDelta(0, arguments='{"city": "Zü'),
+        ToolCallDelta(0, arguments='rich"}'),
+        Usage(512, 120),
+        Finish("tool_calls"),
     ],
     "no_usage.sse": [TextDelta("Je ne peux pas — 申し訳"), Finish("content_filter")],
 }
@@ -320,3 +339,82 @@ def test_invalid_tool_call_arguments_fail_validation() -> None:
     ]
     with pytest.raises(ValidationFailed, match="JSON object"):
         anthropic_body(request(messages=messages))
+
+
+async def test_a_tool_round_goes_back_in_the_messages_api_format() -> None:
+    upstream = FakeUpstream([fixture_bytes("anthropic/text.sse")])
+
+    await run(upstream, request(messages=history.conversation()))
+
+    assert upstream.sent_json() == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4096,
+        "system": history.SYSTEM,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": history.QUESTION}]},
+            {
+                "role": "assistant",
+                "content": [
+                    history.SIGNED,
+                    history.REDACTED,
+                    {"type": "text", "text": history.TEXT},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_01",
+                        "name": "ui_get_color",
+                        "input": history.COLOR_ARGS,
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_02",
+                        "name": "lookup_stock",
+                        "input": history.STOCK_ARGS,
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_01",
+                        "content": json.dumps(history.COLOR_RESULT),
+                    },
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_02",
+                        "content": [{"type": "text", "text": json.dumps(history.STOCK_RESULT)}],
+                        "is_error": True,
+                    },
+                ],
+            },
+        ],
+        "stream": True,
+    }
+
+
+def test_a_thinking_block_without_a_signature_is_left_out() -> None:
+    messages = history.conversation()
+    messages[2]["reasoning_blocks"] = [{"type": "thinking", "thinking": "from elsewhere"}]
+
+    assistant = anthropic_body(request(messages=messages))["messages"][1]
+
+    assert [block["type"] for block in assistant["content"]] == ["text", "tool_use", "tool_use"]
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        "thinking",
+        [{"type": "thinking"}],
+        [{"type": "thinking", "thinking": "x", "signature": 7}],
+        [{"type": "redacted_thinking", "data": ""}],
+        [{"type": "summary", "text": "x"}],
+    ],
+)
+def test_malformed_reasoning_blocks_fail_validation(blocks: Any) -> None:
+    messages = history.conversation()
+    messages[2]["reasoning_blocks"] = blocks
+
+    with pytest.raises(ValidationFailed, match="reasoning"):
+        AnthropicProvider(None, SETTINGS).prepare(request(messages=messages))  # type: ignore[arg-type]

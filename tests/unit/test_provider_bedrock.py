@@ -7,10 +7,10 @@ event-stream frames; that parsing is botocore's job and is not re-tested here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,15 +22,19 @@ from streaming_proxy.errors import ProviderNotConfigured, UpstreamError, Validat
 from streaming_proxy.events import (
     Finish,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     Usage,
 )
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.bedrock import BedrockProvider, bedrock_client
 from streaming_proxy.providers.converse import converse_request
+from tests.fake_bedrock import FakeEventStream
 
+from . import tool_history as history
 from .providers_fixtures import fixture_bytes
 
 SETTINGS = Settings(bedrock_region="eu-central-1", aws_region="us-east-1")
@@ -38,39 +42,19 @@ MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 HELLO = [{"role": "user", "content": "Bonjour"}]
 
 
+def _blob(value: dict[str, Any]) -> Any:
+    # JSON has no bytes: a blob boto3 would hand over as bytes is {"$base64": ...} on disk.
+    return base64.b64decode(value["$base64"]) if set(value) == {"$base64"} else value
+
+
 def events(name: str) -> list[dict[str, Any]]:
-    loaded: list[dict[str, Any]] = json.loads(fixture_bytes(f"bedrock/{name}"))
+    loaded: list[dict[str, Any]] = json.loads(fixture_bytes(f"bedrock/{name}"), object_hook=_blob)
     return loaded
 
 
 def request(**kwargs: object) -> LlmRequest:
     fields: dict[str, object] = {"model": MODEL, "messages": HELLO, **kwargs}
     return LlmRequest(**fields)  # type: ignore[arg-type]
-
-
-class FakeEventStream:
-    """Yields parsed events; an exception in the list is raised there; `hold` blocks like a read."""
-
-    def __init__(self, items: list[Any], hold: bool = False) -> None:
-        self.items = items
-        self.hold = hold
-        self.closed = threading.Event()
-        self.finished = threading.Event()
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            for item in self.items:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            if self.hold:  # a slow model: the read only returns once the socket is closed
-                self.closed.wait(5)
-                raise OSError("connection closed")
-        finally:
-            self.finished.set()
-
-    def close(self) -> None:
-        self.closed.set()
 
 
 class FakeClient:
@@ -122,9 +106,22 @@ EXPECTED: dict[str, list[ProviderEvent]] = {
     ],
     "reasoning.json": [
         ThinkingDelta("Réfléchissons… "),
+        ThinkingSignature("EqQBCgIYAhIM"),
         TextDelta("C'est 4 🎉"),
         Usage(12, 64),
         Finish("length"),
+    ],
+    "reasoning_tool_use.json": [
+        ThinkingDelta("Il faut la météo — "),
+        ThinkingDelta("天気を調べる。"),
+        ThinkingSignature("ErUBCkYIBhgCIkB2Zm9+aGVsbG8="),
+        RedactedThinking("EmwKAhgBEgy3va3pzix/LafPsn4="),
+        TextDelta("Je regarde."),
+        ToolCallDelta(0, id="tooluse_C", name="get_weather"),
+        ToolCallDelta(0, arguments='{"city": "Zü'),
+        ToolCallDelta(0, arguments='rich"}'),
+        Usage(512, 120),
+        Finish("tool_calls"),
     ],
     "guardrail.json": [TextDelta("Je ne peux pas"), Finish("content_filter")],
 }
@@ -465,4 +462,88 @@ def test_tool_choice_none_leaves_tools_out() -> None:
 def test_unsupported_images_fail_validation(url: str, match: str) -> None:
     messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
     with pytest.raises(ValidationFailed, match=match):
+        converse_request(request(messages=messages))
+
+
+async def test_a_tool_round_goes_back_in_the_converse_format() -> None:
+    client = FakeClient(FakeEventStream(events("text.json")))
+
+    await run(client, request(messages=history.conversation()))
+
+    assert client.calls == [
+        {
+            "modelId": MODEL,
+            "system": [{"text": history.SYSTEM}],
+            "messages": [
+                {"role": "user", "content": [{"text": history.QUESTION}]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "reasoningContent": {
+                                "reasoningText": {
+                                    "text": history.SIGNED["thinking"],
+                                    "signature": history.SIGNED["signature"],
+                                }
+                            }
+                        },
+                        {
+                            "reasoningContent": {
+                                "redactedContent": base64.b64decode(history.REDACTED["data"])
+                            }
+                        },
+                        {"text": history.TEXT},
+                        {
+                            "toolUse": {
+                                "toolUseId": "toolu_01",
+                                "name": "ui_get_color",
+                                "input": history.COLOR_ARGS,
+                            }
+                        },
+                        {
+                            "toolUse": {
+                                "toolUseId": "toolu_02",
+                                "name": "lookup_stock",
+                                "input": history.STOCK_ARGS,
+                            }
+                        },
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "toolResult": {
+                                "toolUseId": "toolu_01",
+                                "content": [{"json": history.COLOR_RESULT}],
+                            }
+                        },
+                        {
+                            "toolResult": {
+                                "toolUseId": "toolu_02",
+                                "content": [{"json": history.STOCK_RESULT}],
+                                "status": "error",
+                            }
+                        },
+                    ],
+                },
+            ],
+        }
+    ]
+
+
+def test_a_thinking_block_without_a_signature_goes_without_one() -> None:
+    messages = history.conversation()
+    messages[2]["reasoning_blocks"] = [{"type": "thinking", "thinking": "unsigned"}]
+
+    assistant = converse_request(request(messages=messages))["messages"][1]
+
+    assert assistant["content"][0] == {"reasoningContent": {"reasoningText": {"text": "unsigned"}}}
+
+
+def test_redacted_data_that_is_not_base64_fails_validation() -> None:
+    messages = history.conversation()
+    messages[2]["reasoning_blocks"] = [{"type": "redacted_thinking", "data": "not base64!"}]
+
+    with pytest.raises(ValidationFailed, match="base64"):
         converse_request(request(messages=messages))

@@ -21,6 +21,7 @@ from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.gemini import GeminiProvider
 from streaming_proxy.providers.gemini_request import gemini_body
 
+from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 SETTINGS = Settings(
@@ -58,6 +59,20 @@ EXPECTED: dict[str, list[ProviderEvent]] = {
         ToolCallDelta(0, id="call_0", name="get_weather", arguments='{"city": "Zürich"}'),
         ToolCallDelta(1, id="call_1", name="ui_show_map", arguments="{}"),
         Usage(40, 18),
+        Finish("tool_calls"),
+    ],
+    "tool_call_thought_signature.sse": [
+        ThinkingDelta("Il faut la météo de deux villes."),
+        Usage(52, 30),
+        ToolCallDelta(
+            0,
+            id="call_0",
+            name="get_weather",
+            arguments='{"city": "Zürich"}',
+            signature="CiQBjz1rX0Zsb3JlbnRpbmUtc2lnbmF0dXJlLTAx/+==",
+        ),
+        ToolCallDelta(1, id="call_1", name="get_weather", arguments='{"city": "東京"}'),
+        Usage(52, 54),
         Finish("tool_calls"),
     ],
     "thinking.sse": [
@@ -246,13 +261,67 @@ def test_messages_system_images_tool_calls_and_results() -> None:
     ]
 
 
-def test_tool_result_for_an_unknown_call_fails_validation() -> None:
-    messages = [
-        {"role": "user", "content": "x"},
-        {"role": "tool", "tool_call_id": "nope", "content": "1"},
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [
+            {"role": "user", "content": "x"},
+            {"role": "tool", "tool_call_id": "nope", "name": "weather", "content": "1"},
+        ],
+        [*history.conversation()[:3], {"role": "tool", "tool_call_id": "nope", "content": "1"}],
+    ],
+)
+def test_tool_result_for_an_unknown_call_fails_validation(
+    messages: list[dict[str, object]],
+) -> None:
+    with pytest.raises(ValidationFailed, match="'nope', which no earlier assistant tool_calls"):
+        provider().prepare(request(messages=messages))
+
+
+@pytest.mark.parametrize("signed_call", [0, 1, None])
+async def test_a_tool_round_goes_back_in_gemini_format(signed_call: int | None) -> None:
+    upstream = FakeUpstream([fixture_bytes("gemini/text.sse")])
+
+    await run(upstream, request(messages=history.conversation(signed_call=signed_call)))
+
+    calls = [
+        {"functionCall": {"name": "ui_get_color", "args": history.COLOR_ARGS}},
+        {"functionCall": {"name": "lookup_stock", "args": history.STOCK_ARGS}},
     ]
-    with pytest.raises(ValidationFailed, match="nope"):
-        gemini_body(request(messages=messages))
+    if signed_call is not None:
+        calls[signed_call]["thoughtSignature"] = history.GEMINI_SIGNATURE
+    assert upstream.sent_json() == {
+        "systemInstruction": {"parts": [{"text": history.SYSTEM}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": history.QUESTION}]},
+            {"role": "model", "parts": [{"text": history.TEXT}, *calls]},
+            {
+                "role": "user",
+                "parts": [
+                    {
+                        "functionResponse": {
+                            "name": "ui_get_color",
+                            "response": history.COLOR_RESULT,
+                        }
+                    },
+                    {
+                        "functionResponse": {
+                            "name": "lookup_stock",
+                            "response": history.STOCK_RESULT,
+                        }
+                    },
+                ],
+            },
+        ],
+    }
+
+
+def test_a_thought_signature_that_is_not_a_string_fails_validation() -> None:
+    messages = history.conversation(signed_call=None)
+    messages[2]["tool_calls"][0]["thought_signature"] = {"bytes": "x"}
+
+    with pytest.raises(ValidationFailed, match="thought_signature"):
+        provider().prepare(request(messages=messages))
 
 
 TOOLS = [

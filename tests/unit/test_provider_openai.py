@@ -31,6 +31,7 @@ from streaming_proxy.providers.base import LlmRequest, Provider
 from streaming_proxy.providers.openai import OpenAIProvider
 from streaming_proxy.providers.registry import ProviderRegistry
 
+from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -447,3 +448,38 @@ async def test_azure_without_an_endpoint_is_not_configured() -> None:
 async def test_azure_rejects_a_missing_or_unsafe_deployment(model: str | None) -> None:
     with pytest.raises(ValidationFailed):
         azure(FakeUpstream([])).prepare(request(model=model))
+
+
+def compat(upstream: FakeUpstream) -> Any:
+    settings = Settings(compat_endpoints={"vllm": CompatEndpoint(base_url="http://vllm:8000/v1")})
+    return ProviderRegistry(settings, upstream.client()).resolve("vllm")
+
+
+@pytest.mark.parametrize("make", [openai, azure, compat], ids=["openai", "azure", "compat"])
+async def test_a_tool_round_goes_back_without_the_proxys_extension_fields(make: Any) -> None:
+    upstream = FakeUpstream(sse("data: [DONE]"))
+    messages = history.conversation()
+    sent_before = json.dumps(messages)
+
+    await collect(make(upstream), request(model="gpt-4o", messages=messages))
+
+    assert upstream.sent_json() == {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": history.SYSTEM},
+            {"role": "user", "content": history.QUESTION},
+            {
+                "role": "assistant",
+                "content": history.TEXT,
+                "tool_calls": [
+                    history.tool_call("toolu_01", "ui_get_color", history.COLOR_ARGS),
+                    history.tool_call("toolu_02", "lookup_stock", history.STOCK_ARGS),
+                ],
+            },
+            messages[3],
+            messages[4],
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert json.dumps(messages) == sent_before  # the caller's conversation is left as it was

@@ -10,7 +10,9 @@ from streaming_proxy.errors import UpstreamError, ValidationFailed
 from streaming_proxy.providers.translate import (
     FunctionTool,
     ImagePart,
+    RedactedBlock,
     TextPart,
+    ThinkingBlock,
     ToolChoice,
     content_parts,
     event_data,
@@ -20,9 +22,11 @@ from streaming_proxy.providers.translate import (
     merge_adjacent,
     parse_arguments,
     parse_tool_choice,
+    reasoning_blocks_of,
     stop_sequences,
     text_of,
     tool_calls_of,
+    tool_result_of,
 )
 
 
@@ -175,3 +179,51 @@ def test_stop_sequences() -> None:
 def test_event_data_that_is_not_a_json_object_is_an_upstream_error(data: str) -> None:
     with pytest.raises(UpstreamError, match="acme"):
         event_data(data, "acme")
+
+
+def test_reasoning_blocks_keep_their_order_and_signatures() -> None:
+    message = {
+        "reasoning_blocks": [
+            {"type": "thinking", "thinking": "a", "signature": "s1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "thinking", "thinking": "b", "signature": ""},
+            {"type": "thinking", "thinking": "c"},
+        ]
+    }
+
+    assert reasoning_blocks_of(message) == [
+        ThinkingBlock("a", "s1"),
+        RedactedBlock("opaque"),
+        ThinkingBlock("b", None),
+        ThinkingBlock("c", None),
+    ]
+    assert reasoning_blocks_of({}) == []
+
+
+def test_a_tool_calls_thought_signature_is_read() -> None:
+    message = {
+        "tool_calls": [
+            {"id": "a", "function": {"name": "f"}, "thought_signature": "sig"},
+            {"id": "b", "function": {"name": "g"}},
+        ]
+    }
+
+    assert [c.signature for c in tool_calls_of(message)] == ["sig", None]
+
+
+@pytest.mark.parametrize(
+    ("content", "value", "failed"),
+    [
+        ('{"success": false, "message": "no"}', {"success": False, "message": "no"}, True),
+        ([{"type": "text", "text": '{"success": true}'}], {"success": True}, False),
+        ('{"success": 0}', {"success": 0}, False),
+        ("plain words", None, False),
+        ("[false]", [False], False),
+    ],
+)
+def test_tool_results_parse_json_and_know_when_they_failed(
+    content: Any, value: Any, failed: bool
+) -> None:
+    result = tool_result_of({"role": "tool", "tool_call_id": "c1", "content": content})
+
+    assert (result.call_id, result.value, result.failed) == ("c1", value, failed)

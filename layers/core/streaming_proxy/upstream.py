@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import httpx
 
@@ -43,8 +44,9 @@ def _valid(event: StreamEvent) -> StreamEvent:
     if isinstance(event, ToolCallDelta):
         parts = (event.id or "", event.name or "", event.arguments)
         if any(SURROGATE.search(p) for p in parts):
-            return ToolCallDelta(
-                event.index,
+            # replace(), not a new delta: the call's signature must survive the repair.
+            return replace(
+                event,
                 id=valid_text(event.id) if event.id else event.id,
                 name=valid_text(event.name) if event.name else event.name,
                 arguments=valid_text(event.arguments),

@@ -14,8 +14,10 @@ from ..events import (
     Finish,
     FinishReason,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     Usage,
 )
@@ -23,6 +25,8 @@ from .base import LlmRequest, pick_key
 from .sse import open_event_stream
 from .translate import (
     ImagePart,
+    ReasoningBlock,
+    RedactedBlock,
     TextPart,
     content_parts,
     event_data,
@@ -31,9 +35,9 @@ from .translate import (
     is_instruction,
     merge_adjacent,
     parse_tool_choice,
-    text_of,
-    tool_call_id_of,
+    reasoning_blocks_of,
     tool_calls_of,
+    tool_result_of,
 )
 
 DEFAULT_MAX_TOKENS = 4096
@@ -143,11 +147,7 @@ def anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "user":
             blocks = _blocks(message.get("content"))
         elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            blocks += [
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
-                for c in tool_calls_of(message)
-            ]
+            blocks = _assistant_blocks(message)
         elif role == "tool":
             blocks = [_tool_result(message)]
             role = "user"
@@ -156,6 +156,29 @@ def anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if blocks:
             turns.append({"role": role, "content": blocks})
     return merge_adjacent(turns, "content")
+
+
+def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reasoning first (signed, so extended thinking survives tool rounds), text, tool uses."""
+    blocks = _reasoning(reasoning_blocks_of(message))
+    blocks += _blocks(message.get("content"))
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+        for c in tool_calls_of(message)
+    ]
+    return blocks
+
+
+def _reasoning(blocks: list[ReasoningBlock]) -> list[dict[str, Any]]:
+    # Anthropic rejects a thinking block without its signature; one that never had one (the
+    # reasoning of another provider) is left out, as earlier turns' thinking may be.
+    return [
+        {"type": "redacted_thinking", "data": block.data}
+        if isinstance(block, RedactedBlock)
+        else {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        for block in blocks
+        if isinstance(block, RedactedBlock) or block.signature
+    ]
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -176,8 +199,15 @@ def _image_source(part: ImagePart) -> dict[str, Any]:
 
 def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
-    result: Any = text_of(content) if not isinstance(content, list) else _blocks(content)
-    return {"type": "tool_result", "tool_use_id": tool_call_id_of(message), "content": result}
+    result = tool_result_of(message)
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": result.call_id,
+        "content": _blocks(content) if isinstance(content, list) else result.text,
+    }
+    if result.failed:
+        block["is_error"] = True
+    return block
 
 
 @dataclass(slots=True)
@@ -219,6 +249,8 @@ class _StreamState:
             return [TextDelta(block["text"])]
         if kind == "thinking" and block.get("thinking"):
             return [ThinkingDelta(block["thinking"])]
+        if kind == "redacted_thinking" and block.get("data"):
+            return [RedactedThinking(block["data"])]
         return []
 
     def _block_delta(self, index: int, delta: dict[str, Any]) -> list[ProviderEvent]:
@@ -229,7 +261,9 @@ class _StreamState:
             return [ToolCallDelta(self.tool_index[index], arguments=delta["partial_json"])]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [ThinkingDelta(delta["thinking"])]
-        return []  # signature_delta, citations_delta: nothing to show
+        if kind == "signature_delta" and delta.get("signature"):
+            return [ThinkingSignature(delta["signature"])]
+        return []  # citations_delta and delta types newer than this adapter
 
     def _usage(self, usage: dict[str, Any] | None) -> list[ProviderEvent]:
         if not usage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,8 +23,10 @@ from ..events import (
     Finish,
     FinishReason,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     Usage,
 )
@@ -232,8 +235,21 @@ class _StreamState:
         index = self.tool_index.get(block.get("contentBlockIndex", 0))
         if tool_input and index is not None:
             return [ToolCallDelta(index, arguments=tool_input)]
-        reasoning = (delta.get("reasoningContent") or {}).get("text")
-        return [ThinkingDelta(reasoning)] if reasoning else []
+        return _reasoning(delta.get("reasoningContent") or {})
+
+
+def _reasoning(delta: dict[str, Any]) -> list[ProviderEvent]:
+    """A reasoningContent delta: text, then the signature that closes the block; or a
+    redacted block, whose bytes (boto3 decodes the blob) travel as base64 text."""
+    events: list[ProviderEvent] = []
+    if delta.get("text"):
+        events.append(ThinkingDelta(delta["text"]))
+    if delta.get("signature"):
+        events.append(ThinkingSignature(delta["signature"]))
+    redacted = delta.get("redactedContent")
+    if isinstance(redacted, bytes | bytearray) and redacted:
+        events.append(RedactedThinking(base64.b64encode(redacted).decode("ascii")))
+    return events
 
 
 def _usage(usage: dict[str, Any] | None) -> list[ProviderEvent]:

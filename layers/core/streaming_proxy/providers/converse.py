@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from ..errors import ValidationFailed
 from .base import LlmRequest
 from .translate import (
     ImagePart,
+    ReasoningBlock,
+    RedactedBlock,
     TextPart,
     content_parts,
     function_tools,
     instructions_of,
     is_instruction,
     merge_adjacent,
-    parse_json_value,
     parse_tool_choice,
     pick,
+    reasoning_blocks_of,
     stop_sequences,
-    text_of,
-    tool_call_id_of,
     tool_calls_of,
+    tool_result_of,
 )
 
 _IMAGE_FORMATS = {
@@ -88,17 +91,37 @@ def converse_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "user":
             turns.append({"role": "user", "content": _blocks(message.get("content"))})
         elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            blocks += [
-                {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}
-                for c in tool_calls_of(message)
-            ]
-            turns.append({"role": "assistant", "content": blocks})
+            turns.append({"role": "assistant", "content": _assistant_blocks(message)})
         elif role == "tool":
             turns.append({"role": "user", "content": [_tool_result(message)]})
         else:
             raise ValidationFailed(f"unsupported message role: {role!r}")
     return merge_adjacent([t for t in turns if t["content"]], "content")
+
+
+def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reasoning first (signed, so extended thinking survives tool rounds), text, tool uses."""
+    blocks = [_reasoning(block) for block in reasoning_blocks_of(message)]
+    blocks += _blocks(message.get("content"))
+    blocks += [
+        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}
+        for c in tool_calls_of(message)
+    ]
+    return blocks
+
+
+def _reasoning(block: ReasoningBlock) -> dict[str, Any]:
+    if isinstance(block, RedactedBlock):
+        # The adapter turned the streamed bytes into base64 text; Converse wants the bytes.
+        try:
+            data = base64.b64decode(block.data, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValidationFailed("a redacted_thinking block's data must be base64") from e
+        return {"reasoningContent": {"redactedContent": data}}
+    text: dict[str, Any] = {"text": block.thinking}
+    if block.signature:
+        text["signature"] = block.signature
+    return {"reasoningContent": {"reasoningText": text}}
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -118,10 +141,14 @@ def _image(part: ImagePart) -> dict[str, Any]:
 
 
 def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
-    text = text_of(message.get("content"))
-    value = parse_json_value(text)
-    content = [{"json": value}] if isinstance(value, dict) else [{"text": text}]
-    return {"toolResult": {"toolUseId": tool_call_id_of(message), "content": content}}
+    result = tool_result_of(message)
+    content = (
+        [{"json": result.value}] if isinstance(result.value, dict) else [{"text": result.text}]
+    )
+    block: dict[str, Any] = {"toolUseId": result.call_id, "content": content}
+    if result.failed:
+        block["status"] = "error"
+    return {"toolResult": block}
 
 
 def _tool_config(request: LlmRequest, messages: list[dict[str, Any]]) -> dict[str, Any] | None:

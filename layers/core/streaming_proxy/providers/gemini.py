@@ -109,6 +109,8 @@ class _StreamState:
                     id=call.get("id") or self.call_id(number),
                     name=call.get("name"),
                     arguments=json.dumps(call.get("args") or {}, ensure_ascii=False),
+                    # Gemini 3 rejects the next request if the call comes back without it.
+                    signature=part.get("thoughtSignature") or None,
                 )
             ]
         text = part.get("text")

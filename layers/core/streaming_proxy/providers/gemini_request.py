@@ -9,17 +9,16 @@ from ..errors import ValidationFailed
 from .base import LlmRequest
 from .translate import (
     TextPart,
+    ToolCall,
     content_parts,
     function_tools,
     instructions_of,
     is_instruction,
     merge_adjacent,
-    parse_json_value,
     parse_tool_choice,
     stop_sequences,
-    text_of,
-    tool_call_id_of,
     tool_calls_of,
+    tool_result_of,
 )
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -108,10 +107,11 @@ def gemini_contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "user":
             contents.append({"role": "user", "parts": _parts(message.get("content"))})
         elif role == "assistant":
+            # reasoning_blocks stay out: Gemini's thinking is carried by the call signatures.
             parts = _parts(message.get("content"))
             for call in tool_calls_of(message):
                 call_names[call.id] = call.name
-                parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
+                parts.append(_function_call(call))
             contents.append({"role": "model", "parts": parts})
         elif role == "tool":
             contents.append({"role": "user", "parts": [_function_response(message, call_names)]})
@@ -132,15 +132,28 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
+def _function_call(call: ToolCall) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+    if call.signature:
+        part["thoughtSignature"] = call.signature
+    return part
+
+
 def _function_response(message: dict[str, Any], call_names: dict[str, str]) -> dict[str, Any]:
-    call_id = tool_call_id_of(message)
-    name = call_names.get(call_id) or message.get("name")
-    if not name:
-        raise ValidationFailed(f"tool message answers unknown tool_call_id {call_id!r}")
-    text = text_of(message.get("content"))
-    value = parse_json_value(text)
+    """A tool result as a functionResponse, named after the call it answers (Gemini matches
+    results to calls by name, so a result for no known call cannot be sent)."""
+    result = tool_result_of(message)
+    name = call_names.get(result.call_id)
+    if name is None:
+        raise ValidationFailed(
+            f"tool message answers tool_call_id {result.call_id!r}, "
+            "which no earlier assistant tool_calls entry has"
+        )
+    value = result.value
     # `response` must be an object; Gemini's documented key for a plain result is "output".
-    response = value if isinstance(value, dict) else {"output": text if value is None else value}
+    response = (
+        value if isinstance(value, dict) else {"output": result.text if value is None else value}
+    )
     return {"functionResponse": {"name": name, "response": response}}
 
 

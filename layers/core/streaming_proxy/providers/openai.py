@@ -141,7 +141,7 @@ class OpenAIProvider:
     def _body(self, request: LlmRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": request.messages,
+            "messages": openai_messages(request.messages),
             "stream_options": {"include_usage": True},
         }
         if request.tools:
@@ -163,6 +163,25 @@ class OpenAIProvider:
             message = upstream_message(data.encode("utf-8"))
             raise UpstreamError(f"{self.name} stream error: {message}")
         return chunk
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without this proxy's extension fields (`reasoning_blocks`, a tool call's
+    `thought_signature`): OpenAI answers 400 to a message field it does not know."""
+    return [_without_extensions(message) for message in messages]
+
+
+def _without_extensions(message: dict[str, Any]) -> dict[str, Any]:
+    clean = {k: v for k, v in message.items() if k != "reasoning_blocks"}
+    calls = clean.get("tool_calls")
+    if isinstance(calls, list):
+        clean["tool_calls"] = [
+            {k: v for k, v in call.items() if k != "thought_signature"}
+            if isinstance(call, dict)
+            else call
+            for call in calls
+        ]
+    return clean
 
 
 def _events_of(chunk: _Chunk) -> Iterator[ProviderEvent]:

@@ -36,11 +36,45 @@ ContentPart = TextPart | ImagePart
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One assistant tool call from the history, arguments already parsed."""
+    """One assistant tool call from the history, arguments already parsed; `signature` is
+    Gemini's `thoughtSignature` of the call (the `thought_signature` extension field)."""
 
     id: str
     name: str
     arguments: dict[str, Any]
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingBlock:
+    """A reasoning block of an assistant turn (`reasoning_blocks` extension field)."""
+
+    thinking: str
+    signature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedBlock:
+    """An encrypted reasoning block: opaque `data`, sent back exactly as received."""
+
+    data: str
+
+
+ReasoningBlock = ThinkingBlock | RedactedBlock
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool message: the call it answers, its text, and that text as JSON when it is."""
+
+    call_id: str
+    text: str
+    value: Any
+
+    @property
+    def failed(self) -> bool:
+        """The tool said it failed: a JSON object with `"success": false`."""
+        return isinstance(self.value, dict) and self.value.get("success") is False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +179,34 @@ def tool_calls_of(message: dict[str, Any]) -> list[ToolCall]:
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise ValidationFailed("each tool call needs an id")
-        result.append(
-            ToolCall(call_id, function["name"], parse_arguments(function.get("arguments")))
-        )
+        signature = call.get("thought_signature")
+        if signature is not None and not isinstance(signature, str):
+            raise ValidationFailed("a tool call's thought_signature must be a string")
+        arguments = parse_arguments(function.get("arguments"))
+        result.append(ToolCall(call_id, function["name"], arguments, signature or None))
     return result
+
+
+def reasoning_blocks_of(message: dict[str, Any]) -> list[ReasoningBlock]:
+    """The `reasoning_blocks` of an assistant message, in order."""
+    blocks = message.get("reasoning_blocks") or []
+    if not isinstance(blocks, list):
+        raise ValidationFailed("reasoning_blocks must be a list")
+    return [_reasoning_block(block) for block in blocks]
+
+
+def _reasoning_block(block: Any) -> ReasoningBlock:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "thinking" and isinstance(block.get("thinking"), str):
+        signature = block.get("signature")
+        if signature is None or isinstance(signature, str):
+            return ThinkingBlock(block["thinking"], signature or None)
+    if kind == "redacted_thinking" and isinstance(block.get("data"), str) and block["data"]:
+        return RedactedBlock(block["data"])
+    raise ValidationFailed(
+        'each reasoning block must be {"type": "thinking", "thinking", "signature"} '
+        'or {"type": "redacted_thinking", "data"}'
+    )
 
 
 def tool_call_id_of(message: dict[str, Any]) -> str:
@@ -157,6 +215,12 @@ def tool_call_id_of(message: dict[str, Any]) -> str:
     if not isinstance(call_id, str) or not call_id:
         raise ValidationFailed("tool messages need a tool_call_id")
     return call_id
+
+
+def tool_result_of(message: dict[str, Any]) -> ToolResult:
+    """A tool message's result; its content is a string or a list of text parts."""
+    text = text_of(message.get("content"))
+    return ToolResult(tool_call_id_of(message), text, parse_json_value(text))
 
 
 def function_tools(tools: Iterable[dict[str, Any]] | None) -> list[FunctionTool]:
