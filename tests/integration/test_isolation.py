@@ -111,27 +111,41 @@ async def test_stop_and_resume_of_another_apps_stream_do_not_exist(stack: Stack)
         await b.close()
 
 
-async def test_tool_answers_are_stored_per_app(stack: Stack) -> None:
+async def test_a_tool_call_is_answered_only_by_its_own_apps_browsers(stack: Stack) -> None:
     a, b = await open_pair(stack, "shared-tools")
+    script = [
+        {"toolCalls": [{"name": "ui_pick", "arguments": {}}]},
+        {"text": "picked {{message:ui_pick}}"},
+    ]
+    body = {
+        "channels": ["shared-tools"],
+        "actionName": "onLlm",
+        "payload": {
+            "provider": "mock",
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "ui_pick"}}],
+            "providerArgs": {"delayMs": 1, "script": script},
+        },
+    }
     try:
+        async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+            r = await client.post("/llm/query", json=body, headers={"x-api-key": stack.api_key})
+        stream_id = r.json()["streamId"]
+        call = await a.wait_for(lambda m: m.get("type") == "llmToolCall")
+        await asyncio.sleep(0.2)
+        assert b.of(stream_id) == []  # app B's tab on the same channel name never saw it
         for sub, message in ((b, "from B"), (a, "from A")):
             await sub.send(
                 {
                     "action": "llmToolCallResponse",
-                    "toolCallId": "call_same_id",
+                    "toolCallId": call["toolCallId"],
                     "success": True,
                     "message": message,
                 }
             )
-            await sub.wait_for(lambda m: m.get("type") == "ack")
-        db = stack.dynamodb_client()
-
-        def answer(app: str) -> str:
-            key = {"pk": {"S": f"TOOL#{app}#call_same_id"}, "sk": {"S": "META"}}
-            return str(db.get_item(TableName=stack.table, Key=key)["Item"]["response"]["S"])
-
-        # B answering first did not take A's answer: each app has its own.
-        assert "from A" in answer(stack.app_id) and "from B" in answer(RIVAL_APP)
+        refused = await b.wait_for(lambda m: m.get("type") in ("error", "ack"))
+        assert refused["type"] == "error" and refused["error"]["code"] == "not_found"
+        assert_complete(await a.stream(stream_id), "picked from A")
     finally:
         await a.close()
         await b.close()

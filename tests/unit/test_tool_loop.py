@@ -26,8 +26,10 @@ from streaming_proxy.events import (
 )
 from streaming_proxy.jobs import StreamJob
 from streaming_proxy.providers.base import LlmRequest
+from streaming_proxy.providers.bedrock import BedrockProvider
 from streaming_proxy.relay import Relay
 from streaming_proxy.tools.loop import ToolLoop, ToolRunner
+from tests.fake_bedrock import FakeBedrock
 
 
 class RoundsProvider:
@@ -348,3 +350,18 @@ async def test_no_rounds_allowed_means_the_calls_are_only_announced() -> None:
     outcome = await Relay(job(), loop, [sink], settings=Settings()).run()
     assert "llmToolCall" not in [e["type"] for e in sink.envelopes]
     assert outcome.finish_reason == "tool_calls" and len(outcome.tool_calls) == 1
+
+
+async def test_the_loop_on_bedrock_sends_the_turn_and_the_result_in_converse_format() -> None:
+    fake = FakeBedrock()  # checks round 2's toolUse/toolResult and the signed reasoning block
+    provider = BedrockProvider(Settings(bedrock_region="us-east-1"), client_factory=fake.factory)
+    request = LlmRequest(
+        model="fake-tool-loop",
+        messages=[{"role": "user", "content": "Pick me a colour."}],
+        tools=[{"type": "function", "function": {"name": "ui_get_color"}}],
+    )
+    events = await collect(ToolLoop(provider, Runner(), max_rounds=8), request)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Let me look. The colour is ui_get_color done."
+    assert len(fake.calls) == 2 and events[-1] == Finish("stop")
+    assert [e for e in events if isinstance(e, Usage)][-1] == Usage(55, 18, False)
