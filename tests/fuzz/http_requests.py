@@ -173,6 +173,10 @@ SHAPES: dict[str, Shape] = {
     "chatStream": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
     "llmQuery": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
     "llmQueryStop": Shape({"streamId": "st_nope"}, ("apiKey", "streamId", "extra")),
+    "llmToolResponse": Shape(
+        {"toolCallId": "tc_nope", "success": True, "message": "fuzz"},
+        ("toolCallId", "success", "message", "data", "token", "apiKey", "extra"),
+    ),
     "assistantsStream": Shape({}, ("threadId", "extra")),
     "assistantsStop": Shape({"threadId": "t", "runId": "r"}, ("threadId", "runId")),
     "createChatCompletion": Shape(

@@ -19,7 +19,16 @@ REPLY_TYPES = {
     "llmToolCallResponse": {"ack"},
 }
 # docs/events.md, section 3. `internal_error` is documented too, but it is the WebSocket's 500.
-ERROR_CODES = {"bad_request", "invalid_request", "unauthorized", "forbidden"}
+ERROR_CODES = {
+    "bad_request",
+    "invalid_request",
+    "unauthorized",
+    "forbidden",
+    # Tool answers: no such waiting call, answered already, over 64 KB.
+    "not_found",
+    "conflict",
+    "payload_too_large",
+}
 ENVELOPE_TYPES = {"threadInfo", "delta", "thinking", "function_call", "llmToolCall", "end"}
 
 

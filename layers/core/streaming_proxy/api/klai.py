@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..channels.names import check_targets
 from ..contract import StopRequest, StreamRequest
 from ..errors import NotSupported, ProxyError, ValidationFailed
 from ..gate import CallerGate
@@ -88,6 +89,8 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
 
 def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamKind) -> StreamJob:
     settings, options = service.settings, body.options
+    # The request's own list, whatever it is used for (stream:false publishes nothing).
+    check_targets(body.channels, settings.max_channels_per_request)
     rounds = (
         settings.max_tool_rounds if options.max_tool_rounds is None else options.max_tool_rounds
     )

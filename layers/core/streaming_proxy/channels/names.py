@@ -50,17 +50,18 @@ def valid_name(channel: str) -> str:
 
 
 def check_targets(channels: Sequence[str], cap: int, field: str = "channels") -> list[str]:
-    """The channels a request publishes to, de-duplicated in order; 422 past `cap`.
+    """The channels a request publishes to, de-duplicated in order; 422 past `cap` entries
+    (duplicates count: the rule is the list's length, as the OpenAPI document says).
 
     Private `tab|<id>` names are allowed here: a backend targets one tab of its own app
     this way (channels are scoped by app, so another app's tabs are out of reach).
     """
-    unique = list(dict.fromkeys(channels))
-    if len(unique) > cap:
+    if len(channels) > cap:
         raise ValidationFailed(
-            f"{field}: at most {cap} channels per request (got {len(unique)})",
+            f"{field}: at most {cap} channels per request (got {len(channels)})",
             details=[{"field": field, "message": f"at most {cap} channels"}],
         )
+    unique = list(dict.fromkeys(channels))
     for index, channel in enumerate(unique):
         problem = name_problem(channel)
         if problem is not None:
