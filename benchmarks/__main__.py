@@ -1,7 +1,8 @@
 """`python -m benchmarks` (what `make bench` runs): every benchmark against a fresh local stack.
 
 Options: `--no-write` prints only (docs/benchmarks.md untouched); `--only NAME ...` runs a
-subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency, delivery) and never
+subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency, delivery,
+tool_round) and never
 writes the doc.
 """
 
@@ -14,7 +15,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import coalescing, cold_import, concurrency, delivery, fanout, post_cost, ttft
+from . import (
+    coalescing,
+    cold_import,
+    concurrency,
+    delivery,
+    fanout,
+    post_cost,
+    tool_round,
+    ttft,
+)
 from .common import Result
 from .report import DOC_PATH, machine_facts, render_markdown, render_text
 from .stack import Stack, start_stack, stop_stack
@@ -26,6 +36,7 @@ STACK_BENCHMARKS: dict[str, Callable[[Stack], Result]] = {
     "coalescing": coalescing.run,
     "concurrency": concurrency.run,
     "delivery": delivery.run,
+    "tool_round": tool_round.run,
 }
 ALL = ["cold_import", *STACK_BENCHMARKS]
 

@@ -168,6 +168,23 @@ def _delivery(r: Result) -> list[str]:
     ]
 
 
+def _tool_round(r: Result) -> list[str]:
+    def median_ms(over: str, key: str) -> float:
+        return 1000 * statistics.median(run[key] for run in r.data[over])
+
+    ws, https = median_ms("websocket", "round_trip"), median_ms("https", "round_trip")
+    return [
+        f"- **Tool rounds.** A frontend tool answered at once costs the stream {ws:.0f} ms "
+        "from the page receiving `llmToolCall` to the next round's first delta when the page "
+        f"answers over the WebSocket, {https:.0f} ms over `POST /llm/tool-response` into the "
+        "process running the stream. The WebSocket answer is handled by the connections "
+        "function (another Lambda in AWS), so the stream finds it by polling its record: the "
+        "first look comes 0.1 s after the call was published, which is most of that time. "
+        "Later looks back off to one a second, so a tool that takes a person's click costs "
+        "up to a second more; a 90-second wait costs about 95 reads of a small item."
+    ]
+
+
 def reading(results: dict[str, Result]) -> list[str]:
     lines: list[str] = []
     if "cold_import" in results:
@@ -179,6 +196,8 @@ def reading(results: dict[str, Result]) -> list[str]:
         lines += _memory(results["concurrency"])
     if "delivery" in results:
         lines += _delivery(results["delivery"])
+    if "tool_round" in results:
+        lines += _tool_round(results["tool_round"])
     return lines
 
 
