@@ -24,6 +24,7 @@ Stack = StackProcess
 FAKE_OPENAI_KEY = "fake-openai-server-key-0123456789"
 FAKE_ANTHROPIC_KEY = "fake-anthropic-server-key-0123456789"
 FAKE_COMPAT_KEY = "fake-compat-endpoint-key-0123456789"
+FAKE_AZURE_KEY = "fake-azure-server-key-0123456789"
 # A second app beside the dev one, with the same channel names: nothing may cross.
 RIVAL_APP = "rival"
 RIVAL_KEY = "rival-app-key-for-isolation-tests"
@@ -53,6 +54,7 @@ CONFIGURED_KEYS = (
     FAKE_OPENAI_KEY,
     FAKE_ANTHROPIC_KEY,
     FAKE_COMPAT_KEY,
+    FAKE_AZURE_KEY,
     RIVAL_KEY,
     HOOKED_KEY,
     WEBHOOK_SECRET,
@@ -94,6 +96,8 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
         "ANTHROPIC_BASE_URL": fake_llm.base_url,
         "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY,
         "GEMINI_BASE_URL": fake_llm.gemini_base_url,
+        "AZURE_OPENAI_ENDPOINT": fake_llm.base_url.removesuffix("/v1"),
+        "AZURE_OPENAI_API_KEY": FAKE_AZURE_KEY,
         "DEV_EXTRA_APPS": json.dumps(apps),
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}

@@ -189,6 +189,10 @@ class FakeLlm:
         async def anthropic(request: Request) -> Response:
             return await self._serve(request, "anthropic")
 
+        async def azure(request: Request) -> Response:
+            # Azure OpenAI: the deployment in the path, the Chat Completions wire in the body.
+            return await self._serve(request, "openai", request.path_params["deployment"])
+
         async def gemini(request: Request) -> Response:
             # Gemini names the model in the path; `alt=sse` asks for SSE, the only form served.
             return await self._serve(request, "gemini", request.path_params["model"])
@@ -197,6 +201,7 @@ class FakeLlm:
             routes=[
                 Route("/v1/chat/completions", openai, methods=["POST"]),
                 Route("/v1/messages", anthropic, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/chat/completions", azure, methods=["POST"]),
                 Route("/v1beta/models/{model}:streamGenerateContent", gemini, methods=["POST"]),
             ]
         )

@@ -16,9 +16,10 @@ from tests.delivery import assert_complete
 from tests.fake_llm import FakeLlm
 from tests.wsclient import Subscriber
 
-# (provider, the path of its requests on the fake): openai also stands for azure's format.
+# (provider, the path of its requests on the fake)
 PROVIDERS = [
     ("openai", "/chat/completions"),
+    ("azure", "/openai/deployments/fake-tool-loop/chat/completions"),
     ("fakecompat", "/chat/completions"),
     ("anthropic", "/messages"),
     ("gemini", ":streamGenerateContent"),
