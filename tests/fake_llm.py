@@ -17,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -41,6 +39,7 @@ from tests.fake_wire import (
     openai_frames,
     sse_frames,
 )
+from tests.loopback import LoopbackServer
 
 TEXT = "Hello from the fake upstream, with ünïcödé and 日本語 🎉."
 TOOL_ARGS = '{"city": "Amsterdam", "userMessage": "Checking the weather"}'
@@ -168,8 +167,7 @@ class FakeLlm:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._loopback = LoopbackServer()
 
     @property
     def base_url(self) -> str:
@@ -236,21 +234,8 @@ class FakeLlm:
         return StreamingResponse(frames(), media_type="text/event-stream")
 
     def start(self) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._loopback.start(self.app())
+        self.port = self._loopback.port
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loopback.stop()

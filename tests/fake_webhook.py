@@ -12,17 +12,16 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.loopback import LoopbackServer
 
 WEBHOOK_SECRET = "fake-webhook-secret-for-tests-0123456789"
 MAX_SKEW_SECONDS = 300
@@ -51,8 +50,7 @@ class FakeWebhook:
     def __init__(self) -> None:
         self.calls: list[WebhookCall] = []
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._loopback = LoopbackServer()
 
     @property
     def url(self) -> str:
@@ -79,20 +77,8 @@ class FakeWebhook:
         return JSONResponse({"success": True, "message": f"{sku}: 12 in stock"})
 
     def start(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        app = Starlette(routes=[Route("/run", self._run, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._loopback.start(Starlette(routes=[Route("/run", self._run, methods=["POST"])]))
+        self.port = self._loopback.port
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loopback.stop()

@@ -11,11 +11,11 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from . import redact
+from .coalescer import Coalescer
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
 from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout
@@ -33,10 +33,11 @@ from .events import (
 from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
-from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body, function_entry
+from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
 from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .streams import StreamStatus
+from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
 from .turn import TurnState
 from .upstream import as_proxy_error, guarded
 
@@ -85,9 +86,7 @@ class Relay:
         self._announced = False
         self._calls_left_over: tuple[PlannedCall, ...] = ()
         self._tools_waiting = False
-        self._pending_kind: str | None = None
-        self._pending: list[str] = []
-        self._flush_at: float | None = None
+        self._coalescer = Coalescer(job.flush_interval_ms / 1000)
         # Set by the producer: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
         self._silent = False  # an early failure answered to the caller: publish nothing
@@ -205,8 +204,8 @@ class Relay:
         deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
         if not self._tools_waiting:
             deadlines.append(last + settings.idle_timeout_seconds)
-        if self._flush_at is not None:
-            deadlines.append(self._flush_at)
+        if self._coalescer.flush_at is not None:
+            deadlines.append(self._coalescer.flush_at)
         return min(deadlines)
 
     def _on_deadline(self, started: float) -> ProxyError | None:
@@ -225,8 +224,7 @@ class Relay:
 
     async def _flush_due(self) -> None:
         now = asyncio.get_running_loop().time()
-        if self._flush_at is not None and now >= self._flush_at:
-            await self._flush()
+        await self._send(self._coalescer.due(now))
         if now >= self._next_snapshot:
             self._next_snapshot = now + self._settings.snapshot_interval_seconds
             if self._recorder is not None:
@@ -277,22 +275,13 @@ class Relay:
         await self._flush()
         self._announced = True
         self.stats.tool_calls += len(ready.calls)
-        functions = [function_entry(c.name, c.arguments, c.id) for c in ready.calls]
-        await self._emit("function_call", content={"functions": functions})
+        await self._emit("function_call", content=function_call_content(ready.calls))
         if not ready.run:
             self._calls_left_over = ready.calls
             return
         for call in ready.calls:
             if call.frontend:
-                # `action` as well as `type`: Klai page handlers test `data.action`.
-                await self._emit(
-                    "llmToolCall",
-                    action="llmToolCall",
-                    toolCallId=call.id,
-                    toolName=call.tool_name,
-                    arguments=call.arguments,
-                    functions=[{"name": call.tool_name, "arguments": call.arguments}],
-                )
+                await self._emit("llmToolCall", **llm_tool_call_fields(call))
 
     def _fail(self, error: ProxyError) -> None:
         self._outcome.error = error
@@ -301,30 +290,19 @@ class Relay:
     # -- coalescing and emitting ----------------------------------------------------------
 
     async def _buffer(self, kind: str, text: str) -> None:
-        if not text:
-            return
-        if self._pending_kind not in (None, kind):
-            await self._flush()
-        window = self.job.flush_interval_ms / 1000
-        first_text = kind == "delta" and len(self._turn.text) == 1
-        self._pending_kind = kind
-        self._pending.append(text)
-        if window == 0 or first_text:
-            # The first token goes out at once: coalescing must not delay time to first token.
-            await self._flush()
-        elif self._flush_at is None:
-            self._flush_at = asyncio.get_running_loop().time() + window
+        now = asyncio.get_running_loop().time()
+        await self._send(self._coalescer.push(kind, text, now))
 
     async def _flush(self) -> None:
-        self._flush_at = None
-        if not self._pending:
-            return
-        kind, text = self._pending_kind or "delta", "".join(self._pending)
-        self._pending, self._pending_kind = [], None
-        for piece in split_text(text):
-            await self._emit(kind, content=piece)
-            if kind == "delta":
-                self._published.append(piece)
+        await self._send(self._coalescer.drain())
+
+    async def _send(self, pieces: list[tuple[str, str]]) -> None:
+        """Number and hand on coalesced text, cut to fit one WebSocket message each."""
+        for kind, text in pieces:
+            for piece in split_text(text):
+                await self._emit(kind, content=piece)
+                if kind == "delta":
+                    self._published.append(piece)
 
     async def _emit(self, type_: str, **fields: Any) -> None:
         """Number one message and hand it to every sink; a failing sink never stops the rest."""
@@ -365,9 +343,7 @@ class Relay:
     def _calls_left(self) -> list[ToolCall]:
         """The calls the stream ends with, for the backend to run (none once all ran)."""
         if self._calls_left_over:
-            return [
-                ToolCall(c.id, c.name, _arguments_text(c.arguments)) for c in self._calls_left_over
-            ]
+            return as_tool_calls(self._calls_left_over)
         return [] if self._announced else self._turn.tool_calls()
 
     async def _early_end(self, outcome: StreamOutcome) -> None:
@@ -406,7 +382,3 @@ class Relay:
         for result in results:
             if isinstance(result, BaseException):
                 get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)
-
-
-def _arguments_text(arguments: dict[str, Any] | str) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)

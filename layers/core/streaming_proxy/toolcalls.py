@@ -95,40 +95,43 @@ class ToolCallStore:
 
     def answer(self, app_id: str, call_id: str, answer: dict[str, Any], by: str) -> bool:
         """Record the answer if the call still waits for one; False when it does not."""
+        return self._leave_waiting(
+            app_id,
+            call_id,
+            "answered",
+            "answer = :a, answeredBy = :by",
+            {":a": {"S": json.dumps(answer, ensure_ascii=False)}, ":by": {"S": by}},
+        )
+
+    def close(self, app_id: str, call_id: str) -> None:
+        """The stream stopped waiting (answered, timed out, stopped): refuse later answers."""
+        self._leave_waiting(app_id, call_id, "closed")
+
+    def _leave_waiting(
+        self,
+        app_id: str,
+        call_id: str,
+        status: ToolStatus,
+        also: str = "",
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """waiting -> `status` (setting `also` too), once: False if it was not waiting."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=tool_key(app_id, call_id),
-                UpdateExpression="SET #s = :answered, answer = :a, answeredBy = :by",
+                UpdateExpression="SET #s = :next" + (f", {also}" if also else ""),
                 ConditionExpression="#s = :waiting",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":answered": {"S": "answered"},
+                    ":next": {"S": status},
                     ":waiting": {"S": "waiting"},
-                    ":a": {"S": json.dumps(answer, ensure_ascii=False)},
-                    ":by": {"S": by},
+                    **(values or {}),
                 },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         return True
-
-    def close(self, app_id: str, call_id: str) -> None:
-        """The stream stopped waiting (answered, timed out, stopped): refuse later answers."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=tool_key(app_id, call_id),
-                UpdateExpression="SET #s = :closed",
-                ConditionExpression="#s = :waiting",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":closed": {"S": "closed"},
-                    ":waiting": {"S": "waiting"},
-                },
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return
 
 
 def _status(value: str) -> ToolStatus:
