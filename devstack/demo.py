@@ -25,6 +25,8 @@ from .settings import DevSettings
 WEB = Path(__file__).resolve().parent.parent / "web"
 DEMO_ACTION = "demoChat"
 DEMO_CHANNEL = "demo"
+# Stream options a demo request may set (see StreamOptions in the proxy's contract).
+STREAM_OPTIONS = ("flushIntervalMs", "toolTimeoutSeconds")
 
 
 def usable_providers(settings: Settings) -> list[str]:
@@ -81,13 +83,18 @@ def demo_app(product: Starlette, dev: DevSettings) -> Starlette:
         }
         if body.get("model"):
             payload["model"] = body["model"]
+        # The tools the page offers the model (its `ui_` ones it answers itself); a mock
+        # script that calls them comes in providerArgs. The proxy validates both.
+        if "tools" in body:
+            payload["tools"] = body["tools"]
         request_body = {
             "channels": [body.get("channel") or DEMO_CHANNEL],
             "actionName": body.get("actionName") or DEMO_ACTION,
             "payload": payload,
         }
-        if "flushIntervalMs" in body:
-            request_body["options"] = {"flushIntervalMs": body["flushIntervalMs"]}
+        options = {key: body[key] for key in STREAM_OPTIONS if key in body}
+        if options:
+            request_body["options"] = options
         return await forward("/llm/query", request_body)
 
     async def stop(request: Request) -> Response:

@@ -1,8 +1,24 @@
-// The demo page: one client, every `demoChat` stream on the page's channel rendered live.
+// The demo page: one client, every `demoChat` stream on the page's channel rendered live, and
+// one frontend tool (`ui_set_theme`) the model can call to switch the page's theme.
 import { connect } from "./streaming-proxy.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+
+// ---- theme (what the frontend tool changes) --------------------------------------------
+
+const THEMES = ["light", "dark"];
+const themeKey = "streaming-proxy-demo:theme";
+
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  localStorage.setItem(themeKey, theme);
+}
+
+const currentTheme = () => document.documentElement.dataset.theme ?? "light";
+
+// Before anything else awaits: a reload should not flash the light theme first.
+if (THEMES.includes(localStorage.getItem(themeKey))) setTheme(localStorage.getItem(themeKey));
 
 async function postJSON(path, body) {
   const response = await fetch(path, {
@@ -49,6 +65,51 @@ client.onStream((stream) => {
   if (!bubbles.has(stream.streamId)) showStream(stream.streamId, { fromOthers: true });
   render(stream);
 });
+
+// ---- the frontend tool -----------------------------------------------------------------
+
+const SET_THEME_TOOL = {
+  type: "function",
+  function: {
+    name: "ui_set_theme",
+    description: "Switch the demo page between its light and dark theme.",
+    parameters: {
+      type: "object",
+      properties: {
+        theme: { type: "string", enum: THEMES },
+        userMessage: { type: "string", description: "What the page shows while the theme switches" },
+      },
+      required: ["theme"],
+    },
+  },
+};
+
+/** What the tool demo's mock model does: call the tool, then quote the page's answer. */
+function themeScript(theme) {
+  const call = { name: "ui_set_theme", arguments: { theme, userMessage: `Switching to ${theme} mode` } };
+  return [{ text: "Switching the theme. ", toolCalls: [call] }, { text: "Done: {{message:ui_set_theme}}." }];
+}
+
+const toolOutcomes = new Map(); // toolCallId -> what became of this tab's answer
+
+// Every tab on the channel runs the call (each switches its own theme); the first answer to
+// reach the proxy is the one the model reads, the others come back as `conflict`.
+client.onTool(
+  "set_theme",
+  ({ theme }) => {
+    if (!THEMES.includes(theme)) throw new Error(`unknown theme ${JSON.stringify(theme)}: use light or dark`);
+    setTheme(theme);
+    return { message: `Theme is now ${theme}`, theme };
+  },
+  {
+    onOutcome: (outcome) => {
+      toolOutcomes.set(outcome.toolCallId, outcome);
+      if (outcome.status === "failed") notice(`Tool ${outcome.toolName}: ${outcome.error?.message}`, "error");
+      const stream = client.stream(outcome.streamId);
+      if (stream && bubbles.has(stream.streamId)) render(stream);
+    },
+  },
+);
 
 // ---- transcript ----------------------------------------------------------------------
 
@@ -124,12 +185,30 @@ function render(stream) {
     parts.thinking.hidden = false;
     parts.thinking.querySelector("pre").textContent = stream.thinking;
   }
-  parts.functions.replaceChildren(
-    ...stream.functions.map((f) => el("span", "chip", f.userMessage ? `${f.name}: ${f.userMessage}` : f.name)),
-  );
+  parts.functions.replaceChildren(...stream.functions.map((f) => toolLine(f, stream.status === "streaming")));
   parts.error.hidden = !stream.error;
   parts.error.textContent = stream.error ? `⚠ ${stream.error.message}` : "";
   if (stream.streamId === current) renderStats(stream);
+}
+
+/** A tool the model called (from `function_call`): running, then what this tab's answer became. */
+function toolLine(call, streaming) {
+  const name = call.name.replace(/^ui_/, "");
+  const asked = call.userMessage ? ` — ${call.userMessage}` : "";
+  const outcome = toolOutcomes.get(call.toolCallId);
+  let state = streaming ? "running" : "idle";
+  let text = streaming ? `running tool: ${name}${asked}` : `tool: ${name}${asked}`;
+  if (outcome?.status === "conflict") {
+    [state, text] = ["done", `✓ ${name} — answered in another tab`];
+  } else if (outcome?.status === "failed" || outcome?.success === false) {
+    [state, text] = ["failed", `✗ ${name} — ${outcome.error?.message ?? outcome.message}`];
+  } else if (outcome) {
+    [state, text] = ["done", `✓ ${name} — ${outcome.message}`];
+  }
+  const line = el("span", "chip", text);
+  line.dataset.state = state;
+  line.dataset.testid = "tool-line";
+  return line;
 }
 
 function renderStats(stream) {
@@ -191,33 +270,57 @@ function setupControls() {
     send();
   });
   $("stop").addEventListener("click", stop);
+  $("tool-demo").addEventListener("click", toolDemo);
 }
+
+const delayMs = () => Number($("delay").value) || 0;
 
 async function send() {
   const prompt = $("prompt").value.trim();
   if (!prompt) return notice("Type a prompt first.", "warn");
   const provider = $("provider").value;
-  const body = { channel, prompt, provider, actionName: config.actionName };
-  if (provider === "mock") body.providerArgs = { delayMs: Number($("delay").value) || 0 };
+  const body = { prompt, provider };
+  if (provider === "mock") body.providerArgs = { delayMs: delayMs() };
   else if ($("model").value.trim()) body.model = $("model").value.trim();
-  $("send").disabled = true;
+  if (await start(body)) $("prompt").value = "";
+}
+
+/** The tool demo: a scripted mock model calls this page's `ui_set_theme`, then quotes its answer. */
+function toolDemo() {
+  const theme = currentTheme() === "dark" ? "light" : "dark";
+  return start({
+    prompt: `Switch this page to ${theme} mode.`,
+    provider: "mock",
+    providerArgs: { delayMs: delayMs(), script: themeScript(theme) },
+    tools: [SET_THEME_TOOL],
+  });
+}
+
+/** Start a stream through the demo backend (it holds the app key); true once it runs. */
+async function start(request) {
+  const buttons = [$("send"), $("tool-demo")];
+  for (const button of buttons) button.disabled = true;
   notice("");
-  showPrompt(prompt);
+  showPrompt(request.prompt);
   const started = performance.now();
   try {
-    const { ok, data } = await postJSON("/demo/start", body);
-    if (!ok) return notice(data.error?.message ?? "the proxy refused the request", "error");
+    const { ok, data } = await postJSON("/demo/start", { channel, actionName: config.actionName, ...request });
+    if (!ok) {
+      notice(data.error?.message ?? "the proxy refused the request", "error");
+      return false;
+    }
     sentAt.set(data.streamId, started);
     // Its first events can arrive before this answer does: it was ours after all.
     bubbles.get(data.streamId)?.bubble.querySelector(".meta .tag")?.remove();
-    sessionStorage.setItem(saved, JSON.stringify({ streamId: data.streamId, prompt }));
+    sessionStorage.setItem(saved, JSON.stringify({ streamId: data.streamId, prompt: request.prompt }));
     showStream(data.streamId);
     follow(data.streamId);
-    $("prompt").value = "";
+    return true;
   } catch (error) {
     notice(`Could not reach the local stack: ${error.message}`, "error");
+    return false;
   } finally {
-    $("send").disabled = false;
+    for (const button of buttons) button.disabled = false;
   }
 }
 

@@ -12,15 +12,64 @@ export interface Usage {
   estimated?: boolean;
 }
 
+/** One entry of a `function_call` event: a tool the model asked for (`ui_` name as asked). */
 export interface FunctionSummary {
   name: string;
+  /** the call's `userMessage` argument, for the page to show while it runs */
   userMessage: string | null;
+  arguments?: unknown;
+  toolCallId?: string;
 }
 
 export interface ToolCallEvent {
   toolCallId: string;
   toolName: string;
   arguments: unknown;
+}
+
+/** An `llmToolCall` envelope: the model called frontend tool `ui_<toolName>`. */
+export interface LlmToolCallEvent extends StreamEvent {
+  type: "llmToolCall";
+  /** the same as `type`: Klai page handlers test `event.action` */
+  action: "llmToolCall";
+  toolCallId: string;
+  /** the tool's name without its `ui_` prefix */
+  toolName: string;
+  /** parsed arguments (the raw string when the model sent no JSON object) */
+  arguments: any;
+  functions: { name: string; arguments: unknown }[];
+}
+
+/**
+ * Runs a frontend tool: the result (or what its promise resolves to) is the answer's `data`, and
+ * its `message` when it has a string one; a throw or rejection answers `success: false`.
+ */
+export type ToolHandler<Args = any, Result = unknown> = (args: Args, event: LlmToolCallEvent) => Result | Promise<Result>;
+
+/** What became of an answer `onTool` sent. */
+export interface ToolOutcome {
+  toolCallId: string;
+  toolName: string;
+  streamId: string;
+  /**
+   * accepted: the proxy took this answer; conflict: the call had been answered already (another
+   * tab was first); failed: the answer was refused or never acknowledged (see `error`)
+   */
+  status: "accepted" | "conflict" | "failed";
+  /** the answer as sent */
+  success: boolean;
+  message: string;
+  data?: unknown;
+  error: (Error & { code?: string; details?: unknown }) | null;
+}
+
+/** A frontend tool's answer (`llmToolCallResponse`); extra keys reach the model too. */
+export interface ToolResponse {
+  toolCallId: string;
+  success: boolean;
+  message: string;
+  data?: unknown;
+  [extra: string]: unknown;
 }
 
 /** One envelope as the proxy sends it (every field but the common ones depends on `type`). */
@@ -37,9 +86,12 @@ export interface StreamEvent {
   finish_reason?: FinishReason;
   usage?: Usage;
   error?: { message: string; details?: unknown; code?: string };
+  /** on `llmToolCall`: "llmToolCall" (Klai page handlers test `action`) */
+  action?: string;
   toolCallId?: string;
   toolName?: string;
   arguments?: unknown;
+  functions?: { name: string; arguments: unknown }[];
   /** on the one `end` the client makes from a final snapshot (the live `end` was not seen) */
   fromSnapshot?: true;
 }
@@ -141,6 +193,16 @@ export declare class StreamingClient {
    * events replace the text, and exactly one `end` comes per stream; returns an unsubscribe
    */
   on(actionName: string, handler: ActionHandler): () => void;
+  /**
+   * run `handler` for each frontend tool call named `name` ("set_theme" or "ui_set_theme") and
+   * answer it, at most once per call; one handler per name (a new one replaces it); action
+   * handlers still get the raw `llmToolCall` events; returns an unsubscribe
+   */
+  onTool<Args = any, Result = unknown>(
+    name: string,
+    handler: ToolHandler<Args, Result>,
+    options?: { onOutcome?: (outcome: ToolOutcome) => void },
+  ): () => void;
   /** a stream's state changed; called at most once per animation frame per stream */
   onStream(handler: (stream: StreamState) => void): () => void;
   stream(streamId: string): StreamState | undefined;
@@ -149,7 +211,8 @@ export declare class StreamingClient {
   stop(streamId: string): Promise<StopResult>;
   subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
   unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
-  llmToolCallResponse(response: { toolCallId: string; success: boolean; message: string; data?: unknown }): Promise<{ type: "ack"; toolCallId: string }>;
+  /** rejects with `code` "conflict" (answered already), "forbidden", "not_found" or "payload_too_large" */
+  llmToolCallResponse(response: ToolResponse): Promise<{ type: "ack"; toolCallId: string }>;
   ping(): Promise<{ connectionId: string | null; rttMs: number }>;
   close(): void;
 }

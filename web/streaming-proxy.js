@@ -6,6 +6,7 @@
 //   const client = connect({ url: "wss://ws.example.com", token: () => fetchToken() });
 //   client.on("onLlmMessage", (event, stream) => console.log(event.type, stream.text));
 //   client.onStream((stream) => render(stream));   // at most once per animation frame
+//   client.onTool("set_theme", ({ theme }) => setTheme(theme));  // answers the model's ui_ call
 //
 // See docs/web-client.md for the full guide.
 
@@ -30,6 +31,10 @@ const REPLY_KIND = {
   ack: "llmToolCallResponse",
 };
 
+// Frontend tool calls this client has taken on, remembered so a replay is not answered twice.
+// Ids are unique per call; a long-lived tab forgets the oldest past this many.
+const REMEMBERED_TOOL_CALLS = 1_000;
+
 const now = () => (globalThis.performance ? performance.now() : Date.now());
 
 /** Connect to the proxy's WebSocket; the returned client reconnects by itself. */
@@ -49,6 +54,26 @@ function statusFromSnapshot(status) {
 function firstSeqOf(message) {
   const first = message.firstSeq;
   return Number.isInteger(first) && first <= message.seq ? first : message.seq;
+}
+
+/**
+ * The answer a tool handler's result makes: `data` is the result, `message` the result's own
+ * `message` when it has a string one (what the model reads first), else "done".
+ */
+function answerOf(result) {
+  try {
+    JSON.stringify(result); // checked here: a result that cannot be sent must fail the call
+  } catch (error) {
+    throw new TypeError(`the tool's result is not JSON: ${error.message}`);
+  }
+  const message = typeof result?.message === "string" ? result.message : "done";
+  return result === undefined ? { success: true, message } : { success: true, message, data: result };
+}
+
+/** What the model is told when a tool handler threw or rejected. */
+function failureOf(error) {
+  const message = typeof error?.message === "string" ? error.message : error == null ? "" : String(error);
+  return { success: false, message: message || "the tool failed" };
 }
 
 function statusFromFinish(reason, hasError) {
@@ -104,6 +129,8 @@ export class StreamingClient {
     this.connectionId = null;
     this.streams = new Map();
     this._actions = new Map(); // actionName | "*" -> Set(handler)
+    this._tools = new Map(); // tool name as registered -> {handler, onOutcome}
+    this._toolCallsTaken = new Set(); // toolCallIds this client ran a handler for
     this._streamListeners = new Set();
     this._channels = new Map(); // extra channel -> token
     this._left = new Set(); // channels left with unsubscribe (rejoined by a new token otherwise)
@@ -126,6 +153,21 @@ export class StreamingClient {
     if (!this._actions.has(actionName)) this._actions.set(actionName, new Set());
     this._actions.get(actionName).add(handler);
     return () => this._actions.get(actionName)?.delete(handler);
+  }
+
+  /**
+   * Run `handler(arguments, event)` for each frontend tool call named `name` (with or without
+   * its `ui_` prefix) and answer it: the result (or what its promise resolves to) is sent with
+   * `success: true`, a throw or rejection with `success: false` and the error's message. Each
+   * call is answered at most once by this client. One handler per name: registering a name again
+   * replaces the handler. `onOutcome` hears what became of each answer. Returns an unsubscribe.
+   */
+  onTool(name, handler, { onOutcome } = {}) {
+    const tool = { handler, onOutcome: onOutcome ?? null };
+    this._tools.set(name, tool);
+    return () => {
+      if (this._tools.get(name) === tool) this._tools.delete(name);
+    };
   }
 
   /** Called with each changed stream, batched to at most once per animation frame. */
@@ -173,9 +215,12 @@ export class StreamingClient {
     return this._request({ action: "unsubscribe", channel }, "unsubscribe", channel);
   }
 
-  /** Answer a frontend (`ui_`) tool call; resolves on the proxy's ack. */
-  llmToolCallResponse({ toolCallId, success, message, data }) {
-    const body = { action: "llmToolCallResponse", toolCallId, success: !!success, message: message ?? "" };
+  /**
+   * Answer a frontend (`ui_`) tool call; resolves on the proxy's ack. Extra keys go to the model
+   * with the answer. Rejects with `error.code` "conflict" when the call was answered already.
+   */
+  llmToolCallResponse({ toolCallId, success, message, data, ...extra }) {
+    const body = { ...extra, action: "llmToolCallResponse", toolCallId, success: !!success, message: message ?? "" };
     if (data !== undefined) body.data = data;
     return this._request(body, "llmToolCallResponse", toolCallId);
   }
@@ -447,8 +492,11 @@ export class StreamingClient {
     this._applyEvent(stream, message);
   }
 
-  /** Fold one event into the stream's state, then hand it to the action handlers. */
-  _applyEvent(stream, message) {
+  /**
+   * Fold one event into the stream's state, then hand it to the action handlers. `over`: the
+   * stream had ended by then (a final snapshot covers the event), so a tool call is not run.
+   */
+  _applyEvent(stream, message, { over = false } = {}) {
     switch (message.type) {
       case "delta":
         stream.text += message.content ?? "";
@@ -476,6 +524,7 @@ export class StreamingClient {
         break;
     }
     this._dispatch(stream, message);
+    if (message.type === "llmToolCall" && !over) this._runTool(stream, message);
   }
 
   _markFirstToken(stream) {
@@ -519,6 +568,57 @@ export class StreamingClient {
       }
     }
   }
+
+  // ---- frontend tools -------------------------------------------------------------------
+
+  /** A frontend tool call arrived: run its `onTool` handler, if there is one, and answer once. */
+  _runTool(stream, event) {
+    const { toolCallId, toolName } = event;
+    // No handler: the page answers itself (an `on` handler), or another tab does.
+    const tool = this._tools.get(toolName) ?? this._tools.get(`ui_${toolName}`);
+    if (!tool || typeof toolCallId !== "string" || this._toolCallsTaken.has(toolCallId)) return;
+    this._toolCallsTaken.add(toolCallId);
+    if (this._toolCallsTaken.size > REMEMBERED_TOOL_CALLS) {
+      this._toolCallsTaken.delete(this._toolCallsTaken.values().next().value);
+    }
+    const call = { toolCallId, toolName, streamId: stream.streamId };
+    // In a microtask: the action handlers have seen the event first, and a handler that calls
+    // the client cannot disturb the message being applied.
+    Promise.resolve()
+      .then(() => tool.handler(event.arguments, event))
+      .then(answerOf)
+      .catch(failureOf)
+      .then((answer) => this._answerTool(call, answer, tool.onOutcome));
+  }
+
+  async _answerTool(call, answer, onOutcome) {
+    let status = "accepted";
+    let error = null;
+    try {
+      await this.llmToolCallResponse({ toolCallId: call.toolCallId, ...answer });
+    } catch (refused) {
+      if (refused.code === "payload_too_large" && answer.data !== undefined) {
+        // Nothing was recorded: say so now rather than leave the model waiting for the timeout.
+        const tooLarge = { success: false, message: `the tool's result is too large to send: ${refused.message}` };
+        return this._answerTool(call, tooLarge, onOutcome);
+      }
+      // "conflict": the call was answered already (another tab, or this one before a reconnect).
+      status = refused.code === "conflict" ? "conflict" : "failed";
+      error = refused;
+    }
+    const outcome = { ...call, status, ...answer, error };
+    if (!onOutcome) {
+      if (status === "failed" && !this._closed) console.warn(`streaming-proxy: tool ${call.toolName} was not answered`, error);
+      return;
+    }
+    try {
+      onOutcome(outcome);
+    } catch (failure) {
+      console.error("streaming-proxy: onOutcome failed", failure);
+    }
+  }
+
+  // ---- resume -------------------------------------------------------------------------
 
   _askResume(stream, { stalled = false } = {}) {
     if (stream._resumeTimer || this._settled(stream)) return;
@@ -627,7 +727,7 @@ export class StreamingClient {
     // one after `end`, brings nothing. A final one at exactly the seq held still ends the stream.
     const advances = snapshot.seq > stream.lastSeq || (final && snapshot.seq === stream.lastSeq);
     if (!stream._ended && advances) {
-      this._applyCovered(stream, snapshot.seq);
+      this._applyCovered(stream, snapshot.seq, final);
       stream.text = snapshot.content ?? "";
       stream.lastSeq = snapshot.seq;
       this._markFirstToken(stream);
@@ -646,13 +746,14 @@ export class StreamingClient {
    * Held messages a snapshot up to `seq` covers. Their text is in the snapshot, but what it does
    * not restore (a tool call to run, an error, thinking, function_call) would be lost if they were
    * dropped, so those reach the handlers first, in seq order. A covered `end` is dropped: a
-   * snapshot covering it is final and ends the stream itself.
+   * snapshot covering it is final and ends the stream itself. Under a final snapshot a tool call
+   * is long settled (the stream went on past it), so it is passed on but not run.
    */
-  _applyCovered(stream, seq) {
+  _applyCovered(stream, seq, final) {
     const covered = [...stream._buffer].filter(([, m]) => m.seq <= seq).sort(([a], [b]) => a - b);
     for (const [first, message] of covered) {
       stream._buffer.delete(first);
-      if (message.type !== "delta" && message.type !== "end") this._applyEvent(stream, message);
+      if (message.type !== "delta" && message.type !== "end") this._applyEvent(stream, message, { over: final });
     }
   }
 

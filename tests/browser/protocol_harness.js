@@ -20,6 +20,18 @@ window.clearTimeout = (id) => {
   realClearTimeout(id);
 };
 
+// What the client reports on the console, and promises it leaves rejected with nobody
+// listening: a quiet outcome (a tool answer that lost to another tab) must leave neither.
+const logged = [];
+for (const level of ["warn", "error"]) {
+  const real = console[level].bind(console);
+  console[level] = (...args) => {
+    logged.push(`${level}: ${args.map(String).join(" ")}`);
+    real(...args);
+  };
+}
+window.addEventListener("unhandledrejection", (event) => logged.push(`unhandled: ${event.reason}`));
+
 const proxy = {
   client: null,
   socket: null,
@@ -30,11 +42,14 @@ const proxy = {
   handlerText: {}, // streamId -> text a handler builds by the documented rule
   outbox: [], // replies waiting to reach the client
   answer: null, // (request) -> replies, for requests other than ping
+  outcomes: [], // what onTool's onOutcome reported, with `error` as its code
+  logged, // console warnings and errors, unhandled rejections
 
   /** A fresh client on an open fake connection; `options` go to connect(). */
   start(options = {}) {
     this.client?.close();
-    Object.assign(this, { connections: 0, requests: [], events: [], renders: [], handlerText: {}, outbox: [], answer: null });
+    Object.assign(this, { connections: 0, requests: [], events: [], renders: [], handlerText: {}, outbox: [], answer: null, outcomes: [] });
+    logged.length = 0;
     this.client = connect({
       url: "ws://proxy.test",
       token: "token",
@@ -87,6 +102,13 @@ const proxy = {
   /** The connection drops (as when the proxy closes it); the client reconnects by itself. */
   drop() {
     this.socket.close(1006, "dropped");
+  },
+
+  /** Answer `onTool` calls as `handler` (a function's source) does; outcomes are recorded. */
+  onTool(name, handler) {
+    return this.client.onTool(name, handler, {
+      onOutcome: (outcome) => this.outcomes.push({ ...outcome, error: outcome.error?.code ?? null }),
+    });
   },
 
   sent(action) {

@@ -487,6 +487,249 @@ def test_on_stream_is_called_once_per_frame_for_a_burst(proxy: Proxy) -> None:
     assert renders <= 2
 
 
+# ---- frontend tools ---------------------------------------------------------------------
+
+ANSWER = "llmToolCallResponse"
+# The proxy's replies to tool answers: an ack, or the action error of a call answered already.
+ACK = "r => r.action === 'llmToolCallResponse' ? [{ type: 'ack', toolCallId: r.toolCallId }] : []"
+CONFLICT = """r => r.action !== 'llmToolCallResponse' ? [] : [{ type: 'error',
+  error: { message: `tool call '${r.toolCallId}' was already answered`, code: 'conflict' } }]"""
+
+
+def llm_tool_call(
+    seq: int, call_id: str, name: str, arguments: Any, stream: str = STREAM
+) -> Message:
+    """An `llmToolCall` as the proxy sends it: the name without `ui_`, both type and action."""
+    return envelope(
+        seq,
+        "llmToolCall",
+        stream,
+        action="llmToolCall",
+        toolCallId=call_id,
+        toolName=name,
+        arguments=arguments,
+        functions=[{"name": name, "arguments": arguments}],
+    )
+
+
+def on_tool(proxy: Proxy, name: str, handler: str, replies: str = ACK) -> None:
+    """Register `handler` (JavaScript source) for tool `name`; the proxy answers with `replies`."""
+    proxy.page.evaluate(
+        f"() => {{ proxy.answer = {replies}; window.unTool = proxy.onTool({name!r}, {handler}); }}"
+    )
+
+
+def answers(proxy: Proxy) -> list[Message]:
+    """The tool answers the client sent, without the harness's connection number."""
+    return [
+        {k: v for k, v in r.items() if k not in ("action", "connection")}
+        for r in proxy.sent(ANSWER)
+    ]
+
+
+def test_on_tool_answers_with_the_result_and_action_handlers_see_the_raw_event(
+    proxy: Proxy,
+) -> None:
+    on_tool(proxy, "set_theme", "({ theme }) => ({ message: `Theme is now ${theme}`, theme })")
+    args = {"theme": "dark", "userMessage": "Switching to dark mode"}
+    functions = [{"name": "ui_set_theme", "userMessage": "Switching to dark mode"}]
+    proxy.deliver(thread_info(), envelope(1, "function_call", content={"functions": functions}))
+    proxy.deliver(llm_tool_call(2, "tc_theme", "set_theme", args))
+    proxy.wait("proxy.outcomes.length === 1")
+
+    assert answers(proxy) == [
+        {
+            "toolCallId": "tc_theme",
+            "success": True,
+            "message": "Theme is now dark",
+            "data": {"message": "Theme is now dark", "theme": "dark"},
+        }
+    ]
+    assert proxy.page.evaluate("proxy.outcomes") == [
+        {
+            "toolCallId": "tc_theme",
+            "toolName": "set_theme",
+            "streamId": STREAM,
+            "status": "accepted",
+            "success": True,
+            "message": "Theme is now dark",
+            "data": {"message": "Theme is now dark", "theme": "dark"},
+            "error": None,
+        }
+    ]
+    # Klai-style pages answer from their own handler: it still gets the event as sent.
+    raw = proxy.events()[-1]
+    assert raw == llm_tool_call(2, "tc_theme", "set_theme", args)
+    assert raw["action"] == "llmToolCall"
+    proxy.deliver(delta(3, "Done: Theme is now dark."), end(4))
+    assert proxy.state()["text"] == "Done: Theme is now dark."
+    assert proxy.state()["toolCalls"] == [
+        {"toolCallId": "tc_theme", "toolName": "set_theme", "arguments": args}
+    ]
+
+
+def test_a_promise_is_awaited_and_a_result_without_a_message_says_done(proxy: Proxy) -> None:
+    on_tool(
+        proxy,
+        "show_map",
+        "(args) => new Promise((resolve) => setTimeout(() => resolve({ zoom: args.zoom }), 100))",
+    )
+    proxy.page.evaluate("void proxy.onTool('scroll_to_top', () => undefined)")
+    sent_at_once = proxy.page.evaluate(
+        "messages => (proxy.deliver(...messages), proxy.sent('llmToolCallResponse').length)",
+        [thread_info(), llm_tool_call(1, "tc_map", "show_map", {"zoom": 12})],
+    )
+    assert sent_at_once == 0  # the handler's promise has not settled yet
+    proxy.deliver(llm_tool_call(2, "tc_top", "scroll_to_top", {}))
+    proxy.wait("proxy.outcomes.length === 2")
+
+    assert answers(proxy) == [
+        {"toolCallId": "tc_top", "success": True, "message": "done"},
+        {"toolCallId": "tc_map", "success": True, "message": "done", "data": {"zoom": 12}},
+    ]
+
+
+def test_a_throw_a_rejection_or_a_result_that_is_not_json_answers_success_false(
+    proxy: Proxy,
+) -> None:
+    on_tool(proxy, "set_theme", "({ theme }) => { throw new Error(`no theme named ${theme}`); }")
+    proxy.page.evaluate(
+        """() => {
+          proxy.onTool("fetch_rows", () => Promise.reject(new Error("the table is locked")));
+          proxy.onTool("bad_reason", () => Promise.reject("plain string"));
+          proxy.onTool("circular", () => { const o = {}; o.self = o; return o; });
+        }"""
+    )
+    proxy.deliver(
+        thread_info(),
+        llm_tool_call(1, "tc_1", "set_theme", {"theme": "sepia"}),
+        llm_tool_call(2, "tc_2", "fetch_rows", {}),
+        llm_tool_call(3, "tc_3", "bad_reason", {}),
+        llm_tool_call(4, "tc_4", "circular", {}),
+    )
+    proxy.wait("proxy.outcomes.length === 4")
+
+    sent = answers(proxy)
+    assert all(a["success"] is False and "data" not in a for a in sent)
+    messages = {a["toolCallId"]: a["message"] for a in sent}
+    assert messages.pop("tc_4").startswith("the tool's result is not JSON")
+    assert messages == {
+        "tc_1": "no theme named sepia",
+        "tc_2": "the table is locked",
+        "tc_3": "plain string",
+    }
+    assert {o["status"] for o in proxy.page.evaluate("proxy.outcomes")} == {"accepted"}
+    assert proxy.page.evaluate("proxy.logged") == []
+
+
+def test_a_call_is_answered_once_whatever_is_replayed(proxy: Proxy) -> None:
+    on_tool(proxy, "set_theme", "() => { window.runs = (window.runs ?? 0) + 1; return 'ok'; }")
+    proxy.page.evaluate("window.runs = 0")
+    call = llm_tool_call(1, "tc_once", "set_theme", {"theme": "dark"})
+    proxy.deliver(thread_info(), call, call)
+    proxy.wait("proxy.outcomes.length === 1")
+
+    # The connection drops; the client reconnects and resumes, and the call comes round again:
+    # at the same seq, and (as a stream relayed twice would) at another one.
+    proxy.page.evaluate("proxy.drop()")
+    proxy.wait("proxy.requests.some(r => r.connection === 2 && r.action === 'resume')")
+    proxy.deliver(snapshot(1, ""), call, {**call, "seq": 2}, delta(3, "Done."), end(4))
+    proxy.page.wait_for_timeout(100)
+
+    assert proxy.page.evaluate("window.runs") == 1
+    assert answers(proxy) == [
+        {"toolCallId": "tc_once", "success": True, "message": "done", "data": "ok"}
+    ]
+    assert proxy.state()["text"] == "Done."
+
+
+def test_an_answer_that_lost_to_another_tab_is_quiet(proxy: Proxy) -> None:
+    on_tool(proxy, "set_theme", "() => ({ message: 'Theme is now dark' })", replies=CONFLICT)
+    # Without onOutcome: nothing logged, no rejection left unhandled.
+    proxy.page.evaluate("void proxy.client.onTool('show_map', () => ({ message: 'Map shown' }))")
+    proxy.deliver(
+        thread_info(),
+        llm_tool_call(1, "tc_theme", "set_theme", {"theme": "dark"}),
+        llm_tool_call(2, "tc_map", "show_map", {}),
+    )
+    proxy.wait("proxy.outcomes.length === 1 && proxy.sent('llmToolCallResponse').length === 2")
+    proxy.page.wait_for_timeout(100)
+
+    outcome = proxy.page.evaluate("proxy.outcomes[0]")
+    assert (outcome["status"], outcome["error"]) == ("conflict", "conflict")
+    assert proxy.page.evaluate("proxy.logged") == []
+    assert len(proxy.sent(ANSWER)) == 2  # each answered once, not retried
+
+
+def test_ui_prefixed_names_unregistered_tools_and_unsubscribe(proxy: Proxy) -> None:
+    on_tool(proxy, "ui_show_map", "({ city }) => ({ message: `Map of ${city}` })")
+    proxy.page.evaluate("proxy.onTool('set_theme', () => 'x')()")  # registered, then removed
+    proxy.deliver(
+        thread_info(),
+        llm_tool_call(1, "tc_map", "show_map", {"city": "Amsterdam"}),
+        llm_tool_call(2, "tc_theme", "set_theme", {}),  # its handler is gone
+        llm_tool_call(3, "tc_other", "open_dialog", {}),  # no handler: the page answers itself
+    )
+    proxy.wait("proxy.outcomes.length === 1")
+    proxy.page.evaluate("window.unTool()")
+    proxy.deliver(llm_tool_call(4, "tc_map2", "show_map", {"city": "Utrecht"}))
+    proxy.page.wait_for_timeout(100)
+
+    assert answers(proxy) == [
+        {
+            "toolCallId": "tc_map",
+            "success": True,
+            "message": "Map of Amsterdam",
+            "data": {"message": "Map of Amsterdam"},
+        }
+    ]
+    assert [e["toolCallId"] for e in proxy.events() if e["type"] == "llmToolCall"] == [
+        "tc_map",
+        "tc_theme",
+        "tc_other",
+        "tc_map2",
+    ]
+
+
+def test_a_result_over_the_size_cap_is_replaced_by_a_failure(proxy: Proxy) -> None:
+    too_large = """r => r.action !== 'llmToolCallResponse' ? []
+      : r.data !== undefined ? [{ type: 'error', error: {
+          message: 'tool answer of 70000 bytes is over the 65536-byte limit',
+          code: 'payload_too_large' } }]
+      : [{ type: 'ack', toolCallId: r.toolCallId }]"""
+    on_tool(proxy, "export_table", "() => ({ rows: 'x'.repeat(70000) })", replies=too_large)
+    proxy.deliver(thread_info(), llm_tool_call(1, "tc_big", "export_table", {}))
+    proxy.wait("proxy.outcomes.length === 1")
+
+    first, second = answers(proxy)
+    assert len(first["data"]["rows"]) == 70_000
+    assert second == {
+        "toolCallId": "tc_big",
+        "success": False,
+        "message": "the tool's result is too large to send: "
+        "tool answer of 70000 bytes is over the 65536-byte limit",
+    }
+    outcome = proxy.page.evaluate("proxy.outcomes[0]")
+    assert (outcome["status"], outcome["success"]) == ("accepted", False)
+
+
+def test_a_held_call_runs_under_a_live_snapshot_but_not_under_a_final_one(proxy: Proxy) -> None:
+    on_tool(proxy, "set_theme", "() => ({ message: 'Theme is now dark' })")
+    late = "st_late"
+    # seq 1 is lost on both streams: the call is held until a snapshot covers it.
+    proxy.deliver(thread_info(), llm_tool_call(2, "tc_live", "set_theme", {}))
+    proxy.deliver(thread_info(late), llm_tool_call(2, "tc_over", "set_theme", {}, stream=late))
+    proxy.deliver(snapshot(2, "Switching. "))  # still streaming: the proxy waits for an answer
+    proxy.deliver({**snapshot(4, "Switching. Done.", "done"), "streamId": late})
+    proxy.wait("proxy.outcomes.length === 1")
+    proxy.page.wait_for_timeout(100)
+
+    assert [a["toolCallId"] for a in answers(proxy)] == ["tc_live"]
+    # Both reached the action handlers all the same.
+    assert ("llmToolCall", 2) in proxy.kinds()
+    assert proxy.kinds(late) == [("threadInfo", 0), ("llmToolCall", 2), ("snapshot", 4), ("end", 4)]
+
+
 # ---- any order of arrival --------------------------------------------------------------
 
 

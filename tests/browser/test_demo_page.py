@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -131,10 +132,27 @@ def test_a_dropped_connection_reconnects_resumes_and_ends_with_the_full_text(
     assert int(page.locator("#resumes").inner_text()) >= 1
 
 
+def client_page(page: Page, stack: Stack, channel: str, setup: str) -> Page:
+    """A page running web/streaming-proxy.js alone (same origin as the stack, no demo page):
+    `setup` (JavaScript, with `client` in scope) runs, then the client connects to `channel`."""
+    page.goto(f"{stack.http}/web/streaming-proxy.d.ts")
+    script = f"""
+    async ([wsUrl, token]) => {{
+      const {{ connect }} = await import("/web/streaming-proxy.js");
+      const client = connect({{ url: wsUrl, token }});
+      {setup}
+      await new Promise((resolve) => {{
+        const ready = () => client.status === "open" && client.connectionId;
+        const wait = () => (ready() ? resolve() : setTimeout(wait, 20));
+        wait();
+      }});
+    }}
+    """
+    page.evaluate(script, [stack.ws, stack.token(channel)])
+    return page
+
+
 RENDER_PROBE = """
-async ([wsUrl, token]) => {
-  const { connect } = await import("/web/streaming-proxy.js");
-  const client = connect({ url: wsUrl, token });
   const probe = { renders: 0, frames: 0, messages: 0, text: "", done: false };
   const countFrames = () => {
     probe.frames += 1;
@@ -148,21 +166,13 @@ async ([wsUrl, token]) => {
     if (stream.status !== "streaming") probe.done = true;
   });
   window.__probe = probe;
-  await new Promise((resolve) => {
-    const ready = () => client.status === "open" && client.connectionId;
-    const wait = () => (ready() ? resolve() : setTimeout(wait, 20));
-    wait();
-  });
-}
 """
 
 
 def test_renders_are_batched_to_animation_frames(
     stack: Stack, new_page: Callable[[], Page]
 ) -> None:
-    page = new_page()
-    page.goto(f"{stack.http}/web/streaming-proxy.d.ts")  # same origin, no demo page running
-    page.evaluate(RENDER_PROBE, [stack.ws, stack.token("browser-frames")])
+    page = client_page(new_page(), stack, "browser-frames", RENDER_PROBE)
     text = " ".join(f"t{i}" for i in range(600))
     r = httpx.post(
         f"{stack.http}/demo/start",
@@ -182,3 +192,128 @@ def test_renders_are_batched_to_animation_frames(
     # outnumber frames. Bursts of many messages per frame: test_client_protocol.py.
     assert probe["renders"] <= probe["frames"] + 1
     assert probe["renders"] <= probe["messages"]
+
+
+# ---- frontend tools ----------------------------------------------------------------------
+
+DARK_BACKGROUND = "rgb(15, 18, 34)"  # --bg of demo.css's dark theme
+
+
+def test_the_tool_demo_switches_the_theme_and_the_model_quotes_the_answer(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-tool")
+    body = page.locator("body")
+    light_background = body.evaluate("b => getComputedStyle(b).backgroundColor")
+    assert light_background != DARK_BACKGROUND
+    page.fill("#delay", "5")
+    page.click("[data-testid=tool-demo]")
+
+    expect(page.locator("#status")).to_have_text("done")
+    expect(page.locator("#answer")).to_have_text("Switching the theme. Done: Theme is now dark.")
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    expect(body).to_have_css("background-color", DARK_BACKGROUND)
+    tool = page.locator("[data-testid=tool-line]")
+    expect(tool).to_have_text("✓ set_theme — Theme is now dark")
+    expect(tool).to_have_attribute("data-state", "done")
+    expect(page.locator("#finish-reason")).to_have_text("stop")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-tool.png"))
+
+    page.click("[data-testid=tool-demo]")  # and back: the demo asks for the other theme
+    expect(page.locator("#answer")).to_have_text("Switching the theme. Done: Theme is now light.")
+    expect(body).to_have_css("background-color", light_background)
+    assert page.locator("[data-testid=notice]").inner_text() == ""
+
+
+def test_every_tab_runs_the_tool_and_the_one_that_lost_the_race_stays_quiet(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    pages = [open_demo(new_page(), stack, "browser-tool-tabs") for _ in range(2)]
+    pages[0].fill("#delay", "5")
+    pages[0].click("[data-testid=tool-demo]")
+
+    lines = []
+    for page in pages:
+        expect(page.locator("#answer")).to_have_text(
+            "Switching the theme. Done: Theme is now dark."
+        )
+        expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+        tool = page.locator("[data-testid=tool-line]")
+        expect(tool).to_have_attribute("data-state", "done")
+        lines.append(tool.inner_text())
+        assert page.locator("[data-testid=notice]").inner_text() == ""
+    # Both answered; the proxy took the first and told the other `conflict`, which is no error.
+    assert sorted(lines) == [
+        "✓ set_theme — Theme is now dark",
+        "✓ set_theme — answered in another tab",
+    ]
+
+
+TOOL_PAGE = """
+  const seen = { raw: [], outcomes: [], text: "", status: null };
+  // A Klai-style handler sees the raw event; onTool answers it.
+  client.on("*", (event) => { if (event.action === "llmToolCall") seen.raw.push(event); });
+  client.onTool(
+    "ui_pick_colour",
+    async ({ shade }) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return { message: `${shade} red`, hex: "#c0392b" };
+    },
+    { onOutcome: (outcome) => seen.outcomes.push(outcome.status) },
+  );
+  client.onStream((stream) => { seen.text = stream.text; seen.status = stream.status; });
+  window.__seen = seen;
+"""
+
+
+def test_a_page_answers_a_tool_with_on_tool_and_the_model_quotes_it(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = client_page(new_page(), stack, "browser-on-tool", TOOL_PAGE)
+    script = [
+        {
+            "text": "Let me pick. ",
+            "toolCalls": [{"name": "ui_pick_colour", "arguments": {"shade": "warm"}}],
+        },
+        {"text": "You got {{message:ui_pick_colour}}; the answer: {{result:ui_pick_colour}}"},
+    ]
+    r = httpx.post(
+        f"{stack.http}/llm/query",
+        headers={"x-api-key": stack.api_key},
+        json={
+            "channels": ["browser-on-tool"],
+            "actionName": "onTools",
+            "options": {"toolTimeoutSeconds": 10},
+            "payload": {
+                "provider": "mock",
+                "messages": [{"role": "user", "content": "Pick a colour"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "ui_pick_colour", "parameters": {"type": "object"}},
+                    }
+                ],
+                "providerArgs": {"delayMs": 2, "script": script},
+            },
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    page.wait_for_function("window.__seen.status === 'done'", timeout=10_000)
+    seen = page.evaluate("window.__seen")
+
+    prefix = "Let me pick. You got warm red; the answer: "
+    assert seen["text"].startswith(prefix), seen["text"]
+    assert json.loads(seen["text"].removeprefix(prefix)) == {
+        "success": True,
+        "message": "warm red",
+        "data": {"message": "warm red", "hex": "#c0392b"},
+    }
+    assert seen["outcomes"] == ["accepted"]
+    [raw] = seen["raw"]
+    assert (raw["type"], raw["toolName"], raw["arguments"]) == (
+        "llmToolCall",
+        "pick_colour",
+        {"shade": "warm"},
+    )
