@@ -111,6 +111,8 @@ export interface SnapshotEvent {
   status: "pending" | "streaming" | "done" | "failed" | "cancelled";
   /** pushed unasked when this connection joined a channel mid-stream (not a resume answer) */
   catchUp?: true;
+  /** on a catch-up while the stream waits for frontend tools: the waiting `llmToolCall`s */
+  pendingToolCalls?: LlmToolCallEvent[];
   finish_reason?: FinishReason;
   usage?: Usage;
   /** the answer passed ~300 KB: `content` is its tail */

@@ -527,6 +527,18 @@ export class StreamingClient {
     if (message.type === "llmToolCall" && !over) this._runTool(stream, message);
   }
 
+  /**
+   * A tab that joined while the stream waits for a frontend tool gets the waiting calls with
+   * its catch-up snapshot (their seq is below the snapshot's): handlers and `onTool` get them
+   * as if live, once each, so this tab can answer too.
+   */
+  _applyPendingCalls(stream, calls) {
+    for (const call of Array.isArray(calls) ? calls : []) {
+      if (call?.type !== "llmToolCall" || stream.toolCalls.some((c) => c.toolCallId === call.toolCallId)) continue;
+      this._applyEvent(stream, call);
+    }
+  }
+
   _markFirstToken(stream) {
     if (stream.firstTokenAt === null && stream.text) {
       stream.firstTokenAt = now();
@@ -733,6 +745,7 @@ export class StreamingClient {
       this._markFirstToken(stream);
       this._dispatch(stream, snapshot);
       if (final) this._endFromSnapshot(stream, snapshot, status);
+      else this._applyPendingCalls(stream, snapshot.pendingToolCalls);
     }
     if (!stream._ended) {
       this._drain(stream);

@@ -817,3 +817,27 @@ def test_any_order_of_arrival_ends_with_the_exact_text_and_one_end(proxy: Proxy)
     assert any(r["resumes"] > 0 for r in results)
     assert any(r["fromSnapshot"] for r in results)
     assert any(not r["fromSnapshot"] for r in results)
+
+
+def test_a_tab_joining_during_a_tool_wait_gets_the_pending_call_and_can_answer_it(
+    proxy: Proxy,
+) -> None:
+    on_tool(proxy, "set_theme", "({ theme }) => ({ message: `Theme is now ${theme}` })")
+    pending = llm_tool_call(3, "tc_waiting", "set_theme", {"theme": "dark"})
+    catch_up = snapshot(3, "Switching. ", catchUp=True, pendingToolCalls=[pending])
+    proxy.deliver(catch_up)
+    proxy.wait("proxy.outcomes.length === 1")
+    assert answers(proxy) == [
+        {
+            "toolCallId": "tc_waiting",
+            "success": True,
+            "message": "Theme is now dark",
+            "data": {"message": "Theme is now dark"},
+        }
+    ]
+    assert [e["type"] for e in proxy.events()] == ["snapshot", "llmToolCall"]
+    # The same call again (another catch-up after a reconnect) is not run twice.
+    proxy.deliver({**catch_up, "seq": 3})
+    proxy.deliver(delta(4, "Done."), end(5))
+    assert len(answers(proxy)) == 1
+    assert proxy.state()["text"] == "Switching. Done."

@@ -373,3 +373,28 @@ async def test_the_sse_caller_sees_the_same_rounds(stack: Stack) -> None:
         assert (await answered[0])["type"] == "ack"
     finally:
         await sub.close()
+
+
+async def test_a_tab_that_joins_during_the_wait_learns_of_the_call_and_answers_it(
+    stack: Stack,
+) -> None:
+    first = await Subscriber.open(stack.ws, stack.token("tools-n"))
+    try:
+        stream_id = await start(stack, query("tools-n", [ASK_COLOUR, SAY_COLOUR]))
+        call = await tool_call(first, stream_id)  # the first tab sees it and does not answer
+        late = await Subscriber.open(stack.ws, stack.token("tools-n"))  # a reloaded tab
+        try:
+            catch_up = await late.wait_for(
+                lambda m: m.get("type") == "snapshot" and m.get("streamId") == stream_id
+            )
+            [pending] = catch_up["pendingToolCalls"]
+            assert pending["toolCallId"] == call["toolCallId"]
+            assert pending["action"] == "llmToolCall" and pending["channel"] == "tools-n"
+            assert (await answer(late, pending["toolCallId"], "from the new tab"))["type"] == "ack"
+            assert_complete(
+                await late.stream(stream_id), "Let me pick. The colour is from the new tab."
+            )
+        finally:
+            await late.close()
+    finally:
+        await first.close()

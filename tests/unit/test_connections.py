@@ -454,7 +454,9 @@ def test_a_tool_answer_is_recorded_once_with_its_extra_keys(stack: Stack) -> Non
         "colour": "red",  # Klai keeps keys it does not know; so do we
     }
     assert record.answered_by == CID
-    # A second answer (another tab, say) is told the call was answered already.
+    # The same tab repeating its answer (its ack was lost in a reconnect) is acked again.
+    assert stack.send(body) == {"type": "ack", "toolCallId": "tc_1"}
+    # A different answer (another tab, say) is told the call was answered already.
     again = stack.send({**body, "message": "again"})
     assert again["type"] == "error" and again["error"]["code"] == "conflict"
     record = store.get("app1", "tc_1")
@@ -500,3 +502,12 @@ def test_reply_to_gone_connection_removes_its_rows(stack: Stack) -> None:
         routes.message(CID, json.dumps({"action": "ping"}))
         stub.assert_no_pending_responses()
     assert stack.rows() == []
+
+
+def test_a_tool_answer_without_data_reaches_the_model_without_data(stack: Stack) -> None:
+    stack.connect("user-42")
+    store = open_call("tc_3", ["user-42"])
+    assert stack.send(tool_answer("tc_3"))["type"] == "ack"
+    record = store.get("app1", "tc_3")
+    assert record is not None
+    assert record.answer == {"toolCallId": "tc_3", "success": True, "message": "done"}

@@ -386,3 +386,29 @@ async def test_connections_that_never_answer_cannot_take_every_post_slot() -> No
     assert_complete(poster.received["healthy"], text_of(envelopes))
     assert in_flight["max_after_first_timeouts"] <= 3
     assert pub.stats.failed == 40 and pub.stats.dropped >= 40
+
+
+async def test_a_late_joiner_during_a_tool_wait_gets_the_waiting_calls_with_its_catch_up() -> None:
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.05)
+    call = envelope(3, "llmToolCall", toolCallId="tc_1", toolName="pick", arguments={})
+    await pub.start()
+    for e in [
+        envelope(0, "threadInfo", content={}),
+        envelope(1),
+        envelope(2, "function_call", content={}),
+        call,
+    ]:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("late")
+    await asyncio.sleep(0.2)
+    await pub.send(envelope(4))  # the round moved on: later joiners get no pending calls
+    store.members_by_channel[("appA", "x")].append("later")
+    await asyncio.sleep(0.2)
+    await pub.send(envelope(5, "end", finish_reason="stop"))
+    await pub.close()
+    first = poster.received["late"][0]
+    assert first["type"] == "snapshot" and first["seq"] == 3
+    assert first["pendingToolCalls"] == [{**call, "channel": "x"}]
+    assert "pendingToolCalls" not in poster.received["later"][0]

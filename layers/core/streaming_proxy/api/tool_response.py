@@ -29,7 +29,9 @@ class ToolResponseRequest(BaseModel):
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
 
     def answer(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude={"token", "api_key"}, exclude_none=False)
+        """The answer as the model gets it (no credentials; no `data` is no `data`)."""
+        skip = {"token", "api_key"} | ({"data"} if self.data is None else set())
+        return self.model_dump(by_alias=True, exclude=skip)
 
 
 async def tool_response(request: Request) -> Response:

@@ -93,6 +93,7 @@ class ChannelPublisher:
         # What a connection joining mid-stream needs to catch up: the text sent so far.
         self._text: list[str] = []
         self._last: dict[str, Any] | None = None
+        self._waiting_calls: list[dict[str, Any]] = []
         self._log = {"stream_id": stream_id}
 
     async def start(self) -> None:
@@ -102,8 +103,15 @@ class ChannelPublisher:
 
     async def send(self, envelope: dict[str, Any]) -> None:
         """Queue one message for every member; returns without waiting for any post."""
-        if envelope.get("type") == "delta":
+        kind = envelope.get("type")
+        if kind == "delta":
             self._text.append(str(envelope.get("content", "")))
+        # The stream waits on the frontend calls it sent last; anything after them means the
+        # round moved on (the model answers only once every call of a round has its result).
+        if kind == "llmToolCall":
+            self._waiting_calls.append(envelope)
+        else:
+            self._waiting_calls = []
         self._last = envelope
         message = Outgoing(envelope)
         for lane in self._lanes.values():
@@ -188,6 +196,12 @@ class ChannelPublisher:
             "status": "streaming",
             "catchUp": True,  # pushed, not the answer to a resume
         }
+        if self._waiting_calls:
+            # A tab joining while the stream waits for a page must still be able to answer.
+            base["pendingToolCalls"] = [
+                {"actionName": call.get("actionName"), "channel": channel, **call}
+                for call in self._waiting_calls
+            ]
         return snapshot_messages(base, "".join(self._text))
 
     # -- delivery --------------------------------------------------------------------------

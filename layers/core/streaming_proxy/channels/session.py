@@ -85,8 +85,10 @@ class ToolCallResponse(_Action):
     data: Any = None
 
     def answer(self) -> dict[str, Any]:
-        """The answer as the model gets it (everything the page sent but the action)."""
-        return self.model_dump(by_alias=True, exclude={"action"}, exclude_none=False)
+        """The answer as the model gets it: everything the page sent but the action (no
+        `data` is no `data`, not null)."""
+        skip = {"action"} | ({"data"} if self.data is None else set())
+        return self.model_dump(by_alias=True, exclude=skip)
 
 
 BrowserMessage = Annotated[
