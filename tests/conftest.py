@@ -80,9 +80,10 @@ def webhook() -> Iterator[FakeWebhook]:
 
 def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str, str]:
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
-    the fake upstream with fake server keys, gemini pointed at it without one (requests bring
-    their own `payload.apiKey`), a second app (RIVAL_APP) beside the dev one and, with
-    `webhook`, a third (HOOKED_APP) whose backend tools run there."""
+    the fake upstream with fake server keys, bedrock's runtime endpoint at it too, gemini
+    pointed at it without a key (requests bring their own `payload.apiKey`), a second app
+    (RIVAL_APP) beside the dev one and, with `webhook`, a third (HOOKED_APP) whose backend
+    tools run there."""
     apps: dict[str, Any] = dict(RIVAL_APPS)
     if webhook is not None:
         apps[HOOKED_APP] = {
@@ -98,6 +99,9 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
         "GEMINI_BASE_URL": fake_llm.gemini_base_url,
         "AZURE_OPENAI_ENDPOINT": fake_llm.base_url.removesuffix("/v1"),
         "AZURE_OPENAI_API_KEY": FAKE_AZURE_KEY,
+        # boto3 signs with the stack's local credentials and talks to the fake's Bedrock route.
+        "BEDROCK_ENDPOINT_URL": fake_llm.base_url.removesuffix("/v1"),
+        "BEDROCK_REGION": "us-east-1",
         "DEV_EXTRA_APPS": json.dumps(apps),
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}

@@ -1,5 +1,5 @@
 """A fake LLM upstream for integration tests: OpenAI-, Anthropic- and Gemini-format streams
-on loopback.
+on loopback, and Bedrock's ConverseStream (AWS event-stream) for the tool-loop models.
 
 The model name picks the script: `fake-text`, `fake-tools`, `fake-slow`, `fake-nousage`,
 `fake-error`. The `fake-echo-*` models fail the way some providers and proxies in front of
@@ -33,6 +33,8 @@ from tests.fake_wire import (
     Wire,
     anthropic_event,
     anthropic_frames,
+    converse_events,
+    event_stream_message,
     gemini_frame,
     gemini_frames,
     openai_chunk,
@@ -197,6 +199,7 @@ class FakeLlm:
 
         return Starlette(
             routes=[
+                Route("/model/{model_id}/converse-stream", self._converse, methods=["POST"]),
                 Route("/v1/chat/completions", openai, methods=["POST"]),
                 Route("/v1/messages", anthropic, methods=["POST"]),
                 Route("/openai/deployments/{deployment}/chat/completions", azure, methods=["POST"]),
@@ -232,6 +235,29 @@ class FakeLlm:
                 recorded.disconnected.set()
 
         return StreamingResponse(frames(), media_type="text/event-stream")
+
+    async def _converse(self, request: Request) -> Response:
+        """Bedrock runtime's ConverseStream over HTTP (what boto3 calls with an endpoint URL):
+        the model in the path, the request as JSON, the answer as AWS event-stream messages.
+        Only the tool-loop models are played here."""
+        body = await request.json()
+        recorded = Recorded(request.url.path, dict(request.headers), body)
+        self.requests.append(recorded)
+        model = request.path_params["model_id"]
+        try:
+            if model not in TOOL_LOOP_MODELS:
+                raise WrongFormat(f"{model} is not a Bedrock model of this fake")
+            events = converse_events(next_turn("converse", model, body))
+        except WrongFormat as e:
+            error = {"message": f"fake-tool-loop: {e}"}
+            return JSONResponse(error, 400, headers={"x-amzn-ErrorType": "ValidationException"})
+        recorded.disconnected.set()
+        frames = b"".join(
+            event_stream_message(name, payload)
+            for event in events
+            for name, payload in event.items()
+        )
+        return Response(frames, media_type="application/vnd.amazon.eventstream")
 
     def start(self) -> None:
         self._loopback.start(self.app())

@@ -8,6 +8,7 @@ Converse event dicts botocore yields. Arguments stream in small pieces, as real 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -215,3 +216,23 @@ def sse_frames(wire: Wire, turn: FakeTurn, model: str) -> Iterator[str]:
     if wire == "gemini":
         return gemini_frames(turn)
     raise ValueError(f"{wire} has no SSE form")
+
+
+def event_stream_message(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One AWS event-stream message (what Bedrock's ConverseStream answers with, framed as
+    botocore parses it): prelude (total and headers length, CRC32), string headers, the JSON
+    payload, and a CRC32 of all of it."""
+    headers = b"".join(
+        bytes([len(name)]) + name + b"\x07" + len(value).to_bytes(2, "big") + value
+        for name, value in (
+            (b":event-type", event_type.encode()),
+            (b":content-type", b"application/json"),
+            (b":message-type", b"event"),
+        )
+    )
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    prelude += zlib.crc32(prelude).to_bytes(4, "big")
+    message = prelude + headers + body
+    return message + zlib.crc32(message).to_bytes(4, "big")

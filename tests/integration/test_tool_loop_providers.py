@@ -23,6 +23,7 @@ PROVIDERS = [
     ("fakecompat", "/chat/completions"),
     ("anthropic", "/messages"),
     ("gemini", ":streamGenerateContent"),
+    ("bedrock", "/converse-stream"),
 ]
 
 
