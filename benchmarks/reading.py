@@ -155,15 +155,19 @@ def _delivery(r: Result) -> list[str]:
     exact = sum(run["exact"] for run in runs)
     subscribers = sum(run["subscribers"] for run in runs)
     lost = sum(run["dropped"] + run["failures"] for run in runs)
-    widest = max(runs, key=lambda run: run["subscribers"] * run["messages"])
-    unmerged = widest["messages"] * widest["subscribers"]
+
+    # Messages are summed over a scenario's streams; each goes to that stream's subscribers.
+    def unmerged(run: dict[str, Any]) -> int:
+        return int(run["messages"] * run["scenario"]["subscribers"])
+
+    widest = max(runs, key=unmerged)
     return [
         f"- **Delivery under load.** {exact} of {subscribers} subscribers ended with exactly "
         f"the stream's text, contiguous seq and one `end` ({lost} seqs or connections "
         "counted as lost). When a connection's lane falls behind it merges its queued "
         f"deltas instead of queueing more: in '{widest['scenario']['name']}' the lanes made "
         f"{widest['posts']:,} posts where one post per message per subscriber would have "
-        f"been {unmerged:,} ({widest['merged']:,} merged away), so the stream ended in "
+        f"been {unmerged(widest):,} ({widest['merged']:,} merged away), so the stream ended in "
         f"{widest['wall']:.1f} s with nothing cut off at the drain."
     ]
 
