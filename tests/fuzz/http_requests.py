@@ -39,7 +39,7 @@ def steerings() -> st.SearchStrategy[Steering]:
         accept=st.sampled_from(ACCEPTS),
         known_stream=st.booleans(),
         provider_key=st.text("abcdef0123456789", min_size=12, max_size=12).map(
-            lambda suffix: f"sk-fuzz-provider-{suffix}"
+            lambda suffix: f"fuzz-provider-key-{suffix}"
         ),
     )
 

@@ -15,7 +15,7 @@ MAX_REPORTED = 25
 # Parts of an error message that vary with the input, not with the bug.
 _VARYING = [
     (re.compile(r"\\ud[89a-f][0-9a-f]{2}"), r"\\udXXX"),
-    (re.compile(r"Task-\d+"), "Task-N"),
+    (re.compile(r"(?<=Task)-\d+"), "-N"),  # asyncio task names
     (re.compile(r"(?<![-\w])\d+\b"), "N"),
 ]
 

@@ -25,7 +25,7 @@ moto_endpoint = gateway_tests.moto_endpoint
 env = gateway_tests.env
 gateway = gateway_tests.gateway
 
-CREDENTIALS = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+CREDENTIALS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 
 
 @pytest.fixture

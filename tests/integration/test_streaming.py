@@ -196,7 +196,7 @@ async def test_openai_provider_streams_text_tool_calls_and_usage(
 
 
 async def test_request_api_key_overrides_the_server_key(stack: Stack, fake_llm: FakeLlm) -> None:
-    override = "sk-request-override-key-abcdef"
+    override = "request-override-key-abcdef"
     r = await post(
         stack,
         "/llm/query",
@@ -386,7 +386,7 @@ async def test_provider_without_any_key_is_refused_with_401(stack: Stack) -> Non
 
 
 async def test_secrets_never_reach_the_logs(stack: Stack) -> None:
-    override = "sk-another-secret-request-key-777"
+    override = "another-secret-request-key-777"
     await post(
         stack,
         "/llm/query",

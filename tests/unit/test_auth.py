@@ -141,12 +141,12 @@ def test_apps_and_provider_keys_come_from_secrets_manager(monkeypatch: pytest.Mo
         )["ARN"]
         keys_arn = sm.create_secret(
             Name="keys",
-            SecretString=json.dumps({"OPENAI_API_KEY": "sk-from-secret", "NOT_A_KEY": "x"}),
+            SecretString=json.dumps({"OPENAI_API_KEY": "openai-key-from-secret", "NOT_A_KEY": "x"}),
         )["ARN"]
         monkeypatch.setenv("APPS_SECRET_ARN", apps_arn)
         monkeypatch.setenv("PROVIDER_KEYS_SECRET_ARN", keys_arn)
         settings = load_settings()
     assert AppRegistry.from_settings(settings).authenticate("k7").app_id == "app7"
     assert settings.openai_api_key is not None
-    assert settings.openai_api_key.get_secret_value() == "sk-from-secret"
-    assert "sk-from-secret" not in repr(settings)
+    assert settings.openai_api_key.get_secret_value() == "openai-key-from-secret"
+    assert "openai-key-from-secret" not in repr(settings)

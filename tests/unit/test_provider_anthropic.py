@@ -28,7 +28,7 @@ from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
 
 SETTINGS = Settings(
-    anthropic_api_key=SecretStr("sk-server"), anthropic_base_url="https://anthropic.test/v1"
+    anthropic_api_key=SecretStr("server-key"), anthropic_base_url="https://anthropic.test/v1"
 )
 HELLO = [{"role": "user", "content": "Bonjour"}]
 
@@ -168,11 +168,11 @@ async def test_response_is_closed_when_the_consumer_stops_early() -> None:
 async def test_request_goes_to_messages_with_key_version_and_stream_flag() -> None:
     upstream = FakeUpstream([fixture_bytes("anthropic/text.sse")])
 
-    await run(upstream, request(api_key=SecretStr("sk-caller")))
+    await run(upstream, request(api_key=SecretStr("caller-key")))
 
     sent = upstream.request
     assert str(sent.url) == "https://anthropic.test/v1/messages"
-    assert sent.headers["x-api-key"] == "sk-caller"
+    assert sent.headers["x-api-key"] == "caller-key"
     assert sent.headers["anthropic-version"] == "2023-06-01"
     assert upstream.sent_json() == {
         "model": "claude-sonnet-4-5",

@@ -42,7 +42,7 @@ def request(**overrides: Any) -> LlmRequest:
     return LlmRequest(**(fields | overrides))
 
 
-def openai(upstream: FakeUpstream, key: str | None = "sk-server") -> OpenAIProvider:
+def openai(upstream: FakeUpstream, key: str | None = "server-key") -> OpenAIProvider:
     server_key = SecretStr(key) if key else None
     return OpenAIProvider("openai", upstream.client(), "https://api.openai.com/v1", server_key)
 
@@ -255,7 +255,7 @@ async def test_an_in_stream_error_with_an_http_code_keeps_that_status() -> None:
 @pytest.mark.parametrize(
     ("status", "our_status", "message"),
     [
-        (401, 401, "Incorrect API key provided: sk-abc***"),
+        (401, 401, "Incorrect API key provided: bad-ke***"),
         (429, 429, "Rate limit reached for gpt-4o-mini"),
         (500, 502, "The server had an error processing your request."),
     ],
@@ -344,7 +344,7 @@ async def test_the_request_sent_upstream() -> None:
     sent = upstream.request
     assert sent.method == "POST"
     assert str(sent.url) == "https://api.openai.com/v1/chat/completions"
-    assert sent.headers["authorization"] == "Bearer sk-server"
+    assert sent.headers["authorization"] == "Bearer server-key"
     assert sent.headers["accept"] == "text/event-stream"
     assert upstream.sent_json() == {
         "model": "gpt-4o-mini",
@@ -369,9 +369,9 @@ async def test_tools_and_tool_choice_are_forwarded() -> None:
 async def test_the_requests_own_key_wins_over_the_server_key() -> None:
     upstream = FakeUpstream(sse("data: [DONE]"))
 
-    await collect(openai(upstream), request(api_key=SecretStr("sk-caller")))
+    await collect(openai(upstream), request(api_key=SecretStr("caller-key")))
 
-    assert upstream.request.headers["authorization"] == "Bearer sk-caller"
+    assert upstream.request.headers["authorization"] == "Bearer caller-key"
 
 
 async def test_prepare_requires_a_model() -> None:

@@ -18,7 +18,7 @@ from streaming_proxy.channels.sigv4 import (
 )
 from tests.unit.aws_reference import botocore_signature, sent_by_botocore
 
-KEY = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+KEY = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 TEMPORARY = Credentials(
     "ASIAIOSFODNN7EXAMPLE",
     "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",

@@ -2,9 +2,10 @@
 
 Two nets. Every key the process knows (server provider keys, `COMPAT_ENDPOINTS` keys,
 token secrets, and each running stream's `payload.apiKey` while it runs) is replaced
-wherever it appears; and anything shaped like a credential (bearer tokens, `sk-...`,
-Google and AWS keys, JWTs, `api_key=...` pairs) is replaced even when nobody told us it
-was one, since a provider or a proxy in front of it may echo what it was sent.
+wherever it appears; and anything shaped like a credential (bearer tokens, OpenAI- and
+Anthropic-style secret keys, Google and AWS keys, JWTs, `api_key=...` pairs) is replaced
+even when nobody told us it was one, since a provider or a proxy in front of it may echo
+what it was sent.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _SHAPES = re.compile(
     r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"  # Authorization: Bearer <token>
     r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{12,}"  # OpenAI / Anthropic style keys
     r"|\bAIza[0-9A-Za-z_-]{20,}"  # Google API keys
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+    r"|\bA(?:KI|SI)A[0-9A-Z]{16}\b"  # AWS access key ids (long-term, temporary)
     r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # JWTs
 )
 _PAIRS = re.compile(
