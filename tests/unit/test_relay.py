@@ -352,6 +352,22 @@ async def test_a_relay_bug_still_ends_the_stream_with_error_and_end() -> None:
     assert "relay bug" not in json.dumps(sink.envelopes)  # no internals leak
 
 
+async def test_a_bug_while_summing_up_the_stream_still_ends_it_and_closes_every_sink(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: Any, request: Any) -> dict[str, Any]:
+        raise ZeroDivisionError("summing bug")
+
+    monkeypatch.setattr("streaming_proxy.turn.TurnState.reported_usage", broken)
+    sink, outcome = await asyncio.wait_for(
+        run(Scripted([TextDelta("a"), Finish("stop")]), job()), 5
+    )
+    assert outcome.error is not None and outcome.finish_reason == "error"
+    assert sink.types()[-2:] == ["error", "end"] and sink.closed
+    end = sink.envelopes[-1]
+    assert end["finish_reason"] == "error" and end["usage"]["estimated"] is True
+
+
 class SlowStart(Recorder):
     """Membership that takes longer to read than the idle timeout."""
 

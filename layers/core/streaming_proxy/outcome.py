@@ -47,6 +47,11 @@ class ToolCall:
         }
 
 
+def unknown_usage() -> dict[str, Any]:
+    """`end.usage` when the counts could not be worked out at all."""
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "estimated": True}
+
+
 @dataclass
 class StreamOutcome:
     """The whole result of a stream: what `stream:false` answers and `end` reports."""
@@ -58,10 +63,6 @@ class StreamOutcome:
     usage: dict[str, Any] = field(default_factory=dict)
     error: ProxyError | None = None
     started: bool = False
-
-    def function_summaries(self) -> list[dict[str, Any]]:
-        """The `function_call` event's `functions` for calls the stream ends with."""
-        return [function_entry(call.name, call.arguments, call.id) for call in self.tool_calls]
 
 
 def function_entry(name: str, arguments: dict[str, Any] | str, call_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from .events import (
 from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
-from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body
+from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body, unknown_usage
 from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .streams import StreamStatus
@@ -90,7 +91,12 @@ class Relay:
         # Set by the producer: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
         self._silent = False  # an early failure answered to the caller: publish nothing
-        self._next_snapshot = asyncio.get_running_loop().time() + settings.snapshot_interval_seconds
+        # Snapshots are for resuming a recorded stream; without a recorder, no wake-ups for them.
+        self._next_snapshot = (
+            asyncio.get_running_loop().time() + settings.snapshot_interval_seconds
+            if recorder is not None
+            else math.inf
+        )
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
 
     def cancel(self) -> None:
@@ -118,8 +124,10 @@ class Relay:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                await self._finish()
-                await self._close_sinks()
+                try:
+                    await self._finish()
+                finally:
+                    await self._close_sinks()
         # After the lanes drained, so the post counts and the duration are final.
         self.stats.duration_ms = (loop.time() - started) * 1000
         get_logger().info(
@@ -321,24 +329,35 @@ class Relay:
     async def _finish(self) -> None:
         outcome = self._outcome
         await self._step("flush", self._flush())
+        try:
+            self._sum_up(outcome)
+        except Exception:
+            get_logger().exception("summing up the stream failed", extra=self._log_extra)
+            self._fail(ProxyError("internal error while streaming"))
+            outcome.tool_calls = []
+            outcome.usage = unknown_usage()
+        self.stats.finish_reason = outcome.finish_reason
+        self.stats.output_tokens = outcome.usage["completion_tokens"]
+        if not outcome.started:
+            await self._step("early end", self._early_end(outcome))
+        if outcome.tool_calls and not self._announced and self.job.kind != "chat":
+            content = function_call_content(outcome.tool_calls)
+            await self._step("function_call", self._emit("function_call", content=content))
+        if outcome.error is not None:
+            await self._step("error", self._emit("error", error=error_event_body(outcome.error)))
+        await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
+        for observer in self._observers:
+            await self._step("observer", observer.on_finish(outcome))
+        await self._step("final record", self._save_final_snapshot())
+
+    def _sum_up(self, outcome: StreamOutcome) -> None:
+        """The outcome's text, reasoning, calls left and usage, from what the turns said."""
         outcome.text = self._turn.answer()
         outcome.thinking = self._turn.reasoning()
         outcome.tool_calls = self._calls_left()
         if outcome.tool_calls and outcome.finish_reason == "stop":
             outcome.finish_reason = "tool_calls"
         outcome.usage = self._turn.reported_usage(self.job.llm_request)
-        self.stats.finish_reason = outcome.finish_reason
-        self.stats.output_tokens = outcome.usage["completion_tokens"]
-        if not outcome.started:
-            await self._step("early end", self._early_end(outcome))
-        if outcome.tool_calls and not self._announced and self.job.kind != "chat":
-            await self._emit("function_call", content={"functions": outcome.function_summaries()})
-        if outcome.error is not None:
-            await self._emit("error", error=error_event_body(outcome.error))
-        await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
-        for observer in self._observers:
-            await self._step("observer", observer.on_finish(outcome))
-        await self._step("final record", self._save_final_snapshot())
 
     def _calls_left(self) -> list[ToolCall]:
         """The calls the stream ends with, for the backend to run (none once all ran)."""

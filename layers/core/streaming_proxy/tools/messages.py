@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ..events import PlannedCall
 from ..outcome import ToolCall, function_entry
 
 
-def function_call_content(calls: tuple[PlannedCall, ...]) -> dict[str, Any]:
-    """`function_call.content`: every call of the round, with the proxy's ids."""
+def function_call_content(calls: Sequence[PlannedCall | ToolCall]) -> dict[str, Any]:
+    """`function_call.content`: the calls of a round (the proxy's ids), or the calls a
+    stream ends with."""
     return {"functions": [function_entry(c.name, c.arguments, c.id) for c in calls]}
 
 
