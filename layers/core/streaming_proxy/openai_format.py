@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from pydantic import (
 )
 
 from .contract import ActionName, ChannelName, Message, Payload, Tool
+from .envelopes import encode
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .outcome import StreamOutcome
@@ -203,9 +203,4 @@ def error_body(error: ProxyError) -> dict[str, Any]:
 
 
 def sse_frame(data: dict[str, Any] | str) -> bytes:
-    text = (
-        data
-        if isinstance(data, str)
-        else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    )
-    return f"data: {text}\n\n".encode()
+    return b"data: " + (data.encode() if isinstance(data, str) else encode(data)) + b"\n\n"

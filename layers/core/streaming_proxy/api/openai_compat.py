@@ -50,7 +50,6 @@ class ChunkStream(FrameQueue):
             if self._include_usage:
                 self.put(sse_frame(self._builder.usage(outcome)))
             self.put(sse_frame("[DONE]"))
-        self.close()
 
 
 async def chat_completions(request: Request) -> Response:

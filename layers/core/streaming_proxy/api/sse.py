@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from ..envelopes import encode
 from ..errors import ProxyError
 from ..gate import CallerGate
 from ..relay import Relay
@@ -36,12 +36,16 @@ class FrameQueue:
     def close(self) -> None:
         self._queue.put_nowait(_CLOSED)
 
-    async def frames(self, keepalive_seconds: float, done: Awaitable[Any]) -> AsyncIterator[bytes]:
+    async def frames(
+        self, keepalive_seconds: float, done: asyncio.Future[Any]
+    ) -> AsyncIterator[bytes]:
         """The frames, plus a comment whenever nothing came for a while so proxies and API
         Gateway's idle timeout never see a silent connection.
 
-        The response ends only once `done` (the whole relay, channel fan-out included) has:
-        in Lambda the invocation freezes when the response ends."""
+        The response ends once `done` (the whole relay, channel fan-out included) has, and
+        not before: in Lambda the invocation freezes when the response ends. It ends then
+        whether or not a sink or observer closed the queue (one that failed may not have)."""
+        done.add_done_callback(lambda _: self.close())
         yield b": stream open\n\n"
         while True:
             try:
@@ -64,11 +68,10 @@ class KlaiSseSink(FrameQueue):
         return None
 
     async def send(self, envelope: dict[str, Any]) -> None:
-        data = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
-        self.put(f"event: {envelope['type']}\ndata: {data}\n\n".encode())
+        self.put(f"event: {envelope['type']}\ndata: ".encode() + encode(envelope) + b"\n\n")
 
     async def close(self) -> None:  # type: ignore[override]
-        super().close()
+        return None  # the answer ends with the relay (frames)
 
 
 async def sse_answer(

@@ -1,0 +1,34 @@
+"""An SSE answer ends when its relay ends, whatever the sink or observer did before."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streaming_proxy.api.sse import FrameQueue
+
+
+async def read_all(queue: FrameQueue, done: asyncio.Future[object]) -> list[bytes]:
+    return [frame async for frame in queue.frames(30, done)]
+
+
+async def test_the_answer_ends_with_the_relay_even_if_nothing_closed_it() -> None:
+    queue = FrameQueue()
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")  # and then, say, an observer raised before closing
+
+    frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
+    assert frames == [b": stream open\n\n", b"data: 1\n\n"]
+
+
+async def test_frames_put_before_the_relay_ended_all_go_out_in_order() -> None:
+    queue = FrameQueue()
+
+    async def relay() -> None:
+        for n in range(3):
+            queue.put(f"data: {n}\n\n".encode())
+            await asyncio.sleep(0)
+        queue.close()
+
+    frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
+    assert frames[1:] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
