@@ -107,6 +107,19 @@ async def test_sdk_gets_anthropic_tool_calls_as_its_own_typed_objects(stack: Sta
     assert usages[0].completion_tokens == 33
 
 
+async def test_a_ui_named_tool_is_the_sdk_callers_own_like_any_other(stack: Stack) -> None:
+    """The `ui_` convention belongs to the Klai faces: here the caller runs every tool."""
+    tools = [{"type": "function", "function": {"name": "ui_pick", "parameters": {}}}]
+    answer = await client(stack).chat.completions.create(
+        model="anthropic/fake-tools",
+        messages=[{"role": "user", "content": "Weather in Amsterdam?"}],
+        tools=tools,  # type: ignore[arg-type]
+    )
+    assert answer.choices[0].finish_reason == "tool_calls"
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.id == "toolu_fake1" and call.function.arguments == TOOL_ARGS
+
+
 async def test_missing_usage_is_estimated_in_the_usage_chunk_and_on_end(stack: Stack) -> None:
     sub = await Subscriber.open(stack.ws, stack.token("face-usage"))
     try:

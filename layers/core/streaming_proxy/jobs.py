@@ -28,6 +28,12 @@ class StreamJob(BaseModel):
     tool_timeout_seconds: float = Field(default=90.0, gt=0)
 
     @property
+    def runs_tools(self) -> bool:
+        """Whether the proxy runs the model's tool calls (the tool loop). The Klai faces do;
+        the OpenAI face leaves every call to its caller, as OpenAI does."""
+        return self.kind != "openai" and bool(self.payload.tools)
+
+    @property
     def frontend_tools(self) -> list[str]:
         """Names of the `ui_` tools the request offers the model."""
         return [

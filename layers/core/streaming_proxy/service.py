@@ -136,11 +136,12 @@ class StreamService:
     def check(self, job: StreamJob) -> None:
         """Everything that can be refused before anything is published (422/401)."""
         check_targets(job.channels, self.settings.max_channels_per_request)
-        if job.frontend_tools and (not job.payload.stream or not job.channels):
+        frontend = job.frontend_tools if job.runs_tools else []
+        if frontend and (not job.payload.stream or not job.channels):
             raise ValidationFailed(
                 "payload.tools: frontend tools (ui_...) are answered by a browser on the "
                 "stream's channels, so they cannot run with stream:false or without channels",
-                details=[{"field": "payload.tools", "tools": job.frontend_tools}],
+                details=[{"field": "payload.tools", "tools": frontend}],
             )
         self.providers.resolve(job.provider).prepare(job.llm_request)
 
@@ -203,7 +204,7 @@ class StreamService:
         """The provider, wrapped in the tool loop when a Klai stream offers tools (the
         OpenAI face leaves tool calls to its caller, as OpenAI does)."""
         provider = self.providers.resolve(job.provider)
-        if job.kind == "openai" or not job.payload.tools:
+        if not job.runs_tools:
             return provider
         app = self.apps.get(job.app_id)
         runner = ToolRunner(
@@ -276,7 +277,7 @@ class StreamService:
         gate = CallerGate()
         self.start(self.relay(job, gate=gate))
         error = await gate.wait(wait)
-        return StartError(error.status, error.code, error.message) if error else None
+        return StartError.of(error) if error else None
 
     async def stop(self, stream_id: str, app_id: str) -> StopResult:
         """Set the cancel flag of an app's stream (the relay notices within a poll)."""
@@ -343,8 +344,3 @@ class StreamService:
             return None
         record = await self.store(self.streams.get, stream_id)
         return record.start_error if record is not None and record.status == "failed" else None
-
-
-def start_error_as_proxy_error(error: StartError) -> ProxyError:
-    """A recorded start failure as an error to answer with."""
-    return ProxyError(error.message, status=error.status, code=error.code)
