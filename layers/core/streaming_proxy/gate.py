@@ -81,9 +81,10 @@ class RecordGate:
         return None  # the recorder marks the record `streaming`; the ack poll sees that
 
     async def failed_early(self, error: ProxyError) -> bool:
-        failure = StartError(error.status, error.code, error.message)
         try:
-            return await self._db(self._streams.mark_start_failed, self._stream_id, failure)
+            return await self._db(
+                self._streams.mark_start_failed, self._stream_id, StartError.of(error)
+            )
         except Exception:
             get_logger().warning(
                 "start failure not recorded; publishing it",

@@ -7,9 +7,8 @@ import random
 from typing import Any
 
 from .blocking import BlockingCalls
-from .errors import ProxyError
 from .observability import get_logger
-from .streams import StartError, StreamStatus, StreamStore
+from .streams import StreamStatus, StreamStore
 
 # Backoff between attempts of the final write: it is the record resume and stop rely on.
 FINAL_RETRY_BASE_SECONDS = 0.2
@@ -52,16 +51,6 @@ class StreamRecorder:
         task = asyncio.ensure_future(self._quietly(self._streams.mark_started, self._stream_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def start_failed(self, error: ProxyError) -> bool:
-        """Record a failure before the first byte for a waiting caller (Lambda mode's ack
-        polls for it); False when the caller was answered already, or the write failed."""
-        failure = StartError(error.status, error.code, error.message)
-        try:
-            return await self._db(self._streams.mark_start_failed, self._stream_id, failure)
-        except Exception:
-            get_logger().warning("start failure not recorded", extra=self._log_extra, exc_info=True)
-            return False
 
     def snapshot_soon(self, text: str, last_seq: int) -> None:
         """Write the text published up to `last_seq`, unless nothing changed or a write runs."""

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import ProxyError
 from .tablekeys import now_epoch, stream_key
 
 if TYPE_CHECKING:
@@ -31,6 +32,14 @@ class StartError:
     status: int
     code: str
     message: str
+
+    @classmethod
+    def of(cls, error: ProxyError) -> StartError:
+        return cls(error.status, error.code, error.message)
+
+    def as_error(self) -> ProxyError:
+        """The recorded failure as an error to answer with."""
+        return ProxyError(self.message, status=self.status, code=self.code)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from ..errors import NotSupported, ProxyError, ValidationFailed
 from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
 from ..outcome import StreamOutcome
-from ..service import StreamService, start_error_as_proxy_error
+from ..service import StreamService
 from ..streams import new_stream_id
 from .answers import authenticate, error_response, parse, read_json, service_of
 from .sse import KlaiSseSink, sse_answer
@@ -81,7 +81,7 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
             return await _sse(service, job)
         failure = await service.detach(job)
         if failure is not None:
-            raise start_error_as_proxy_error(failure)
+            raise failure.as_error()
     except ProxyError as e:
         return error_response(e, action_name)
     return JSONResponse(_ack(kind, job.stream_id))
