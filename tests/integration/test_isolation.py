@@ -134,6 +134,18 @@ async def test_a_tool_call_is_answered_only_by_its_own_apps_browsers(stack: Stac
         call = await a.wait_for(lambda m: m.get("type") == "llmToolCall")
         await asyncio.sleep(0.2)
         assert b.of(stream_id) == []  # app B's tab on the same channel name never saw it
+        answer = {"toolCallId": call["toolCallId"], "success": True, "message": "from B"}
+        async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+            by_key = await client.post(
+                "/llm/tool-response", json=answer, headers={"x-api-key": RIVAL_KEY}
+            )
+            rival_token = stack.token("shared-tools", api_key=RIVAL_KEY)
+            by_token = await client.post(
+                "/llm/tool-response", json={**answer, "token": rival_token}
+            )
+        for refused_http in (by_key, by_token):
+            assert refused_http.status_code == 404, refused_http.text
+            assert refused_http.json()["error"]["code"] == "not_found"
         for sub, message in ((b, "from B"), (a, "from A")):
             await sub.send(
                 {
