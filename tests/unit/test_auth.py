@@ -6,14 +6,16 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import boto3
 import jwt
 import pytest
 from moto import mock_aws
+from pydantic import ValidationError
 
 from streaming_proxy.auth import AppRegistry, key_digest, presented_key
-from streaming_proxy.config import AppConfig, load_settings
+from streaming_proxy.config import AppConfig, Settings, load_settings
 from streaming_proxy.errors import Forbidden, Unauthorized, ValidationFailed
 
 SECRET = "a-token-secret-long-enough-for-hs256-keys"
@@ -150,3 +152,45 @@ def test_apps_and_provider_keys_come_from_secrets_manager(monkeypatch: pytest.Mo
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "openai-key-from-secret"
     assert "openai-key-from-secret" not in repr(settings)
+
+
+def _app(**extra: Any) -> dict[str, Any]:
+    return {"keySha256": key_digest("k"), "tokenSecret": SECRET, **extra}
+
+
+HTTP_HOOK = {"toolWebhook": {"url": "http://tools.example.com/run", "secret": "s" * 32}}
+
+
+@pytest.mark.parametrize(
+    ("apps", "problem"),
+    [
+        # `#` separates the app id in table keys (CHANNEL#<app>#<channel>): never in an id.
+        ({"a#b": _app()}, "app ids must match"),
+        ({"": _app()}, "app ids must match"),
+        ({"a" * 65: _app()}, "app ids must match"),
+        ({"app1": _app(**HTTP_HOOK)}, "tool webhooks must be https://"),
+    ],
+)
+def test_apps_that_could_cross_or_leak_are_refused_from_the_environment_and_the_secret(
+    monkeypatch: pytest.MonkeyPatch, apps: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Settings(apps=apps)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = sm.create_secret(Name="apps", SecretString=json.dumps(apps))["ARN"]
+        monkeypatch.setenv("APPS_SECRET_ARN", arn)
+        with pytest.raises(ValueError, match=problem):
+            load_settings()
+
+
+def test_plain_http_webhooks_are_for_local_tests_only() -> None:
+    settings = Settings(apps={"app1": _app(**HTTP_HOOK)}, allow_http_webhooks=True)
+    hook = settings.apps["app1"].tool_webhook
+    assert hook is not None and hook.url.startswith("http://")

@@ -155,20 +155,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _webhooks_are_https(self) -> Settings:
-        check_webhooks(self.apps, self.allow_http_webhooks)
+        """Tool webhooks carry tool calls (and their arguments) out of AWS: https only,
+        unless ALLOW_HTTP_WEBHOOKS is set (local tests)."""
+        plain = [
+            app_id
+            for app_id, app in self.apps.items()
+            if app.tool_webhook and not app.tool_webhook.url.startswith("https://")
+        ]
+        if plain and not self.allow_http_webhooks:
+            raise ValueError(f"tool webhooks must be https:// (apps {plain})")
         return self
-
-
-def check_webhooks(apps: dict[str, AppConfig], allow_http: bool) -> None:
-    """Tool webhooks carry tool calls (and their arguments) out of AWS: https only, unless
-    ALLOW_HTTP_WEBHOOKS is set (local tests)."""
-    plain = [
-        app_id
-        for app_id, app in apps.items()
-        if app.tool_webhook and not app.tool_webhook.url.startswith("https://")
-    ]
-    if plain and not allow_http:
-        raise ValueError(f"tool webhooks must be https:// (apps {plain})")
 
 
 def _secret_json(arn: str, region: str) -> dict[str, Any]:
@@ -202,11 +198,8 @@ def load_settings() -> Settings:
             field = name.lower()
             if field in Settings.model_fields and field.endswith("_api_key"):
                 updates[field] = SecretStr(str(value))
-    if "apps" in updates:
-        # Apps from the secret meet the same rules as apps from the environment.
-        Settings._app_ids(updates["apps"])
-        check_webhooks(updates["apps"], settings.allow_http_webhooks)
-    return settings.model_copy(update=updates) if updates else settings
+    # Built again rather than copied, so values from the secrets meet every validator.
+    return Settings(**updates) if updates else settings
 
 
 @cache
