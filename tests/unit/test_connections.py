@@ -45,10 +45,10 @@ class Replies:
     def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
         self.sent.append((connection_id, message))
 
-    def only(self) -> dict[str, Any]:
+    def only(self, to: str = CID) -> dict[str, Any]:
         assert len(self.sent) == 1, self.sent
         connection_id, message = self.sent[0]
-        assert connection_id == CID
+        assert connection_id == to
         return message
 
 
@@ -68,16 +68,19 @@ class Stack:
         items = self.db.scan(TableName=TABLE)["Items"]
         return sorted((item["pk"]["S"], item["sk"]["S"]) for item in items)
 
-    def connect(self, *channels: str) -> dict[str, Any]:
-        return self.invoke(connect_event(self.token(*channels)))
+    def connect(self, *channels: str, connection_id: str = CID) -> dict[str, Any]:
+        event = connect_event(self.token(*channels))
+        event["requestContext"]["connectionId"] = connection_id
+        return self.invoke(event)
 
-    def send(self, body: dict[str, Any] | str) -> dict[str, Any]:
+    def send(self, body: dict[str, Any] | str, connection_id: str = CID) -> dict[str, Any]:
         self.replies.sent.clear()
         text = body if isinstance(body, str) else json.dumps(body)
         event = load_event("ws-ping.json")
         event["body"] = text
+        event["requestContext"]["connectionId"] = connection_id
         self.invoke(event)
-        return self.replies.only()
+        return self.replies.only(connection_id)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -454,8 +457,11 @@ def test_a_tool_answer_is_recorded_once_with_its_extra_keys(stack: Stack) -> Non
         "colour": "red",  # Klai keeps keys it does not know; so do we
     }
     assert record.answered_by == CID
-    # The same tab repeating its answer (its ack was lost in a reconnect) is acked again.
+    # The same tab repeating its answer (its ack was lost) is acked again, and so is the
+    # tab after a reconnect, which gave it a new connection id.
     assert stack.send(body) == {"type": "ack", "toolCallId": "tc_1"}
+    stack.connect("user-42", connection_id="Reconnected0=")
+    assert stack.send(body, "Reconnected0=") == {"type": "ack", "toolCallId": "tc_1"}
     # A different answer (another tab, say) is told the call was answered already.
     again = stack.send({**body, "message": "again"})
     assert again["type"] == "error" and again["error"]["code"] == "conflict"

@@ -28,8 +28,9 @@ def accept_answer(
     """Record `answer` for the call, or raise: NotFound (no such waiting call of this app),
     Forbidden (`channels` share none of the stream's; None means the app key, which may
     answer any of its calls), PayloadTooLarge, Conflict (answered already by someone else,
-    or no longer waited on). A sender repeating its own accepted answer (its ack was lost)
-    is accepted again."""
+    or no longer waited on). An answer identical to the recorded one is accepted again: its
+    sender (a tab whose ack was lost, maybe reconnected under a new connection id) already
+    passed the checks above, and the model gets exactly what it sent."""
     size = len(json.dumps(answer, ensure_ascii=False).encode("utf-8"))
     if size > max_bytes:
         raise PayloadTooLarge(f"tool answer of {size} bytes is over the {max_bytes}-byte limit")
@@ -40,8 +41,7 @@ def accept_answer(
         raise Forbidden("the tool call belongs to a stream on channels you are not in")
     if record.status == "waiting" and store.answer(app_id, call_id, answer, by):
         return
-    # The same sender repeating the same answer (its ack was lost in a reconnect): accepted.
     again = store.get(app_id, call_id)
-    if again is not None and again.answered_by == by and again.answer == answer:
+    if again is not None and again.answer == answer:
         return
     raise Conflict(f"tool call {call_id!r} was already answered or is no longer waited on")
