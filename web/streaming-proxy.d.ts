@@ -156,7 +156,7 @@ export interface ConnectOptions {
   url: string;
   /** a subscribe token, or a function returning a fresh one (called before every connect) */
   token: string | (() => string | Promise<string>);
-  /** told about every connection change; `detail.connectionId` once known */
+  /** told about every connection change (open, reconnecting, closed; `status` starts as connecting); `detail.connectionId` once known */
   onStatus?: (status: ConnectionStatus, detail: { connectionId?: string; code?: number; reason?: string; error?: unknown }) => void;
   /** jittered exponential backoff between reconnects (default 250 ms .. 10 s) */
   reconnect?: { baseMs?: number; maxMs?: number };

@@ -21,7 +21,9 @@ def test_stream_stats_flush_as_one_emf_record(
         duration_ms=900.0,
         output_tokens=42,
         messages=17,
-        publish=PublishStats(posts=34, gone=1, retries=2, failed=0),
+        tool_rounds=2,
+        tool_calls=3,
+        publish=PublishStats(posts=34, gone=1, retries=2, failed=0, catch_ups=1),
     )
     stats.emit()
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -35,7 +37,15 @@ def test_stream_stats_flush_as_one_emf_record(
         "FanoutPosts",
         "GoneConnections",
         "PostRetries",
+        "PostFailures",
+        "MessagesDropped",
+        "MessagesMerged",
+        "SubscribersReached",
+        "CatchUps",
+        "ToolRounds",
+        "ToolCalls",
     } <= names
     assert record["TimeToFirstToken"] in (123.0, [123.0])
     assert record["FanoutPosts"] in (34, [34])
+    assert record["CatchUps"] in (1, [1]) and record["ToolCalls"] in (3, [3])
     assert record["provider"] == "openai"

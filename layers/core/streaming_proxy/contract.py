@@ -1,4 +1,4 @@
-"""Request bodies of the public contract (docs/api-contract.md), validated at the edge."""
+"""Request bodies of the public contract (described in docs/openapi.yaml), validated at the edge."""
 
 from __future__ import annotations
 
