@@ -483,3 +483,20 @@ async def test_a_tool_round_goes_back_without_the_proxys_extension_fields(make: 
         "stream_options": {"include_usage": True},
     }
     assert json.dumps(messages) == sent_before  # the caller's conversation is left as it was
+
+
+@pytest.mark.parametrize("make", [openai, azure, compat], ids=["openai", "azure", "compat"])
+async def test_history_arguments_given_as_an_object_go_out_as_the_json_string_openai_wants(
+    make: Any,
+) -> None:
+    upstream = FakeUpstream(sse("data: [DONE]"))
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": "ü"}}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+    ]
+    await collect(make(upstream), request(model="gpt-4o", messages=messages))
+    [sent] = upstream.sent_json()["messages"][1]["tool_calls"]
+    assert sent["function"] == {"name": "f", "arguments": '{"a": "ü"}'}
+    assert call["function"]["arguments"] == {"a": "ü"}  # the caller's copy is untouched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -166,8 +167,10 @@ class OpenAIProvider:
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages without this proxy's extension fields (`reasoning_blocks`, a tool call's
-    `thought_signature`): OpenAI answers 400 to a message field it does not know."""
+    """The messages as OpenAI takes them: without this proxy's extension fields
+    (`reasoning_blocks`, a tool call's `thought_signature`: OpenAI answers 400 to a field it
+    does not know), and with call arguments as a JSON string (the contract also takes an
+    object)."""
     return [_without_extensions(message) for message in messages]
 
 
@@ -176,11 +179,17 @@ def _without_extensions(message: dict[str, Any]) -> dict[str, Any]:
     calls = clean.get("tool_calls")
     if isinstance(calls, list):
         clean["tool_calls"] = [
-            {k: v for k, v in call.items() if k != "thought_signature"}
-            if isinstance(call, dict)
-            else call
-            for call in calls
+            _openai_call(call) if isinstance(call, dict) else call for call in calls
         ]
+    return clean
+
+
+def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
+    clean = {k: v for k, v in call.items() if k != "thought_signature"}
+    function = clean.get("function")
+    if isinstance(function, dict) and isinstance(function.get("arguments"), dict):
+        arguments = json.dumps(function["arguments"], ensure_ascii=False)
+        clean["function"] = {**function, "arguments": arguments}
     return clean
 
 
