@@ -335,11 +335,13 @@ class StreamService:
         time is up, mark the caller answered (conditionally: the relay may fail just now)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        pause = 0.05  # doubling to 0.4 s: a slow provider costs a few reads, not one per 50 ms
         while loop.time() < deadline:
             record = await self.store(self.streams.get, stream_id)
             if record is not None and record.status != "pending":
                 return record.start_error if record.status == "failed" else None
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.4)
         if await self.store(self.streams.mark_acked, stream_id):
             return None
         record = await self.store(self.streams.get, stream_id)
