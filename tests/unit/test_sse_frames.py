@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streaming_proxy.api.sse import FrameQueue
+from streaming_proxy.api.sse import FrameQueue, KlaiSseSink
 
 
 async def read_all(queue: FrameQueue, done: asyncio.Future[object]) -> list[bytes]:
@@ -28,7 +28,18 @@ async def test_frames_put_before_the_relay_ended_all_go_out_in_order() -> None:
         for n in range(3):
             queue.put(f"data: {n}\n\n".encode())
             await asyncio.sleep(0)
-        queue.close()
+        queue.end()
 
     frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
     assert frames[1:] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+
+
+async def test_a_klai_answer_ends_with_its_relay() -> None:
+    sink = KlaiSseSink()
+
+    async def relay() -> None:
+        await sink.send({"type": "end", "seq": 1})
+        await sink.close()  # the relay's sink protocol: must not be what ends the answer
+
+    frames = await asyncio.wait_for(read_all(sink, asyncio.ensure_future(relay())), 5)
+    assert frames[1].startswith(b"event: end\ndata: ")

@@ -33,7 +33,8 @@ class FrameQueue:
     def put(self, frame: bytes) -> None:
         self._queue.put_nowait(frame)
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """No frame follows: the answer ends once the ones queued are out."""
         self._queue.put_nowait(_CLOSED)
 
     async def frames(
@@ -45,7 +46,7 @@ class FrameQueue:
         The response ends once `done` (the whole relay, channel fan-out included) has, and
         not before: in Lambda the invocation freezes when the response ends. It ends then
         whether or not a sink or observer closed the queue (one that failed may not have)."""
-        done.add_done_callback(lambda _: self.close())
+        done.add_done_callback(lambda _: self.end())
         yield b": stream open\n\n"
         while True:
             try:
@@ -70,7 +71,7 @@ class KlaiSseSink(FrameQueue):
     async def send(self, envelope: dict[str, Any]) -> None:
         self.put(f"event: {envelope['type']}\ndata: ".encode() + encode(envelope) + b"\n\n")
 
-    async def close(self) -> None:  # type: ignore[override]
+    async def close(self) -> None:
         return None  # the answer ends with the relay (frames)
 
 
