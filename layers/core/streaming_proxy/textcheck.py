@@ -8,6 +8,7 @@ produces is repaired instead (a lone surrogate becomes U+FFFD).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -39,6 +40,19 @@ def check_json(data: Any, what: str = "request body") -> None:
             stack.extend((item, depth + 1, f"{path}.{i}") for i, item in enumerate(value))
         elif isinstance(value, str):
             _check_text(value, path or "(body)")
+
+
+def parse_json(raw: str | bytes, what: str = "request body") -> Any:
+    """JSON from outside, parsed and checked: BadRequest when it is not JSON, nests deeper
+    than MAX_JSON_DEPTH or holds a lone surrogate (see `check_json`)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError as e:  # far deeper than the limit: the parser gave up first
+        raise too_deep(what) from e
+    except ValueError as e:
+        raise BadRequest(f"{what} is not valid JSON") from e
+    check_json(data, what)
+    return data
 
 
 def too_deep(what: str = "request body") -> BadRequest:
