@@ -33,6 +33,7 @@ from ..events import (
 from ..jobs import StreamJob
 from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
+from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
 from .webhook import ToolWebhooks, failure
@@ -50,7 +51,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
     planned = []
     for call in calls:
         try:
-            arguments: dict[str, Any] | str = json.loads(call.arguments or "{}")
+            arguments: dict[str, Any] | str = model_json(call.arguments or "{}")
         except ValueError:
             arguments = call.arguments
         if not isinstance(arguments, dict):
@@ -188,9 +189,13 @@ def assistant_turn(turn: TurnState, calls: list[PlannedCall]) -> dict[str, Any]:
     `calls` are the turn's calls as planned (same order), for the ids the results answer."""
     tool_calls = []
     for call, planned in zip(turn.tool_calls(), calls, strict=True):
-        arguments = call.arguments or "{}"
-        if not _is_object(arguments):
-            arguments = "{}"  # providers need an object; the result says the call did not run
+        # The arguments as run (repaired); not an object: providers need one, and the
+        # result says the call did not run.
+        arguments = (
+            json.dumps(planned.arguments, ensure_ascii=False)
+            if isinstance(planned.arguments, dict)
+            else "{}"
+        )
         entry: dict[str, Any] = {
             "id": planned.model_id,
             "type": "function",
@@ -218,10 +223,3 @@ def tool_results(calls: list[PlannedCall], results: list[dict[str, Any]]) -> lis
         }
         for call, result in zip(calls, results, strict=True)
     ]
-
-
-def _is_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False
