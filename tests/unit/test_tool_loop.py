@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from streaming_proxy.config import Settings, ToolWebhook
@@ -233,6 +234,41 @@ async def test_a_round_without_usage_is_estimated_and_said_so() -> None:
     events = await collect(ToolLoop(provider, Runner(), max_rounds=8), REQUEST)  # type: ignore[arg-type]
     final = [e for e in events if isinstance(e, Usage)][-1]
     assert final.estimated and final.prompt_tokens is not None and final.prompt_tokens > 150
+
+
+class ObedientProvider(RoundsProvider):
+    """A model that calls the tool in its first turn, and later only while tool_choice
+    forces a call (as models do); it answers otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+        self.requests.append(request)
+        forced = request.tool_choice not in (None, "auto", "none")
+        for step in COLOUR_ROUND if forced or len(self.requests) == 1 else ANSWER_ROUND:
+            assert not isinstance(step, float)
+            yield step
+
+
+NAMED = {"type": "function", "function": {"name": "ui_get_color"}}
+
+
+@pytest.mark.parametrize(
+    ("choice", "later"),
+    [("required", None), (NAMED, None), ("auto", "auto")],
+    ids=["required", "named", "auto"],
+)
+async def test_a_forcing_tool_choice_holds_for_the_first_round_only(
+    choice: str | dict[str, Any], later: str | None
+) -> None:
+    provider = ObedientProvider()
+    request = LlmRequest(model="m", messages=REQUEST.messages, tool_choice=choice)
+    events = await collect(ToolLoop(provider, Runner(), max_rounds=8), request)  # type: ignore[arg-type]
+    assert [r.tool_choice for r in provider.requests] == [choice, later]
+    assert events[-1] == Finish("stop")
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Let me look. It is red."
 
 
 # --- the relay around the loop ----------------------------------------------------------------

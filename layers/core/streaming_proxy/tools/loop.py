@@ -152,11 +152,12 @@ class ToolLoop:
     async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         messages = list(request.messages)
         totals = _Totals()
+        later = replace(request, tool_choice=unforced(request.tool_choice))
         for number in itertools.count(1):
             if number > 1:
                 yield RoundStarted(number)
             turn = TurnState()
-            this_round = replace(request, messages=messages)
+            this_round = replace(request if number == 1 else later, messages=messages)
             async for event in self._provider.stream(this_round):
                 turn.handle(event)
                 # Usage is summed over rounds, finish and tool calls are decided below.
@@ -181,6 +182,13 @@ class ToolLoop:
                 await self._runner.close(calls)
             yield ToolsWaiting(False)
             messages = [*messages, assistant_turn(turn, calls), *tool_results(calls, results)]
+
+
+def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """`tool_choice` for the rounds after the first: "required" or a named function would
+    force another call every round until `max_rounds`, so it becomes the provider's default
+    (None: auto); "auto" and "none" stay."""
+    return choice if choice in ("auto", "none") else None
 
 
 def assistant_turn(turn: TurnState, calls: list[PlannedCall]) -> dict[str, Any]:
