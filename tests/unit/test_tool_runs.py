@@ -28,6 +28,7 @@ from streaming_proxy.jobs import StreamJob
 from streaming_proxy.toolcalls import ToolCallStore
 from streaming_proxy.tools import frontend
 from streaming_proxy.tools.frontend import FrontendTools, LocalAnswers
+from streaming_proxy.tools.loop import ToolRunner
 from streaming_proxy.tools.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, ToolWebhooks
 from tests.loopback import LoopbackServer
 from tests.unit.conftest import MOTO_TABLE
@@ -98,6 +99,84 @@ async def test_no_answer_in_time_is_none_and_the_call_is_then_closed(aws_env: No
     assert record is not None and record.status == "closed"
     assert not store.answer("app1", "tc_abc", {"success": True, "message": "late"}, "c")
     assert not local.deliver("app1", "tc_abc", {})  # nobody waits any more
+
+
+class SlowClosingStore(ToolCallStore):
+    """Counts closes and how many ran at once (each takes 0.2 s)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.closes: list[str] = []
+        self.at_once = self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def close(self, app_id: str, call_id: str) -> None:
+        with self._lock:
+            self.closes.append(call_id)
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        time.sleep(0.2)
+        super().close(app_id, call_id)
+        with self._lock:
+            self.at_once -= 1
+
+
+def slow_store() -> SlowClosingStore:
+    return SlowClosingStore(boto3.client("dynamodb", region_name="us-east-1"), MOTO_TABLE)
+
+
+async def test_an_answer_recorded_just_after_the_wait_gave_up_is_the_result(
+    aws_env: None,
+) -> None:
+    store = slow_store()
+    late = {"success": True, "message": "red, just in time"}
+
+    class GaveUpThenAnswered(FrontendTools):
+        """The browser's answer lands between the wait's last look and the close."""
+
+        async def wait(self, app_id: str, call_id: str, within: float) -> dict[str, object] | None:
+            assert await super().wait(app_id, call_id, within) is None
+            assert store.answer(app_id, call_id, late, "conn-1")  # its sender got `ack`
+            return None
+
+    frontend = GaveUpThenAnswered(store, BlockingCalls(2, "t"), LocalAnswers())
+    runner = ToolRunner(job(), frontend, None, None, timeout_seconds=0.2)  # type: ignore[arg-type]
+    await runner.open([CALL])
+    try:
+        assert await runner.run(CALL) == late  # not "did not answer": the sender was told ok
+    finally:
+        await runner.close([CALL])
+    record = store.get("app1", CALL.id)
+    assert record is not None and (record.status, record.answer) == ("answered", late)
+
+
+async def test_only_calls_without_an_answer_are_closed_and_all_at_once(aws_env: None) -> None:
+    store = slow_store()
+    local = LocalAnswers()
+    runner = ToolRunner(
+        job(),
+        FrontendTools(store, BlockingCalls(4, "t"), local),
+        None,  # type: ignore[arg-type]
+        None,
+        timeout_seconds=30,
+    )
+    calls = [PlannedCall(f"tc_{n}", f"call_{n}", "ui_pick", {}, frontend=True) for n in range(4)]
+    await runner.open(calls)
+    answered = asyncio.create_task(runner.run(calls[0]))
+    others = [asyncio.create_task(runner.run(c)) for c in calls[1:]]
+    await asyncio.sleep(0.05)
+    assert store.answer("app1", "tc_0", {"success": True, "message": "red"}, "conn-1")
+    assert local.deliver("app1", "tc_0", {"success": True, "message": "red"})
+    assert await answered == {"success": True, "message": "red"}
+    for task in others:  # a stop: the waits are cancelled, the calls closed
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    await runner.close(calls)
+    assert sorted(store.closes) == ["tc_1", "tc_2", "tc_3"]  # the answered one needs none
+    assert store.most_at_once == 3
+    for call in calls[1:]:
+        record = store.get("app1", call.id)
+        assert record is not None and record.status == "closed"
 
 
 def test_the_poll_backs_off_to_one_read_a_second() -> None:

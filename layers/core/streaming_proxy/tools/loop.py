@@ -86,6 +86,8 @@ class ToolRunner:
         self._webhooks = webhooks
         self._hook = hook
         self._timeout = timeout_seconds
+        # Frontend calls opened and still taking answers (no answer, not closed).
+        self._open: set[str] = set()
 
     def can_run(self, calls: list[PlannedCall]) -> bool:
         """Frontend calls need browsers (channels), backend calls a webhook."""
@@ -94,17 +96,16 @@ class ToolRunner:
         )
 
     async def open(self, calls: list[PlannedCall]) -> None:
-        await self._frontend.open(self._job, [c for c in calls if c.frontend])
+        frontend = [c for c in calls if c.frontend]
+        await self._frontend.open(self._job, frontend)
+        self._open.update(c.id for c in frontend)
 
     async def run(self, call: PlannedCall) -> dict[str, Any]:
         """The result the model gets for `call` (a failure result when the tool failed)."""
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
-            answer = await self._frontend.wait(self._job.app_id, call.id, self._timeout)
-            if answer is None:
-                return failure(f"the tool did not answer within {self._timeout:g} seconds")
-            return {k: v for k, v in answer.items() if k != "toolCallId"}
+            return await self._run_frontend(call)
         assert self._hook is not None  # can_run said so
         payload = {
             "appId": self._job.app_id,
@@ -118,7 +119,21 @@ class ToolRunner:
         return await self._webhooks.call(self._hook, payload)
 
     async def close(self, calls: list[PlannedCall]) -> None:
-        await self._frontend.close(self._job.app_id, [c.id for c in calls if c.frontend])
+        """Close the frontend calls still taking answers (after a stop: the runs were
+        cancelled); answered and timed-out ones need no write."""
+        ids = [c.id for c in calls if c.id in self._open]
+        self._open.difference_update(ids)
+        await self._frontend.close(self._job.app_id, ids)
+
+    async def _run_frontend(self, call: PlannedCall) -> dict[str, Any]:
+        app_id = self._job.app_id
+        answer = await self._frontend.wait(app_id, call.id, self._timeout)
+        if answer is None:
+            answer = await self._frontend.settle(app_id, call.id)
+        self._open.discard(call.id)
+        if answer is None:
+            return failure(f"the tool did not answer within {self._timeout:g} seconds")
+        return {k: v for k, v in answer.items() if k != "toolCallId"}
 
 
 @dataclass
