@@ -271,6 +271,23 @@ async def test_a_forcing_tool_choice_holds_for_the_first_round_only(
     assert text == "Let me look. It is red."
 
 
+async def test_the_provider_stream_is_closed_as_soon_as_the_loop_is() -> None:
+    closed: list[bool] = []
+
+    class Tracked(RoundsProvider):
+        async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+            try:
+                async for event in super().stream(request):
+                    yield event
+            finally:
+                closed.append(True)
+
+    events = ToolLoop(Tracked([COLOUR_ROUND]), Runner(), max_rounds=8).stream(REQUEST)  # type: ignore[arg-type]
+    assert isinstance(await anext(events), ThinkingDelta)
+    await events.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]  # at once, not whenever the garbage collector gets to it
+
+
 # --- the relay around the loop ----------------------------------------------------------------
 
 

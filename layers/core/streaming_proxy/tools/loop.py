@@ -16,6 +16,7 @@ import itertools
 import json
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -173,11 +174,12 @@ class ToolLoop:
                 yield RoundStarted(number)
             turn = TurnState()
             this_round = replace(request if number == 1 else later, messages=messages)
-            async for event in self._provider.stream(this_round):
-                turn.handle(event)
-                # Usage is summed over rounds, finish and tool calls are decided below.
-                if not isinstance(event, Usage | Finish | ToolCallDelta):
-                    yield event
+            async with aclosing(self._provider.stream(this_round)) as events:
+                async for event in events:
+                    turn.handle(event)
+                    # Usage is summed over rounds, finish and tool calls are decided below.
+                    if not isinstance(event, Usage | Finish | ToolCallDelta):
+                        yield event
             yield totals.add(turn, this_round)
             calls = plan(turn.tool_calls())
             if not calls:
