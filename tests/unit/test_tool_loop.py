@@ -27,13 +27,15 @@ from streaming_proxy.events import (
     ToolCallDelta,
     ToolCallsReady,
     Usage,
+    is_frontend,
 )
 from streaming_proxy.jobs import StreamJob
+from streaming_proxy.outcome import ToolCall
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.bedrock import BedrockProvider
 from streaming_proxy.relay import Relay
 from streaming_proxy.tools.frontend import FrontendTools, LocalAnswers
-from streaming_proxy.tools.loop import ToolLoop, ToolRunner
+from streaming_proxy.tools.loop import ToolLoop, ToolRunner, plan
 from streaming_proxy.tools.webhook import ToolWebhooks
 from tests.fake_bedrock import FakeBedrock
 
@@ -286,6 +288,25 @@ async def test_the_provider_stream_is_closed_as_soon_as_the_loop_is() -> None:
     assert isinstance(await anext(events), ThinkingDelta)
     await events.aclose()  # type: ignore[attr-defined]
     assert closed == [True]  # at once, not whenever the garbage collector gets to it
+
+
+def test_one_prefix_makes_a_tool_frontend_for_the_loop_the_pages_and_the_request() -> None:
+    names = ["ui_get_color", "lookup_stock", "ui_", "get_ui_thing", "UI_shout"]
+    frontend = [name for name in names if is_frontend(name)]
+    assert frontend == ["ui_get_color", "ui_"]
+    calls = plan([ToolCall(f"call_{n}", name, "{}") for n, name in enumerate(names)])
+    assert [c.name for c in calls if c.frontend] == frontend
+    assert [c.tool_name for c in calls if c.frontend] == ["get_color", ""]
+    payload = Payload.model_validate(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": name}} for name in names],
+        }
+    )
+    requested = StreamJob(
+        stream_id="s", app_id="a", kind="llm", action_name="x", payload=payload, flush_interval_ms=0
+    )
+    assert requested.frontend_tools == frontend
 
 
 # --- the relay around the loop ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..events import (
     ToolCallsReady,
     ToolsWaiting,
     Usage,
+    is_frontend,
 )
 from ..jobs import StreamJob
 from ..outcome import ToolCall
@@ -38,8 +39,6 @@ from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
 from .webhook import ToolWebhooks, failure
-
-FRONTEND_PREFIX = "ui_"
 
 
 def new_call_id() -> str:
@@ -63,7 +62,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
                 model_id=call.id or new_call_id(),
                 name=call.name,
                 arguments=arguments,
-                frontend=call.name.startswith(FRONTEND_PREFIX),
+                frontend=is_frontend(call.name),
             )
         )
     return planned
