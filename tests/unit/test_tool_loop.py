@@ -9,7 +9,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streaming_proxy.config import Settings
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from streaming_proxy.config import Settings, ToolWebhook
 from streaming_proxy.contract import Payload
 from streaming_proxy.events import (
     Finish,
@@ -23,12 +27,16 @@ from streaming_proxy.events import (
     ToolCallDelta,
     ToolCallsReady,
     Usage,
+    is_frontend,
 )
 from streaming_proxy.jobs import StreamJob
+from streaming_proxy.outcome import ToolCall
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.bedrock import BedrockProvider
 from streaming_proxy.relay import Relay
-from streaming_proxy.tools.loop import ToolLoop, ToolRunner
+from streaming_proxy.tools.frontend import FrontendTools, LocalAnswers
+from streaming_proxy.tools.loop import ToolLoop, ToolRunner, plan
+from streaming_proxy.tools.webhook import ToolWebhooks
 from tests.fake_bedrock import FakeBedrock
 
 
@@ -230,6 +238,77 @@ async def test_a_round_without_usage_is_estimated_and_said_so() -> None:
     assert final.estimated and final.prompt_tokens is not None and final.prompt_tokens > 150
 
 
+class ObedientProvider(RoundsProvider):
+    """A model that calls the tool in its first turn, and later only while tool_choice
+    forces a call (as models do); it answers otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+        self.requests.append(request)
+        forced = request.tool_choice not in (None, "auto", "none")
+        for step in COLOUR_ROUND if forced or len(self.requests) == 1 else ANSWER_ROUND:
+            assert not isinstance(step, float)
+            yield step
+
+
+NAMED = {"type": "function", "function": {"name": "ui_get_color"}}
+
+
+@pytest.mark.parametrize(
+    ("choice", "later"),
+    [("required", None), (NAMED, None), ("auto", "auto")],
+    ids=["required", "named", "auto"],
+)
+async def test_a_forcing_tool_choice_holds_for_the_first_round_only(
+    choice: str | dict[str, Any], later: str | None
+) -> None:
+    provider = ObedientProvider()
+    request = LlmRequest(model="m", messages=REQUEST.messages, tool_choice=choice)
+    events = await collect(ToolLoop(provider, Runner(), max_rounds=8), request)  # type: ignore[arg-type]
+    assert [r.tool_choice for r in provider.requests] == [choice, later]
+    assert events[-1] == Finish("stop")
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Let me look. It is red."
+
+
+async def test_the_provider_stream_is_closed_as_soon_as_the_loop_is() -> None:
+    closed: list[bool] = []
+
+    class Tracked(RoundsProvider):
+        async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+            try:
+                async for event in super().stream(request):
+                    yield event
+            finally:
+                closed.append(True)
+
+    events = ToolLoop(Tracked([COLOUR_ROUND]), Runner(), max_rounds=8).stream(REQUEST)  # type: ignore[arg-type]
+    assert isinstance(await anext(events), ThinkingDelta)
+    await events.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]  # at once, not whenever the garbage collector gets to it
+
+
+def test_one_prefix_makes_a_tool_frontend_for_the_loop_the_pages_and_the_request() -> None:
+    names = ["ui_get_color", "lookup_stock", "ui_", "get_ui_thing", "UI_shout"]
+    frontend = [name for name in names if is_frontend(name)]
+    assert frontend == ["ui_get_color", "ui_"]
+    calls = plan([ToolCall(f"call_{n}", name, "{}") for n, name in enumerate(names)])
+    assert [c.name for c in calls if c.frontend] == frontend
+    assert [c.tool_name for c in calls if c.frontend] == ["get_color", ""]
+    payload = Payload.model_validate(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": name}} for name in names],
+        }
+    )
+    requested = StreamJob(
+        stream_id="s", app_id="a", kind="llm", action_name="x", payload=payload, flush_interval_ms=0
+    )
+    assert requested.frontend_tools == frontend
+
+
 # --- the relay around the loop ----------------------------------------------------------------
 
 
@@ -365,3 +444,55 @@ async def test_the_loop_on_bedrock_sends_the_turn_and_the_result_in_converse_for
     assert text == "Let me look. The colour is ui_get_color done."
     assert len(fake.calls) == 2 and events[-1] == Finish("stop")
     assert [e for e in events if isinstance(e, Usage)][-1] == Usage(55, 18, False)
+
+
+# --- arguments as models write them ------------------------------------------------------------
+
+
+def backend_runner(seen: list[bytes]) -> ToolRunner:
+    """A real runner whose backend tools go to a webhook that records each body."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json={"success": True, "message": "found"})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    hook = ToolWebhook(url="https://tools.example.com/run", secret=SecretStr("s" * 32))
+    no_browsers = FrontendTools(None, None, LocalAnswers())  # type: ignore[arg-type]
+    webhooks = ToolWebhooks(http, timeout_seconds=5, max_bytes=1024)
+    return ToolRunner(job(), no_browsers, webhooks, hook, timeout_seconds=5)
+
+
+async def test_an_escaped_lone_surrogate_in_arguments_is_repaired_not_fatal() -> None:
+    # Valid JSON text, all ASCII: json.loads makes a lone surrogate of it, which no UTF-8
+    # encoder takes (the webhook body, the posts, round 2's request).
+    search = [*ask(0, "call_s", "search", '{"q": "\\ud800 x", "\\udfff": 1}'), Finish("tool_calls")]
+    provider = RoundsProvider([search, ANSWER_ROUND])
+    seen: list[bytes] = []
+    sink = Recorder()
+    loop = ToolLoop(provider, backend_runner(seen), max_rounds=8)
+    outcome = await Relay(job(), loop, [sink], settings=Settings()).run()
+    assert outcome.error is None and sink.envelopes[-1]["finish_reason"] == "stop"
+    [body] = seen
+    assert json.loads(body.decode("utf-8"))["arguments"] == {"q": "\ufffd x", "\ufffd": 1}
+    json.dumps(provider.requests[1].messages, ensure_ascii=False).encode("utf-8")
+    turn = provider.requests[1].messages[1]
+    arguments = turn["tool_calls"][0]["function"]["arguments"]
+    json.dumps(json.loads(arguments), ensure_ascii=False).encode("utf-8")  # as adapters send it
+
+
+async def test_arguments_nested_too_deep_are_not_an_object_and_the_stream_goes_on() -> None:
+    for depth in (100, 5000):  # past MAX_JSON_DEPTH; past the parser's own recursion limit
+        deep = '{"a": ' * depth + "1" + "}" * depth
+        provider = RoundsProvider(
+            [[*ask(0, "call_d", "search", deep), Finish("tool_calls")], ANSWER_ROUND]
+        )
+        seen: list[bytes] = []
+        sink = Recorder()
+        loop = ToolLoop(provider, backend_runner(seen), max_rounds=8)
+        outcome = await Relay(job(), loop, [sink], settings=Settings()).run()
+        assert outcome.error is None and sink.envelopes[-1]["finish_reason"] == "stop"
+        assert seen == []  # the tool did not run
+        result = json.loads(provider.requests[1].messages[2]["content"])
+        assert "not a JSON object" in result["message"]
+        assert provider.requests[1].messages[1]["tool_calls"][0]["function"]["arguments"] == "{}"

@@ -3,7 +3,7 @@ plus the events the tool loop adds between rounds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]
@@ -83,6 +83,15 @@ ProviderEvent = (
 
 # -- the tool loop's events (tools/loop.py) ---------------------------------------------------
 
+# Tools whose names start with this are frontend tools: a browser on the stream's channels
+# runs them (the page sees the name without it); the others run on the app's webhook.
+FRONTEND_PREFIX = "ui_"
+
+
+def is_frontend(name: str) -> bool:
+    """Whether a browser runs the tool `name` (`ui_show_map`), not the app's webhook."""
+    return name.startswith(FRONTEND_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class PlannedCall:
@@ -100,7 +109,7 @@ class PlannedCall:
     @property
     def tool_name(self) -> str:
         """The name a page handles: `ui_show_map` -> `show_map`."""
-        return self.name.removeprefix("ui_") if self.frontend else self.name
+        return self.name.removeprefix(FRONTEND_PREFIX) if self.frontend else self.name
 
     def user_message(self) -> str | None:
         value = self.arguments.get("userMessage") if isinstance(self.arguments, dict) else None
@@ -130,7 +139,6 @@ class RoundStarted:
     """The loop calls the provider again with the tool results (round 2, 3, ...)."""
 
     number: int
-    results: tuple[dict[str, Any], ...] = field(default=())
 
 
 LoopEvent = ToolCallsReady | ToolsWaiting | RoundStarted

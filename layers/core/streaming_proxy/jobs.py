@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .contract import Payload
+from .events import is_frontend
 from .providers.base import LlmRequest
 
 StreamKind = Literal["chat", "llm", "openai"]
@@ -39,7 +40,7 @@ class StreamJob(BaseModel):
         return [
             str(tool.function.get("name"))
             for tool in self.payload.tools or []
-            if str(tool.function.get("name", "")).startswith("ui_")
+            if is_frontend(str(tool.function.get("name", "")))
         ]
 
     @property

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import ProxyError, UpstreamError
 from .events import FinishReason, ProviderEvent
 from .redact import scrub
+from .textcheck import model_json
 
 
 class Sink(Protocol):
@@ -71,7 +71,7 @@ def function_entry(name: str, arguments: dict[str, Any] | str, call_id: str) -> 
     parsed: Any = arguments
     if isinstance(arguments, str):
         try:
-            parsed = json.loads(arguments or "{}")
+            parsed = model_json(arguments or "{}")
         except ValueError:
             parsed = arguments
     message = parsed.get("userMessage") if isinstance(parsed, dict) else None

@@ -2,12 +2,13 @@
 
 JSON may carry a lone surrogate (`"\\ud800"`): Python decodes it, but no UTF-8 encoder
 takes it, so it would fail far from where it came in (a DynamoDB write, a post, a log
-line). Requests and browser messages with one are refused at the edge; text a model
-produces is repaired instead (a lone surrogate becomes U+FFFD).
+line). Requests, browser messages and webhook answers with one are refused at the edge;
+text and JSON a model produces are repaired instead (a lone surrogate becomes U+FFFD).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -39,6 +40,42 @@ def check_json(data: Any, what: str = "request body") -> None:
             stack.extend((item, depth + 1, f"{path}.{i}") for i, item in enumerate(value))
         elif isinstance(value, str):
             _check_text(value, path or "(body)")
+
+
+def parse_json(raw: str | bytes, what: str = "request body") -> Any:
+    """JSON from outside, parsed and checked: BadRequest when it is not JSON, nests deeper
+    than MAX_JSON_DEPTH or holds a lone surrogate (see `check_json`)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError as e:  # far deeper than the limit: the parser gave up first
+        raise too_deep(what) from e
+    except ValueError as e:
+        raise BadRequest(f"{what} is not valid JSON") from e
+    check_json(data, what)
+    return data
+
+
+def model_json(text: str) -> Any:
+    """JSON a model wrote (tool call arguments), repaired like its text: every lone
+    surrogate, escaped ones too and in keys as well, becomes U+FFFD. ValueError when it is
+    not JSON or nests deeper than MAX_JSON_DEPTH (the caller treats it as unparsable)."""
+    try:
+        data = json.loads(text)
+    except RecursionError as e:
+        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels") from e
+    return _repaired(data, 1)
+
+
+def _repaired(value: Any, depth: int) -> Any:
+    if depth > MAX_JSON_DEPTH:  # checked before going deeper: the recursion stays bounded
+        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list):
+        return [_repaired(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {valid_text(k): _repaired(v, depth + 1) for k, v in value.items()}
+    return value
 
 
 def too_deep(what: str = "request body") -> BadRequest:

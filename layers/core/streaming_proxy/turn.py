@@ -82,9 +82,7 @@ class TurnState:
     def reported_usage(self, request: LlmRequest) -> dict[str, Any]:
         """The usage for `end`: the provider's counts, estimated (and said so) where missing."""
         prompt, completion = self.usage.prompt_tokens, self.usage.completion_tokens
-        estimated = (
-            prompt is None or completion is None or self.usage.estimated or self.usage.estimated
-        )
+        estimated = prompt is None or completion is None or self.usage.estimated
         if prompt is None:
             prompt = estimate_prompt_tokens(request.messages, request.tools)
         if completion is None:

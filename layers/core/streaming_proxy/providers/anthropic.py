@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,7 @@ class AnthropicProvider:
         pick_key(request, self._settings.anthropic_api_key, self.name)
         anthropic_body(request)
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]:
         headers = {
             "x-api-key": pick_key(request, self._settings.anthropic_api_key, self.name),
             "anthropic-version": self._settings.anthropic_version,

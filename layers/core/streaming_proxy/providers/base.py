@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,14 +36,15 @@ class Provider(Protocol):
     `prepare` runs before anything is published: it raises `ValidationFailed` or
     `ProviderNotConfigured` for requests that cannot succeed. `stream` yields
     normalised events, raises `UpstreamError` for HTTP errors and in-stream error
-    payloads, and closes the upstream response when the consumer stops iterating.
+    payloads, and is an async generator, so a consumer that stops early closes it
+    (`aclose`, e.g. `contextlib.aclosing`) and with it the upstream response.
     """
 
     name: str
 
     def prepare(self, request: LlmRequest) -> None: ...
 
-    def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]: ...
+    def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]: ...
 
 
 class EventSource(Protocol):

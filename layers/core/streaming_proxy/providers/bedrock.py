@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -115,7 +115,7 @@ class BedrockProvider:
             details=[{"field": "payload.providerArgs.region", "allowed": allowed}],
         )
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]:
         body = converse_request(request)
         region = self.region(request)
         endpoint = self._settings.bedrock_endpoint_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ class GeminiProvider:
         model_path(request)
         gemini_body(request)
 
-    async def stream(self, request: LlmRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]:
         headers = {"x-goog-api-key": pick_key(request, self._settings.gemini_api_key, self.name)}
         base = self._settings.gemini_base_url.rstrip("/")
         url = f"{base}/{model_path(request)}:streamGenerateContent?alt=sse"

@@ -3,7 +3,8 @@
 An answer that lands in the process running the stream (`POST /llm/tool-response` on the
 same instance) is handed over at once. Otherwise the wait polls the call's record with a
 strongly consistent GetItem, backing off from 0.1 s to 1 s: a call answered after 2 s
-costs 4 reads, a 90-second wait about 95 (each 1 read unit: the record is small).
+costs 4 reads, a 90-second wait about 95 (each 1 read unit: the record is small). A call
+that timed out is closed and read once more, for an answer that beat the close.
 """
 
 from __future__ import annotations
@@ -80,13 +81,22 @@ class FrontendTools:
         finally:
             self._local.forget(app_id, call_id)
 
+    async def settle(self, app_id: str, call_id: str) -> dict[str, Any] | None:
+        """Close a call the wait gave up on, and read it once: an answer that landed after
+        the last look was acknowledged to its sender, so it is the result, not a timeout."""
+        await self._close(app_id, call_id)
+        # The store's close does not say whether the call was still waiting: the read does.
+        return await self._read(app_id, call_id)
+
     async def close(self, app_id: str, call_ids: list[str]) -> None:
-        """Refuse answers from now on (best effort: the records expire anyway)."""
-        for call_id in call_ids:
-            try:
-                await self._db(self._store.close, app_id, call_id)
-            except Exception:
-                get_logger().warning("could not close a tool call", exc_info=True)
+        """Refuse answers from now on, all calls at once (best effort: the records expire)."""
+        await asyncio.gather(*(self._close(app_id, call_id) for call_id in call_ids))
+
+    async def _close(self, app_id: str, call_id: str) -> None:
+        try:
+            await self._db(self._store.close, app_id, call_id)
+        except Exception:
+            get_logger().warning("could not close a tool call", exc_info=True)
 
     async def _read(self, app_id: str, call_id: str) -> dict[str, Any] | None:
         try:

@@ -16,6 +16,7 @@ import itertools
 import json
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,15 +30,15 @@ from ..events import (
     ToolCallsReady,
     ToolsWaiting,
     Usage,
+    is_frontend,
 )
 from ..jobs import StreamJob
 from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
+from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
 from .webhook import ToolWebhooks, failure
-
-FRONTEND_PREFIX = "ui_"
 
 
 def new_call_id() -> str:
@@ -50,7 +51,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
     planned = []
     for call in calls:
         try:
-            arguments: dict[str, Any] | str = json.loads(call.arguments or "{}")
+            arguments: dict[str, Any] | str = model_json(call.arguments or "{}")
         except ValueError:
             arguments = call.arguments
         if not isinstance(arguments, dict):
@@ -61,7 +62,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
                 model_id=call.id or new_call_id(),
                 name=call.name,
                 arguments=arguments,
-                frontend=call.name.startswith(FRONTEND_PREFIX),
+                frontend=is_frontend(call.name),
             )
         )
     return planned
@@ -85,6 +86,8 @@ class ToolRunner:
         self._webhooks = webhooks
         self._hook = hook
         self._timeout = timeout_seconds
+        # Frontend calls opened and still taking answers (no answer, not closed).
+        self._open: set[str] = set()
 
     def can_run(self, calls: list[PlannedCall]) -> bool:
         """Frontend calls need browsers (channels), backend calls a webhook."""
@@ -93,17 +96,16 @@ class ToolRunner:
         )
 
     async def open(self, calls: list[PlannedCall]) -> None:
-        await self._frontend.open(self._job, [c for c in calls if c.frontend])
+        frontend = [c for c in calls if c.frontend]
+        await self._frontend.open(self._job, frontend)
+        self._open.update(c.id for c in frontend)
 
     async def run(self, call: PlannedCall) -> dict[str, Any]:
         """The result the model gets for `call` (a failure result when the tool failed)."""
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
-            answer = await self._frontend.wait(self._job.app_id, call.id, self._timeout)
-            if answer is None:
-                return failure(f"the tool did not answer within {self._timeout:g} seconds")
-            return {k: v for k, v in answer.items() if k != "toolCallId"}
+            return await self._run_frontend(call)
         assert self._hook is not None  # can_run said so
         payload = {
             "appId": self._job.app_id,
@@ -117,7 +119,21 @@ class ToolRunner:
         return await self._webhooks.call(self._hook, payload)
 
     async def close(self, calls: list[PlannedCall]) -> None:
-        await self._frontend.close(self._job.app_id, [c.id for c in calls if c.frontend])
+        """Close the frontend calls still taking answers (after a stop: the runs were
+        cancelled); answered and timed-out ones need no write."""
+        ids = [c.id for c in calls if c.id in self._open]
+        self._open.difference_update(ids)
+        await self._frontend.close(self._job.app_id, ids)
+
+    async def _run_frontend(self, call: PlannedCall) -> dict[str, Any]:
+        app_id = self._job.app_id
+        answer = await self._frontend.wait(app_id, call.id, self._timeout)
+        if answer is None:
+            answer = await self._frontend.settle(app_id, call.id)
+        self._open.discard(call.id)
+        if answer is None:
+            return failure(f"the tool did not answer within {self._timeout:g} seconds")
+        return {k: v for k, v in answer.items() if k != "toolCallId"}
 
 
 @dataclass
@@ -151,16 +167,18 @@ class ToolLoop:
     async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         messages = list(request.messages)
         totals = _Totals()
+        later = replace(request, tool_choice=unforced(request.tool_choice))
         for number in itertools.count(1):
             if number > 1:
                 yield RoundStarted(number)
             turn = TurnState()
-            this_round = replace(request, messages=messages)
-            async for event in self._provider.stream(this_round):
-                turn.handle(event)
-                # Usage is summed over rounds, finish and tool calls are decided below.
-                if not isinstance(event, Usage | Finish | ToolCallDelta):
-                    yield event
+            this_round = replace(request if number == 1 else later, messages=messages)
+            async with aclosing(self._provider.stream(this_round)) as events:
+                async for event in events:
+                    turn.handle(event)
+                    # Usage is summed over rounds, finish and tool calls are decided below.
+                    if not isinstance(event, Usage | Finish | ToolCallDelta):
+                        yield event
             yield totals.add(turn, this_round)
             calls = plan(turn.tool_calls())
             if not calls:
@@ -182,15 +200,26 @@ class ToolLoop:
             messages = [*messages, assistant_turn(turn, calls), *tool_results(calls, results)]
 
 
+def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """`tool_choice` for the rounds after the first: "required" or a named function would
+    force another call every round until `max_rounds`, so it becomes the provider's default
+    (None: auto); "auto" and "none" stay."""
+    return choice if choice in ("auto", "none") else None
+
+
 def assistant_turn(turn: TurnState, calls: list[PlannedCall]) -> dict[str, Any]:
     """The model's turn, to send back: its text, reasoning blocks and calls (OpenAI format
     plus the extension fields the adapters translate: reasoning_blocks, thought_signature).
     `calls` are the turn's calls as planned (same order), for the ids the results answer."""
     tool_calls = []
     for call, planned in zip(turn.tool_calls(), calls, strict=True):
-        arguments = call.arguments or "{}"
-        if not _is_object(arguments):
-            arguments = "{}"  # providers need an object; the result says the call did not run
+        # The arguments as run (repaired); not an object: providers need one, and the
+        # result says the call did not run.
+        arguments = (
+            json.dumps(planned.arguments, ensure_ascii=False)
+            if isinstance(planned.arguments, dict)
+            else "{}"
+        )
         entry: dict[str, Any] = {
             "id": planned.model_id,
             "type": "function",
@@ -218,10 +247,3 @@ def tool_results(calls: list[PlannedCall], results: list[dict[str, Any]]) -> lis
         }
         for call, result in zip(calls, results, strict=True)
     ]
-
-
-def _is_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False

@@ -10,6 +10,7 @@ JSON object it answers (2xx) is what the model gets as the tool's result.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,7 +20,9 @@ from typing import Any
 import httpx
 
 from ..config import ToolWebhook
+from ..errors import BadRequest
 from ..observability import get_logger
+from ..textcheck import parse_json
 
 TIMESTAMP_HEADER = "X-Streaming-Proxy-Timestamp"
 SIGNATURE_HEADER = "X-Streaming-Proxy-Signature"
@@ -45,8 +48,12 @@ class ToolWebhooks:
         self._max_bytes = max_bytes
 
     async def call(self, hook: ToolWebhook, payload: dict[str, Any]) -> dict[str, Any]:
-        """The webhook's JSON answer, or a failure result saying what went wrong."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """The webhook's JSON answer, or a failure result saying what went wrong (never
+        raises for what it is given or answered). `timeout_seconds` bounds the whole call."""
+        try:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except (ValueError, RecursionError):  # a lone surrogate, say: no UTF-8 for it
+            return failure("the tool's arguments could not be sent (not valid JSON text)")
         sent = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -54,20 +61,35 @@ class ToolWebhooks:
             SIGNATURE_HEADER: signature(hook.secret.get_secret_value(), sent, body),
         }
         try:
-            answer = await self._http.post(
-                hook.url, content=body, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read, not the answer: a slow drip never trips it.
+            async with asyncio.timeout(self._timeout):
+                return await self._exchange(hook.url, body, headers)
+        except (TimeoutError, httpx.TimeoutException):
             return failure(f"the tool did not answer within {self._timeout:g} seconds")
         except httpx.HTTPError as e:
             get_logger().warning("tool webhook unreachable", extra={"error": type(e).__name__})
             return failure(f"the tool could not be reached ({type(e).__name__})")
-        if not answer.is_success:
-            return failure(f"the tool failed (its webhook answered HTTP {answer.status_code})")
-        if len(answer.content) > self._max_bytes:
-            return failure(f"the tool's answer was over {self._max_bytes} bytes")
+
+    async def _exchange(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """POST and read the answer, no further than `max_bytes` (leaving the block early
+        drops the connection, so the rest is never read)."""
+        async with self._http.stream(
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            timeout=self._timeout,
+            follow_redirects=False,  # the URL is the app's; a redirect could point anywhere
+        ) as answer:
+            if not answer.is_success:
+                return failure(f"the tool failed (its webhook answered HTTP {answer.status_code})")
+            content = bytearray()
+            async for chunk in answer.aiter_bytes():
+                content += chunk
+                if len(content) > self._max_bytes:
+                    return failure(f"the tool's answer was over {self._max_bytes} bytes")
         try:
-            value = answer.json()
-        except ValueError:
-            return failure("the tool's answer was not JSON")
+            value = parse_json(bytes(content), "its body")
+        except BadRequest as e:
+            return failure(f"the tool's answer could not be used: {e.message}")
         return value if isinstance(value, dict) else {"success": True, "data": value}
