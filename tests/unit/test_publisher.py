@@ -412,3 +412,22 @@ async def test_a_late_joiner_during_a_tool_wait_gets_the_waiting_calls_with_its_
     assert first["type"] == "snapshot" and first["seq"] == 3
     assert first["pendingToolCalls"] == [{**call, "channel": "x"}]
     assert "pendingToolCalls" not in poster.received["later"][0]
+
+
+async def test_a_connection_found_after_the_end_was_sent_gets_no_half_stream() -> None:
+    """The relay writes its final record between `end` and closing the publisher; a tab
+    found by a refresh in that window must not get a catch-up saying "streaming" that no
+    `end` ever follows (it would wait forever). It never heard of the stream: nothing."""
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.02)
+    envelopes = stream(6)
+    await pub.start()
+    for e in envelopes:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("after-end")
+    await asyncio.sleep(0.15)  # several refreshes while the final record is written
+    await pub.close()
+    assert_complete(poster.received["early"], text_of(envelopes))
+    assert "after-end" not in poster.received
+    assert (pub.stats.subscribers, pub.stats.catch_ups) == (1, 0)

@@ -1,8 +1,9 @@
 """ChannelPublisher: fans a stream's messages out to every connection of its channels.
 
-Membership is read once at start and refreshed on a timer, never per message. Each
-connection has its own lane (lane.py) so order per connection is kept while posts to
-different connections run concurrently, and a slow or failing one delays no other.
+Membership is read once at start and refreshed on a timer (never per message) until the
+stream's `end` is sent. Each connection has its own lane (lane.py) so order per connection
+is kept while posts to different connections run concurrently, and a slow or failing one
+delays no other.
 
 Nothing is lost silently. Throttling, 5xx answers, timeouts and connection errors are
 retried with jittered backoff; a lane that falls behind merges its backlog; a connection
@@ -116,12 +117,17 @@ class ChannelPublisher:
         message = Outgoing(envelope)
         for lane in self._lanes.values():
             lane.put(message)
+        if kind == "end":
+            # The relay still writes its final record before closing us. A tab found in that
+            # window would get a catch-up saying "streaming" that no `end` follows (it would
+            # wait forever), so membership stops here; the open lanes go on delivering.
+            self._stop_refreshing()
 
     async def close(self) -> None:
         """Stop refreshing, let every lane deliver what it holds within the drain time,
         then count what is still undelivered."""
+        self._stop_refreshing()
         if self._refresher is not None:
-            self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
         lanes = [*self._lanes.values(), *self._retired]
         for lane in lanes:
@@ -142,6 +148,10 @@ class ChannelPublisher:
             )
 
     # -- membership ------------------------------------------------------------------------
+
+    def _stop_refreshing(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
 
     async def _refresh_forever(self) -> None:
         while True:
