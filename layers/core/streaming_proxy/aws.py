@@ -37,6 +37,10 @@ def management_api(
     """The @connections client: exactly one try per call. Retries are the publisher's (410
     must never be retried, 429/5xx/timeouts back off), and a post waits `timeout_seconds`
     at most so a connection that does not read cannot hold a thread for long."""
+    # Invariant: connect + read timeouts == timeout_seconds, inside the publisher's net
+    # (RetryPolicy.post_deadline_seconds, a second longer). A thread the net gave up on
+    # could otherwise still deliver after the publisher retried: the message twice.
+    connect = min(1.0, timeout_seconds / 3)
     return boto3.client(
         "apigatewaymanagementapi",
         region_name=region,
@@ -44,8 +48,8 @@ def management_api(
         config=Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=64,
-            connect_timeout=min(2.0, timeout_seconds),
-            read_timeout=timeout_seconds,
+            connect_timeout=connect,
+            read_timeout=timeout_seconds - connect,
         ),
     )
 

@@ -24,7 +24,13 @@ MAX_MESSAGE_BYTES = 128 * 1024
 
 
 class Poster(Protocol):
-    """Delivers one message to one connection; raises a `DeliveryError` when it cannot."""
+    """Delivers one message to one connection; raises a `DeliveryError` when it cannot.
+
+    `slots` counts its workers (threads, pooled connections). Callers take a slot before
+    they start timing a post: waiting for a worker is queueing, not a slow connection.
+    """
+
+    slots: asyncio.Semaphore
 
     async def post(self, connection_id: str, data: bytes) -> None: ...
 
@@ -52,6 +58,7 @@ class BotoPoster:
 
     def __init__(self, client: ApiGatewayManagementApiClient, *, threads: int = 32) -> None:
         self._client = client
+        self.slots = asyncio.Semaphore(threads)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="post")
 
     async def post(self, connection_id: str, data: bytes) -> None:

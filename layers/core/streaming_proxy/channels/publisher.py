@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,17 @@ class RetryPolicy:
     post_timeout_seconds: float = 3.0
     # How many posts to connections marked slow may be in flight at once, per process.
     slow_concurrency: int = 8
+
+    @property
+    def post_deadline_seconds(self) -> float:
+        """The publisher's own limit on one post, counted once the post holds a slot.
+
+        Invariant: a poster gives up within `post_timeout_seconds` (boto3's connect + read
+        timeouts add up to it: aws.management_api), so this net, a second longer, fires
+        only for a poster that does not bound its posts. Were it shorter, a post's thread
+        could still deliver after the publisher had timed it out and retried: twice.
+        """
+        return self.post_timeout_seconds + 1
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.max_seconds, self.base_seconds * 2**attempt)
@@ -244,13 +256,12 @@ class ChannelPublisher:
         return True
 
     async def _post(self, lane: Lane, data: bytes) -> None:
-        # The poster bounds each post too; this net also covers a poster that does not.
-        limit = self._retry.post_timeout_seconds + 1
-        if lane.slow:
-            async with self._slow_gate, asyncio.timeout(limit):
-                await self._poster.post(lane.connection_id, data)
-        else:
-            async with asyncio.timeout(limit):
+        # Waiting in the slow gate or for one of the poster's workers (a thread, a pooled
+        # connection) is queueing, not slowness: the clock starts once a slot is ours. Else
+        # a large fan-out would mark healthy tabs slow and retry posts still under way.
+        gate: AbstractAsyncContextManager[None] = self._slow_gate if lane.slow else nullcontext()
+        async with gate, self._poster.slots:
+            async with asyncio.timeout(self._retry.post_deadline_seconds):
                 await self._poster.post(lane.connection_id, data)
 
     def _count_failure(self, lane: Lane, seqs: int, why: str) -> None:
