@@ -17,6 +17,7 @@ from streaming_proxy import aws
 from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.channels.poster import BotoPoster
 from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
+from streaming_proxy.config import MAX_POST_CONCURRENCY
 from streaming_proxy.errors import (
     ConnectionGone,
     DeliveryRejected,
@@ -477,3 +478,13 @@ def test_a_boto3_post_gives_up_before_the_publisher_stops_waiting_for_it(timeout
     config = aws.management_api("us-east-1", endpoint, timeout).meta.config
     assert config.connect_timeout + config.read_timeout <= timeout + 1e-9
     assert RetryPolicy(post_timeout_seconds=timeout).post_deadline_seconds > timeout
+
+
+def test_every_post_thread_can_keep_a_pooled_connection() -> None:
+    """BotoPoster runs up to POST_CONCURRENCY threads on one client: its pool must keep a
+    connection for each, or the threads past the pool size reconnect (TLS) on every post."""
+    endpoint = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
+    as_the_service_makes_it = aws.management_api("us-east-1", endpoint, 3.0)
+    assert as_the_service_makes_it.meta.config.max_pool_connections >= MAX_POST_CONCURRENCY
+    sized = aws.management_api("us-east-1", endpoint, 3.0, pool_connections=200)
+    assert sized.meta.config.max_pool_connections == 200
