@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .. import aws, redact
 from ..auth import AppRegistry
+from ..blocking import dependency_error
 from ..config import Settings
 from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
 from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
@@ -34,6 +35,9 @@ from .store import ConnectionStore
 
 if TYPE_CHECKING:
     pass
+
+# What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
+STORE = "the stream store (DynamoDB)"
 
 Reply = Callable[[str, dict[str, Any]], None]
 """Sends one JSON message to one connection."""
@@ -232,9 +236,16 @@ class ConnectionRoutes:
             replies = self._handle(connection_id, parse_browser_message(body))
         except ProxyError as e:
             replies = [error_message(e)]
-        except Exception:  # a bad message must never fail the route: the browser gets an answer
-            get_logger().exception("browser message failed")
-            replies = [error_message(ProxyError("internal error"))]
+        except Exception as e:
+            # A bad message must never fail the route: the browser always gets an answer.
+            # DynamoDB down is `dependency_unavailable` (503), as over HTTP, so the page knows
+            # to send it again (a tool answer then is taken), not an internal error.
+            unavailable = dependency_error(e, STORE)
+            if unavailable is None:
+                get_logger().exception("browser message failed")
+            else:
+                get_logger().warning("dependency call failed", exc_info=True)
+            replies = [error_message(unavailable or ProxyError("internal error"))]
         for reply in replies:
             self._reply(connection_id, reply)
 
