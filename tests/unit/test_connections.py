@@ -209,6 +209,27 @@ def test_subscribe_event_with_covering_token_adds_channel(stack: Stack) -> None:
     assert stack.rows() == membership("user-42", "team-7", f"tab|{CID}")
 
 
+def test_subscribe_reads_the_connection_once_and_its_rows_expire_with_it(stack: Stack) -> None:
+    stack.connect("user-42")
+    db = aws.dynamodb("us-east-1", None)
+    reads: list[dict[str, Any]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        reads.append(params)
+
+    db.meta.events.register("provide-client-params.dynamodb.GetItem", count)
+    try:
+        reply = stack.send({"action": "subscribe", "channel": "t7", "token": stack.token("t7")})
+    finally:
+        db.meta.events.unregister("provide-client-params.dynamodb.GetItem", count)
+    assert reply == {"type": "subscribed", "channel": "t7"}
+    assert [(r["Key"], r.get("ConsistentRead")) for r in reads] == [(conn_key(CID), True)]
+    items = stack.db.scan(TableName=TABLE)["Items"]
+    expiry = {item["expiresAt"]["N"] for item in items if item["sk"]["S"] != "META"}
+    meta = stack.db.get_item(TableName=TABLE, Key=conn_key(CID))["Item"]
+    assert expiry == {meta["expiresAt"]["N"]}
+
+
 def test_subscribe_to_channel_the_token_does_not_cover_is_refused(stack: Stack) -> None:
     stack.connect("channel-a")
     reply = stack.send({"action": "subscribe", "channel": "channel-b", "token": stack.token("a")})

@@ -31,7 +31,7 @@ from ..toolcalls import ToolCallStore
 from ..tools.answers import accept_answer
 from .names import check_grantable, is_private, private_channel, valid_name
 from .poster import post_blocking
-from .store import ConnectionStore
+from .store import ConnectionStore, LiveConnection
 
 if TYPE_CHECKING:
     pass
@@ -255,10 +255,11 @@ class ConnectionRoutes:
             if msg.id is not None:
                 pong["id"] = msg.id
             return [pong]
-        app_id = self._app_of(connection_id)
+        connection = self._live(connection_id)
+        app_id = connection.app_id
         match msg:
             case Subscribe():
-                return [self._subscribe(connection_id, app_id, msg)]
+                return [self._subscribe(connection, msg)]
             case Unsubscribe():
                 if msg.channel == private_channel(connection_id):
                     raise Forbidden("a connection cannot leave its private channel")
@@ -284,24 +285,24 @@ class ConnectionRoutes:
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
         raise BadRequest("unknown action")
 
-    def _app_of(self, connection_id: str) -> str:
-        app_id = self._connections.app_of(connection_id)
-        if app_id is None:
+    def _live(self, connection_id: str) -> LiveConnection:
+        connection = self._connections.live(connection_id)
+        if connection is None:
             raise Forbidden("unknown connection: reconnect with a subscribe token")
-        return app_id
+        return connection
 
-    def _subscribe(self, connection_id: str, app_id: str, msg: Subscribe) -> dict[str, Any]:
+    def _subscribe(self, connection: LiveConnection, msg: Subscribe) -> dict[str, Any]:
         if is_private(msg.channel):
             # A connection is in its own private channel from the start, and in no other.
-            if msg.channel != private_channel(connection_id):
+            if msg.channel != private_channel(connection.connection_id):
                 check_grantable([msg.channel])
             return {"type": "subscribed", "channel": msg.channel}
         claims = self._registry.verify_token(msg.token)
-        if claims.app_id != app_id:
+        if claims.app_id != connection.app_id:
             raise Forbidden("token belongs to another app than this connection")
         if not claims.covers(msg.channel):
             raise Forbidden(f"token does not cover channel {msg.channel!r}")
-        self._connections.add(connection_id, app_id, [msg.channel])
+        self._connections.add(connection, [msg.channel])
         return {"type": "subscribed", "channel": msg.channel}
 
     def _stop(self, connection_id: str, app_id: str, msg: Stop) -> dict[str, Any]:
