@@ -7,14 +7,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DependencyUnavailable
 from ..tablekeys import (
     CHANNEL,
     CONN,
     META,
+    batch_write,
     channel_id,
     channel_prefix,
-    chunked,
     conn_key,
     membership_items,
     now_epoch,
@@ -132,20 +131,7 @@ class ConnectionStore:
             kwargs["ExclusiveStartKey"] = last
 
     def _write(self, items: list[dict[str, Any]]) -> None:
-        for batch in chunked(items, 25):
-            self._batch({"PutRequest": {"Item": item}} for item in batch)
+        batch_write(self._db, self._table, ({"PutRequest": {"Item": item}} for item in items))
 
     def _delete(self, keys: list[dict[str, Any]]) -> None:
-        for batch in chunked(keys, 25):
-            self._batch({"DeleteRequest": {"Key": key}} for key in batch)
-
-    def _batch(self, requests: Iterable[dict[str, Any]]) -> None:
-        pending: list[Any] = list(requests)
-        for _ in range(8):
-            if not pending:
-                return
-            out = self._db.batch_write_item(RequestItems={self._table: pending})
-            pending = list(out.get("UnprocessedItems", {}).get(self._table, []))
-            if pending:
-                time.sleep(0.05)
-        raise DependencyUnavailable(f"DynamoDB left {len(pending)} writes unprocessed")
+        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": key}} for key in keys))
