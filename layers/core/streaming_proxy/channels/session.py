@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +28,7 @@ from ..streams import StreamRecord, StreamStore
 from ..textcheck import check_json, too_deep
 from ..toolcalls import ToolCallStore
 from ..tools.answers import accept_answer
-from .names import check_grantable, is_private, private_channel, valid_name
+from .names import ChannelName, check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
 
@@ -41,9 +40,6 @@ STORE = "the stream store (DynamoDB)"
 
 Reply = Callable[[str, dict[str, Any]], None]
 """Sends one JSON message to one connection."""
-
-
-ChannelName = Annotated[StrictStr, AfterValidator(valid_name)]
 
 
 class _Action(BaseModel):
