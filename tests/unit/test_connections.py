@@ -23,6 +23,7 @@ from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import AppConfig, get_settings
 from streaming_proxy.streams import StreamRecord, StreamStatus, StreamStore
+from streaming_proxy.tablekeys import conn_key, tool_key
 from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,6 +210,27 @@ def test_subscribe_event_with_covering_token_adds_channel(stack: Stack) -> None:
     assert stack.invoke(event) == {"statusCode": 200}
     assert stack.replies.only() == {"type": "subscribed", "channel": "team-7"}
     assert stack.rows() == membership("user-42", "team-7", f"tab|{CID}")
+
+
+def test_subscribe_reads_the_connection_once_and_its_rows_expire_with_it(stack: Stack) -> None:
+    stack.connect("user-42")
+    db = aws.dynamodb("us-east-1", None)
+    reads: list[dict[str, Any]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        reads.append(params)
+
+    db.meta.events.register("provide-client-params.dynamodb.GetItem", count)
+    try:
+        reply = stack.send({"action": "subscribe", "channel": "t7", "token": stack.token("t7")})
+    finally:
+        db.meta.events.unregister("provide-client-params.dynamodb.GetItem", count)
+    assert reply == {"type": "subscribed", "channel": "t7"}
+    assert [(r["Key"], r.get("ConsistentRead")) for r in reads] == [(conn_key(CID), True)]
+    items = stack.db.scan(TableName=TABLE)["Items"]
+    expiry = {item["expiresAt"]["N"] for item in items if item["sk"]["S"] != "META"}
+    meta = stack.db.get_item(TableName=TABLE, Key=conn_key(CID))["Item"]
+    assert expiry == {meta["expiresAt"]["N"]}
 
 
 def test_subscribe_to_channel_the_token_does_not_cover_is_refused(stack: Stack) -> None:
@@ -494,6 +516,57 @@ def test_an_answer_to_no_waiting_call_or_too_large_is_refused(stack: Stack) -> N
     open_call("tc_big", ["user-42"])
     reply = stack.send(tool_answer("tc_big", data="x" * 70_000))
     assert reply["type"] == "error" and reply["error"]["code"] == "payload_too_large"
+
+
+def outage(at: str) -> Stubber:
+    """A stubbed table that answers the route's calls as the real one would, until `at`
+    fails (throttled past botocore's retries)."""
+    db = aws.dynamodb("us-east-1", None)
+    meta = db.get_item(TableName=TABLE, Key=conn_key(CID), ConsistentRead=True)
+    joined = db.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "CONN#" + CID}},
+        ProjectionExpression="pk, sk",
+    )
+    call = db.get_item(TableName=TABLE, Key=tool_key("app1", "tc_out"), ConsistentRead=True)
+    stub = Stubber(db)
+    answers: list[tuple[str, Any]] = [
+        ("get_item", meta),  # the connection's app
+        ("query", joined),  # its channels
+        ("get_item", call),  # the waiting call
+        ("update_item", None),  # the answer
+    ]
+    for operation, answer in answers:
+        if operation == at:
+            stub.add_client_error(
+                operation, "ProvisionedThroughputExceededException", http_status_code=400
+            )
+            return stub
+        answer.pop("ResponseMetadata")
+        stub.add_response(operation, answer)
+    raise AssertionError(f"no {at} on the route")
+
+
+@pytest.mark.parametrize("at", ["get_item", "update_item"], ids=["read", "answer-write"])
+def test_a_tool_answer_during_a_dynamodb_outage_is_unavailable_then_acked_when_resent(
+    stack: Stack, at: str
+) -> None:
+    """As over HTTP (503 dependency_unavailable): the page learns to send it again, which
+    it does once the table answers, and the resent answer is taken."""
+    stack.connect("user-42")
+    store = open_call("tc_out", ["user-42"])
+    with outage(at) as stub:
+        reply = stack.send(tool_answer("tc_out"))
+        stub.assert_no_pending_responses()
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == "dependency_unavailable"
+    assert "ProvisionedThroughputExceededException" in reply["error"]["message"]
+    record = store.get("app1", "tc_out")
+    assert record is not None and record.status == "waiting"
+    assert stack.send(tool_answer("tc_out")) == {"type": "ack", "toolCallId": "tc_out"}
+    record = store.get("app1", "tc_out")
+    assert record is not None and record.status == "answered" and record.answered_by == CID
 
 
 # --- the default reply poster ---------------------------------------------------------------

@@ -24,6 +24,7 @@ KEY = "app-key-for-lambda-mode-tests"
 class RecordingPoster:
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.slots = asyncio.Semaphore(32)
 
     async def post(self, connection_id: str, data: bytes) -> None:
         self.posts.append((connection_id, json.loads(data)))

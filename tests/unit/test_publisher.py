@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from streaming_proxy import aws
 from streaming_proxy.blocking import BlockingCalls
+from streaming_proxy.channels.poster import BotoPoster
 from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
+from streaming_proxy.config import MAX_POST_CONCURRENCY
 from streaming_proxy.errors import (
     ConnectionGone,
     DeliveryRejected,
@@ -54,6 +59,7 @@ class FakePoster:
         self.always: dict[str, Exception] = {}
         self.delay: dict[str, float] = {}
         self.attempts = 0
+        self.slots = asyncio.Semaphore(1000)  # workers: more than any test's connections
 
     async def post(self, connection_id: str, data: bytes) -> None:
         self.attempts += 1
@@ -81,7 +87,7 @@ POLICY = RetryPolicy(max_retries=3, base_seconds=0.001, max_seconds=0.01, post_t
 
 def publisher(
     store: FakeStore,
-    poster: FakePoster,
+    poster: Any,
     channels: list[str],
     *,
     app: str = "appA",
@@ -412,3 +418,73 @@ async def test_a_late_joiner_during_a_tool_wait_gets_the_waiting_calls_with_its_
     assert first["type"] == "snapshot" and first["seq"] == 3
     assert first["pendingToolCalls"] == [{**call, "channel": "x"}]
     assert "pendingToolCalls" not in poster.received["later"][0]
+
+
+async def test_a_connection_found_after_the_end_was_sent_gets_no_half_stream() -> None:
+    """The relay writes its final record between `end` and closing the publisher; a tab
+    found by a refresh in that window must not get a catch-up saying "streaming" that no
+    `end` ever follows (it would wait forever). It never heard of the stream: nothing."""
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.02)
+    envelopes = stream(6)
+    await pub.start()
+    for e in envelopes:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("after-end")
+    await asyncio.sleep(0.15)  # several refreshes while the final record is written
+    await pub.close()
+    assert_complete(poster.received["early"], text_of(envelopes))
+    assert "after-end" not in poster.received
+    assert (pub.stats.subscribers, pub.stats.catch_ups) == (1, 0)
+
+
+class SlowClient:
+    """boto3's management client, blocking `seconds[cid]` per post; counts every post."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+        self.posts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def post_to_connection(self, *, ConnectionId: str, Data: bytes) -> None:
+        time.sleep(self.seconds.get(ConnectionId, 0))
+        with self._lock:
+            self.posts[ConnectionId] = self.posts.get(ConnectionId, 0) + 1
+
+
+async def test_a_post_waiting_for_a_free_thread_is_queued_not_timed_out() -> None:
+    """One thread, two posts of 0.6 s each ahead of a third: the third waits 1.2 s for the
+    thread, more than a post may take (0.1 s + the 1 s net), yet it is not slow. Counting
+    the wait as post time would mark healthy tabs slow under fan-out and post them twice."""
+    client = SlowClient({"c1": 0.6, "c2": 0.6})
+    poster = BotoPoster(client, threads=1)  # type: ignore[arg-type]
+    store = FakeStore({("appA", "x"): ["c1", "c2", "c3"]})
+    policy = RetryPolicy(max_retries=3, base_seconds=0.001, post_timeout_seconds=0.1)
+    pub = publisher(store, poster, ["x"], policy=policy)
+    try:
+        await publish(pub, [envelope(0, "end", finish_reason="stop")])
+    finally:
+        await poster.aclose()
+    assert client.posts == {"c1": 1, "c2": 1, "c3": 1}  # each exactly once
+    assert (pub.stats.posts, pub.stats.retries, pub.stats.failed) == (3, 0, 0)
+
+
+@pytest.mark.parametrize("timeout", [0.5, 3.0, 10.0])
+def test_a_boto3_post_gives_up_before_the_publisher_stops_waiting_for_it(timeout: float) -> None:
+    """boto3's connect + read timeouts fit in POST_TIMEOUT_SECONDS, and the publisher's net
+    is longer: it never retries a post whose thread may still deliver it."""
+    endpoint = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
+    config = aws.management_api("us-east-1", endpoint, timeout).meta.config
+    assert config.connect_timeout + config.read_timeout <= timeout + 1e-9
+    assert RetryPolicy(post_timeout_seconds=timeout).post_deadline_seconds > timeout
+
+
+def test_every_post_thread_can_keep_a_pooled_connection() -> None:
+    """BotoPoster runs up to POST_CONCURRENCY threads on one client: its pool must keep a
+    connection for each, or the threads past the pool size reconnect (TLS) on every post."""
+    endpoint = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/dev"
+    as_the_service_makes_it = aws.management_api("us-east-1", endpoint, 3.0)
+    assert as_the_service_makes_it.meta.config.max_pool_connections >= MAX_POST_CONCURRENCY
+    sized = aws.management_api("us-east-1", endpoint, 3.0, pool_connections=200)
+    assert sized.meta.config.max_pool_connections == 200

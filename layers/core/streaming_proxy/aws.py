@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
+from .config import MAX_POST_CONCURRENCY
+
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -32,20 +34,31 @@ def dynamodb(region: str, endpoint_url: str | None) -> DynamoDBClient:
 
 @cache
 def management_api(
-    region: str, endpoint_url: str, timeout_seconds: float = 3.0
+    region: str,
+    endpoint_url: str,
+    timeout_seconds: float = 3.0,
+    pool_connections: int = MAX_POST_CONCURRENCY,
 ) -> ApiGatewayManagementApiClient:
     """The @connections client: exactly one try per call. Retries are the publisher's (410
     must never be retried, 429/5xx/timeouts back off), and a post waits `timeout_seconds`
-    at most so a connection that does not read cannot hold a thread for long."""
+    at most so a connection that does not read cannot hold a thread for long.
+
+    `pool_connections` should be at least the threads posting with it (POST_CONCURRENCY),
+    so each keeps its keep-alive connection; the default covers every allowed value, and
+    urllib3 opens connections only when needed, so a large pool costs nothing unused."""
+    # Invariant: connect + read timeouts == timeout_seconds, inside the publisher's net
+    # (RetryPolicy.post_deadline_seconds, a second longer). A thread the net gave up on
+    # could otherwise still deliver after the publisher retried: the message twice.
+    connect = min(1.0, timeout_seconds / 3)
     return boto3.client(
         "apigatewaymanagementapi",
         region_name=region,
         endpoint_url=endpoint_url,
         config=Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=64,
-            connect_timeout=min(2.0, timeout_seconds),
-            read_timeout=timeout_seconds,
+            max_pool_connections=pool_connections,
+            connect_timeout=connect,
+            read_timeout=timeout_seconds - connect,
         ),
     )
 

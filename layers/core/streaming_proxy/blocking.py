@@ -17,8 +17,8 @@ T = TypeVar("T")
 
 
 class BlockingCalls:
-    """One thread pool for one kind of blocking work (DynamoDB), so it never waits behind
-    another kind (posts to connections have their own)."""
+    """One thread pool for one kind of blocking work (DynamoDB work, posts to connections),
+    so it never waits behind another kind."""
 
     def __init__(self, threads: int, name: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)

@@ -29,6 +29,9 @@ class AppConfig(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+# Posts in flight per process; each boto3 post thread keeps a pooled connection of its own.
+MAX_POST_CONCURRENCY = 1024
+
 # App ids are part of table keys (`CHANNEL#<app>#<channel>`): no '#', no spaces.
 APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -101,7 +104,7 @@ class Settings(BaseSettings):
     drain_timeout_seconds: float = 10.0
     # How posts reach @connections: boto3 on its own threads, or the signed httpx client.
     poster: Literal["boto3", "signed"] = "boto3"
-    post_concurrency: int = Field(default=32, ge=4, le=1024)
+    post_concurrency: int = Field(default=32, ge=4, le=MAX_POST_CONCURRENCY)
     post_max_retries: int = 5
     post_timeout_seconds: float = 3.0
     db_concurrency: int = 16

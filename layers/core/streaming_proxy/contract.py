@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from .channels.names import valid_name
+from .channels.names import ChannelName
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
@@ -24,8 +24,6 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,1024}$")
 # Named actions are identifiers in the page: printable, no control characters.
 _ACTION_NAME = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,200}$")
-
-ChannelName = Annotated[str, AfterValidator(valid_name)]
 
 
 def valid_action_name(value: str | None) -> str | None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 CHANNEL = "CHANNEL#"
 CONN = "CONN#"
@@ -61,3 +66,18 @@ def membership_items(
 def chunked(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def batch_write(db: DynamoDBClient, table: str, requests: Iterable[Any]) -> None:
+    """Put/delete `requests` in batches of 25, sending again what DynamoDB leaves
+    unprocessed (up to 8 tries a batch, 50 ms apart); DependencyUnavailable after that."""
+    for batch in chunked(list(requests), 25):
+        pending = batch
+        for _ in range(8):
+            out = db.batch_write_item(RequestItems={table: pending})
+            pending = list(out.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                break
+            time.sleep(0.05)
+        if pending:
+            raise DependencyUnavailable(f"DynamoDB left {len(pending)} writes unprocessed")

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import DependencyUnavailable
-from .tablekeys import chunked, now_epoch, tool_key
+from .tablekeys import batch_write, now_epoch, tool_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -46,32 +45,23 @@ class ToolCallStore:
     def open(self, records: list[ToolCallRecord]) -> None:
         """Write the calls a stream is about to wait on (ids are random: no overwrite)."""
         expires = {"N": str(now_epoch() + self._ttl)}
-        for batch in chunked(records, 25):
-            requests: list[Any] = [
-                {
-                    "PutRequest": {
-                        "Item": {
-                            **tool_key(r.app_id, r.call_id),
-                            "streamId": {"S": r.stream_id},
-                            "name": {"S": r.name},
-                            "channels": {"S": json.dumps(r.channels)},
-                            "status": {"S": r.status},
-                            "createdAt": {"N": f"{r.created_at:.3f}"},
-                            "expiresAt": expires,
-                        }
+        puts = (
+            {
+                "PutRequest": {
+                    "Item": {
+                        **tool_key(r.app_id, r.call_id),
+                        "streamId": {"S": r.stream_id},
+                        "name": {"S": r.name},
+                        "channels": {"S": json.dumps(r.channels)},
+                        "status": {"S": r.status},
+                        "createdAt": {"N": f"{r.created_at:.3f}"},
+                        "expiresAt": expires,
                     }
                 }
-                for r in batch
-            ]
-            pending = requests
-            for _ in range(8):
-                out = self._db.batch_write_item(RequestItems={self._table: pending})
-                pending = list(out.get("UnprocessedItems", {}).get(self._table, []))
-                if not pending:
-                    break
-                time.sleep(0.05)
-            if pending:
-                raise DependencyUnavailable(f"DynamoDB left {len(pending)} tool call writes")
+            }
+            for r in records
+        )
+        batch_write(self._db, self._table, puts)
 
     def get(self, app_id: str, call_id: str) -> ToolCallRecord | None:
         got = self._db.get_item(

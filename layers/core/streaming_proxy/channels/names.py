@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import AfterValidator, StrictStr
 
 from ..errors import Forbidden, ValidationFailed
 
@@ -47,6 +50,10 @@ def valid_name(channel: str) -> str:
     if problem is not None:
         raise ValueError(f"channel {problem}")
     return channel
+
+
+ChannelName = Annotated[StrictStr, AfterValidator(valid_name)]
+"""A channel name in a JSON body or message: a string (never coerced) following `RULE`."""
 
 
 def check_targets(channels: Sequence[str], cap: int, field: str = "channels") -> list[str]:

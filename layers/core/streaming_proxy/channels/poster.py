@@ -8,12 +8,12 @@ once, on a thread pool of its own, so posts never wait behind DynamoDB work.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from ..blocking import BlockingCalls
 from ..errors import DeliveryUnreachable, delivery_error
 
 if TYPE_CHECKING:
@@ -24,7 +24,13 @@ MAX_MESSAGE_BYTES = 128 * 1024
 
 
 class Poster(Protocol):
-    """Delivers one message to one connection; raises a `DeliveryError` when it cannot."""
+    """Delivers one message to one connection; raises a `DeliveryError` when it cannot.
+
+    `slots` counts its workers (threads, pooled connections). Callers take a slot before
+    they start timing a post: waiting for a worker is queueing, not a slow connection.
+    """
+
+    slots: asyncio.Semaphore
 
     async def post(self, connection_id: str, data: bytes) -> None: ...
 
@@ -52,11 +58,11 @@ class BotoPoster:
 
     def __init__(self, client: ApiGatewayManagementApiClient, *, threads: int = 32) -> None:
         self._client = client
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="post")
+        self._calls = BlockingCalls(threads, "post")
+        self.slots = asyncio.Semaphore(threads)  # one per thread: a slot is a free thread
 
     async def post(self, connection_id: str, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, post_blocking, self._client, connection_id, data)
+        await self._calls(post_blocking, self._client, connection_id, data)
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._calls.shutdown()

@@ -1,8 +1,9 @@
 """ChannelPublisher: fans a stream's messages out to every connection of its channels.
 
-Membership is read once at start and refreshed on a timer, never per message. Each
-connection has its own lane (lane.py) so order per connection is kept while posts to
-different connections run concurrently, and a slow or failing one delays no other.
+Membership is read once at start and refreshed on a timer (never per message) until the
+stream's `end` is sent. Each connection has its own lane (lane.py) so order per connection
+is kept while posts to different connections run concurrently, and a slow or failing one
+delays no other.
 
 Nothing is lost silently. Throttling, 5xx answers, timeouts and connection errors are
 retried with jittered backoff; a lane that falls behind merges its backlog; a connection
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,17 @@ class RetryPolicy:
     post_timeout_seconds: float = 3.0
     # How many posts to connections marked slow may be in flight at once, per process.
     slow_concurrency: int = 8
+
+    @property
+    def post_deadline_seconds(self) -> float:
+        """The publisher's own limit on one post, counted once the post holds a slot.
+
+        Invariant: a poster gives up within `post_timeout_seconds` (boto3's connect + read
+        timeouts add up to it: aws.management_api), so this net, a second longer, fires
+        only for a poster that does not bound its posts. Were it shorter, a post's thread
+        could still deliver after the publisher had timed it out and retried: twice.
+        """
+        return self.post_timeout_seconds + 1
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.max_seconds, self.base_seconds * 2**attempt)
@@ -116,12 +129,17 @@ class ChannelPublisher:
         message = Outgoing(envelope)
         for lane in self._lanes.values():
             lane.put(message)
+        if kind == "end":
+            # The relay still writes its final record before closing us. A tab found in that
+            # window would get a catch-up saying "streaming" that no `end` follows (it would
+            # wait forever), so membership stops here; the open lanes go on delivering.
+            self._stop_refreshing()
 
     async def close(self) -> None:
         """Stop refreshing, let every lane deliver what it holds within the drain time,
         then count what is still undelivered."""
+        self._stop_refreshing()
         if self._refresher is not None:
-            self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
         lanes = [*self._lanes.values(), *self._retired]
         for lane in lanes:
@@ -142,6 +160,10 @@ class ChannelPublisher:
             )
 
     # -- membership ------------------------------------------------------------------------
+
+    def _stop_refreshing(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -234,13 +256,12 @@ class ChannelPublisher:
         return True
 
     async def _post(self, lane: Lane, data: bytes) -> None:
-        # The poster bounds each post too; this net also covers a poster that does not.
-        limit = self._retry.post_timeout_seconds + 1
-        if lane.slow:
-            async with self._slow_gate, asyncio.timeout(limit):
-                await self._poster.post(lane.connection_id, data)
-        else:
-            async with asyncio.timeout(limit):
+        # Waiting in the slow gate or for one of the poster's workers (a thread, a pooled
+        # connection) is queueing, not slowness: the clock starts once a slot is ours. Else
+        # a large fan-out would mark healthy tabs slow and retry posts still under way.
+        gate: AbstractAsyncContextManager[None] = self._slow_gate if lane.slow else nullcontext()
+        async with gate, self._poster.slots:
+            async with asyncio.timeout(self._retry.post_deadline_seconds):
                 await self._poster.post(lane.connection_id, data)
 
     def _count_failure(self, lane: Lane, seqs: int, why: str) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .. import aws, redact
 from ..auth import AppRegistry
+from ..blocking import dependency_error
 from ..config import Settings
 from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
 from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
@@ -28,18 +28,18 @@ from ..streams import StreamRecord, StreamStore
 from ..textcheck import check_json, too_deep
 from ..toolcalls import ToolCallStore
 from ..tools.answers import accept_answer
-from .names import check_grantable, is_private, private_channel, valid_name
+from .names import ChannelName, check_grantable, is_private, private_channel
 from .poster import post_blocking
-from .store import ConnectionStore
+from .store import ConnectionStore, LiveConnection
 
 if TYPE_CHECKING:
     pass
 
+# What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
+STORE = "the stream store (DynamoDB)"
+
 Reply = Callable[[str, dict[str, Any]], None]
 """Sends one JSON message to one connection."""
-
-
-ChannelName = Annotated[StrictStr, AfterValidator(valid_name)]
 
 
 class _Action(BaseModel):
@@ -232,9 +232,16 @@ class ConnectionRoutes:
             replies = self._handle(connection_id, parse_browser_message(body))
         except ProxyError as e:
             replies = [error_message(e)]
-        except Exception:  # a bad message must never fail the route: the browser gets an answer
-            get_logger().exception("browser message failed")
-            replies = [error_message(ProxyError("internal error"))]
+        except Exception as e:
+            # A bad message must never fail the route: the browser always gets an answer.
+            # DynamoDB down is `dependency_unavailable` (503), as over HTTP, so the page knows
+            # to send it again (a tool answer then is taken), not an internal error.
+            unavailable = dependency_error(e, STORE)
+            if unavailable is None:
+                get_logger().exception("browser message failed")
+            else:
+                get_logger().warning("dependency call failed", exc_info=True)
+            replies = [error_message(unavailable or ProxyError("internal error"))]
         for reply in replies:
             self._reply(connection_id, reply)
 
@@ -244,10 +251,11 @@ class ConnectionRoutes:
             if msg.id is not None:
                 pong["id"] = msg.id
             return [pong]
-        app_id = self._app_of(connection_id)
+        connection = self._live(connection_id)
+        app_id = connection.app_id
         match msg:
             case Subscribe():
-                return [self._subscribe(connection_id, app_id, msg)]
+                return [self._subscribe(connection, msg)]
             case Unsubscribe():
                 if msg.channel == private_channel(connection_id):
                     raise Forbidden("a connection cannot leave its private channel")
@@ -273,24 +281,24 @@ class ConnectionRoutes:
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
         raise BadRequest("unknown action")
 
-    def _app_of(self, connection_id: str) -> str:
-        app_id = self._connections.app_of(connection_id)
-        if app_id is None:
+    def _live(self, connection_id: str) -> LiveConnection:
+        connection = self._connections.live(connection_id)
+        if connection is None:
             raise Forbidden("unknown connection: reconnect with a subscribe token")
-        return app_id
+        return connection
 
-    def _subscribe(self, connection_id: str, app_id: str, msg: Subscribe) -> dict[str, Any]:
+    def _subscribe(self, connection: LiveConnection, msg: Subscribe) -> dict[str, Any]:
         if is_private(msg.channel):
             # A connection is in its own private channel from the start, and in no other.
-            if msg.channel != private_channel(connection_id):
+            if msg.channel != private_channel(connection.connection_id):
                 check_grantable([msg.channel])
             return {"type": "subscribed", "channel": msg.channel}
         claims = self._registry.verify_token(msg.token)
-        if claims.app_id != app_id:
+        if claims.app_id != connection.app_id:
             raise Forbidden("token belongs to another app than this connection")
         if not claims.covers(msg.channel):
             raise Forbidden(f"token does not cover channel {msg.channel!r}")
-        self._connections.add(connection_id, app_id, [msg.channel])
+        self._connections.add(connection, [msg.channel])
         return {"type": "subscribed", "channel": msg.channel}
 
     def _stop(self, connection_id: str, app_id: str, msg: Stop) -> dict[str, Any]:

@@ -8,6 +8,7 @@ maps boto3's. Its CPU per post is httpx's own, which is about boto3's: see
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -132,6 +133,8 @@ class SignedPoster:
         self._origin = f"{parts.scheme}://{self._host}"
         # botocore drops one trailing slash of the endpoint before appending the operation path.
         self._prefix = parts.path.removesuffix("/") + "/@connections/"
+        # A slot per pooled connection: a post holding one never waits for the pool.
+        self.slots = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

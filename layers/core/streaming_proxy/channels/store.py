@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DependencyUnavailable
 from ..tablekeys import (
     CHANNEL,
     CONN,
     META,
+    batch_write,
     channel_id,
     channel_prefix,
-    chunked,
     conn_key,
     membership_items,
     now_epoch,
@@ -21,6 +21,15 @@ from ..tablekeys import (
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConnection:
+    """A connection's META row: its app, and when its rows expire (its 2 h lifetime)."""
+
+    connection_id: str
+    app_id: str
+    expires_at: int
 
 
 class ConnectionStore:
@@ -49,23 +58,23 @@ class ConnectionStore:
         items = [meta, *membership_items(connection_id, app_id, channels, expires)]
         self._write(items)
 
-    def app_of(self, connection_id: str) -> str | None:
-        """The app a live connection belongs to, or None if it is unknown."""
+    def live(self, connection_id: str) -> LiveConnection | None:
+        """A live connection's app and expiry (one consistent read), or None if unknown."""
         got = self._db.get_item(
             TableName=self._table, Key=conn_key(connection_id), ConsistentRead=True
         )
         item = got.get("Item")
         if not item or int(item["expiresAt"]["N"]) < now_epoch():
             return None
-        return item["app"]["S"]
+        return LiveConnection(connection_id, item["app"]["S"], int(item["expiresAt"]["N"]))
 
-    def add(self, connection_id: str, app_id: str, channels: Iterable[str]) -> None:
-        """Join an existing connection to more of its app's channels (expiring with it)."""
-        expires = now_epoch() + self._ttl
-        got = self._db.get_item(TableName=self._table, Key=conn_key(connection_id))
-        if "Item" in got:
-            expires = int(got["Item"]["expiresAt"]["N"])
-        self._write(membership_items(connection_id, app_id, channels, expires))
+    def add(self, connection: LiveConnection, channels: Iterable[str]) -> None:
+        """Join a live connection to more of its app's channels (expiring with it)."""
+        self._write(
+            membership_items(
+                connection.connection_id, connection.app_id, channels, connection.expires_at
+            )
+        )
 
     def remove(self, connection_id: str, app_id: str, channel: str) -> None:
         """Leave one channel."""
@@ -122,20 +131,7 @@ class ConnectionStore:
             kwargs["ExclusiveStartKey"] = last
 
     def _write(self, items: list[dict[str, Any]]) -> None:
-        for batch in chunked(items, 25):
-            self._batch({"PutRequest": {"Item": item}} for item in batch)
+        batch_write(self._db, self._table, ({"PutRequest": {"Item": item}} for item in items))
 
     def _delete(self, keys: list[dict[str, Any]]) -> None:
-        for batch in chunked(keys, 25):
-            self._batch({"DeleteRequest": {"Key": key}} for key in batch)
-
-    def _batch(self, requests: Iterable[dict[str, Any]]) -> None:
-        pending: list[Any] = list(requests)
-        for _ in range(8):
-            if not pending:
-                return
-            out = self._db.batch_write_item(RequestItems={self._table: pending})
-            pending = list(out.get("UnprocessedItems", {}).get(self._table, []))
-            if pending:
-                time.sleep(0.05)
-        raise DependencyUnavailable(f"DynamoDB left {len(pending)} writes unprocessed")
+        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": key}} for key in keys))
