@@ -103,6 +103,12 @@ class Target:
     token: str  # a subscribe token: a secret no answer may repeat
     wrong_key: str
     stream_id: str  # a stream of the dev app, so `stop` finds something
+    # Frontend tool calls of the dev app waiting on channel `fuzz-http` (the token's), so
+    # answers get past "no such call" to the channel check and the first-answer-wins write.
+    tool_calls: tuple[str, ...] = ()
+
+    def tool_call(self, index: int) -> str:
+        return self.tool_calls[index % len(self.tool_calls)]
 
     def call(self, case: Request, headers: dict[str, Any], **kwargs: Any) -> tuple[Response, float]:
         """Send `case`; a transport failure is an answer that never came."""

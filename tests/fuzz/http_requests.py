@@ -28,8 +28,9 @@ class Steering:
 
     auth: Auth
     accept: str
-    known_stream: bool
+    known_stream: bool  # name the known stream or a waiting tool call (where the route has one)
     provider_key: str
+    tool_call: int  # which waiting tool call
 
 
 def steerings() -> st.SearchStrategy[Steering]:
@@ -38,6 +39,7 @@ def steerings() -> st.SearchStrategy[Steering]:
         auth=AUTHS,
         accept=st.sampled_from(ACCEPTS),
         known_stream=st.booleans(),
+        tool_call=st.integers(min_value=0, max_value=99),
         provider_key=st.text("abcdef0123456789", min_size=12, max_size=12).map(
             lambda suffix: f"fuzz-provider-key-{suffix}"
         ),
@@ -73,6 +75,8 @@ def steer(operation_id: str, case: Request, steering: Steering, target: Target) 
             _name_the_action_for_header_channels(case)
         elif operation_id == "llmQueryStop" and steering.known_stream and _positive(case):
             body["streamId"] = target.stream_id  # a valid id stays valid: no check is misled
+        elif operation_id == "llmToolResponse" and steering.known_stream and _positive(case):
+            body["toolCallId"] = target.tool_call(steering.tool_call)
     return {"Accept": steering.accept, **target.credentials(steering.auth)}
 
 

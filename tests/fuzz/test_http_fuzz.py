@@ -23,9 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 from tests.conftest import Stack
 
-from .budget import seeded
+from .budget import SCALE, seeded
 from .hostile import encode
 from .http_api import (
     ACCEPTS,
@@ -68,7 +69,19 @@ def target(stack: Stack, ledger: SecretLedger, log_window: LogWindow) -> Target:
     )
     r.raise_for_status()
     wrong_key = ledger.add("wrong-app-key-for-fuzzing-5b1d")
-    return Target(stack, ledger, token, wrong_key, stream_id=r.json()["streamId"])
+    calls = [
+        ToolCallRecord(stack.app_id, f"tc_fuzz_http_{n}", "st_fuzz_tools", "ui_pick", ["fuzz-http"])
+        for n in range(20)
+    ]
+    ToolCallStore(stack.dynamodb_client(), stack.table).open(calls)
+    return Target(
+        stack,
+        ledger,
+        token,
+        wrong_key,
+        stream_id=r.json()["streamId"],
+        tool_calls=tuple(c.call_id for c in calls),
+    )
 
 
 # -- requests generated from the document ---------------------------------------------------------
@@ -208,6 +221,18 @@ def test_the_stack_still_serves_after_huge_channel_lists(target: Target) -> None
 
 
 # -- and the log holds no secret and no error --------------------------------------------------
+
+
+def test_the_fuzzed_answers_reached_the_waiting_calls(target: Target) -> None:
+    """After the generated answers: some got past "no such call" and were recorded (so the
+    channel check and the first-answer-wins write were fuzzed), each at most once."""
+    if SCALE < 1:
+        pytest.skip("FUZZ_SCALE < 1 sends too few answers to expect one recorded")
+    store = ToolCallStore(target.stack.dynamodb_client(), target.stack.table)
+    records = [store.get(target.stack.app_id, call_id) for call_id in target.tool_calls]
+    answered = [r for r in records if r is not None and r.status == "answered"]
+    assert answered, "no fuzzed answer reached a waiting tool call"
+    assert all(isinstance(r.answer, dict) and r.answered_by for r in answered)
 
 
 def test_stack_log_holds_no_secret(target: Target, log_window: LogWindow) -> None:

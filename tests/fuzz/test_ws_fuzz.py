@@ -20,9 +20,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 from tests.conftest import Stack
 
-from .budget import seeded
+from .budget import SCALE, seeded
 from .ledger import SecretLedger
 from .stack_log import LogWindow, assert_no_error_logged, assert_no_secret_logged
 from .ws_messages import CHANNEL, EDGE_MESSAGES, OTHER_CHANNEL, Known, edge_frame, frames
@@ -46,11 +47,26 @@ def world(stack: Stack, ledger: SecretLedger, log_window: LogWindow) -> Iterator
         _finished_stream(stack, CHANNEL, "word " * 30_000),  # 150 KB: a snapshot in parts
         _finished_stream(stack, OTHER_CHANNEL, "not yours"),
     ]
+    tool_calls = _waiting_tool_calls(stack)
     tab = Tab(f"{stack.ws}/?token={token}")
     try:
-        yield World(tab, Known(token, [*streams, "st_unknown"]))
+        yield World(tab, Known(token, [*streams, "st_unknown"], tool_calls))
     finally:
         tab.close()
+
+
+def _waiting_tool_calls(stack: Stack, count: int = 40) -> list[str]:
+    """Records of frontend calls a stream waits on, as the tool loop writes them (written
+    directly: a real waiting stream would publish to the tab between the fuzzer's fences)."""
+    records = [
+        ToolCallRecord(stack.app_id, f"tc_fuzz_{n}", "st_fuzz_tools", "ui_pick", [CHANNEL])
+        for n in range(count)
+    ]
+    records.append(
+        ToolCallRecord(stack.app_id, "tc_fuzz_elsewhere", "st_fuzz_x", "ui_pick", [OTHER_CHANNEL])
+    )
+    ToolCallStore(stack.dynamodb_client(), stack.table).open(records)
+    return [r.call_id for r in records]
 
 
 def _finished_stream(stack: Stack, channel: str, text: str) -> str:
@@ -93,6 +109,19 @@ def test_every_message_gets_one_well_formed_reply(
 ) -> None:
     frame = data.draw(frames(world.known), label="frame")
     check_replies(frame, world.tab.exchange(frame), ledger)
+
+
+def test_the_fuzzed_answers_reached_the_waiting_calls(stack: Stack, world: World) -> None:
+    """After the fuzzed messages: some answers got past "no such call" and were recorded
+    (the channel check and the first-answer-wins write were fuzzed); none for the call on a
+    channel the tab is not in."""
+    if SCALE < 1:
+        pytest.skip("FUZZ_SCALE < 1 sends too few answers to expect one recorded")
+    store = ToolCallStore(stack.dynamodb_client(), stack.table)
+    records = {c: store.get(stack.app_id, c) for c in world.known.tool_calls}
+    answered = [c for c, r in records.items() if r is not None and r.status == "answered"]
+    assert answered, "no fuzzed answer reached a waiting tool call"
+    assert "tc_fuzz_elsewhere" not in answered
 
 
 def test_stack_log_holds_no_secret(

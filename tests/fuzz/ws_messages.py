@@ -22,10 +22,13 @@ OTHER_CHANNEL = "fuzz-ws-elsewhere"  # not in the connection's token
 @dataclass(frozen=True)
 class Known:
     """What messages may name: the connection's token and streams (one on a channel the
-    connection is not in, one long enough that its snapshot comes in parts, one unknown)."""
+    connection is not in, one long enough that its snapshot comes in parts, one unknown),
+    and tool calls waiting for an answer (one on a channel the connection is not in), so
+    answers reach the channel check, the first-answer-wins write and the repeat check."""
 
     token: str
     streams: list[str]
+    tool_calls: list[str]
 
 
 # Each action's own fields (docs/events.md, section 3).
@@ -62,7 +65,7 @@ def field_values(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "id": text | st.integers(),
         "streamId": st.sampled_from(known.streams) | text,
         "afterSeq": st.integers(min_value=-2, max_value=100),
-        "toolCallId": st.sampled_from(["call_fuzz", "call_fuzz_2"]) | text,
+        "toolCallId": st.sampled_from([*known.tool_calls, "call_fuzz"]) | text,
         "success": st.booleans(),
         "message": text,
         "data": json_values(),

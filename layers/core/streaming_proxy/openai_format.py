@@ -15,7 +15,8 @@ from pydantic import (
     StrictStr,
 )
 
-from .contract import ActionName, ChannelName, Message, Payload, Tool
+from .channels.names import ChannelName
+from .contract import ActionName, Message, Payload, Tool
 from .envelopes import encode
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
