@@ -69,6 +69,8 @@ export interface ToolResponse {
   success: boolean;
   message: string;
   data?: unknown;
+  /** The sender's id for this answer (not passed to the model); the client sets one. */
+  answerId?: string;
   [extra: string]: unknown;
 }
 

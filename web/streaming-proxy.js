@@ -117,6 +117,12 @@ function newStream(streamId, actionName, channel) {
   };
 }
 
+
+/** A fresh id for one tool answer (unguessable enough to tell two tabs apart). */
+function newAnswerId() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  return `a${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+}
 export class StreamingClient {
   constructor({ url, token, onStatus, reconnect, WebSocket: Impl, ...rest } = {}) {
     if (!url) throw new TypeError("connect: url is required");
@@ -217,10 +223,20 @@ export class StreamingClient {
 
   /**
    * Answer a frontend (`ui_`) tool call; resolves on the proxy's ack. Extra keys go to the model
-   * with the answer. Rejects with `error.code` "conflict" when the call was answered already.
+   * with the answer. Rejects with `error.code` "conflict" when the call was answered already
+   * (by another tab, even with the same answer).
    */
-  llmToolCallResponse({ toolCallId, success, message, data, ...extra }) {
-    const body = { ...extra, action: "llmToolCallResponse", toolCallId, success: !!success, message: message ?? "" };
+  llmToolCallResponse({ toolCallId, success, message, data, answerId, ...extra }) {
+    // answerId stays the same on a resend after a reconnect: the proxy then knows the answer
+    // it recorded is this tab's own, while another tab answering the same call learns it lost.
+    const body = {
+      ...extra,
+      action: "llmToolCallResponse",
+      toolCallId,
+      success: !!success,
+      message: message ?? "",
+      answerId: answerId ?? newAnswerId(),
+    };
     if (data !== undefined) body.data = data;
     return this._request(body, "llmToolCallResponse", toolCallId);
   }

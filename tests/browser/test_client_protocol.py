@@ -520,11 +520,29 @@ def on_tool(proxy: Proxy, name: str, handler: str, replies: str = ACK) -> None:
 
 
 def answers(proxy: Proxy) -> list[Message]:
-    """The tool answers the client sent, without the harness's connection number."""
+    """The tool answers the client sent, without the harness's connection number and the
+    client's own answer id (checked here: every answer has one, each call its own)."""
+    sent = proxy.sent(ANSWER)
+    ids = {r["toolCallId"]: r["answerId"] for r in sent}
+    assert all(isinstance(i, str) and len(i) >= 16 for i in ids.values())
+    assert len(set(ids.values())) == len(ids)
     return [
-        {k: v for k, v in r.items() if k not in ("action", "connection")}
-        for r in proxy.sent(ANSWER)
+        {k: v for k, v in r.items() if k not in ("action", "connection", "answerId")} for r in sent
     ]
+
+
+def test_an_answer_resent_after_a_reconnect_keeps_its_answer_id(proxy: Proxy) -> None:
+    on_tool(proxy, "set_theme", "() => 'ok'", replies="r => []")  # the ack is lost
+    proxy.deliver(thread_info(), llm_tool_call(1, "tc_resent", "set_theme", {}))
+    proxy.wait("proxy.sent('llmToolCallResponse').length === 1")
+    proxy.page.evaluate(f"() => {{ proxy.answer = {ACK}; }}")  # the next connection acks
+    proxy.page.evaluate("proxy.drop()")
+    proxy.wait("proxy.outcomes.length === 1")
+
+    first, again = proxy.sent(ANSWER)
+    assert (first["connection"], again["connection"]) == (1, 2)
+    assert again["answerId"] == first["answerId"]  # the proxy knows it is the same answer
+    assert proxy.page.evaluate("proxy.outcomes[0].status") == "accepted"
 
 
 def test_on_tool_answers_with_the_result_and_action_handlers_see_the_raw_event(

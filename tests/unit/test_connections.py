@@ -479,17 +479,36 @@ def test_a_tool_answer_is_recorded_once_with_its_extra_keys(stack: Stack) -> Non
         "colour": "red",  # Klai keeps keys it does not know; so do we
     }
     assert record.answered_by == CID
-    # The same tab repeating its answer (its ack was lost) is acked again, and so is the
-    # tab after a reconnect, which gave it a new connection id.
+    # The same tab repeating its answer (its ack was lost) is acked again.
     assert stack.send(body) == {"type": "ack", "toolCallId": "tc_1"}
-    stack.connect("user-42", connection_id="Reconnected0=")
-    assert stack.send(body, "Reconnected0=") == {"type": "ack", "toolCallId": "tc_1"}
-    # A different answer (another tab, say) is told the call was answered already.
+    # Another tab with the very same answer ran the tool too: it is told it lost the race.
+    stack.connect("user-42", connection_id="OtherTab000=")
+    same = stack.send(body, "OtherTab000=")
+    assert same["type"] == "error" and same["error"]["code"] == "conflict"
+    # A different answer is told the call was answered already.
     again = stack.send({**body, "message": "again"})
     assert again["type"] == "error" and again["error"]["code"] == "conflict"
     record = store.get("app1", "tc_1")
     assert record is not None and record.answer is not None
     assert record.answer["message"] == "done"
+
+
+def test_a_tab_resending_its_answer_after_a_reconnect_is_known_by_its_answer_id(
+    stack: Stack,
+) -> None:
+    stack.connect("user-42")
+    store = open_call("tc_2", ["user-42"])
+    body = tool_answer("tc_2", answerId="a-7f3e")
+    assert stack.send(body) == {"type": "ack", "toolCallId": "tc_2"}
+    # The ack was lost; the tab reconnects (a new connection id) and sends the same message.
+    stack.connect("user-42", connection_id="Reconnected0=")
+    assert stack.send(body, "Reconnected0=") == {"type": "ack", "toolCallId": "tc_2"}
+    # Another tab, with its own answer id, loses the race even with the same answer.
+    other = stack.send({**body, "answerId": "b-91c2"}, "Reconnected0=")
+    assert other["type"] == "error" and other["error"]["code"] == "conflict"
+    record = store.get("app1", "tc_2")
+    assert record is not None and record.answer is not None
+    assert "answerId" not in record.answer  # the sender's id is not the model's business
 
 
 @pytest.mark.parametrize(

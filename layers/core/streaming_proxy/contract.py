@@ -111,6 +111,10 @@ class Tool(BaseModel):
         name = self.function.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError("tool.function.name must be a non-empty string")
+        if "description" in self.function and not isinstance(self.function["description"], str):
+            raise ValueError("tool.function.description must be a string")
+        if "parameters" in self.function and not isinstance(self.function["parameters"], dict):
+            raise ValueError("tool.function.parameters must be a JSON Schema object")
         return self
 
 

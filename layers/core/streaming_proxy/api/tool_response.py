@@ -3,35 +3,27 @@ service), from a page (subscribe token) or a backend (app key)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictStr
+from pydantic import Field, SecretStr, StrictStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import ProxyError, Unauthorized
+from ..tools.answers import ToolAnswer
 from .answers import authenticate, error_response, parse, read_json, service_of
 
 TOKEN_HEADER = "x-subscribe-token"
 
 
-class ToolResponseRequest(BaseModel):
+class ToolResponseRequest(ToolAnswer):
     """The same answer as the WebSocket `llmToolCallResponse`, plus how the sender proves
     itself: a subscribe token (`token` or the `X-Subscribe-Token` header) or the app key."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    tool_call_id: StrictStr = Field(alias="toolCallId", min_length=1, max_length=256)
-    success: StrictBool
-    message: StrictStr
-    data: Any = None
     token: StrictStr | None = None
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
 
-    def answer(self) -> dict[str, Any]:
-        """The answer as the model gets it (no credentials; no `data` is no `data`)."""
-        skip = {"token", "api_key"} | ({"data"} if self.data is None else set())
-        return self.model_dump(by_alias=True, exclude=skip)
+    NOT_ANSWER: ClassVar[frozenset[str]] = frozenset({"answer_id", "token", "api_key"})
 
 
 async def tool_response(request: Request) -> Response:
@@ -51,7 +43,7 @@ async def tool_response(request: Request) -> Response:
                     "send a subscribe token (token or X-Subscribe-Token) or the app key"
                 ) from e
         await service.answer_tool(
-            app_id, body.tool_call_id, body.answer(), channels=channels, by=by
+            app_id, body.tool_call_id, body.answer(), channels=channels, by=body.sender(by)
         )
     except ProxyError as e:
         return error_response(e)

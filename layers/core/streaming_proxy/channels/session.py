@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -27,7 +26,7 @@ from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
 from ..textcheck import check_json, too_deep
 from ..toolcalls import ToolCallStore
-from ..tools.answers import accept_answer
+from ..tools.answers import ToolAnswer, accept_answer
 from .names import ChannelName, check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
@@ -73,22 +72,12 @@ class Resume(_Action):
     after_seq: StrictInt = Field(default=-1, alias="afterSeq")
 
 
-class ToolCallResponse(_Action):
-    """A frontend tool's answer; keys beyond the four named ones are kept (Klai does)."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+class ToolCallResponse(ToolAnswer):
+    """A frontend tool's answer over the WebSocket."""
 
     action: Literal["llmToolCallResponse"]
-    tool_call_id: StrictStr = Field(alias="toolCallId", min_length=1, max_length=256)
-    success: StrictBool
-    message: StrictStr
-    data: Any = None
 
-    def answer(self) -> dict[str, Any]:
-        """The answer as the model gets it: everything the page sent but the action (no
-        `data` is no `data`, not null)."""
-        skip = {"action"} | ({"data"} if self.data is None else set())
-        return self.model_dump(by_alias=True, exclude=skip)
+    NOT_ANSWER: ClassVar[frozenset[str]] = frozenset({"answer_id", "action"})
 
 
 BrowserMessage = Annotated[
@@ -275,7 +264,7 @@ class ConnectionRoutes:
                     msg.tool_call_id,
                     msg.answer(),
                     channels=self._connections.channels_of(connection_id, app_id),
-                    by=connection_id,
+                    by=msg.sender(connection_id),
                     max_bytes=self._settings.tool_answer_max_bytes,
                 )
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
