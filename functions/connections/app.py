@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter
 
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import get_settings
-from streaming_proxy.errors import ProxyError
+from streaming_proxy.errors import ProxyError, error_object
 from streaming_proxy.observability import get_logger
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
@@ -55,9 +55,9 @@ def make_handler(routes: Callable[[], ConnectionRoutes]) -> Handler:
                 try:
                     routes().connect(connection_id, token, headers.get("origin"))
                 except ProxyError as e:
-                    logger.info("connection refused", extra={"status": e.status, "code": e.code})
-                    error = {"message": e.message, "code": e.code}
-                    return {"statusCode": e.status, "body": json.dumps({"error": error})}
+                    logger.info("connection refused", extra={"status": e.status, "kind": e.kind})
+                    refusal = {"error": error_object(e)}
+                    return {"statusCode": e.status, "body": json.dumps(refusal)}
             case APIGatewayWebSocketDisconnectEventModel():
                 routes().disconnect(connection_id)
             case APIGatewayWebSocketMessageEventModel():

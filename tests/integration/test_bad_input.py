@@ -39,13 +39,31 @@ def post(stack: Stack, path: str, body: Any, **headers: str) -> httpx.Response:
     )
 
 
-def assert_klai_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_klai_error(r: httpx.Response, status: int, kind: str) -> dict[str, Any]:
+    """Klai's error answer: `code` the status (a number), `details` a string, and our
+    machine-readable `type`."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert body["success"] is False and body["error"]["code"] == code, body
+    error = body["error"]
+    assert body["success"] is False and error["type"] == kind, body
+    assert error["code"] == status and type(error["code"]) is int, body
+    assert isinstance(error["message"], str) and isinstance(error["details"], str), body
     assert "Traceback" not in r.text
-    return dict(body["error"])
+    return dict(error)
+
+
+def test_invalid_fields_are_a_400_naming_each_field_in_details_and_fields(stack: Stack) -> None:
+    body = query(messages="hello")
+    body["options"] = {"flushIntervalMs": 5000}
+    error = assert_klai_error(post(stack, "/llm/query", body), 400, "invalid_request")
+    named = {problem["field"] for problem in error["fields"]}
+    assert {"payload.messages", "options.flushIntervalMs"} <= named, error
+    assert all(isinstance(p["message"], str) and p["message"] for p in error["fields"])
+    assert error["details"] == "; ".join(f"{p['field']}: {p['message']}" for p in error["fields"])
+    # Without field problems there is no `fields`, and `details` may be empty.
+    plain = assert_klai_error(post(stack, "/llm/query", b"[1]"), 400, "bad_request")
+    assert "fields" not in plain
 
 
 def test_unknown_paths_and_methods_answer_in_the_contracts_shape(stack: Stack) -> None:
@@ -98,7 +116,7 @@ async def test_ten_thousand_channels_are_refused_at_once_and_stall_no_other_stre
         flood = await client.post("/llm/query", json=query([f"c{i}" for i in range(10_000)]))
         refused_in = time.monotonic() - started
         done = await healthy
-    error = assert_klai_error(flood, 422, "invalid_request")
+    error = assert_klai_error(flood, 400, "invalid_request")
     assert "at most 50 channels" in error["message"]
     assert refused_in < 5
     assert done.status_code == 200 and "event: end" in done.text
@@ -107,22 +125,24 @@ async def test_ten_thousand_channels_are_refused_at_once_and_stall_no_other_stre
 def test_about_440_kb_of_channel_names_is_a_4xx_not_a_500(stack: Stack) -> None:
     body = query([f"{i:05d}" + "x" * 250 for i in range(1_700)])
     r = post(stack, "/llm/query", body)
-    assert r.status_code in (413, 422), r.text
+    assert r.status_code in (400, 413), r.text
     assert r.json()["success"] is False
 
 
 @pytest.mark.parametrize("channel", ["", " ", "a b", "x" * 257, "tab\n1", "é" * 300])
 def test_bad_channel_names_are_refused_on_every_route(stack: Stack, channel: str) -> None:
-    assert_klai_error(post(stack, "/llm/query", query([channel])), 422, "invalid_request")
-    assert_klai_error(post(stack, "/stream/create", query([channel])), 422, "invalid_request")
+    assert_klai_error(post(stack, "/llm/query", query([channel])), 400, "invalid_request")
+    assert_klai_error(post(stack, "/stream/create", query([channel])), 400, "invalid_request")
     token = post(stack, "/channels/token", {"channels": [channel]})
-    assert token.status_code == 422
+    assert_klai_error(token, 400, "invalid_request")
     face = post(
         stack,
         "/v1/chat/completions",
         {"model": "mock/echo", "messages": MESSAGES, "channels": [channel], "actionName": "a"},
     )
-    assert face.status_code == 422 and face.json()["error"]["type"] == "invalid_request_error"
+    # OpenAI's shape and status for an invalid request: 400, invalid_request_error.
+    assert face.status_code == 400 and face.json()["error"]["type"] == "invalid_request_error"
+    assert face.json()["error"]["param"] == "channels.0"
 
 
 def test_the_openai_face_caps_channels_named_in_its_header_too(stack: Stack) -> None:
@@ -133,22 +153,22 @@ def test_the_openai_face_caps_channels_named_in_its_header_too(stack: Stack) -> 
         {"model": "mock/echo", "messages": MESSAGES},
         **{"x-channels": many, "x-action-name": "a"},
     )
-    assert r.status_code == 422 and "at most 50 channels" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "at most 50 channels" in r.json()["error"]["message"]
     long_name = post(
         stack,
         "/v1/chat/completions",
         {"model": "mock/echo", "messages": MESSAGES},
         **{"x-channels": "y" * 3000, "x-action-name": "a"},
     )
-    assert long_name.status_code == 422
+    assert long_name.status_code == 400
 
 
 @pytest.mark.parametrize("key", ["abc\r\nX-Injected: 1", "clé-non-ascii", "with space"])
-def test_a_provider_key_that_cannot_be_a_header_is_a_422_never_echoed(
+def test_a_provider_key_that_cannot_be_a_header_is_a_400_never_echoed(
     stack: Stack, key: str
 ) -> None:
     r = post(stack, "/llm/query", query(apiKey=key, provider="openai", model="gpt-x"))
-    error = assert_klai_error(r, 422, "invalid_request")
+    error = assert_klai_error(r, 400, "invalid_request")
     assert "apiKey" in error["message"]
     assert key not in r.text and "Injected" not in r.text
 

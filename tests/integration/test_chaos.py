@@ -262,7 +262,7 @@ async def test_a_provider_reset_before_the_first_byte_is_the_callers_and_publish
     async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
         r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
     assert r.status_code == 502 and time.monotonic() - started < 10
-    assert r.json()["error"]["code"] == "upstream_error"
+    assert r.json()["error"]["type"] == "upstream_error"
     await asyncio.sleep(0.5)
     assert all(
         not [m for m in sub.messages if m.get("actionName") == "onChaos"] for sub in subscribers
@@ -282,7 +282,7 @@ async def test_membership_unreadable_at_start_is_a_503_to_the_caller_and_nothing
     async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
         r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
     assert rule.fired >= 3  # botocore's own tries, then the relay gives up
-    assert r.status_code == 503 and r.json()["error"]["code"] == "dependency_unavailable"
+    assert r.status_code == 503 and r.json()["error"]["type"] == "dependency_unavailable"
     await asyncio.sleep(0.3)
     assert all(
         not [m for m in sub.messages if m.get("actionName") == "onChaos"] for sub in subscribers

@@ -235,7 +235,7 @@ async def test_token_for_one_channel_cannot_join_another(gateway: Gateway) -> No
         refused = await ask(
             ws, {"action": "subscribe", "channel": "channel-b", "token": token("channel-a")}
         )
-        assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
+        assert refused["type"] == "error" and refused["error"]["type"] == "forbidden"
         assert ("CHANNEL#app1#channel-b", "CONN#" + cid) not in rows_of(cid)
         joined = await ask(
             ws, {"action": "subscribe", "channel": "channel-b", "token": token("channel-b")}
@@ -258,7 +258,7 @@ async def test_bad_tokens_are_refused_at_handshake(gateway: Gateway, kind: str) 
     expected = 403 if kind == "tampered" else 401
     assert refused.value.response.status_code == expected
     body = json.loads(refused.value.response.body or b"{}")
-    assert body["error"]["code"] == ("forbidden" if expected == 403 else "unauthorized")
+    assert body["error"]["type"] == ("forbidden" if expected == 403 else "unauthorized")
     assert gateway.emulator.connection_ids() == []
 
 

@@ -95,7 +95,14 @@ async def test_stop_and_resume_of_another_apps_stream_do_not_exist(stack: Stack)
             http_stop = await client.post(
                 "/llm/query/stop", json={"streamId": sid}, headers={"x-api-key": RIVAL_KEY}
             )
-        assert http_stop.json()["status"] == "not_found"
+            # App B's page holds a token for a channel of the same name: still another channel.
+            rival_token = stack.token("shared-stop", api_key=RIVAL_KEY)
+            token_stop = await client.post(
+                "/llm/query/stop", json={"streamId": sid, "token": rival_token}
+            )
+        for refused in (http_stop, token_stop):
+            assert refused.status_code == 200, refused.text
+            assert refused.json() == {"success": True, "status": "not_found", "streamId": sid}
         for action in ("stop", "resume"):
             await b.send({"action": action, "streamId": sid, "afterSeq": -1})
             reply = await b.wait_for(
@@ -145,7 +152,7 @@ async def test_a_tool_call_is_answered_only_by_its_own_apps_browsers(stack: Stac
             )
         for refused_http in (by_key, by_token):
             assert refused_http.status_code == 404, refused_http.text
-            assert refused_http.json()["error"]["code"] == "not_found"
+            assert refused_http.json()["error"]["type"] == "not_found"
         for sub, message in ((b, "from B"), (a, "from A")):
             await sub.send(
                 {
@@ -156,7 +163,7 @@ async def test_a_tool_call_is_answered_only_by_its_own_apps_browsers(stack: Stac
                 }
             )
         refused = await b.wait_for(lambda m: m.get("type") in ("error", "ack"))
-        assert refused["type"] == "error" and refused["error"]["code"] == "not_found"
+        assert refused["type"] == "error" and refused["error"]["type"] == "not_found"
         assert_complete(await a.stream(stream_id), "picked from A")
     finally:
         await a.close()
@@ -170,7 +177,7 @@ async def test_no_subscribe_reaches_another_connections_private_channel(stack: S
         tab_b = f"tab|{await b.connection_id()}"
         await b.send({"action": "subscribe", "channel": tab_a, "token": stack.token("x")})
         refused = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
-        assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
+        assert refused["type"] == "error" and refused["error"]["type"] == "forbidden"
         b.messages.clear()
         await b.send({"action": "subscribe", "channel": tab_b})  # its own: already in it
         own = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
@@ -179,7 +186,7 @@ async def test_no_subscribe_reaches_another_connections_private_channel(stack: S
         # A token of app A on a connection of app B is refused, channel names alike.
         await b.send({"action": "subscribe", "channel": "team", "token": stack.token("team")})
         foreign = await b.wait_for(lambda m: m.get("type") in ("error", "subscribed"))
-        assert foreign["type"] == "error" and foreign["error"]["code"] == "forbidden"
+        assert foreign["type"] == "error" and foreign["error"]["type"] == "forbidden"
     finally:
         await a.close()
         await b.close()

@@ -188,9 +188,11 @@ async def test_sdk_raises_typed_errors(stack: Stack) -> None:
             stream=True,
         )
     assert "gemini" in str(no_key.value)
-    with pytest.raises(openai.UnprocessableEntityError):
+    # OpenAI answers 400 invalid_request_error for an invalid request, naming the field.
+    with pytest.raises(openai.BadRequestError) as empty:
         await client(stack).chat.completions.create(model="mock/echo", messages=[], stream=True)
-    with pytest.raises(openai.UnprocessableEntityError):
+    assert empty.value.param == "messages" and empty.value.code == "invalid_request"
+    with pytest.raises(openai.BadRequestError):
         await client(stack).chat.completions.create(
             model="mock/echo",
             messages=[{"role": "user", "content": "x"}],

@@ -248,7 +248,7 @@ async def test_a_gone_subscriber_is_removed_after_its_first_410(stack: Stack) ->
         await live.close()
 
 
-@pytest.mark.parametrize("how", ["endpoint", "websocket"])
+@pytest.mark.parametrize("how", ["endpoint", "token", "websocket"])
 async def test_stop_mid_stream_ends_cancelled_and_closes_upstream(
     stack: Stack, fake_llm: FakeLlm, how: str
 ) -> None:
@@ -263,10 +263,18 @@ async def test_stop_mid_stream_ends_cancelled_and_closes_upstream(
         await sub.wait_for(lambda m: m.get("streamId") == stream_id and m.get("type") == "delta")
         upstream = fake_llm.last("/chat/completions")
         stopped_at = time.monotonic()
-        if how == "endpoint":
-            stop = await post(stack, "/llm/query/stop", {"streamId": stream_id})
-            assert stop.status_code == 200
-            assert stop.json()["status"] == "stopped"
+        if how != "websocket":
+            # A page stops over HTTPS with its subscribe token (Klai's llmQueryStop).
+            key = {"x-api-key": stack.api_key} if how == "endpoint" else {"x-api-key": ""}
+            proof = {"token": stack.token("room-stop")} if how == "token" else {}
+            stop = await post(stack, "/llm/query/stop", {"streamId": stream_id, **proof}, **key)
+            assert stop.status_code == 200, stop.text
+            assert stop.json() == {
+                "success": True,
+                "status": "stopped",
+                "streamId": stream_id,
+                "streamStatus": "streaming",
+            }
         else:
             await sub.send({"action": "stop", "streamId": stream_id})
             await sub.wait_for(
@@ -282,10 +290,39 @@ async def test_stop_mid_stream_ends_cancelled_and_closes_upstream(
         await sub.close()
 
 
-async def test_stop_of_an_unknown_stream_is_not_found(stack: Stack) -> None:
+async def test_stop_of_an_unknown_stream_is_not_found_with_200(stack: Stack) -> None:
     r = await post(stack, "/llm/query/stop", {"streamId": "st_nope"})
-    assert r.status_code == 404
-    assert r.json()["status"] == "not_found"
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "status": "not_found", "streamId": "st_nope"}
+
+
+async def test_a_token_stops_only_streams_on_its_channels(stack: Stack) -> None:
+    sub = await Subscriber.open(stack.ws, stack.token("room-guarded"))
+    try:
+        r = await post(stack, "/llm/query", body(["room-guarded"], providerArgs={"delayMs": 30}))
+        stream_id = r.json()["streamId"]
+        elsewhere = stack.token("room-elsewhere")
+        # In the header as well as the body; no app key: the stream is not revealed.
+        for how in ({"x-subscribe-token": elsewhere}, {}):
+            proof = {} if how else {"token": elsewhere}
+            refused = await post(
+                stack,
+                "/llm/query/stop",
+                {"streamId": stream_id, **proof},
+                **{"x-api-key": ""},
+                **how,
+            )
+            assert refused.status_code == 200, refused.text
+            assert refused.json() == {"success": True, "status": "not_found", "streamId": stream_id}
+        messages = await sub.stream(stream_id)
+        assert messages[-1]["finish_reason"] == "stop"  # never stopped
+        anonymous = await post(
+            stack, "/llm/query/stop", {"streamId": stream_id}, **{"x-api-key": ""}
+        )
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["type"] == "unauthorized"
+    finally:
+        await sub.close()
 
 
 async def test_failure_mid_stream_publishes_error_then_end(stack: Stack) -> None:
@@ -298,7 +335,9 @@ async def test_failure_mid_stream_publishes_error_then_end(stack: Stack) -> None
         messages = await sub.stream(r.json()["streamId"])
         assert [m["type"] for m in messages][-2:] == ["error", "end"]
         assert messages[-1]["finish_reason"] == "error"
-        assert messages[-2]["error"]["message"]
+        error = messages[-2]["error"]
+        assert error["message"] and error["type"] == "upstream_error"
+        assert error["code"] == 500 and isinstance(error["details"], str)  # the provider's
         assert covered(messages) == list(range(messages[-1]["seq"] + 1))
     finally:
         await sub.close()
@@ -322,7 +361,20 @@ async def test_upstream_http_error_keeps_status_and_provider_message(stack: Stac
         body(["room-x"], providerArgs={}, provider="openai", model="fake-unauthorized"),
     )
     assert r.status_code == 401
-    assert "Incorrect API key provided" in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert "Incorrect API key provided" in error["message"]
+    assert error["code"] == 401 and error["type"] == "upstream_error"
+
+
+async def test_an_upstream_5xx_answers_502_with_the_providers_own_code(stack: Stack) -> None:
+    r = await post(
+        stack,
+        "/llm/query",
+        body(["room-x"], providerArgs={}, provider="openai", model="fake-echo-text"),
+    )
+    assert r.status_code == 502
+    error = r.json()["error"]
+    assert error["code"] == 500 and error["type"] == "upstream_error"
 
 
 INVALID: list[tuple[str, Any, dict[str, str], int]] = [
@@ -330,22 +382,22 @@ INVALID: list[tuple[str, Any, dict[str, str], int]] = [
     ("not an object", b"[1, 2]", {}, 400),
     ("no app key", body(["room-bad"]), {"x-api-key": ""}, 401),
     ("wrong app key", body(["room-bad"]), {"x-api-key": "wrong"}, 401),
-    ("stream without channels", body([]), {}, 422),
-    ("stream without actionName", {**body(["room-bad"]), "actionName": None}, {}, 422),
+    ("stream without channels", body([]), {}, 400),
+    ("stream without actionName", {**body(["room-bad"]), "actionName": None}, {}, 400),
     (
         "no messages",
         {**body(["room-bad"]), "payload": {"provider": "mock", "messages": []}},
         {},
-        422,
+        400,
     ),
     (
         "flush interval out of range",
         {**body(["room-bad"]), "options": {"flushIntervalMs": 5000}},
         {},
-        422,
+        400,
     ),
-    ("unknown provider", body(["room-bad"], provider="nope"), {}, 422),
-    ("bad mock args", body(["room-bad"], providerArgs={"delayMs": -4}), {}, 422),
+    ("unknown provider", body(["room-bad"], provider="nope"), {}, 400),
+    ("bad mock args", body(["room-bad"], providerArgs={"delayMs": -4}), {}, 400),
     ("too large", {**body(["room-bad"]), "padding": "x" * 1_200_000}, {}, 413),
 ]
 
@@ -368,7 +420,8 @@ async def test_invalid_requests_get_their_status_and_publish_nothing(stack: Stac
                 assert r.status_code == status, f"{name}: {r.status_code} {r.text}"
                 error = r.json()
                 assert error["success"] is False, name
-                assert error["error"]["message"] and error["error"]["code"], name
+                assert error["error"]["message"] and error["error"]["code"] == status, name
+                assert isinstance(error["error"]["details"], str), name
         await asyncio.sleep(0.5)
         assert [m for m in sub.messages if "streamId" in m] == []
     finally:
@@ -406,7 +459,7 @@ async def test_secrets_never_reach_the_logs(stack: Stack) -> None:
 async def test_token_endpoint_needs_a_valid_app_key(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.http, timeout=10) as client:
         r = await client.post("/channels/token", json={"channels": ["c"]})
-        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
         r = await client.post(
             "/channels/token", json={"channels": ["c"]}, headers={"authorization": "Bearer nope"}
         )

@@ -133,7 +133,7 @@ async def test_the_first_answer_wins_and_the_second_browser_is_told(stack: Stack
         await tool_call(second, stream_id)
         assert (await answer(first, call["toolCallId"], "blue"))["type"] == "ack"
         late = await answer(second, call["toolCallId"], "green")
-        assert late["type"] == "error" and late["error"]["code"] == "conflict"
+        assert late["type"] == "error" and late["error"]["type"] == "conflict"
         for sub in (first, second):
             assert_complete(await sub.stream(stream_id), "Let me pick. The colour is blue.")
     finally:
@@ -178,11 +178,11 @@ async def test_answers_from_another_channel_another_app_or_too_large_are_refused
         stream_id = await start(stack, query("tools-d", [ASK_COLOUR, SAY_COLOUR]))
         call_id = (await tool_call(sub, stream_id))["toolCallId"]
         refused = await answer(elsewhere, call_id, "from another channel")
-        assert refused["error"]["code"] == "forbidden"
+        assert refused["error"]["type"] == "forbidden"
         unknown = await answer(rival, call_id, "from another app")
-        assert unknown["error"]["code"] == "not_found"
+        assert unknown["error"]["type"] == "not_found"
         big = await answer(sub, call_id, "big", data="x" * 70_000)
-        assert big["error"]["code"] == "payload_too_large"
+        assert big["error"]["type"] == "payload_too_large"
         accepted = await answer(sub, call_id, "amber")
         assert accepted["type"] == "ack"
         assert_complete(await sub.stream(stream_id), "Let me pick. The colour is amber.")
@@ -219,7 +219,7 @@ async def test_a_stop_while_waiting_for_a_browser_ends_the_stream_at_once(stack:
         assert time.monotonic() - started < 3
         assert messages[-1]["finish_reason"] == "cancelled"
         late = await answer(sub, call_id, "too late")
-        assert late["type"] == "error" and late["error"]["code"] == "conflict"
+        assert late["type"] == "error" and late["error"]["type"] == "conflict"
     finally:
         await sub.close()
 
@@ -312,7 +312,7 @@ async def test_stream_false_refuses_frontend_tools_and_runs_backend_ones(stack: 
     ui = query("tools-k", [ASK_COLOUR, SAY_COLOUR])
     ui["payload"]["stream"] = False
     refused = await post(stack, "/llm/query", ui)
-    assert refused.status_code == 422 and "ui_" in refused.json()["error"]["message"]
+    assert refused.status_code == 400 and "ui_" in refused.json()["error"]["message"]
     stock = {"name": "lookup_stock", "arguments": {"sku": "C3"}}
     backend = query(
         "tools-k", [{"toolCalls": [stock]}, {"text": "{{message:lookup_stock}}"}], "lookup_stock"
@@ -343,7 +343,7 @@ async def test_past_the_round_limit_the_stream_ends_with_the_pending_calls(stack
         assert [m["type"] for m in messages].count("llmToolCall") == 2
         assert messages[-1]["finish_reason"] == "tool_calls"
         over = await post(stack, "/llm/query", query("tools-l", [], options={"maxToolRounds": 9}))
-        assert over.status_code == 422 and "maxToolRounds" in over.json()["error"]["message"]
+        assert over.status_code == 400 and "maxToolRounds" in over.json()["error"]["message"]
     finally:
         await sub.close()
 

@@ -151,7 +151,7 @@ def test_connect_with_valid_token_joins_token_channels_and_private_channel(stack
 def test_connect_without_token_is_401_and_stores_nothing(stack: Stack) -> None:
     answer = stack.invoke(load_event("ws-connect-no-token.json"))
     assert answer["statusCode"] == 401
-    assert json.loads(answer["body"])["error"]["code"] == "unauthorized"
+    assert json.loads(answer["body"])["error"]["type"] == "unauthorized"
     assert stack.rows() == []
 
 
@@ -237,23 +237,23 @@ def test_subscribe_to_channel_the_token_does_not_cover_is_refused(stack: Stack) 
     stack.connect("channel-a")
     reply = stack.send({"action": "subscribe", "channel": "channel-b", "token": stack.token("a")})
     assert reply["type"] == "error"
-    assert reply["error"]["code"] == "forbidden"
+    assert reply["error"]["type"] == "forbidden"
     assert ("CHANNEL#channel-b", "CONN#" + CID) not in stack.rows()
 
 
 def test_subscribe_without_or_with_expired_token_is_unauthorized(stack: Stack) -> None:
     stack.connect("user-42")
     missing = stack.send({"action": "subscribe", "channel": "team-7"})
-    assert missing["error"]["code"] == "unauthorized"
+    assert missing["error"]["type"] == "unauthorized"
     old = stack.token("team-7", ttl=60, now=time.time() - 3600)
     expired = stack.send({"action": "subscribe", "channel": "team-7", "token": old})
-    assert expired["error"]["code"] == "unauthorized"
+    assert expired["error"]["type"] == "unauthorized"
     assert stack.rows() == membership("user-42", f"tab|{CID}")
 
 
 def test_subscribe_from_unknown_connection_is_forbidden(stack: Stack) -> None:
     reply = stack.send({"action": "subscribe", "channel": "x", "token": stack.token("x")})
-    assert reply["error"]["code"] == "forbidden"
+    assert reply["error"]["type"] == "forbidden"
     assert stack.rows() == []
 
 
@@ -264,7 +264,7 @@ def test_unsubscribe_leaves_channel_but_never_the_private_one(stack: Stack) -> N
         "channel": "team-7",
     }
     refused = stack.send({"action": "unsubscribe", "channel": f"tab|{CID}"})
-    assert refused["error"]["code"] == "forbidden"
+    assert refused["error"]["type"] == "forbidden"
     assert stack.rows() == membership("user-42", f"tab|{CID}")
 
 
@@ -286,7 +286,7 @@ def test_bad_messages_get_error_reply_not_exception(
     assert stack.invoke(load_event(event_name)) == {"statusCode": 200}
     reply = stack.replies.only()
     assert reply["type"] == "error"
-    assert reply["error"]["code"] == code
+    assert reply["error"]["type"] == code
     assert reply["error"]["message"]
 
 
@@ -307,7 +307,20 @@ def test_bad_messages_get_error_reply_not_exception(
 def test_invalid_messages_get_error_reply(stack: Stack, body: str) -> None:
     reply = stack.send(body)
     assert reply["type"] == "error"
-    assert reply["error"]["code"] in ("bad_request", "invalid_request")
+    assert reply["error"]["type"] in ("bad_request", "invalid_request")
+    assert reply["error"]["code"] == 400 and isinstance(reply["error"]["details"], str)
+
+
+def test_an_invalid_field_is_named_in_the_action_error(stack: Stack) -> None:
+    reply = stack.send(json.dumps({"action": "resume", "streamId": "st_1", "afterSeq": "x"}))
+    # The same error object as the HTTP answers: Klai's types plus `type` and `fields`.
+    error = reply["error"]
+    assert error["type"] == "invalid_request" and error["code"] == 400
+    assert [p["field"] for p in error["fields"]] == ["afterSeq"]
+    assert error["details"].startswith("afterSeq: ")
+    unknown = stack.send(json.dumps({"action": "dance"}))["error"]
+    assert unknown["type"] == "bad_request" and "subscribe" in unknown["details"]
+    assert "fields" not in unknown
 
 
 # --- $default: stop / resume ----------------------------------------------------------------
@@ -364,7 +377,7 @@ def test_stop_on_foreign_channel_is_forbidden_and_cancels_nothing(stack: Stack) 
     stack.connect("user-42")
     make_stream("st_x", ["user-99"])
     reply = stack.send({"action": "stop", "streamId": "st_x"})
-    assert reply["error"]["code"] == "forbidden"
+    assert reply["error"]["type"] == "forbidden"
     assert not cancel_flag("st_x")
 
 
@@ -416,7 +429,7 @@ def test_resume_on_foreign_channel_is_forbidden(stack: Stack) -> None:
     stack.connect("user-42")
     make_stream("st_f", ["user-99"])
     reply = stack.send({"action": "resume", "streamId": "st_f", "afterSeq": -1})
-    assert reply["error"]["code"] == "forbidden"
+    assert reply["error"]["type"] == "forbidden"
 
 
 def test_large_snapshot_is_split_on_character_boundaries(stack: Stack) -> None:
@@ -484,10 +497,10 @@ def test_a_tool_answer_is_recorded_once_with_its_extra_keys(stack: Stack) -> Non
     # Another tab with the very same answer ran the tool too: it is told it lost the race.
     stack.connect("user-42", connection_id="OtherTab000=")
     same = stack.send(body, "OtherTab000=")
-    assert same["type"] == "error" and same["error"]["code"] == "conflict"
+    assert same["type"] == "error" and same["error"]["type"] == "conflict"
     # A different answer is told the call was answered already.
     again = stack.send({**body, "message": "again"})
-    assert again["type"] == "error" and again["error"]["code"] == "conflict"
+    assert again["type"] == "error" and again["error"]["type"] == "conflict"
     record = store.get("app1", "tc_1")
     assert record is not None and record.answer is not None
     assert record.answer["message"] == "done"
@@ -505,7 +518,7 @@ def test_a_tab_resending_its_answer_after_a_reconnect_is_known_by_its_answer_id(
     assert stack.send(body, "Reconnected0=") == {"type": "ack", "toolCallId": "tc_2"}
     # Another tab, with its own answer id, loses the race even with the same answer.
     other = stack.send({**body, "answerId": "b-91c2"}, "Reconnected0=")
-    assert other["type"] == "error" and other["error"]["code"] == "conflict"
+    assert other["type"] == "error" and other["error"]["type"] == "conflict"
     record = store.get("app1", "tc_2")
     assert record is not None and record.answer is not None
     assert "answerId" not in record.answer  # the sender's id is not the model's business
@@ -524,17 +537,17 @@ def test_a_tool_answer_from_outside_the_streams_channels_or_app_is_refused(
     stack.connect("user-42")
     store = open_call("tc_2", call_channels, app=app)
     reply = stack.send(tool_answer("tc_2"))
-    assert reply["type"] == "error" and reply["error"]["code"] == code
+    assert reply["type"] == "error" and reply["error"]["type"] == code
     record = store.get(app, "tc_2")
     assert record is not None and record.status == "waiting"
 
 
 def test_an_answer_to_no_waiting_call_or_too_large_is_refused(stack: Stack) -> None:
     stack.connect("user-42")
-    assert stack.send(tool_answer("tc_unknown"))["error"]["code"] == "not_found"
+    assert stack.send(tool_answer("tc_unknown"))["error"]["type"] == "not_found"
     open_call("tc_big", ["user-42"])
     reply = stack.send(tool_answer("tc_big", data="x" * 70_000))
-    assert reply["type"] == "error" and reply["error"]["code"] == "payload_too_large"
+    assert reply["type"] == "error" and reply["error"]["type"] == "payload_too_large"
 
 
 def outage(at: str) -> Stubber:
@@ -579,7 +592,7 @@ def test_a_tool_answer_during_a_dynamodb_outage_is_unavailable_then_acked_when_r
         reply = stack.send(tool_answer("tc_out"))
         stub.assert_no_pending_responses()
     assert reply["type"] == "error"
-    assert reply["error"]["code"] == "dependency_unavailable"
+    assert reply["error"]["type"] == "dependency_unavailable"
     assert "ProvisionedThroughputExceededException" in reply["error"]["message"]
     record = store.get("app1", "tc_out")
     assert record is not None and record.status == "waiting"

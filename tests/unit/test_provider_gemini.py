@@ -180,7 +180,7 @@ def test_last_message_must_be_from_the_user(messages: list[dict[str, object]]) -
     with pytest.raises(ValidationFailed) as caught:
         provider().prepare(request(messages=messages))
 
-    assert caught.value.status == 422
+    assert caught.value.status == 400
     assert caught.value.message == "Gemini requires the last message to be from the user"
 
 

@@ -200,7 +200,7 @@ def test_invalid_provider_args_are_rejected_in_prepare(args: dict[str, Any], fie
     with pytest.raises(ValidationFailed) as caught:
         MockProvider().prepare(request(**args))
 
-    assert caught.value.status == 422
+    assert caught.value.status == 400
     assert f"{field}:" in caught.value.message
     assert caught.value.message.startswith("invalid providerArgs for provider 'mock'")
 

@@ -378,7 +378,7 @@ async def test_prepare_requires_a_model() -> None:
     with pytest.raises(ValidationFailed) as caught:
         openai(FakeUpstream([])).prepare(request(model=None))
 
-    assert caught.value.status == 422 and "model" in caught.value.message
+    assert caught.value.status == 400 and "model" in caught.value.message
 
 
 async def test_prepare_requires_a_key_for_openai() -> None:

@@ -145,7 +145,7 @@ def test_the_doc_and_the_model_agree_on_the_edges(label: str, body: dict[str, An
     assert (doc_errors("StreamRequest", body) == []) == model_accepts, label
 
 
-# -- the provider checks that run before anything is published (422s) --
+# -- the provider checks that run before anything is published (400s) --
 
 
 def server_settings() -> Settings:

@@ -45,9 +45,19 @@ def test_a_late_progress_snapshot_never_overwrites_the_final_text(store: StreamS
 
 
 def test_an_early_failure_goes_to_a_waiting_caller_only_while_it_waits(store: StreamStore) -> None:
-    failure = StartError(401, "upstream_error", "bad key")
+    failure = StartError(502, "upstream_error", "bad gateway", 500, "openai status 500")
     new(store, "st_wait")
     assert store.mark_start_failed("st_wait", failure) is True  # caller still waiting
+    record = store.get("st_wait")
+    assert record is not None and record.start_error == failure
+    # The waiting caller answers with the provider's own code and the details, as in-process.
+    error = failure.as_error()
+    assert (error.status, error.kind, error.code, error.details) == (
+        502,
+        "upstream_error",
+        500,
+        "openai status 500",
+    )
     new(store, "st_gone")
     assert store.mark_acked("st_gone") is True  # the caller was answered "started"
     assert store.mark_start_failed("st_gone", failure) is False  # so publish it instead

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictStr,
     field_validator,
     model_validator,
 )
@@ -191,6 +192,8 @@ class StopRequest(BaseModel):
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     stream_id: str = Field(alias="streamId", min_length=1, max_length=128)
+    # A page stops with its subscribe token instead of the app key (Klai's llmQueryStop).
+    token: StrictStr | None = None
 
 
 class TokenRequest(BaseModel):

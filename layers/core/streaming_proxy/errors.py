@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+from pydantic import ValidationError
 
 from .redact import bounded, scrub
 
@@ -10,83 +13,129 @@ from .redact import bounded, scrub
 UPSTREAM_MESSAGE_CHARS = 500
 
 
+class FieldProblem(TypedDict):
+    """One invalid field of a request or message: its dotted path and what is wrong."""
+
+    field: str
+    message: str
+
+
 class ProxyError(Exception):
     """Base of every error the proxy reports to a caller.
 
-    `status` is the HTTP status the error maps to, `code` a stable machine-readable
-    name, `details` optional structured context (never secrets).
+    `status` is the HTTP status it maps to; `kind` a stable machine-readable name (sent as
+    `error.type`); `code` Klai's numeric `error.code` (the status, or a provider's own);
+    `details` one short sentence with the specifics ("" when none, never secrets); `fields`
+    the per-field problems of an invalid request (its `details` by default).
     """
 
     status: int = 500
-    code: str = "internal_error"
+    kind: str = "internal_error"
 
     def __init__(
         self,
         message: str,
         *,
-        details: Any = None,
+        details: str = "",
+        fields: Sequence[FieldProblem] = (),
         status: int | None = None,
-        code: str | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details
+        self.fields = list(fields)
+        self.details = details or describe(self.fields)
         if status is not None:
             self.status = status
-        if code is not None:
-            self.code = code
+        if kind is not None:
+            self.kind = kind
+        self.code: int = self.status
+
+
+def describe(fields: Sequence[FieldProblem], limit: int = 5) -> str:
+    """`field: problem; field: problem` for the first `limit` problems."""
+    shown = "; ".join(f"{p['field']}: {p['message']}" for p in fields[:limit])
+    more = len(fields) - limit
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def field_problems(error: ValidationError, skip: int = 0) -> list[FieldProblem]:
+    """Pydantic's errors as field problems (never echoing the values sent); `skip` drops
+    leading path parts (a union's tag)."""
+    return [
+        {"field": ".".join(str(p) for p in err["loc"][skip:]) or "(body)", "message": err["msg"]}
+        for err in error.errors(include_input=False, include_url=False)
+    ]
+
+
+def error_object(error: ProxyError) -> dict[str, Any]:
+    """The one error object of every Klai answer, `error` event and action error:
+    Klai's `{message, code (number), details (string)}` plus `type` and `fields`."""
+    body: dict[str, Any] = {
+        "message": scrub(error.message),
+        "code": error.code,
+        "details": scrub(error.details),
+        "type": error.kind,
+    }
+    if error.fields:
+        body["fields"] = [
+            {"field": scrub(p["field"]), "message": scrub(p["message"])} for p in error.fields
+        ]
+    return body
 
 
 class BadRequest(ProxyError):
     status = 400
-    code = "bad_request"
+    kind = "bad_request"
 
 
 class Unauthorized(ProxyError):
     status = 401
-    code = "unauthorized"
+    kind = "unauthorized"
 
 
 class Forbidden(ProxyError):
     status = 403
-    code = "forbidden"
+    kind = "forbidden"
 
 
 class NotFound(ProxyError):
     status = 404
-    code = "not_found"
+    kind = "not_found"
 
 
 class Conflict(ProxyError):
     """The request loses a race it may not win twice (a tool call already answered)."""
 
     status = 409
-    code = "conflict"
+    kind = "conflict"
 
 
 class PayloadTooLarge(ProxyError):
     status = 413
-    code = "payload_too_large"
+    kind = "payload_too_large"
 
 
 class ValidationFailed(ProxyError):
-    status = 422
-    code = "invalid_request"
+    """A field is missing, of the wrong type or out of range: 400, as Klai answers."""
+
+    status = 400
+    kind = "invalid_request"
 
 
 class UnknownProvider(ValidationFailed):
-    code = "unknown_provider"
+    kind = "unknown_provider"
 
 
 class ProviderNotConfigured(Unauthorized):
     """No provider key on the server and none in the request."""
 
-    code = "provider_key_missing"
+    kind = "provider_key_missing"
 
 
 class RateLimited(ProxyError):
     status = 429
-    code = "rate_limited"
+    kind = "rate_limited"
 
 
 class UpstreamError(ProxyError):
@@ -97,32 +146,35 @@ class UpstreamError(ProxyError):
     """
 
     status = 502
-    code = "upstream_error"
+    kind = "upstream_error"
 
     def __init__(
         self,
         message: str,
         *,
         upstream_status: int | None = None,
-        details: Any = None,
+        details: str = "",
     ) -> None:
         # Without a provider status the class's own status stands (502, or 504 for timeouts).
         status = upstream_http_status(upstream_status) if upstream_status is not None else None
         message = bounded(scrub(message), UPSTREAM_MESSAGE_CHARS)
         super().__init__(message, details=details, status=status)
         self.upstream_status = upstream_status
+        # Klai's `error.code` is the provider's own number when there is one.
+        if upstream_status is not None:
+            self.code = upstream_status
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
-    code = "upstream_timeout"
+    kind = "upstream_timeout"
 
 
 class DependencyUnavailable(ProxyError):
     """A service the proxy needs (DynamoDB, Lambda) did not answer or refused for now."""
 
     status = 503
-    code = "dependency_unavailable"
+    kind = "dependency_unavailable"
 
 
 # -- delivery to WebSocket connections -------------------------------------------------------
@@ -134,7 +186,7 @@ class DeliveryError(ProxyError):
     """A post to one WebSocket connection failed."""
 
     status = 502
-    code = "delivery_failed"
+    kind = "delivery_failed"
     retryable = False
 
 
@@ -142,27 +194,27 @@ class ConnectionGone(DeliveryError):
     """The connection no longer exists (API Gateway 410): delete it, never retry."""
 
     status = 410
-    code = "gone"
+    kind = "gone"
 
 
 class DeliveryThrottled(DeliveryError):
     """API Gateway throttled the post (429 LimitExceededException): back off, retry."""
 
     status = 429
-    code = "delivery_throttled"
+    kind = "delivery_throttled"
     retryable = True
 
 
 class DeliveryRejected(DeliveryError):
     """API Gateway refused the post for good (403 Forbidden, 413 too large, other 4xx)."""
 
-    code = "delivery_rejected"
+    kind = "delivery_rejected"
 
 
 class DeliveryServerError(DeliveryError):
     """The management API answered 5xx: retry."""
 
-    code = "delivery_server_error"
+    kind = "delivery_server_error"
     retryable = True
 
 
@@ -170,7 +222,7 @@ class DeliveryUnreachable(DeliveryError):
     """No answer: timeout, refused or reset connection. Retry."""
 
     status = 504
-    code = "delivery_unreachable"
+    kind = "delivery_unreachable"
     retryable = True
 
 
@@ -205,4 +257,4 @@ class NotSupported(ProxyError):
     """A contract endpoint this deployment does not offer."""
 
     status = 501
-    code = "not_supported"
+    kind = "not_supported"

@@ -186,19 +186,19 @@ _ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
-    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
 def error_body(error: ProxyError) -> dict[str, Any]:
-    """OpenAI's error shape, so the official SDK raises its typed exceptions."""
+    """OpenAI's error shape, so the official SDK raises its typed exceptions: `code` is our
+    stable kind (OpenAI's codes are strings), `param` the first invalid field."""
     return {
         "error": {
             "message": scrub(error.message),
             "type": _ERROR_TYPES.get(error.status, "api_error"),
-            "param": None,
-            "code": error.code,
+            "param": scrub(error.fields[0]["field"]) if error.fields else None,
+            "code": error.kind,
         }
     }
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ProxyError, UpstreamError
+from .errors import ProxyError
 from .events import FinishReason, ProviderEvent
-from .redact import scrub
 from .textcheck import model_json
 
 
@@ -81,13 +80,3 @@ def function_entry(name: str, arguments: dict[str, Any] | str, call_id: str) -> 
         "arguments": parsed,
         "toolCallId": call_id,
     }
-
-
-def error_event_body(error: ProxyError) -> dict[str, Any]:
-    """The `error` event's `{message, details}` (never a stack trace)."""
-    details: dict[str, Any] = {"code": error.code, "status": error.status}
-    if isinstance(error, UpstreamError) and error.upstream_status is not None:
-        details["upstreamStatus"] = error.upstream_status
-    if error.details is not None:
-        details["info"] = error.details
-    return {"message": scrub(error.message), "details": details}

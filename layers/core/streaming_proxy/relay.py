@@ -19,7 +19,7 @@ from . import redact
 from .coalescer import Coalescer
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout
+from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout, error_object
 from .events import (
     Finish,
     PlannedCall,
@@ -34,7 +34,7 @@ from .events import (
 from .gate import AnsweredByOutcome, StartGate
 from .jobs import StreamJob
 from .observability import StreamStats, get_logger
-from .outcome import Observer, Sink, StreamOutcome, ToolCall, error_event_body, unknown_usage
+from .outcome import Observer, Sink, StreamOutcome, ToolCall, unknown_usage
 from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .streams import StreamStatus
@@ -344,7 +344,7 @@ class Relay:
             content = function_call_content(outcome.tool_calls)
             await self._step("function_call", self._emit("function_call", content=content))
         if outcome.error is not None:
-            await self._step("error", self._emit("error", error=error_event_body(outcome.error)))
+            await self._step("error", self._emit("error", error=error_object(outcome.error)))
         await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
         for observer in self._observers:
             await self._step("observer", observer.on_finish(outcome))

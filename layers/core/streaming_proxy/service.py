@@ -141,7 +141,7 @@ class StreamService:
             raise ValidationFailed(
                 "payload.tools: frontend tools (ui_...) are answered by a browser on the "
                 "stream's channels, so they cannot run with stream:false or without channels",
-                details=[{"field": "payload.tools", "tools": frontend}],
+                fields=[{"field": "payload.tools", "message": "frontend: " + ", ".join(frontend)}],
             )
         self.providers.resolve(job.provider).prepare(job.llm_request)
 
@@ -279,10 +279,15 @@ class StreamService:
         error = await gate.wait(wait)
         return StartError.of(error) if error else None
 
-    async def stop(self, stream_id: str, app_id: str) -> StopResult:
-        """Set the cancel flag of an app's stream (the relay notices within a poll)."""
+    async def stop(
+        self, stream_id: str, app_id: str, channels: frozenset[str] | None = None
+    ) -> StopResult:
+        """Set the cancel flag of an app's stream (the relay notices within a poll). With
+        `channels` (a page's token) only a stream publishing to one of them is found."""
         record = await self.store(self.streams.get, stream_id)
         if record is None or record.app_id != app_id:
+            return StopResult("not_found", stream_id)
+        if channels is not None and channels.isdisjoint(record.channels):
             return StopResult("not_found", stream_id)
         if not record.finished:
             await self.store(self.streams.request_cancel, stream_id)

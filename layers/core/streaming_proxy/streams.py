@@ -30,16 +30,20 @@ class StartError:
     """Why a stream failed before its first upstream byte (becomes the HTTP answer)."""
 
     status: int
-    code: str
+    kind: str
     message: str
+    code: int
+    details: str = ""
 
     @classmethod
     def of(cls, error: ProxyError) -> StartError:
-        return cls(error.status, error.code, error.message)
+        return cls(error.status, error.kind, error.message, error.code, error.details)
 
     def as_error(self) -> ProxyError:
         """The recorded failure as an error to answer with."""
-        return ProxyError(self.message, status=self.status, code=self.code)
+        error = ProxyError(self.message, status=self.status, kind=self.kind, details=self.details)
+        error.code = self.code
+        return error
 
 
 @dataclass(slots=True)
@@ -137,8 +141,10 @@ class StreamStore:
         failure = {
             "M": {
                 "status": {"N": str(error.status)},
-                "code": {"S": error.code},
+                "kind": {"S": error.kind},
+                "code": {"N": str(error.code)},
                 "message": {"S": error.message},
+                "details": {"S": error.details},
             }
         }
         return self._transition(
@@ -233,7 +239,13 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
     start_error = None
     if "startError" in item:
         m = item["startError"]["M"]
-        start_error = StartError(int(m["status"]["N"]), m["code"]["S"], m["message"]["S"])
+        start_error = StartError(
+            int(m["status"]["N"]),
+            m["kind"]["S"],
+            m["message"]["S"],
+            int(m["code"]["N"]),
+            m["details"]["S"],
+        )
     usage = json.loads(item["usage"]["S"]) if "usage" in item else None
     return StreamRecord(
         stream_id=stream_id,

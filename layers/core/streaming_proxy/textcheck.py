@@ -88,5 +88,5 @@ def _check_text(text: str, path: str) -> None:
         where = valid_text(path)[:200]
         raise BadRequest(
             f"{where}: text is not valid Unicode (a lone surrogate such as \\ud800)",
-            details=[{"field": where, "message": "lone surrogate"}],
+            fields=[{"field": where, "message": "lone surrogate"}],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,12 +11,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..auth import App, presented_key
-from ..errors import BadRequest, PayloadTooLarge, ProxyError, ValidationFailed
-from ..redact import scrub
+from ..errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ProxyError,
+    Unauthorized,
+    ValidationFailed,
+    describe,
+    error_object,
+    field_problems,
+)
 from ..service import StreamService
 from ..textcheck import check_json, too_deep
 
 M = TypeVar("M", bound=BaseModel)
+
+# Where a page sends its subscribe token when the body has no `token`.
+TOKEN_HEADER = "x-subscribe-token"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request a page may send too: an app's backend (`channels` None: every
+    channel of the app) or a page, limited to the channels its subscribe token grants."""
+
+    app_id: str
+    channels: frozenset[str] | None
+    by: str  # "token" | "app key"
 
 
 def service_of(request: Request) -> StreamService:
@@ -51,16 +73,12 @@ async def read_json(
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
-    """Validate a body; 422 listing each invalid field (never echoing the values sent)."""
+    """Validate a body; 400 listing each invalid field (never echoing the values sent)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
-            for err in e.errors(include_input=False, include_url=False)
-        ]
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-        raise ValidationFailed(f"invalid request: {summary}", details=problems) from e
+        problems = field_problems(e)
+        raise ValidationFailed(f"invalid request: {describe(problems)}", fields=problems) from e
 
 
 def authenticate(request: Request, data: dict[str, Any]) -> App:
@@ -74,12 +92,25 @@ def authenticate(request: Request, data: dict[str, Any]) -> App:
     return service_of(request).apps.authenticate(key)
 
 
+def page_or_app(request: Request, data: dict[str, Any], token: str | None) -> Caller:
+    """The caller of a route open to pages: a subscribe token (`token` in the body or the
+    `X-Subscribe-Token` header) or else the app key."""
+    token = token or request.headers.get(TOKEN_HEADER)
+    if token:
+        claims = service_of(request).apps.verify_token(token)
+        return Caller(claims.app_id, claims.channels, "token")
+    try:
+        return Caller(authenticate(request, data).app_id, None, "app key")
+    except Unauthorized as e:
+        raise Unauthorized(
+            "send a subscribe token (token or X-Subscribe-Token) or the app key"
+        ) from e
+
+
 def error_response(error: ProxyError, action_name: str | None = None) -> JSONResponse:
-    """The one place a ProxyError becomes the contract's error answer."""
+    """The one place a ProxyError becomes the contract's error answer (Klai routes)."""
     body: dict[str, Any] = {"success": False}
     if action_name:
         body["actionName"] = action_name
-    body["error"] = {"message": scrub(error.message), "code": error.code}
-    if error.details is not None:
-        body["error"]["details"] = error.details
+    body["error"] = error_object(error)
     return JSONResponse(body, status_code=error.status)

@@ -25,13 +25,13 @@ async def health(request: Request) -> Response:
 
 
 # Starlette's own answers (no route, wrong method) in the contract's error shape.
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed"}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else None)
-    response = error_response(ProxyError(exc.detail, status=exc.status_code, code=code))
+    kind = _HTTP_KINDS.get(exc.status_code, "bad_request" if exc.status_code < 500 else None)
+    response = error_response(ProxyError(exc.detail, status=exc.status_code, kind=kind))
     # 405 carries `Allow`, as HTTP requires.
     response.headers.update(exc.headers or {})
     return response

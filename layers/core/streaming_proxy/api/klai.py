@@ -15,7 +15,7 @@ from ..jobs import StreamJob, StreamKind
 from ..outcome import StreamOutcome
 from ..service import StreamService
 from ..streams import new_stream_id
-from .answers import authenticate, error_response, parse, read_json, service_of
+from .answers import authenticate, error_response, page_or_app, parse, read_json, service_of
 from .sse import KlaiSseSink, sse_answer
 
 SETUP_COMPLETE = "Streaming setup complete"
@@ -33,19 +33,20 @@ async def llm_query_stop(request: Request) -> Response:
     service = service_of(request)
     try:
         data = await read_json(request, service.settings.max_body_bytes)
-        app = authenticate(request, data)
         body = parse(StopRequest, data)
-        result = await service.stop(body.stream_id, app.app_id)
+        caller = page_or_app(request, data, body.token)
+        result = await service.stop(body.stream_id, caller.app_id, caller.channels)
     except ProxyError as e:
         return error_response(e)
+    # Klai answers 200 either way; a stream of another app or channel is simply not found.
     answer: dict[str, Any] = {
-        "success": result.status == "stopped",
+        "success": True,
         "status": result.status,
         "streamId": result.stream_id,
     }
     if result.stream_status is not None:
         answer["streamStatus"] = result.stream_status
-    return JSONResponse(answer, status_code=200 if result.status == "stopped" else 404)
+    return JSONResponse(answer)
 
 
 async def assistants(request: Request) -> Response:
@@ -97,7 +98,7 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
     if rounds > settings.max_tool_rounds:
         raise ValidationFailed(
             f"options.maxToolRounds may be at most {settings.max_tool_rounds} on this deployment",
-            details=[{"field": "options.maxToolRounds", "message": "over the maximum"}],
+            fields=[{"field": "options.maxToolRounds", "message": "over the maximum"}],
         )
     timeout = options.tool_timeout_seconds or settings.tool_timeout_seconds
     return StreamJob(

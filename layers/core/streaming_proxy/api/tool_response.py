@@ -9,11 +9,9 @@ from pydantic import Field, SecretStr, StrictStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import ProxyError, Unauthorized
+from ..errors import ProxyError
 from ..tools.answers import ToolAnswer
-from .answers import authenticate, error_response, parse, read_json, service_of
-
-TOKEN_HEADER = "x-subscribe-token"
+from .answers import error_response, page_or_app, parse, read_json, service_of
 
 
 class ToolResponseRequest(ToolAnswer):
@@ -31,19 +29,13 @@ async def tool_response(request: Request) -> Response:
     try:
         data = await read_json(request, service.settings.max_body_bytes)
         body = parse(ToolResponseRequest, data)
-        token = body.token or request.headers.get(TOKEN_HEADER)
-        if token:
-            claims = service.apps.verify_token(token)
-            app_id, channels, by = claims.app_id, claims.channels, "token"
-        else:
-            try:
-                app_id, channels, by = authenticate(request, data).app_id, None, "app key"
-            except Unauthorized as e:
-                raise Unauthorized(
-                    "send a subscribe token (token or X-Subscribe-Token) or the app key"
-                ) from e
+        caller = page_or_app(request, data, body.token)
         await service.answer_tool(
-            app_id, body.tool_call_id, body.answer(), channels=channels, by=body.sender(by)
+            caller.app_id,
+            body.tool_call_id,
+            body.answer(),
+            channels=caller.channels,
+            by=body.sender(caller.by),
         )
     except ProxyError as e:
         return error_response(e)

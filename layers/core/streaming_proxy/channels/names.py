@@ -66,7 +66,7 @@ def check_targets(channels: Sequence[str], cap: int, field: str = "channels") ->
     if len(channels) > cap:
         raise ValidationFailed(
             f"{field}: at most {cap} channels per request (got {len(channels)})",
-            details=[{"field": field, "message": f"at most {cap} channels"}],
+            fields=[{"field": field, "message": f"at most {cap} channels"}],
         )
     unique = list(dict.fromkeys(channels))
     for index, channel in enumerate(unique):
@@ -74,7 +74,7 @@ def check_targets(channels: Sequence[str], cap: int, field: str = "channels") ->
         if problem is not None:
             raise ValidationFailed(
                 f"{field}[{index}]: channel {problem}",
-                details=[{"field": f"{field}.{index}", "message": f"channel {problem}"}],
+                fields=[{"field": f"{field}.{index}", "message": f"channel {problem}"}],
             )
     return unique
 

@@ -21,7 +21,15 @@ from ..auth import AppRegistry
 from ..blocking import dependency_error
 from ..config import Settings
 from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
-from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
+from ..errors import (
+    BadRequest,
+    ConnectionGone,
+    Forbidden,
+    ProxyError,
+    ValidationFailed,
+    error_object,
+    field_problems,
+)
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
 from ..textcheck import check_json, too_deep
@@ -90,10 +98,7 @@ ACTIONS = frozenset({"subscribe", "unsubscribe", "ping", "stop", "resume", "llmT
 
 def error_message(error: ProxyError) -> dict[str, Any]:
     """The `error` reply for a refused browser message."""
-    body: dict[str, Any] = {"message": error.message, "code": error.code}
-    if error.details is not None:
-        body["details"] = error.details
-    return {"type": "error", "error": body}
+    return {"type": "error", "error": error_object(error)}
 
 
 def parse_browser_message(body: str | None) -> BrowserMessage:
@@ -113,16 +118,13 @@ def parse_browser_message(body: str | None) -> BrowserMessage:
             f"unknown action {action[:64]!r}"
             if isinstance(action, str)
             else ("missing action" if action is None else "action must be a string"),
-            details={"actions": sorted(ACTIONS)},
+            details="valid actions: " + ", ".join(sorted(ACTIONS)),
         )
     try:
         return _BROWSER_MESSAGE.validate_python(raw)
     except PydanticValidationError as e:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"][1:]), "problem": err["msg"]}
-            for err in e.errors(include_url=False, include_input=False)
-        ]
-        raise ValidationFailed(f"invalid {action} message", details=problems) from e
+        # The path's first part is the union's tag (the action).
+        raise ValidationFailed(f"invalid {action} message", fields=field_problems(e, 1)) from e
 
 
 def record_snapshot(record: StreamRecord, channel: str) -> list[dict[str, Any]]:

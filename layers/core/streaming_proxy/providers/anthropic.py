@@ -286,5 +286,5 @@ def _stream_error(error: dict[str, Any]) -> UpstreamError:
     return UpstreamError(
         f"anthropic stream error ({kind}): {message}",
         upstream_status=_ERROR_STATUS.get(kind),
-        details={"type": kind},
+        details=f"anthropic error type {kind}",
     )

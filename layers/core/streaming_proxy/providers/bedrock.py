@@ -112,7 +112,12 @@ class BedrockProvider:
         allowed = [configured, *self._settings.bedrock_allowed_regions]
         raise ValidationFailed(
             "providerArgs.region is not allowed for bedrock on this deployment",
-            details=[{"field": "payload.providerArgs.region", "allowed": allowed}],
+            fields=[
+                {
+                    "field": "payload.providerArgs.region",
+                    "message": "allowed: " + ", ".join(allowed),
+                }
+            ],
         )
 
     async def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]:
@@ -269,7 +274,7 @@ def _stream_exception(name: str, status: int | None, body: dict[str, Any]) -> Up
     return UpstreamError(
         f"bedrock stream error ({name}): {message}",
         upstream_status=original if isinstance(original, int) else status,
-        details={"code": name},
+        details=f"bedrock exception {name}",
     )
 
 
@@ -299,7 +304,7 @@ def upstream_error(error: BaseException) -> ProxyError:
         return UpstreamError(
             f"bedrock returned {code or 'an error'}: {message}",
             upstream_status=status,
-            details={"code": code},
+            details=f"bedrock error code {code}" if code else "",
         )
     if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
         return UpstreamTimeout(f"bedrock timed out: {type(error).__name__}")

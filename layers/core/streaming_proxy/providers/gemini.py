@@ -149,5 +149,5 @@ def _stream_error(error: Any) -> UpstreamError:
     return UpstreamError(
         f"gemini stream error ({status}): {error.get('message') or status}",
         upstream_status=code if isinstance(code, int) else None,
-        details={"status": status},
+        details=f"gemini status {status}",
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import UpstreamError, ValidationFailed
+from ..errors import UpstreamError, ValidationFailed, describe, field_problems
 from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from ..events import Usage as UsageEvent
 from ..tokens import estimate_prompt_tokens, estimate_text_tokens
@@ -116,13 +116,9 @@ def mock_args(request: LlmRequest) -> MockArgs:
     try:
         return MockArgs.model_validate(request.provider_args)
     except ValidationError as e:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-            for err in e.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        problems = field_problems(e)
         raise ValidationFailed(
-            f"invalid providerArgs for provider 'mock': {summary}", details=problems
+            f"invalid providerArgs for provider 'mock': {describe(problems)}", fields=problems
         ) from e
 
 

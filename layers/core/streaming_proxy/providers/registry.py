@@ -56,4 +56,6 @@ class ProviderRegistry:
             return OpenAIProvider(
                 name, http, endpoint.base_url, endpoint.api_key, key_optional=True
             )
-        raise UnknownProvider(f"unknown provider '{name}'", details={"known": self.names()})
+        raise UnknownProvider(
+            f"unknown provider '{name}'", details="known providers: " + ", ".join(self.names())
+        )
