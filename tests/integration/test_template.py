@@ -30,6 +30,7 @@ CONTRACT_ROUTES = {
     ("POST", "/llm/query"),
     ("POST", "/llm/query/stop"),
     ("POST", "/llm/tool-response"),
+    ("POST", "/message/send"),
     ("POST", "/channels/token"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/health"),

@@ -18,13 +18,17 @@ from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.channels.poster import BotoPoster
 from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
 from streaming_proxy.config import MAX_POST_CONCURRENCY
+from streaming_proxy.envelopes import MAX_MESSAGE_BYTES
 from streaming_proxy.errors import (
     ConnectionGone,
     DeliveryRejected,
     DeliveryServerError,
     DeliveryThrottled,
     DeliveryUnreachable,
+    PayloadTooLarge,
 )
+from streaming_proxy.messaging import Delivery, check_size, message_envelope
+from streaming_proxy.messaging import publish as publish_message
 from tests.delivery import assert_complete, covered, replay
 
 Step = Exception | float | Callable[[], Awaitable[None]]
@@ -488,3 +492,23 @@ def test_every_post_thread_can_keep_a_pooled_connection() -> None:
     assert as_the_service_makes_it.meta.config.max_pool_connections >= MAX_POST_CONCURRENCY
     sized = aws.management_api("us-east-1", endpoint, 3.0, pool_connections=200)
     assert sized.meta.config.max_pool_connections == 200
+
+
+async def test_a_published_message_reports_what_reached_whom_once_delivery_is_over() -> None:
+    store = FakeStore({("appA", "x"): ["ok", "refuses", "closed"], ("appB", "x"): ["rival"]})
+    poster = FakePoster()
+    poster.always["refuses"] = DeliveryRejected("forbidden", status=403)
+    poster.script["closed"] = [ConnectionGone("gone")]
+    pub = publisher(store, poster, ["x"])
+    sent = message_envelope("msg_1", "onNote", {"progress": 1})
+    delivery = await publish_message(pub, sent)
+    assert delivery == Delivery("msg_1", subscribers=3, delivered=1, failed=1, gone=1)
+    assert poster.received == {"ok": [{**sent, "channel": "x"}]}
+    assert store.closed == ["closed"]
+
+
+def test_a_message_that_cannot_fit_one_websocket_message_is_a_413() -> None:
+    fits = message_envelope("msg_1", "a", "x" * (MAX_MESSAGE_BYTES - 200))
+    check_size(fits, ["c"])
+    with pytest.raises(PayloadTooLarge):
+        check_size(fits, ["c" * 256])  # the label counts too: the longest channel decides

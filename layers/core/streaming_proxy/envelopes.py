@@ -9,6 +9,10 @@ from typing import Any
 MAX_CONTENT_BYTES = 96 * 1024
 # A snapshot above this is split in parts: API Gateway refuses messages over 128 KB.
 MAX_SNAPSHOT_MESSAGE_BYTES = 120_000
+# API Gateway's limit on one WebSocket message: a published message must fit it whole.
+MAX_MESSAGE_BYTES = 128 * 1024
+# Types after which a stream sends nothing more: its `end`, or the one `message` a publish is.
+LAST_TYPES = frozenset({"end", "message"})
 
 
 class EnvelopeSequencer:

@@ -22,7 +22,7 @@ from .config import Settings
 from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError, ValidationFailed
 from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
-from .observability import StreamStats, get_logger
+from .observability import PublishStats, StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
 from .providers import ProviderRegistry
 from .providers.base import EventSource
@@ -163,21 +163,7 @@ class StreamService:
         stats = StreamStats(provider=job.provider, kind=job.kind)
         all_sinks: list[Sink] = list(sinks)
         if job.channels:
-            all_sinks.append(
-                ChannelPublisher(
-                    store=self.connections,
-                    poster=self.poster,
-                    db=self.db,
-                    app_id=job.app_id,
-                    channels=job.channels,
-                    stream_id=job.stream_id,
-                    refresh_seconds=self.settings.member_refresh_seconds,
-                    retry=self._retry,
-                    drain_seconds=self.settings.drain_timeout_seconds,
-                    stats=stats.publish,
-                    slow_gate=self._slow_gate,
-                )
-            )
+            all_sinks.append(self.publisher(job.app_id, job.channels, job.stream_id, stats.publish))
         # Streams with channels are registered (stop, resume); the others are not.
         recorder = (
             StreamRecorder(
@@ -198,6 +184,28 @@ class StreamService:
             stats=stats,
             observers=observers,
             gate=gate,
+        )
+
+    def publisher(
+        self,
+        app_id: str,
+        channels: Sequence[str],
+        stream_id: str,
+        stats: PublishStats | None = None,
+    ) -> ChannelPublisher:
+        """The fan-out of one stream (or one published message) to an app's channels."""
+        return ChannelPublisher(
+            store=self.connections,
+            poster=self.poster,
+            db=self.db,
+            app_id=app_id,
+            channels=channels,
+            stream_id=stream_id,
+            refresh_seconds=self.settings.member_refresh_seconds,
+            retry=self._retry,
+            drain_seconds=self.settings.drain_timeout_seconds,
+            stats=stats,
+            slow_gate=self._slow_gate,
         )
 
     def _source(self, job: StreamJob) -> EventSource:

@@ -16,7 +16,7 @@ from ..config import Settings, get_settings
 from ..errors import ProxyError
 from ..observability import get_logger
 from ..service import StreamService
-from . import klai, lambda_events, openai_compat, tokens, tool_response
+from . import klai, lambda_events, messages, openai_compat, tokens, tool_response
 from .answers import error_response
 
 
@@ -52,6 +52,7 @@ def routes() -> list[Route]:
         Route("/llm/query", klai.llm_query, methods=["POST"]),
         Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
         Route("/llm/tool-response", tool_response.tool_response, methods=["POST"]),
+        Route("/message/send", messages.send, methods=["POST"]),
         Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
         Route("/events", lambda_events.pass_through, methods=["POST"]),
     ]

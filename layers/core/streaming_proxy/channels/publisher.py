@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blocking import BlockingCalls
-from ..envelopes import snapshot_messages
+from ..envelopes import LAST_TYPES, snapshot_messages
 from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
 from .lane import Lane, Outgoing
@@ -129,7 +129,7 @@ class ChannelPublisher:
         message = Outgoing(envelope)
         for lane in self._lanes.values():
             lane.put(message)
-        if kind == "end":
+        if kind in LAST_TYPES:
             # The relay still writes its final record before closing us. A tab found in that
             # window would get a catch-up saying "streaming" that no `end` follows (it would
             # wait forever), so membership stops here; the open lanes go on delivering.
