@@ -60,7 +60,41 @@ export interface ToolOutcome {
   success: boolean;
   message: string;
   data?: unknown;
-  error: (Error & { code?: string; details?: unknown }) | null;
+  error: Refusal | null;
+}
+
+/**
+ * The proxy's error object, on HTTP answers, `error` events and action errors: Klai's
+ * `message`, numeric `code` (the HTTP status, or the provider's own) and `details`, plus the
+ * stable `type` and, for invalid fields, `fields`.
+ */
+export interface ProxyErrorBody {
+  message: string;
+  code: number;
+  details: string;
+  type: string;
+  fields?: { field: string; message: string }[];
+}
+
+/** A refused request: `code` is the stable kind ("conflict", "forbidden", ...), `status` the number. */
+export type Refusal = Error & {
+  code: string;
+  type: string;
+  status: number;
+  details: string;
+  fields?: { field: string; message: string }[];
+};
+
+/** A message a backend published with `POST /message/send`: one message, no `end` follows. */
+export interface PublishedMessage {
+  actionName: string;
+  channel: string;
+  /** `msg_...`: the message's own id */
+  streamId: string;
+  seq: 0;
+  type: "message";
+  /** the JSON the backend sent, as sent */
+  message: unknown;
 }
 
 /** A frontend tool's answer (`llmToolCallResponse`); extra keys reach the model too. */
@@ -87,7 +121,7 @@ export interface StreamEvent {
   content?: any;
   finish_reason?: FinishReason;
   usage?: Usage;
-  error?: { message: string; details?: unknown; code?: string };
+  error?: ProxyErrorBody;
   /** on `llmToolCall`: "llmToolCall" (Klai page handlers test `action`) */
   action?: string;
   toolCallId?: string;
@@ -133,7 +167,7 @@ export interface StreamState {
   readonly status: StreamStatus;
   readonly finishReason: FinishReason | null;
   readonly usage: Usage | null;
-  readonly error: { message: string; code?: string; details?: unknown } | null;
+  readonly error: ProxyErrorBody | null;
   readonly functions: FunctionSummary[];
   readonly toolCalls: ToolCallEvent[];
   readonly threadInfo: Record<string, string> | null;
@@ -184,7 +218,11 @@ export interface StopResult {
   streamStatus: string | null;
 }
 
-export type ActionHandler = (event: StreamEvent | SnapshotEvent, stream: StreamState) => void;
+/** `stream` is null for a `message` (published, not part of a stream). */
+export type ActionHandler = (
+  event: StreamEvent | SnapshotEvent | PublishedMessage,
+  stream: StreamState | null,
+) => void;
 
 export declare class StreamingClient {
   readonly url: string;
@@ -194,7 +232,8 @@ export declare class StreamingClient {
   readonly streams: ReadonlyMap<string, StreamState>;
   /**
    * every event of streams sent with `actionName` ("*": all), in seq order, once; `snapshot`
-   * events replace the text, and exactly one `end` comes per stream; returns an unsubscribe
+   * events replace the text, and exactly one `end` comes per stream; each published `message`
+   * once (with `stream` null); returns an unsubscribe
    */
   on(actionName: string, handler: ActionHandler): () => void;
   /**

@@ -34,6 +34,21 @@ const REPLY_KIND = {
 // Frontend tool calls this client has taken on, remembered so a replay is not answered twice.
 // Ids are unique per call; a long-lived tab forgets the oldest past this many.
 const REMEMBERED_TOOL_CALLS = 1_000;
+// Published messages (`type: "message"`) seen, so a repeated post is not handled twice.
+const REMEMBERED_MESSAGES = 1_000;
+
+/** The proxy's error object `{message, code (HTTP status), details, type, fields?}` as an Error;
+ * `code` is the stable kind (`conflict`, `forbidden`, ...), `status` the number. */
+function refusal(body) {
+  const { message, code, details, type, fields } = body ?? {};
+  return Object.assign(new Error(message ?? "request failed"), {
+    code: type ?? "internal_error",
+    type: type ?? "internal_error",
+    status: typeof code === "number" ? code : 500,
+    details: typeof details === "string" ? details : "",
+    fields,
+  });
+}
 
 const now = () => (globalThis.performance ? performance.now() : Date.now());
 
@@ -137,6 +152,7 @@ export class StreamingClient {
     this._actions = new Map(); // actionName | "*" -> Set(handler)
     this._tools = new Map(); // tool name as registered -> {handler, onOutcome}
     this._toolCallsTaken = new Set(); // toolCallIds this client ran a handler for
+    this._messagesSeen = new Set(); // ids of published messages already handled
     this._streamListeners = new Set();
     this._channels = new Map(); // extra channel -> token
     this._left = new Set(); // channels left with unsubscribe (rejoined by a new token otherwise)
@@ -411,6 +427,7 @@ export class StreamingClient {
       return;
     }
     if (!message || typeof message !== "object") return;
+    if (message.type === "message" && typeof message.streamId === "string") return this._onPublished(message);
     if (typeof message.seq === "number" && message.streamId && message.type !== "snapshot") {
       this._onEnvelope(message);
       return;
@@ -428,8 +445,8 @@ export class StreamingClient {
   _onErrorReply(message) {
     // Replies come in request order, so an error answers the oldest request on the wire.
     const head = this._sent.shift();
-    const body = message.error ?? { message: message.message, code: "internal_error" };
-    const error = Object.assign(new Error(body.message ?? "request failed"), { code: body.code, details: body.details });
+    const body = message.error ?? { message: message.message, code: 500, details: "", type: "internal_error" };
+    const error = refusal(body);
     if (!head) return;
     if (head.kind === "resume") {
       const stream = this.streams.get(head.key);
@@ -446,7 +463,7 @@ export class StreamingClient {
     const head = at >= 0 ? this._sent.splice(at, 1)[0] : null;
     if (head?.kind === "resume") {
       const stream = this.streams.get(message.streamId);
-      if (stream) this._failResume(stream, { message: "stream not found", code: "not_found" });
+      if (stream) this._failResume(stream, { message: "stream not found", code: 404, details: "", type: "not_found" });
       return;
     }
     for (const request of [...this._pending]) {
@@ -585,8 +602,25 @@ export class StreamingClient {
     stream._stallTimer = null;
   }
 
+  /**
+   * A message a backend published (`POST /message/send`): a stream of one, with no state to
+   * keep and no `end` to wait for. Handlers get it once, with `stream` null.
+   */
+  _onPublished(message) {
+    if (this._messagesSeen.has(message.streamId)) return;
+    this._messagesSeen.add(message.streamId);
+    if (this._messagesSeen.size > REMEMBERED_MESSAGES) {
+      this._messagesSeen.delete(this._messagesSeen.values().next().value);
+    }
+    this._dispatchTo(message.actionName, message, null);
+  }
+
   _dispatch(stream, event) {
-    for (const name of [stream.actionName, "*"]) {
+    this._dispatchTo(stream.actionName, event, stream);
+  }
+
+  _dispatchTo(actionName, event, stream) {
+    for (const name of [actionName, "*"]) {
       for (const handler of this._actions.get(name) ?? []) {
         try {
           handler(event, stream);
@@ -625,13 +659,13 @@ export class StreamingClient {
     try {
       await this.llmToolCallResponse({ toolCallId: call.toolCallId, ...answer });
     } catch (refused) {
-      if (refused.code === "payload_too_large" && answer.data !== undefined) {
+      if (refused.type === "payload_too_large" && answer.data !== undefined) {
         // Nothing was recorded: say so now rather than leave the model waiting for the timeout.
         const tooLarge = { success: false, message: `the tool's result is too large to send: ${refused.message}` };
         return this._answerTool(call, tooLarge, onOutcome);
       }
       // "conflict": the call was answered already (another tab, or this one before a reconnect).
-      status = refused.code === "conflict" ? "conflict" : "failed";
+      status = refused.type === "conflict" ? "conflict" : "failed";
       error = refused;
     }
     const outcome = { ...call, status, ...answer, error };

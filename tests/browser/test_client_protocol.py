@@ -282,7 +282,7 @@ def test_a_pushed_snapshot_leaves_the_resume_in_flight_alone(proxy: Proxy) -> No
     refused = proxy.page.evaluate(
         """async () => {
           const subscribed = proxy.client.subscribe("team-9", "t");
-          proxy.deliver({ type: "error", error: { message: "no", code: "forbidden" } });
+          proxy.deliver({ type: "error", error: { message: "no", code: 403, details: "", type: "forbidden" } });
           return subscribed.then(() => "resolved", (e) => e.code);
         }"""
     )
@@ -448,7 +448,7 @@ def test_a_catch_up_snapshot_never_counts_as_the_answer_to_its_streams_resume(
     refused = proxy.page.evaluate(
         """async () => {
           const subscribed = proxy.client.subscribe("team-9", "t");
-          proxy.deliver({ type: "error", error: { message: "no", code: "forbidden" } });
+          proxy.deliver({ type: "error", error: { message: "no", code: 403, details: "", type: "forbidden" } });
           return subscribed.then(() => "resolved", (e) => e.code);
         }"""
     )
@@ -493,7 +493,8 @@ ANSWER = "llmToolCallResponse"
 # The proxy's replies to tool answers: an ack, or the action error of a call answered already.
 ACK = "r => r.action === 'llmToolCallResponse' ? [{ type: 'ack', toolCallId: r.toolCallId }] : []"
 CONFLICT = """r => r.action !== 'llmToolCallResponse' ? [] : [{ type: 'error',
-  error: { message: `tool call '${r.toolCallId}' was already answered`, code: 'conflict' } }]"""
+  error: { message: `tool call '${r.toolCallId}' was already answered`,
+  code: 409, details: '', type: 'conflict' } }]"""
 
 
 def llm_tool_call(
@@ -713,7 +714,7 @@ def test_a_result_over_the_size_cap_is_replaced_by_a_failure(proxy: Proxy) -> No
     too_large = """r => r.action !== 'llmToolCallResponse' ? []
       : r.data !== undefined ? [{ type: 'error', error: {
           message: 'tool answer of 70000 bytes is over the 65536-byte limit',
-          code: 'payload_too_large' } }]
+          code: 413, details: '', type: 'payload_too_large' } }]
       : [{ type: 'ack', toolCallId: r.toolCallId }]"""
     on_tool(proxy, "export_table", "() => ({ rows: 'x'.repeat(70000) })", replies=too_large)
     proxy.deliver(thread_info(), llm_tool_call(1, "tc_big", "export_table", {}))
@@ -859,3 +860,32 @@ def test_a_tab_joining_during_a_tool_wait_gets_the_pending_call_and_can_answer_i
     proxy.deliver(delta(4, "Done."), end(5))
     assert len(answers(proxy)) == 1
     assert proxy.state()["text"] == "Switching. Done."
+
+
+# ---- published messages ----------------------------------------------------------------
+
+
+def test_a_published_message_reaches_the_handlers_once_and_starts_no_stream(
+    proxy: Proxy,
+) -> None:
+    proxy.page.evaluate(
+        """() => {
+          window.got = [];
+          proxy.client.on("onProgress", (event, stream) => window.got.push([event.message, stream]));
+        }"""
+    )
+    note = {
+        "actionName": "onProgress",
+        "channel": "user-1",
+        "streamId": "msg_1",
+        "seq": 0,
+        "type": "message",
+        "message": {"step": 2, "of": 5},
+    }
+    proxy.deliver(note, note, {**note, "streamId": "msg_2", "message": "done"})
+    proxy.page.wait_for_timeout(50)
+    assert proxy.page.evaluate("window.got") == [[{"step": 2, "of": 5}, None], ["done", None]]
+    assert [e["type"] for e in proxy.events("msg_1")] == ["message"]
+    # Nothing to follow: no stream state, no resume asked for later.
+    assert proxy.page.evaluate("proxy.client.streams.size") == 0
+    assert proxy.sent("resume") == []
