@@ -282,7 +282,8 @@ def test_a_pushed_snapshot_leaves_the_resume_in_flight_alone(proxy: Proxy) -> No
     refused = proxy.page.evaluate(
         """async () => {
           const subscribed = proxy.client.subscribe("team-9", "t");
-          proxy.deliver({ type: "error", error: { message: "no", code: 403, details: "", type: "forbidden" } });
+          const error = { message: "no", code: 403, details: "", type: "forbidden" };
+          proxy.deliver({ type: "error", error });
           return subscribed.then(() => "resolved", (e) => e.code);
         }"""
     )
@@ -448,7 +449,8 @@ def test_a_catch_up_snapshot_never_counts_as_the_answer_to_its_streams_resume(
     refused = proxy.page.evaluate(
         """async () => {
           const subscribed = proxy.client.subscribe("team-9", "t");
-          proxy.deliver({ type: "error", error: { message: "no", code: 403, details: "", type: "forbidden" } });
+          const error = { message: "no", code: 403, details: "", type: "forbidden" };
+          proxy.deliver({ type: "error", error });
           return subscribed.then(() => "resolved", (e) => e.code);
         }"""
     )
@@ -871,7 +873,8 @@ def test_a_published_message_reaches_the_handlers_once_and_starts_no_stream(
     proxy.page.evaluate(
         """() => {
           window.got = [];
-          proxy.client.on("onProgress", (event, stream) => window.got.push([event.message, stream]));
+          const record = (event, stream) => window.got.push([event.message, stream]);
+          proxy.client.on("onProgress", record);
         }"""
     )
     note = {

@@ -19,6 +19,7 @@ from devstack.template import load_template
 from streaming_proxy import errors, relay
 from streaming_proxy.api import klai
 from streaming_proxy.api.app import routes
+from streaming_proxy.api.messages import MessageSendRequest
 from streaming_proxy.channels.session import ACTIONS
 from streaming_proxy.contract import StopRequest, StreamRequest, TokenRequest
 from streaming_proxy.jobs import StreamKind
@@ -37,6 +38,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/stream/create": StreamRequest,
     "/llm/query": StreamRequest,
     "/llm/query/stop": StopRequest,
+    "/message/send": MessageSendRequest,
     "/v1/chat/completions": ChatCompletionRequest,
 }
 KLAI_STREAM_PATHS = ("/stream/create", "/llm/query")
@@ -319,7 +321,7 @@ def responses_of(path: str) -> dict[str, Any]:
 def test_stream_routes_document_every_error_status(path: str) -> None:
     # 501 is the Assistants routes' own, 409 the tool-response route's own.
     statuses = error_statuses() - {errors.NotSupported.status, errors.Conflict.status}
-    assert statuses <= {400, 401, 403, 404, 413, 422, 429, 502, 503, 504}
+    assert statuses <= {400, 401, 403, 404, 413, 429, 502, 503, 504}
     documented = {int(code) for code in responses_of(path) if code != "200"}
     assert documented == statuses
     shape = "OpenAIError" if path.startswith("/v1/") else "Error"
@@ -335,13 +337,14 @@ def test_assistants_routes_authenticate_then_answer_not_supported(path: str) -> 
     # The body is read for the app key only: not JSON 400, too large 413, no key 401.
     assert set(responses_of(path)) == {"400", "401", "413", str(errors.NotSupported.status)}
     response = resolve(responses_of(path)["501"])
-    assert errors.NotSupported.code in response["description"]
+    assert errors.NotSupported.kind in response["description"]
 
 
-def test_stop_answers_200_stopped_and_404_not_found() -> None:
+def test_stop_answers_200_for_stopped_and_not_found() -> None:
     responses = responses_of("/llm/query/stop")
-    assert responses["200"]["content"]["application/json"]["example"]["status"] == "stopped"
-    assert responses["404"]["content"]["application/json"]["example"]["status"] == "not_found"
+    assert "404" not in responses
+    examples = responses["200"]["content"]["application/json"]["examples"]
+    assert {e["value"]["status"] for e in examples.values()} == {"stopped", "not_found"}
     status = pointer("#/components/schemas/StopResult")["properties"]["status"]
     assert set(status["enum"]) == {"stopped", "not_found"}
 
@@ -357,7 +360,14 @@ def test_error_shapes() -> None:
     error = schemas["Error"]
     assert set(error["required"]) == {"success", "error"}
     assert set(error["properties"]) == {"success", "actionName", "error"}
-    assert set(error["properties"]["error"]["properties"]) == {"message", "code", "details"}
+    assert error["properties"]["error"] == {"$ref": "#/components/schemas/ErrorObject"}
+    body = schemas["ErrorObject"]
+    assert set(body["required"]) == {"message", "code", "details", "type"}
+    assert (body["properties"]["code"]["type"], body["properties"]["details"]["type"]) == (
+        "integer",
+        "string",
+    )
+    assert schemas["ErrorEvent"]["allOf"][1]["properties"]["error"] == error["properties"]["error"]
     openai_error = schemas["OpenAIError"]["properties"]["error"]
     assert set(openai_error["required"]) == {"message", "type", "param", "code"}
 
