@@ -19,7 +19,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
     """The session's stack, started afresh for each fuzz module: whatever a fuzzer provokes (a
     wedged I/O pool, a crashed stream, a stuck connection) stays out of the tests after it."""
     # The deployment's own caps at the schema's ceilings: every request the schema allows is
-    # one this deployment accepts (a smaller cap is a documented 422, not a fuzz finding).
+    # one this deployment accepts (a smaller cap is a documented 400, not a fuzz finding).
     env = {**stack_env(fake_llm), "MAX_TOOL_ROUNDS": "32"}
     running = start_stack(tmp_path_factory.mktemp("fuzz-stack"), env)
     try:

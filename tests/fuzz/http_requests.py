@@ -212,7 +212,7 @@ SHAPES: dict[str, Shape] = {
         ),
     ),
 }
-# Raw bodies no JSON encoder writes. Each must be refused (400/413/422), never crash a route.
+# Raw bodies no JSON encoder writes. Each must be refused (400/413), never crash a route.
 RAW_BODIES = [
     b"",
     b"{",

@@ -70,10 +70,11 @@ def no_secret_echoed(response: Response, ledger: SecretLedger) -> None:
 
 
 def errors_are_documented_json(path: str, status: int, content_type: str, body: bytes) -> None:
-    """Klai routes answer `{success: false, error: {message, code}}`, the OpenAI face
-    `{error: {message, type, param, code}}`; a code names the failure, so only a 500 may say
-    `internal_error`. The stop endpoint's 404 is a StopResult, checked by the document."""
-    if status < 400 or (path == "/llm/query/stop" and status == 404):
+    """Klai routes answer `{success: false, error: {message, code, details, type}}` with
+    Klai's types (`code` the status, a number; `details` a string), the OpenAI face
+    `{error: {message, type, param, code}}`; the kind names the failure, so only a 500 may
+    say `internal_error`."""
+    if status < 400:
         return
     where = f"{status} on {path}"
     if not content_type.startswith("application/json"):
@@ -85,14 +86,23 @@ def errors_are_documented_json(path: str, status: int, content_type: str, body: 
     error = answer.get("error") if isinstance(answer, dict) else None
     if not isinstance(error, dict):
         raise MalformedError(f"{where}: no `error` object in {body[:200]!r}")
-    if not isinstance(error.get("message"), str) or not isinstance(error.get("code"), str):
-        raise MalformedError(f"{where}: error.message and error.code must be strings: {error}")
+    if not isinstance(error.get("message"), str) or not isinstance(error.get("type"), str):
+        raise MalformedError(f"{where}: error.message and error.type must be strings: {error}")
     if path.startswith(OPENAI_PREFIX):
-        if not isinstance(error.get("type"), str) or error.get("param", "absent") is not None:
+        param = error.get("param", 0)
+        if not isinstance(error.get("code"), str) or not (param is None or isinstance(param, str)):
             raise MalformedError(f"{where}: not OpenAI's error shape: {error}")
-    elif answer.get("success") is not False:
-        raise MalformedError(f"{where}: `success: false` missing: {answer}")
-    if error["code"] == "internal_error" and status != 500:
+        kind = error["code"]
+    else:
+        if answer.get("success") is not False:
+            raise MalformedError(f"{where}: `success: false` missing: {answer}")
+        code = error.get("code")
+        # A provider's failure may carry the provider's own status instead of ours.
+        provider_code = error["type"].startswith("upstream_") and type(code) is int
+        if not (code == status or provider_code) or not isinstance(error.get("details"), str):
+            raise MalformedError(f"{where}: error.code must be a number, details a string: {error}")
+        kind = error["type"]
+    if kind == "internal_error" and status != 500:
         raise MalformedError(f"{where}: code `internal_error` misnames a {status}: {error}")
 
 

@@ -84,14 +84,17 @@ def action_of(frame: str | bytes) -> str | None:
 
 
 def check_error(reply: dict[str, Any]) -> None:
-    """`{"type": "error", "error": {"message", "code"}}`, without a stream's `streamId`/`seq`."""
+    """`{"type": "error", "error": {"message", "code", "details", "type"}}` (Klai's types:
+    `code` a number, `details` a string), without a stream's `streamId`/`seq`."""
     error = reply.get("error")
     if not isinstance(error, dict) or "streamId" in reply or "seq" in reply:
         raise MalformedReply(f"not an action error: {reply}")
-    if error.get("code") == "internal_error":
+    if error.get("type") == "internal_error":
         raise InternalErrorReply(f"the message broke the route: {error}")
-    if not isinstance(error.get("message"), str) or error.get("code") not in ERROR_CODES:
-        raise MalformedReply(f"action error needs a message and a documented code: {error}")
+    if not isinstance(error.get("message"), str) or error.get("type") not in ERROR_CODES:
+        raise MalformedReply(f"action error needs a message and a documented type: {error}")
+    if type(error.get("code")) is not int or not isinstance(error.get("details"), str):
+        raise MalformedReply(f"action error needs a numeric code and string details: {error}")
 
 
 def check_snapshot_parts(replies: list[dict[str, Any]]) -> None:
@@ -129,5 +132,5 @@ def check_replies(frame: str | bytes, received: list[str], ledger: SecretLedger)
     if action in REPLY_TYPES:
         if kind != "error" and kind not in REPLY_TYPES[action]:
             raise MalformedReply(f"a {kind!r} reply does not answer {action!r}")
-    elif kind != "error" or reply["error"]["code"] != "bad_request":
+    elif kind != "error" or reply["error"]["type"] != "bad_request":
         raise MalformedReply(f"a message without a known action is a bad_request: {reply}")
