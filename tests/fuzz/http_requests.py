@@ -176,10 +176,14 @@ SHAPES: dict[str, Shape] = {
     ),
     "chatStream": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
     "llmQuery": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
-    "llmQueryStop": Shape({"streamId": "st_nope"}, ("apiKey", "streamId", "extra")),
+    "llmQueryStop": Shape({"streamId": "st_nope"}, ("apiKey", "streamId", "token", "extra")),
     "llmToolResponse": Shape(
         {"toolCallId": "tc_nope", "success": True, "message": "fuzz"},
-        ("toolCallId", "success", "message", "data", "token", "apiKey", "extra"),
+        ("toolCallId", "success", "message", "data", "answerId", "token", "apiKey", "extra"),
+    ),
+    "messageSend": Shape(
+        {"channels": ["fuzz-http"], "actionName": "onFuzz", "message": {"text": "fuzz"}},
+        ("apiKey", "channels", "channels.0", "actionName", "message", "extra"),
     ),
     "assistantsStream": Shape({}, ("threadId", "extra")),
     "assistantsStop": Shape({"threadId": "t", "runId": "r"}, ("threadId", "runId")),
