@@ -78,6 +78,12 @@ class UnknownProvider(ValidationFailed):
     code = "unknown_provider"
 
 
+class ImageUrlRefused(BadRequest):
+    """An image URL the proxy will not or could not fetch (SSRF guard, size, type, timeout)."""
+
+    code = "image_url_refused"
+
+
 class ProviderNotConfigured(Unauthorized):
     """No provider key on the server and none in the request."""
 
