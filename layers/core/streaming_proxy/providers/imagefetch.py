@@ -67,13 +67,15 @@ def refusal(address: IPAddress, *, allow_private: bool = False) -> str | None:
         return "an address that embeds a refused IPv4 address"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
-    for kind in ("link_local", "multicast", "unspecified", "reserved"):
+    for kind in ("link_local", "multicast", "unspecified"):
         if getattr(address, f"is_{kind}"):
             return f"a {kind.replace('_', '-')} address"
+    if address.is_loopback:  # before "reserved": ::1 lies in the reserved ::/8
+        return None if allow_private else "a loopback address"
+    if address.is_reserved:
+        return "a reserved address"
     if allow_private:
         return None
-    if address.is_loopback:
-        return "a loopback address"
     if address.is_private or not address.is_global:
         return "a private or non-public address"
     return None
