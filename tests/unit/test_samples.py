@@ -28,6 +28,7 @@ SAMPLES: dict[str, tuple[str, type[BaseModel]]] = {
     "http-llm-query-mock.json": ("/llm/query", StreamRequest),
     "http-llm-query-openai-tools.json": ("/llm/query", StreamRequest),
     "http-llm-query-anthropic.json": ("/llm/query", StreamRequest),
+    "http-llm-query-gemini-native.json": ("/llm/query", StreamRequest),
     "http-llm-query-stream-false.json": ("/llm/query", StreamRequest),
     "http-chat-gemini.json": ("/stream/create", StreamRequest),
     "http-llm-query-stop.json": ("/llm/query/stop", StopRequest),

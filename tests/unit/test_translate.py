@@ -141,16 +141,30 @@ def test_function_tools_accept_wrapped_and_bare_functions() -> None:
         ("none", ToolChoice("none")),
         ("required", ToolChoice("required")),
         ({"type": "function", "function": {"name": "f"}}, ToolChoice("function", "f")),
+        # Anthropic's and Gemini's spellings, and Klai's short forms.
+        ("any", ToolChoice("required")),
+        ("AUTO", ToolChoice("auto")),
+        ("ANY", ToolChoice("required")),
+        ("NONE", ToolChoice("none")),
+        ({"type": "any"}, ToolChoice("required")),
+        ({"type": "tool", "name": "f"}, ToolChoice("function", "f")),
+        ({"name": "f"}, ToolChoice("function", "f")),
     ],
 )
 def test_tool_choice(choice: Any, expected: ToolChoice | None) -> None:
     assert parse_tool_choice(choice) == expected
 
 
-@pytest.mark.parametrize("choice", ["any", {"type": "function"}, {"function": {"name": 3}}])
-def test_unknown_tool_choice_fails_validation(choice: Any) -> None:
-    with pytest.raises(ValidationFailed):
+@pytest.mark.parametrize(
+    "choice",
+    ["anything", "validated", {"type": "function"}, {"function": {"name": 3}}, {"type": "tool"}],
+)
+def test_unknown_tool_choice_fails_validation_naming_the_field(choice: Any) -> None:
+    with pytest.raises(ValidationFailed) as caught:
         parse_tool_choice(choice)
+    assert caught.value.fields == [
+        {"field": "payload.toolChoice", "message": caught.value.message}
+    ]
 
 
 def test_merge_adjacent_joins_same_role_turns_in_order() -> None:

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     bedrock_endpoint_url: str | None = None
     compat_endpoints: dict[str, CompatEndpoint] = Field(default_factory=dict)
     connect_timeout_seconds: float = 10.0
+    # Image URLs fetched for providers that take only bytes (providers/images.py). The
+    # timeout stays under ACK_WAIT_SECONDS, so a failed fetch is the caller's 400.
+    image_fetch_timeout_seconds: float = Field(default=4.0, gt=0, le=60)
+    image_max_bytes: int = Field(default=5_242_880, ge=1024, le=20_971_520)
+    # Loopback and private addresses for image URLs: local tests only, never a deployment.
+    allow_private_image_urls: bool = False
 
     # Streaming behaviour
     max_body_bytes: int = 1_048_576

@@ -8,14 +8,19 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     StrictStr,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 
+from . import native
 from .channels.names import ChannelName
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -89,23 +94,52 @@ class HistoryToolCall(_Open):
     function: FunctionCall
 
 
-class Message(_Open):
-    """An OpenAI-style chat message; `content` is a string or a list of parts (text, images)."""
+# Parts in the provider-native shapes (native.py) become these OpenAI parts as they are read.
+NativeContentPart = Annotated[ContentPart, BeforeValidator(native.content_part)]
+GeminiPart = Annotated[dict[str, Any], BeforeValidator(native.gemini_part)]
+_PARTS = TypeAdapter(list[NativeContentPart])
 
-    role: Role
-    content: str | list[ContentPart] | None = None
+
+def _content(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A list is read on its own, so a bad part is named `content.2`, not after a union branch.
+    return _PARTS.validate_python(value) if isinstance(value, list) else handler(value)
+
+
+class Message(_Open):
+    """A chat message in OpenAI's form; `content` is a string or a list of parts (text,
+    images). Gemini's `parts` and role `model`, and Anthropic's content blocks, are read
+    into that form (native.py)."""
+
+    role: Annotated[Role, BeforeValidator(native.role)]
+    content: Annotated[str | list[ContentPart] | None, WrapValidator(_content)] = None
+    # Gemini's name for content; moved into `content` once read.
+    parts: list[GeminiPart] | None = Field(default=None, exclude=True)
     name: str | None = None
     tool_calls: list[HistoryToolCall] | None = None
     tool_call_id: str | None = None
 
+    @model_validator(mode="after")
+    def _parts_are_content(self) -> Message:
+        if self.parts is not None:
+            if self.content is not None:
+                raise ValueError("a message has content or parts (Gemini's), not both")
+            self.content, self.parts = _PARTS.validate_python(self.parts), None
+        return self
+
 
 class Tool(BaseModel):
-    """An OpenAI function tool: `{"type": "function", "function": {name, parameters, ...}}`."""
+    """An OpenAI function tool: `{"type": "function", "function": {name, parameters, ...}}`;
+    Klai's bare `{name, description, parameters?}` is read into it (native.py)."""
 
     model_config = ConfigDict(extra="allow")
 
     type: Literal["function"] = "function"
     function: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        return native.tool(data)
 
     @model_validator(mode="after")
     def _has_name(self) -> Tool:
@@ -117,6 +151,10 @@ class Tool(BaseModel):
         if "parameters" in self.function and not isinstance(self.function["parameters"], dict):
             raise ValueError("tool.function.parameters must be a JSON Schema object")
         return self
+
+
+# Every spelling (OpenAI, Anthropic, Gemini, Klai) read into OpenAI's `tool_choice`.
+ToolChoice = Annotated[native.ToolChoiceValue | None, BeforeValidator(native.tool_choice)]
 
 
 class Payload(BaseModel):
@@ -131,7 +169,7 @@ class Payload(BaseModel):
     messages: list[Message] = Field(min_length=1)
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
     tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(default=None, alias="toolChoice")
+    tool_choice: ToolChoice = Field(default=None, alias="toolChoice")
     generation_config: dict[str, Any] | None = Field(default=None, alias="generationConfig")
 
     @field_validator("api_key")

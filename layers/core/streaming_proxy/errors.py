@@ -127,6 +127,12 @@ class UnknownProvider(ValidationFailed):
     kind = "unknown_provider"
 
 
+class ImageUrlRefused(BadRequest):
+    """An image URL the proxy will not or could not fetch (SSRF guard, size, type, timeout)."""
+
+    kind = "image_url_refused"
+
+
 class ProviderNotConfigured(Unauthorized):
     """No provider key on the server and none in the request."""
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from .channels.names import ChannelName
-from .contract import ActionName, Message, Payload, Tool
+from .contract import ActionName, Message, Payload, Tool, ToolChoice
 from .envelopes import encode
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
@@ -49,7 +49,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: ToolChoice = None
     channels: list[ChannelName] = Field(default_factory=list)
     action_name: ActionName = Field(default=None, alias="actionName")
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")

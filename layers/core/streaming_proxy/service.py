@@ -26,6 +26,8 @@ from .observability import PublishStats, StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
 from .providers import ProviderRegistry
 from .providers.base import EventSource
+from .providers.imagefetch import ImageFetcher
+from .providers.images import INLINED_FOR, ImageInliner, awaiting_fetch
 from .recorder import StreamRecorder
 from .relay import Relay
 from .streams import StartError, StreamRecord, StreamStore
@@ -80,6 +82,11 @@ class StreamService:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
         self.providers = ProviderRegistry(settings, self.http)
+        self.images = ImageFetcher(
+            timeout_seconds=settings.image_fetch_timeout_seconds,
+            max_bytes=settings.image_max_bytes,
+            allow_private=settings.allow_private_image_urls,
+        )
         self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
         self.tool_answers = LocalAnswers()
         self.webhooks = ToolWebhooks(
@@ -127,6 +134,7 @@ class StreamService:
         if self._detached:
             await asyncio.wait(self._detached, timeout=self.settings.drain_timeout_seconds)
         await self.http.aclose()
+        await self.images.aclose()
         if self._poster is not None:
             await self._poster.aclose()
         self.db.shutdown()
@@ -143,7 +151,10 @@ class StreamService:
                 "stream's channels, so they cannot run with stream:false or without channels",
                 fields=[{"field": "payload.tools", "message": "frontend: " + ", ".join(frontend)}],
             )
-        self.providers.resolve(job.provider).prepare(job.llm_request)
+        request = job.llm_request
+        if job.provider in INLINED_FOR:
+            request = awaiting_fetch(request)  # the relay fetches them before the provider
+        self.providers.resolve(job.provider).prepare(request)
 
     async def register(self, job: StreamJob) -> None:
         """Write the stream's record (stop and resume need it); 503 if the table is down."""
@@ -210,7 +221,15 @@ class StreamService:
 
     def _source(self, job: StreamJob) -> EventSource:
         """The provider, wrapped in the tool loop when a Klai stream offers tools (the
-        OpenAI face leaves tool calls to its caller, as OpenAI does)."""
+        OpenAI face leaves tool calls to its caller, as OpenAI does), and in the image
+        inliner for providers that take images only as bytes."""
+        source = self._tool_source(job)
+        if job.provider not in INLINED_FOR:
+            return source
+        field = "messages" if job.kind == "openai" else "payload.messages"
+        return ImageInliner(source, self.images, field)
+
+    def _tool_source(self, job: StreamJob) -> EventSource:
         provider = self.providers.resolve(job.provider)
         if not job.runs_tools:
             return provider

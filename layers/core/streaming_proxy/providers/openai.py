@@ -14,6 +14,7 @@ from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDel
 from ..events import Usage as UsageEvent
 from .base import LlmRequest, pick_key, upstream_message
 from .sse import open_event_stream
+from .translate import openai_tool_choice, parse_tool_choice
 
 # Chat Completions chunks come unnamed; some compatible servers name their error frames.
 _DATA_EVENTS = frozenset({"", "message", "error"})
@@ -147,8 +148,9 @@ class OpenAIProvider:
         }
         if request.tools:
             body["tools"] = request.tools
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
+        choice = parse_tool_choice(request.tool_choice)
+        if choice is not None:
+            body["tool_choice"] = openai_tool_choice(choice)
         body.update((k, v) for k, v in request.provider_args.items() if k not in _FIXED_FIELDS)
         body["stream"] = True
         return body

@@ -8,9 +8,10 @@ import json
 import mimetypes
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import unquote_to_bytes
 
+from .. import native
 from ..errors import UpstreamError, ValidationFailed
 
 
@@ -84,11 +85,14 @@ class FunctionTool:
     parameters: dict[str, Any]
 
 
+ToolMode = Literal["auto", "none", "required", "function"]
+
+
 @dataclass(frozen=True, slots=True)
 class ToolChoice:
     """`mode` "function" forces the tool `name`; "required" forces some tool."""
 
-    mode: Literal["auto", "none", "required", "function"]
+    mode: ToolMode
     name: str | None = None
 
 
@@ -237,20 +241,27 @@ def function_tools(tools: Iterable[dict[str, Any]] | None) -> list[FunctionTool]
     return result
 
 
-def parse_tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
-    """OpenAI `tool_choice` ("auto", "none", "required" or a named function)."""
-    if choice is None:
+def parse_tool_choice(choice: Any) -> ToolChoice | None:
+    """A tool choice in any spelling the contract takes (native.py reads them all into
+    OpenAI's), as the mode each adapter renders in its own format."""
+    try:
+        value = native.tool_choice(choice)
+    except ValueError as e:
+        raise ValidationFailed(
+            str(e), fields=[{"field": "payload.toolChoice", "message": str(e)}]
+        ) from e
+    if value is None:
         return None
-    if choice in ("auto", "none", "required"):
-        return ToolChoice(choice)  # type: ignore[arg-type]
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return ToolChoice("function", function["name"])
-    raise ValidationFailed(
-        'tool_choice must be "auto", "none", "required" or '
-        '{"type": "function", "function": {"name": ...}}'
-    )
+    if isinstance(value, dict):
+        return ToolChoice("function", value["function"]["name"])
+    return ToolChoice(cast(ToolMode, value))
+
+
+def openai_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    """A tool choice as OpenAI's `tool_choice` (also the internal form)."""
+    if choice.mode == "function":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
 
 
 def pick(args: dict[str, Any], *names: str) -> Any:
