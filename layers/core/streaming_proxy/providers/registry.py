@@ -54,6 +54,6 @@ class ProviderRegistry:
 
             endpoint = s.compat_endpoints[name]
             return OpenAIProvider(
-                name, http, endpoint.base_url, endpoint.api_key, key_optional=True
+                name, http, endpoint.base_url, endpoint.api_key, key_optional=True, compatible=True
             )
         raise UnknownProvider(f"unknown provider '{name}'", details={"known": self.names()})
