@@ -21,6 +21,24 @@ class ProviderRegistry:
     def names(self) -> list[str]:
         return [*BUILT_IN, *sorted(self._settings.compat_endpoints)]
 
+    def speaks_openai(self, name: str) -> bool:
+        """Whether the provider takes Chat Completions bodies (OpenAI's own fields, natively)."""
+        return name in ("openai", "azure") or name in self._settings.compat_endpoints
+
+    def configured(self) -> list[str]:
+        """The providers this deployment can serve without a key in the request: a server
+        key or endpoint is set (Bedrock: a region); the mock only where the demo is on."""
+        s = self._settings
+        ready = {
+            "openai": s.openai_api_key is not None,
+            "anthropic": s.anthropic_api_key is not None,
+            "gemini": s.gemini_api_key is not None,
+            "azure": bool(s.azure_openai_endpoint),
+            "bedrock": bool(s.bedrock_region),
+            "mock": s.demo_enabled,
+        }
+        return [name for name in self.names() if ready.get(name, name in s.compat_endpoints)]
+
     def resolve(self, name: str) -> Provider:
         """The adapter for `name`, or UnknownProvider (422) listing the ones that exist."""
         s, http = self._settings, self._http
