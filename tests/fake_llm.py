@@ -239,15 +239,18 @@ class FakeLlm:
     async def _converse(self, request: Request) -> Response:
         """Bedrock runtime's ConverseStream over HTTP (what boto3 calls with an endpoint URL):
         the model in the path, the request as JSON, the answer as AWS event-stream messages.
-        Only the tool-loop models are played here."""
+        Only `fake-text` and the tool-loop models are played here."""
         body = await request.json()
         recorded = Recorded(request.url.path, dict(request.headers), body)
         self.requests.append(recorded)
         model = request.path_params["model_id"]
         try:
-            if model not in TOOL_LOOP_MODELS:
+            if model == "fake-text":
+                events = converse_events(FakeTurn(text=TEXT, usage=(12, 30)))
+            elif model not in TOOL_LOOP_MODELS:
                 raise WrongFormat(f"{model} is not a Bedrock model of this fake")
-            events = converse_events(next_turn("converse", model, body))
+            else:
+                events = converse_events(next_turn("converse", model, body))
         except WrongFormat as e:
             error = {"message": f"fake-tool-loop: {e}"}
             return JSONResponse(error, 400, headers={"x-amzn-ErrorType": "ValidationException"})
