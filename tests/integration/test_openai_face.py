@@ -188,9 +188,9 @@ async def test_sdk_raises_typed_errors(stack: Stack) -> None:
             stream=True,
         )
     assert "gemini" in str(no_key.value)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         await client(stack).chat.completions.create(model="mock/echo", messages=[], stream=True)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         await client(stack).chat.completions.create(
             model="mock/echo",
             messages=[{"role": "user", "content": "x"}],

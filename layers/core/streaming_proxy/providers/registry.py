@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import SecretStr
 
 from ..config import Settings
 from ..errors import UnknownProvider
@@ -30,9 +31,9 @@ class ProviderRegistry:
         key or endpoint is set (Bedrock: a region); the mock only where the demo is on."""
         s = self._settings
         ready = {
-            "openai": s.openai_api_key is not None,
-            "anthropic": s.anthropic_api_key is not None,
-            "gemini": s.gemini_api_key is not None,
+            "openai": _present(s.openai_api_key),
+            "anthropic": _present(s.anthropic_api_key),
+            "gemini": _present(s.gemini_api_key),
             "azure": bool(s.azure_openai_endpoint),
             "bedrock": bool(s.bedrock_region),
             "mock": s.demo_enabled,
@@ -75,3 +76,8 @@ class ProviderRegistry:
                 name, http, endpoint.base_url, endpoint.api_key, key_optional=True, compatible=True
             )
         raise UnknownProvider(f"unknown provider '{name}'", details={"known": self.names()})
+
+
+def _present(key: SecretStr | None) -> bool:
+    # An empty variable (GEMINI_API_KEY="") configures nothing.
+    return key is not None and bool(key.get_secret_value())
