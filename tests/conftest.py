@@ -106,6 +106,16 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
         "COMPAT_ENDPOINTS": json.dumps(
             {"fakecompat": {"baseUrl": fake_llm.base_url, "apiKey": FAKE_COMPAT_KEY}}
         ),
+        # What GET /v1/models lists; gemini has no server key here, so it is not listed.
+        "MODELS": json.dumps(
+            {
+                "openai": ["gpt-4o-mini"],
+                "anthropic": ["claude-sonnet-4-5"],
+                "gemini": ["gemini-2.5-flash"],
+                "fakecompat": ["llama3"],
+                "mock": ["echo"],
+            }
+        ),
         # The fake webhook is plain http on loopback; it answers slow_tool after 3 s.
         "ALLOW_HTTP_WEBHOOKS": "true",
         "TOOL_WEBHOOK_TIMEOUT_SECONDS": "1",

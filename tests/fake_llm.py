@@ -245,12 +245,12 @@ class FakeLlm:
         self.requests.append(recorded)
         model = request.path_params["model_id"]
         try:
-            if model in TOOL_LOOP_MODELS:
-                events = converse_events(next_turn("converse", model, body))
-            elif model == "fake-text":
-                events = converse_events(FakeTurn(text=TEXT))
-            else:
+            if model == "fake-text":
+                events = converse_events(FakeTurn(text=TEXT, usage=(12, 30)))
+            elif model not in TOOL_LOOP_MODELS:
                 raise WrongFormat(f"{model} is not a Bedrock model of this fake")
+            else:
+                events = converse_events(next_turn("converse", model, body))
         except WrongFormat as e:
             error = {"message": f"fake-tool-loop: {e}"}
             return JSONResponse(error, 400, headers={"x-amzn-ErrorType": "ValidationException"})

@@ -33,6 +33,10 @@ CONTRACT_ROUTES = {
     ("POST", "/message/send"),
     ("POST", "/channels/token"),
     ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    # Every other /v1 path: the function answers OpenAI's 404/405 (API Gateway's own 403
+    # would not be in OpenAI's shape).
+    ("ANY", "/v1/{proxy+}"),
     ("GET", "/health"),
 }
 WEBSOCKET_ROUTE_KEYS = {"$connect", "$disconnect", "$default"}

@@ -26,6 +26,7 @@ from streaming_proxy.providers.base import LlmRequest
 
 from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
+from .settled import settled
 
 SETTINGS = Settings(
     anthropic_api_key=SecretStr("server-key"), anthropic_base_url="https://anthropic.test/v1"
@@ -35,7 +36,7 @@ HELLO = [{"role": "user", "content": "Bonjour"}]
 
 def request(**kwargs: object) -> LlmRequest:
     fields: dict[str, object] = {"model": "claude-sonnet-4-5", "messages": HELLO, **kwargs}
-    return LlmRequest(**fields)  # type: ignore[arg-type]
+    return settled(LlmRequest(**fields))  # type: ignore[arg-type]
 
 
 async def run(upstream: FakeUpstream, req: LlmRequest | None = None) -> list[ProviderEvent]:

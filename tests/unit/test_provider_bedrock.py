@@ -36,6 +36,7 @@ from tests.fake_bedrock import FakeEventStream
 
 from . import tool_history as history
 from .providers_fixtures import fixture_bytes
+from .settled import settled
 
 SETTINGS = Settings(bedrock_region="eu-central-1", aws_region="us-east-1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -54,7 +55,7 @@ def events(name: str) -> list[dict[str, Any]]:
 
 def request(**kwargs: object) -> LlmRequest:
     fields: dict[str, object] = {"model": MODEL, "messages": HELLO, **kwargs}
-    return LlmRequest(**fields)  # type: ignore[arg-type]
+    return settled(LlmRequest(**fields))  # type: ignore[arg-type]
 
 
 class FakeClient:

@@ -23,6 +23,7 @@ from streaming_proxy.providers.gemini_request import gemini_body
 
 from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
+from .settled import settled
 
 SETTINGS = Settings(
     gemini_api_key=SecretStr("g-server"), gemini_base_url="https://gemini.test/v1beta"
@@ -32,7 +33,7 @@ HELLO = [{"role": "user", "content": "Bonjour"}]
 
 def request(**kwargs: object) -> LlmRequest:
     fields: dict[str, object] = {"model": "gemini-2.5-flash", "messages": HELLO, **kwargs}
-    return LlmRequest(**fields)  # type: ignore[arg-type]
+    return settled(LlmRequest(**fields))  # type: ignore[arg-type]
 
 
 def provider(http: object = None, settings: Settings = SETTINGS) -> GeminiProvider:
@@ -385,7 +386,7 @@ def test_tools_and_tool_choice(choice: str | dict[str, object], config: dict[str
 def test_generation_config_and_provider_args() -> None:
     body = gemini_body(
         request(
-            generation_config={"temperature": 0.9, "topK": 40},
+            generation_config={"temperature": 0.1, "topK": 40},
             provider_args={
                 "temperature": 0.1,
                 "top_p": 0.5,

@@ -33,13 +33,14 @@ from streaming_proxy.providers.registry import ProviderRegistry
 
 from . import tool_history as history
 from .providers_fixtures import SPLITS, FakeUpstream, fixture_bytes
+from .settled import settled
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 def request(**overrides: Any) -> LlmRequest:
     fields: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
-    return LlmRequest(**(fields | overrides))
+    return settled(LlmRequest(**(fields | overrides)))
 
 
 def openai(upstream: FakeUpstream, key: str | None = "server-key") -> OpenAIProvider:
@@ -352,7 +353,7 @@ async def test_the_request_sent_upstream() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": 0.2,
-        "max_tokens": 50,
+        "max_completion_tokens": 50,
     }
 
 

@@ -180,8 +180,8 @@ async def test_chat_completions_sample_passes_its_providers_checks() -> None:
         registry = ProviderRegistry(server_settings(), http)
         provider, model = split_model(body.model, registry.names(), "openai")
         assert provider == "anthropic"
-        payload = payload_of(body, provider, model, None)
-        assert payload.provider_args["max_tokens"] == 300
+        payload = payload_of(body, provider, model, registry.speaks_openai(provider))
+        assert (payload.model_extra or {})["max_tokens"] == 300
         job = StreamJob(
             stream_id="st_sample",
             app_id="app",
@@ -192,3 +192,4 @@ async def test_chat_completions_sample_passes_its_providers_checks() -> None:
             flush_interval_ms=40,
         )
         registry.resolve(provider).prepare(job.llm_request)
+        assert job.llm_request.sampling.max_tokens == 300

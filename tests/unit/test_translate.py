@@ -23,7 +23,6 @@ from streaming_proxy.providers.translate import (
     parse_arguments,
     parse_tool_choice,
     reasoning_blocks_of,
-    stop_sequences,
     text_of,
     tool_calls_of,
     tool_result_of,
@@ -162,9 +161,7 @@ def test_tool_choice(choice: Any, expected: ToolChoice | None) -> None:
 def test_unknown_tool_choice_fails_validation_naming_the_field(choice: Any) -> None:
     with pytest.raises(ValidationFailed) as caught:
         parse_tool_choice(choice)
-    assert caught.value.fields == [
-        {"field": "payload.toolChoice", "message": caught.value.message}
-    ]
+    assert caught.value.fields == [{"field": "payload.toolChoice", "message": caught.value.message}]
 
 
 def test_merge_adjacent_joins_same_role_turns_in_order() -> None:
@@ -181,12 +178,6 @@ def test_merge_adjacent_joins_same_role_turns_in_order() -> None:
         {"role": "user", "content": [5]},
     ]
     assert turns[0] == {"role": "user", "content": [1]}
-
-
-def test_stop_sequences() -> None:
-    assert stop_sequences("x") == ["x"]
-    assert stop_sequences(("a", "b")) == ["a", "b"]
-    assert stop_sequences(None) is None
 
 
 @pytest.mark.parametrize("data", ["not json", "[1]"])

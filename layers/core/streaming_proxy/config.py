@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     bedrock_allowed_regions: Annotated[list[str], NoDecode] = Field(default_factory=list)
     bedrock_endpoint_url: str | None = None
     compat_endpoints: dict[str, CompatEndpoint] = Field(default_factory=dict)
+    # What `GET /v1/models` lists, per provider: a JSON object {"openai": ["gpt-4o-mini"]}
+    # or a comma list of provider/model ("openai/gpt-4o-mini,anthropic/claude-sonnet-4-5").
+    models: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     connect_timeout_seconds: float = 10.0
     # Image URLs fetched for providers that take only bytes (providers/images.py). The
     # timeout stays under ACK_WAIT_SECONDS, so a failed fetch is the caller's 400.
@@ -153,6 +156,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("{"):
+            return json.loads(value)
+        models: dict[str, list[str]] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            provider, sep, model = item.partition("/")
+            if not sep or not provider or not model:
+                raise ValueError(f"MODELS entries must be provider/model, not {item!r}")
+            models.setdefault(provider, []).append(model)
+        return models
 
     @field_validator("apps")
     @classmethod

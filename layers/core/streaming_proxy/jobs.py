@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from .contract import Payload
 from .events import is_frontend
 from .providers.base import LlmRequest
+from .providers.sampling import Source, normalise
 
 StreamKind = Literal["chat", "llm", "openai"]
 
@@ -49,7 +50,11 @@ class StreamJob(BaseModel):
 
     @cached_property
     def llm_request(self) -> LlmRequest:
-        """The provider-neutral request, built once per job (messages can be large)."""
+        """The provider-neutral request, built once per job (messages can be large);
+        ValidationFailed when a sampling setting is malformed or set twice."""
+        sampling, (_, args, generation) = normalise(
+            *self._setting_sources(), args_prefix=self._field_prefix + "providerArgs."
+        )
         return LlmRequest(
             model=self.payload.model,
             messages=[m.model_dump(exclude_none=True) for m in self.payload.messages],
@@ -57,9 +62,23 @@ class StreamJob(BaseModel):
             if self.payload.tools
             else None,
             tool_choice=self.payload.tool_choice,
-            provider_args=dict(self.payload.provider_args),
-            generation_config=self.payload.generation_config,
+            provider_args=args,
+            generation_config=generation or None,
             api_key=self.payload.api_key,
+            sampling=sampling,
+        )
+
+    @property
+    def _field_prefix(self) -> str:
+        # The OpenAI face's settings are top-level body fields; the Klai faces' are in payload.
+        return "" if self.kind == "openai" else "payload."
+
+    def _setting_sources(self) -> tuple[Source, Source, Source]:
+        prefix = self._field_prefix
+        return (
+            Source(prefix, self.payload.model_extra or {}),
+            Source(prefix + "providerArgs.", self.payload.provider_args),
+            Source(prefix + "generationConfig.", self.payload.generation_config or {}),
         )
 
     def to_event(self) -> dict[str, Any]:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .channels.names import ChannelName
 from .contract import ActionName, Message, Payload, Tool, ToolChoice
@@ -21,14 +13,11 @@ from .envelopes import encode
 from .errors import ProxyError, ValidationFailed
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .outcome import StreamOutcome
+from .providers.sampling import ALIASES, invalid
 from .redact import scrub
 
-# Chat Completions fields that are sampling settings: passed to the provider as providerArgs.
-SAMPLING_FIELDS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-    "presence_penalty", "frequency_penalty", "logit_bias", "n", "response_format",
-    "parallel_tool_calls", "reasoning_effort", "user",
-)  # fmt: skip
+# Every name a sampling setting goes by (OpenAI's among them).
+ALIASES_BY_NAME = frozenset(alias for aliases in ALIASES.values() for alias in aliases)
 
 # OpenAI's finish_reason values; ours map onto them.
 _FINISH = {"cancelled": "stop", "error": "stop"}
@@ -53,25 +42,14 @@ class ChatCompletionRequest(BaseModel):
     channels: list[ChannelName] = Field(default_factory=list)
     action_name: ActionName = Field(default=None, alias="actionName")
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
-    # Sampling settings: typed here, so a wrong type is a 422 naming the field, not a
-    # provider's 400.
-    temperature: StrictFloat | None = None
-    top_p: StrictFloat | None = None
-    max_tokens: StrictInt | None = None
-    max_completion_tokens: StrictInt | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
-    presence_penalty: StrictFloat | None = None
-    frequency_penalty: StrictFloat | None = None
-    logit_bias: dict[str, StrictFloat] | None = None
-    n: StrictInt | None = None
-    response_format: dict[str, Any] | None = None
-    parallel_tool_calls: StrictBool | None = None
-    reasoning_effort: StrictStr | None = None
-    user: StrictStr | None = None
+    # The app key may come in the body, as on the Klai routes; it never reaches a provider.
+    api_key: SecretStr | None = Field(default=None, alias="apiKey")
 
-    def sampling(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in SAMPLING_FIELDS if getattr(self, k) is not None}
+    def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The other fields: (sampling settings, typed later by `normalise`; the rest)."""
+        extra = self.model_extra or {}
+        settings = {k: v for k, v in extra.items() if k in ALIASES_BY_NAME}
+        return settings, {k: v for k, v in extra.items() if k not in settings}
 
 
 def split_model(model: str, known: list[str], default_provider: str) -> tuple[str, str]:
@@ -85,17 +63,27 @@ def split_model(model: str, known: list[str], default_provider: str) -> tuple[st
     return default_provider, model
 
 
-def payload_of(body: ChatCompletionRequest, provider: str, model: str, api_key: Any) -> Payload:
-    return Payload(
-        provider=provider,
-        model=model,
-        messages=body.messages,
-        stream=body.stream,
-        tools=body.tools,
-        toolChoice=body.tool_choice,
-        providerArgs={**body.sampling(), **body.provider_args},
-        apiKey=api_key,
-    )
+def payload_of(body: ChatCompletionRequest, provider: str, model: str, native: bool) -> Payload:
+    """The Klai payload for a Chat Completions body. Its settings stay top-level fields
+    (read by `normalise` like a Klai payload's); any other field reaches a provider that
+    takes Chat Completions bodies (`native`) as it is, and is a 400 naming it for others."""
+    settings, others = body.settings()
+    if others and not native:
+        param = sorted(others)[0]
+        raise invalid(
+            param, f"{param} is not supported by provider '{provider}' on /v1/chat/completions"
+        )
+    data: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "messages": body.messages,
+        "stream": body.stream,
+        "tools": body.tools,
+        "toolChoice": body.tool_choice,
+        "providerArgs": {**others, **body.provider_args},
+        **settings,
+    }
+    return Payload.model_validate(data)
 
 
 class ChunkBuilder:
@@ -185,9 +173,15 @@ _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+def openai_status(error: ProxyError) -> int:
+    """The HTTP status OpenAI would answer: an invalid request is a 400 there, never a 422."""
+    return 400 if error.status == 422 else error.status
 
 
 def error_body(error: ProxyError) -> dict[str, Any]:
@@ -196,7 +190,7 @@ def error_body(error: ProxyError) -> dict[str, Any]:
     return {
         "error": {
             "message": scrub(error.message),
-            "type": _ERROR_TYPES.get(error.status, "api_error"),
+            "type": _ERROR_TYPES.get(openai_status(error), "api_error"),
             "param": scrub(error.fields[0]["field"]) if error.fields else None,
             "code": error.kind,
         }

@@ -31,6 +31,10 @@ _HTTP_KINDS = {404: "not_found", 405: "method_not_allowed"}
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = _HTTP_KINDS.get(exc.status_code, "bad_request" if exc.status_code < 500 else None)
+    if _openai_face(request):
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        error = ProxyError(message, status=exc.status_code, kind=kind)
+        return openai_compat.openai_error(error, dict(exc.headers or {}))
     response = error_response(ProxyError(exc.detail, status=exc.status_code, kind=kind))
     # 405 carries `Allow`, as HTTP requires.
     response.headers.update(exc.headers or {})
@@ -39,7 +43,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     get_logger().exception("unhandled error", extra={"path": request.url.path})
+    if _openai_face(request):
+        return openai_compat.openai_error(ProxyError("internal error"))
     return error_response(ProxyError("internal error"))
+
+
+def _openai_face(request: Request) -> bool:
+    """Paths under /v1 answer in OpenAI's error shape, the rest in the contract's."""
+    return request.url.path == "/v1" or request.url.path.startswith("/v1/")
 
 
 def routes() -> list[Route]:
@@ -54,6 +65,7 @@ def routes() -> list[Route]:
         Route("/llm/tool-response", tool_response.tool_response, methods=["POST"]),
         Route("/message/send", messages.send, methods=["POST"]),
         Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_compat.list_models, methods=["GET"]),
         Route("/events", lambda_events.pass_through, methods=["POST"]),
     ]
 

@@ -17,6 +17,7 @@ from ..openai_format import (
     ChunkBuilder,
     completion,
     error_body,
+    openai_status,
     payload_of,
     split_model,
     sse_frame,
@@ -69,7 +70,7 @@ async def chat_completions(request: Request) -> Response:
         if outcome.error is not None:
             raise outcome.error
     except ProxyError as e:
-        return _error(e)
+        return openai_error(e)
     return JSONResponse(
         completion(completion_id, body.model, outcome), headers={"X-Stream-Id": job.stream_id}
     )
@@ -96,7 +97,7 @@ def _job(
         kind="openai",
         action_name=action_name or "",
         channels=channels,
-        payload=payload_of(body, provider, model, None),
+        payload=payload_of(body, provider, model, service.providers.speaks_openai(provider)),
         flush_interval_ms=service.settings.flush_interval_ms,
     )
 
@@ -108,9 +109,29 @@ async def _stream(
     chunks = ChunkStream(ChunkBuilder(completion_id, body.model), include_usage)
     gate = CallerGate()
     relay = service.relay(job, observers=[chunks], gate=gate)
-    return await sse_answer(service, relay, gate, chunks, _error)
+    return await sse_answer(service, relay, gate, chunks, openai_error)
 
 
-def _error(error: ProxyError) -> Response:
+async def list_models(request: Request) -> Response:
+    """`GET /v1/models`: the models MODELS lists for the providers this deployment serves."""
+    try:
+        authenticate(request, {})
+    except ProxyError as e:
+        return openai_error(e)
+    return JSONResponse({"object": "list", "data": _models(service_of(request))})
+
+
+def _models(service: StreamService) -> list[dict[str, Any]]:
+    # Ids are provider/model, as /v1/chat/completions takes them; `created` is unknown.
+    models = service.settings.models
+    return [
+        {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
+        for provider in service.providers.configured()
+        for model in models.get(provider, [])
+    ]
+
+
+def openai_error(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
+    """The one place a ProxyError becomes an answer on /v1: OpenAI's shape and status."""
     body: dict[str, Any] = error_body(error)
-    return JSONResponse(body, status_code=error.status)
+    return JSONResponse(body, status_code=openai_status(error), headers=headers)

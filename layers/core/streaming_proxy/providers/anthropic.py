@@ -22,7 +22,9 @@ from ..events import (
     Usage,
 )
 from .base import LlmRequest, pick_key
+from .settings import anthropic_settings
 from .sse import open_event_stream
+from .structured import as_answer
 from .translate import (
     ImagePart,
     ReasoningBlock,
@@ -40,7 +42,6 @@ from .translate import (
     tool_result_of,
 )
 
-DEFAULT_MAX_TOKENS = 4096
 # The request itself decides these; provider_args cannot replace them.
 _RESERVED_ARGS = frozenset({"messages", "stream", "model", "system", "tools", "tool_choice"})
 
@@ -88,6 +89,7 @@ class AnthropicProvider:
         }
         url = f"{self._settings.anthropic_base_url.rstrip('/')}/messages"
         body = anthropic_body(request)
+        sampling = request.sampling
         async with open_event_stream(
             self._http, url, provider=self.name, json=body, headers=headers
         ) as events:
@@ -95,7 +97,7 @@ class AnthropicProvider:
             async for sse in events:
                 if not sse.data:
                     continue
-                for event in state.feed(event_data(sse.data, self.name)):
+                for event in as_answer(state.feed(event_data(sse.data, self.name)), sampling):
                     yield event
                 if state.finished:
                     return
@@ -109,7 +111,6 @@ def anthropic_body(request: LlmRequest) -> dict[str, Any]:
         raise ValidationFailed("anthropic requires payload.model")
     body: dict[str, Any] = {
         "model": model,
-        "max_tokens": DEFAULT_MAX_TOKENS,
         "messages": anthropic_messages(request.messages),
     }
     system = instructions_of(request.messages)
@@ -132,7 +133,8 @@ def anthropic_body(request: LlmRequest) -> dict[str, Any]:
             if choice.mode == "function"
             else {"type": {"required": "any"}.get(choice.mode, choice.mode)}
         )
-    body.update({k: v for k, v in request.provider_args.items() if k not in _RESERVED_ARGS})
+    native = {k: v for k, v in request.provider_args.items() if k not in _RESERVED_ARGS}
+    body.update(anthropic_settings(request, body).combine(native))
     body["stream"] = True
     return body
 

@@ -37,6 +37,7 @@ class AzureOpenAIProvider(OpenAIProvider):
                 "(letters, digits, '.', '_' and '-', at most 64 characters)"
             )
         pick_key(request, self._server_key, self.name)
+        self._body(request)
 
     def _url(self, request: LlmRequest) -> str:
         return (

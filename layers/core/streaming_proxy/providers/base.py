@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from ..errors import ProviderNotConfigured, UpstreamError
 from ..events import ProviderEvent, StreamEvent
+from .sampling import Sampling
 
 # Enough for any provider's JSON error; the rest of a long (HTML) page is never read.
 MAX_ERROR_BODY_BYTES = 16_384
@@ -19,7 +20,9 @@ MAX_ERROR_BODY_BYTES = 16_384
 
 @dataclass(frozen=True, slots=True)
 class LlmRequest:
-    """The provider-neutral request: OpenAI-style messages and tools plus per-provider overrides."""
+    """The provider-neutral request: OpenAI-style messages and tools, the typed sampling
+    settings, and the caller's native pass-through fields (`provider_args`, Gemini's
+    `generation_config`) with every setting already taken out of them."""
 
     model: str | None
     messages: list[dict[str, Any]]
@@ -28,6 +31,7 @@ class LlmRequest:
     provider_args: dict[str, Any] = field(default_factory=dict)
     generation_config: dict[str, Any] | None = None
     api_key: SecretStr | None = None
+    sampling: Sampling = field(default_factory=Sampling)
 
 
 class Provider(Protocol):

@@ -32,6 +32,7 @@ from ..events import (
 )
 from .base import LlmRequest
 from .converse import converse_request
+from .structured import as_answer
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -138,13 +139,14 @@ class BedrockProvider:
             while (item := await feed.queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise upstream_error(item) from item
-                for event in state.feed(item):
+                for event in as_answer(state.feed(item), request.sampling):
                     yield event
         finally:
             feed.stop()
         if state.reason is None:
             raise UpstreamError("bedrock stream ended before messageStop")
-        yield Finish(state.reason)
+        for event in as_answer([Finish(state.reason)], request.sampling):
+            yield event
 
 
 _END = object()

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ValidationFailed
 from .base import LlmRequest
+from .settings import converse_settings
 from .translate import (
     ImagePart,
     ReasoningBlock,
@@ -19,9 +20,7 @@ from .translate import (
     is_instruction,
     merge_adjacent,
     parse_tool_choice,
-    pick,
     reasoning_blocks_of,
-    stop_sequences,
     tool_calls_of,
     tool_result_of,
 )
@@ -40,15 +39,7 @@ _TOP_LEVEL = {
     "performanceConfig": "performanceConfig",
     "performance_config": "performanceConfig",
 }
-_INFERENCE_ARGS = {
-    "maxTokens": ("max_tokens", "maxTokens", "max_completion_tokens"),
-    "temperature": ("temperature",),
-    "topP": ("top_p", "topP"),
-}
-_STOP_ARGS = ("stop", "stop_sequences", "stopSequences")
-_NOT_MODEL_FIELDS = frozenset(
-    {"region", *_TOP_LEVEL, *_STOP_ARGS, *(n for names in _INFERENCE_ARGS.values() for n in names)}
-)
+_NOT_MODEL_FIELDS = frozenset({"region", "additionalModelRequestFields", *_TOP_LEVEL})
 
 
 def converse_request(request: LlmRequest) -> dict[str, Any]:
@@ -61,20 +52,15 @@ def converse_request(request: LlmRequest) -> dict[str, Any]:
     system = instructions_of(request.messages)
     if system:
         body["system"] = [{"text": system}]
-    inference = {field: pick(args, *names) for field, names in _INFERENCE_ARGS.items()}
-    inference["stopSequences"] = stop_sequences(pick(args, *_STOP_ARGS))
-    inference = {k: v for k, v in inference.items() if v is not None}
-    if inference:
-        body["inferenceConfig"] = inference
     tool_config = _tool_config(request, messages)
     if tool_config:
         body["toolConfig"] = tool_config
-    extra = dict(args.get("additionalModelRequestFields") or {})
-    extra.update(
-        (k, v)
-        for k, v in args.items()
-        if k not in _NOT_MODEL_FIELDS and k != "additionalModelRequestFields"
-    )
+    top, model_fields = converse_settings(request, tool_config)
+    body.update(top.fields)
+    # Unknown providerArgs are the model's own request fields, after any given as a whole.
+    native = dict(args.get("additionalModelRequestFields") or {})
+    native.update((k, v) for k, v in args.items() if k not in _NOT_MODEL_FIELDS)
+    extra = model_fields.combine(native)
     if extra:
         body["additionalModelRequestFields"] = extra
     body.update((_TOP_LEVEL[k], v) for k, v in args.items() if k in _TOP_LEVEL)

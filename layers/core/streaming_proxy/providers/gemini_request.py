@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import ValidationFailed
 from .base import LlmRequest
+from .settings import gemini_settings
 from .translate import (
     TextPart,
     ToolCall,
@@ -16,21 +17,12 @@ from .translate import (
     is_instruction,
     merge_adjacent,
     parse_tool_choice,
-    stop_sequences,
     tool_calls_of,
     tool_result_of,
 )
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# provider_args names that are not plain snake_case spellings of a generationConfig field.
-_GENERATION_ALIASES = {
-    "max_tokens": "maxOutputTokens",
-    "maxTokens": "maxOutputTokens",
-    "max_completion_tokens": "maxOutputTokens",
-    "stop": "stopSequences",
-    "n": "candidateCount",
-}
 # provider_args that belong at the top level of the request body, not in generationConfig.
 _TOP_LEVEL = {
     "safety_settings": "safetySettings",
@@ -189,18 +181,18 @@ def _gemini_schema(schema: Any) -> Any:
 
 
 def _generation_config(request: LlmRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """generationConfig (request's camelCase config, then provider_args) and top-level extras."""
-    generation = dict(request.generation_config or {})
+    """generationConfig (the settings, then the request's own Gemini-only generationConfig
+    fields, then providerArgs camelCased) and the top-level fields among providerArgs."""
+    settings = gemini_settings(request)
+    generation = settings.combine(request.generation_config or {}, "payload.generationConfig.")
     top_level: dict[str, Any] = {}
+    native: dict[str, Any] = {}
     for key, value in request.provider_args.items():
-        if value is None:
-            continue
         if key in _TOP_LEVEL:
             top_level[_TOP_LEVEL[key]] = value
-        elif key in ("stop", "stop_sequences", "stopSequences"):
-            generation["stopSequences"] = stop_sequences(value)
         else:
-            generation[_GENERATION_ALIASES.get(key) or _camel(key)] = value
+            native[_camel(key)] = value
+    generation.update(settings.combine(native))
     return generation, top_level
 
 

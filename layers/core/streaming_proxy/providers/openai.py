@@ -13,6 +13,7 @@ from ..errors import ProviderNotConfigured, UpstreamError, ValidationFailed
 from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from ..events import Usage as UsageEvent
 from .base import LlmRequest, pick_key, upstream_message
+from .settings import openai_settings
 from .sse import open_event_stream
 from .translate import openai_tool_choice, parse_tool_choice
 
@@ -89,18 +90,23 @@ class OpenAIProvider:
         server_key: SecretStr | None,
         *,
         key_optional: bool = False,
+        compatible: bool = False,
     ) -> None:
         self.name = name
+        # A compatible server (Ollama, vLLM, Groq, ...) rather than OpenAI or Azure itself.
+        self._compatible = compatible
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._server_key = server_key
         self._key_optional = key_optional
 
     def prepare(self, request: LlmRequest) -> None:
-        """Reject requests without a model, or without a key where the endpoint needs one."""
+        """Reject requests without a model, without a key where the endpoint needs one, or
+        with settings the endpoint cannot take."""
         if not request.model:
             raise ValidationFailed(f"payload.model is required for provider '{self.name}'")
         self._key(request)
+        self._body(request)
 
     async def stream(self, request: LlmRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Yield normalised events in arrival order; the upstream response always closes."""
@@ -151,7 +157,9 @@ class OpenAIProvider:
         choice = parse_tool_choice(request.tool_choice)
         if choice is not None:
             body["tool_choice"] = openai_tool_choice(choice)
-        body.update((k, v) for k, v in request.provider_args.items() if k not in _FIXED_FIELDS)
+        settings = openai_settings(request, self.name, compatible=self._compatible)
+        native = {k: v for k, v in request.provider_args.items() if k not in _FIXED_FIELDS}
+        body.update(settings.combine(native))
         body["stream"] = True
         return body
 

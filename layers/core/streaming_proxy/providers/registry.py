@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import SecretStr
 
 from ..config import Settings
 from ..errors import UnknownProvider
@@ -20,6 +21,24 @@ class ProviderRegistry:
 
     def names(self) -> list[str]:
         return [*BUILT_IN, *sorted(self._settings.compat_endpoints)]
+
+    def speaks_openai(self, name: str) -> bool:
+        """Whether the provider takes Chat Completions bodies (OpenAI's own fields, natively)."""
+        return name in ("openai", "azure") or name in self._settings.compat_endpoints
+
+    def configured(self) -> list[str]:
+        """The providers this deployment can serve without a key in the request: a server
+        key or endpoint is set (Bedrock: a region); the mock only where the demo is on."""
+        s = self._settings
+        ready = {
+            "openai": _present(s.openai_api_key),
+            "anthropic": _present(s.anthropic_api_key),
+            "gemini": _present(s.gemini_api_key),
+            "azure": bool(s.azure_openai_endpoint),
+            "bedrock": bool(s.bedrock_region),
+            "mock": s.demo_enabled,
+        }
+        return [name for name in self.names() if ready.get(name, name in s.compat_endpoints)]
 
     def resolve(self, name: str) -> Provider:
         """The adapter for `name`, or UnknownProvider (422) listing the ones that exist."""
@@ -54,8 +73,13 @@ class ProviderRegistry:
 
             endpoint = s.compat_endpoints[name]
             return OpenAIProvider(
-                name, http, endpoint.base_url, endpoint.api_key, key_optional=True
+                name, http, endpoint.base_url, endpoint.api_key, key_optional=True, compatible=True
             )
         raise UnknownProvider(
             f"unknown provider '{name}'", details="known providers: " + ", ".join(self.names())
         )
+
+
+def _present(key: SecretStr | None) -> bool:
+    # An empty variable (GEMINI_API_KEY="") configures nothing.
+    return key is not None and bool(key.get_secret_value())

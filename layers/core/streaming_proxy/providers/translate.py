@@ -264,21 +264,6 @@ def openai_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
     return choice.mode
 
 
-def pick(args: dict[str, Any], *names: str) -> Any:
-    """The value of the first of `names` present in `args` (snake and camel variants)."""
-    for name in names:
-        if name in args and args[name] is not None:
-            return args[name]
-    return None
-
-
-def stop_sequences(value: Any) -> list[str] | None:
-    """OpenAI `stop` may be one string or a list."""
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
 def merge_adjacent(turns: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Consecutive turns of the same role as one turn, their `key` lists concatenated."""
     merged: list[dict[str, Any]] = []
