@@ -32,6 +32,7 @@ from ..events import (
 )
 from .base import LlmRequest
 from .converse import converse_request
+from .raw import begin_round, record_frame
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -129,10 +130,12 @@ class BedrockProvider:
             target=feed.run, args=(converse_stream,), name="bedrock-stream", daemon=True
         ).start()
         state = _StreamState()
+        begin_round()
         try:
             while (item := await feed.queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise upstream_error(item) from item
+                record_frame(item)
                 for event in state.feed(item):
                     yield event
         finally:
