@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,9 +30,6 @@ from ..tools.answers import ToolAnswer, accept_answer
 from .names import ChannelName, check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
-
-if TYPE_CHECKING:
-    pass
 
 # What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
 STORE = "the stream store (DynamoDB)"
