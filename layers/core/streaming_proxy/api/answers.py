@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -13,7 +12,7 @@ from ..auth import App, presented_key
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, ValidationFailed
 from ..redact import scrub
 from ..service import StreamService
-from ..textcheck import check_json, too_deep
+from ..textcheck import parse_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,15 +37,9 @@ async def read_json(
             raise PayloadTooLarge(f"request body over {max_bytes} bytes")
     if empty_is_object and not body.strip():
         return {}  # routes whose body is optional (the key may come in a header)
-    try:
-        data = json.loads(body)
-    except RecursionError as e:
-        raise too_deep() from e
-    except ValueError as e:
-        raise BadRequest("request body is not valid JSON") from e
+    data = parse_json(bytes(body))
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    check_json(data)
     return data
 
 

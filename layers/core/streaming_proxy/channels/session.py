@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -24,7 +23,7 @@ from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
 from ..errors import BadRequest, ConnectionGone, Forbidden, ProxyError, ValidationFailed
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
-from ..textcheck import check_json, too_deep
+from ..textcheck import parse_json
 from ..toolcalls import ToolCallStore
 from ..tools.answers import ToolAnswer, accept_answer
 from .names import ChannelName, check_grantable, is_private, private_channel
@@ -34,8 +33,8 @@ from .store import ConnectionStore, LiveConnection
 # What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
 STORE = "the stream store (DynamoDB)"
 
-Reply = Callable[[str, dict[str, Any]], None]
-"""Sends one JSON message to one connection."""
+Reply = Callable[[str, dict[str, Any]], bool]
+"""Sends one JSON message to one connection; False when the connection is gone (410)."""
 
 
 class _Action(BaseModel):
@@ -95,15 +94,9 @@ def error_message(error: ProxyError) -> dict[str, Any]:
 
 def parse_browser_message(body: str | None) -> BrowserMessage:
     """The browser's JSON message as a typed action; BadRequest / ValidationFailed otherwise."""
-    try:
-        raw = json.loads(body or "")
-    except RecursionError as e:
-        raise too_deep("message") from e
-    except ValueError as e:
-        raise BadRequest("message is not valid JSON") from e
+    raw = parse_json(body or "", "message")
     if not isinstance(raw, dict):
         raise BadRequest("message must be a JSON object")
-    check_json(raw, "message")
     action = raw.get("action")
     if not isinstance(action, str) or action not in ACTIONS:
         raise BadRequest(
@@ -149,7 +142,7 @@ class ManagementApiReply:
         self._endpoint = endpoint
         self._connections = connections
 
-    def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
+    def __call__(self, connection_id: str, message: dict[str, Any]) -> bool:
         if not self._endpoint:
             raise RuntimeError("WS_MANAGEMENT_ENDPOINT is not set: cannot reply to connections")
         # The client is created on first reply: $connect and $disconnect never need it.
@@ -159,6 +152,8 @@ class ManagementApiReply:
         except ConnectionGone:
             get_logger().info("reply to a gone connection; removing it")
             self._connections.close(connection_id)
+            return False
+        return True
 
 
 class ConnectionRoutes:
@@ -229,7 +224,9 @@ class ConnectionRoutes:
                 get_logger().warning("dependency call failed", exc_info=True)
             replies = [error_message(unavailable or ProxyError("internal error"))]
         for reply in replies:
-            self._reply(connection_id, reply)
+            # A gone connection takes nothing more (the other parts of a snapshot, say).
+            if not self._reply(connection_id, reply):
+                return
 
     def _handle(self, connection_id: str, msg: BrowserMessage) -> list[dict[str, Any]]:
         if isinstance(msg, Ping):
