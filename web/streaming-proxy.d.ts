@@ -207,6 +207,13 @@ export interface ConnectOptions {
   stallMs?: number;
   /** ping interval that keeps an idle connection open (default 5 min) */
   keepaliveMs?: number;
+  /**
+   * the Klai runtime bridge (default false): every message, in order and once, also goes to
+   * `window.BF.processNamedAction(message.actionName, message)` when that function exists, so an
+   * existing Klai page's named actions run unchanged. A snapshot reaches it as the `delta` of the
+   * text not handed over yet (with `fromSnapshot: true`); an empty one not at all.
+   */
+  bfBridge?: boolean;
   /** a WebSocket implementation (default: globalThis.WebSocket) */
   WebSocket?: typeof WebSocket;
 }

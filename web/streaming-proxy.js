@@ -7,6 +7,7 @@
 //   client.on("onLlmMessage", (event, stream) => console.log(event.type, stream.text));
 //   client.onStream((stream) => render(stream));   // at most once per animation frame
 //   client.onTool("set_theme", ({ theme }) => setTheme(theme));  // answers the model's ui_ call
+//   connect({ url, token, bfBridge: true });  // a Klai page: BF.processNamedAction gets each message
 //
 // See docs/web-client.md for the full guide.
 
@@ -129,6 +130,7 @@ function newStream(streamId, actionName, channel) {
     _parts: new Map(), // "seq/parts" -> (part -> content) of split snapshots being joined
     _heardAt: now(),
     _stallTimer: null,
+    _bridged: 0, // characters of text handed to BF.processNamedAction (bfBridge)
   };
 }
 
@@ -620,6 +622,7 @@ export class StreamingClient {
   }
 
   _dispatchTo(actionName, event, stream) {
+    if (this._options.bfBridge) this._bridge(actionName, event, stream);
     for (const name of [actionName, "*"]) {
       for (const handler of this._actions.get(name) ?? []) {
         try {
@@ -628,6 +631,34 @@ export class StreamingClient {
           console.error("streaming-proxy: action handler failed", error);
         }
       }
+    }
+  }
+
+  /**
+   * The Klai runtime bridge (`bfBridge: true`): every message goes to the page's named action,
+   * `BF.processNamedAction(actionName, message)`, as Klai's own messaging does, so an existing
+   * Klai page runs unchanged. A snapshot becomes the `delta` of the text the page has not had
+   * yet (Klai pages append deltas and know no snapshots). Nothing happens while the runtime is
+   * absent; it is looked up per message, so it may load after the client.
+   */
+  _bridge(actionName, event, stream) {
+    const runtime = globalThis.BF;
+    if (typeof runtime?.processNamedAction !== "function") return;
+    let message = event;
+    if (stream && event.type === "delta") {
+      stream._bridged += (event.content ?? "").length;
+    } else if (stream && event.type === "snapshot") {
+      const text = event.content ?? "";
+      const missing = text.slice(stream._bridged);
+      stream._bridged = text.length;
+      if (!missing) return;
+      const { actionName, channel, streamId, seq } = event;
+      message = { actionName, channel, streamId, seq, type: "delta", content: missing, fromSnapshot: true };
+    }
+    try {
+      runtime.processNamedAction(message.actionName ?? actionName, { ...message });
+    } catch (error) {
+      console.error("streaming-proxy: BF.processNamedAction failed", error);
     }
   }
 

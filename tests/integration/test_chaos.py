@@ -287,3 +287,70 @@ async def test_membership_unreadable_at_start_is_a_503_to_the_caller_and_nothing
     assert all(
         not [m for m in sub.messages if m.get("actionName") == "onChaos"] for sub in subscribers
     )
+
+
+# -- the tool loop under faults ---------------------------------------------------------------
+
+
+def tool_loop_body(channel: str) -> dict[str, Any]:
+    """fake-tool-loop on the OpenAI wire: round 1 says "Let me look. " and asks the page for
+    ui_get_color; round 2 quotes the answer ("The colour is <message>.")."""
+    body = openai_body(channel, "fake-tool-loop")
+    body["options"] = {"flushIntervalMs": 0}
+    body["payload"]["tools"] = [
+        {"type": "function", "function": {"name": "ui_get_color", "parameters": {"type": "object"}}}
+    ]
+    return body
+
+
+async def post_stream(chaos: Chaos, body: dict[str, Any]) -> str:
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=body, headers={"x-api-key": chaos.stack.api_key})
+    assert r.status_code == 200, r.text
+    return str(r.json()["streamId"])
+
+
+async def test_tool_calls_that_cannot_be_opened_end_every_subscriber_with_the_error(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    # Recording the round's frontend calls (BatchWriteItem) fails past botocore's own tries.
+    rule = chaos.dynamodb.add_rule(server_error(500), operation="BatchWriteItem", times=30)
+    stream_id = await post_stream(chaos, tool_loop_body(subscribers[0].channel))  # type: ignore[attr-defined]
+    for sub in subscribers:
+        state = replay(await sub.stream(stream_id, within=30))  # contiguous seq, or it raises
+        assert state.ends == 1 and state.end is not None
+        assert state.end["finish_reason"] == "error" and "error" in state.types
+        assert state.text == "Let me look. "
+        error = next(m for m in sub.of(stream_id) if m["type"] == "error")
+        assert error["error"]["message"]
+    assert rule.fired > 0
+    record = await finished(chaos, stream_id)
+    assert record["finish_reason"] == "error"
+    assert (record["post_failures"], record["dropped"]) == (0, 0)
+
+
+async def test_a_provider_cut_in_round_two_ends_every_subscriber_with_both_rounds_text(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    # Round 2's stream is cut in its fourth frame: "The ", "colour " are out, "is " is not.
+    rule = chaos.llm.add_rule(cut_after(600), path="/chat/completions", after=1, times=1)
+    stream_id = await post_stream(chaos, tool_loop_body(subscribers[0].channel))  # type: ignore[attr-defined]
+    call = await subscribers[0].wait_for(
+        lambda m: m.get("streamId") == stream_id and m.get("type") == "llmToolCall"
+    )
+    await subscribers[0].send(
+        {
+            "action": "llmToolCallResponse",
+            "toolCallId": call["toolCallId"],
+            "success": True,
+            "message": "red",
+        }
+    )
+    for sub in subscribers:
+        state = replay(await sub.stream(stream_id, within=30))
+        assert state.ends == 1 and state.end is not None
+        assert state.end["finish_reason"] == "error" and "error" in state.types
+        assert state.text == "Let me look. The colour "
+    assert rule.fired == 1
+    record = await finished(chaos, stream_id)
+    assert record["finish_reason"] == "error"

@@ -43,8 +43,9 @@ class Replies:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
+    def __call__(self, connection_id: str, message: dict[str, Any]) -> bool:
         self.sent.append((connection_id, message))
+        return True
 
     def only(self, to: str = CID) -> dict[str, Any]:
         assert len(self.sent) == 1, self.sent
@@ -613,6 +614,21 @@ def test_reply_to_gone_connection_removes_its_rows(stack: Stack) -> None:
         routes.message(CID, json.dumps({"action": "ping"}))
         stub.assert_no_pending_responses()
     assert stack.rows() == []
+
+
+def test_a_snapshot_in_parts_stops_at_the_first_410(stack: Stack) -> None:
+    stack.connect("user-42")
+    make_stream("st_gone", ["user-42"], text="é€👋" * 40_000)  # ~360 KB: four parts or more
+    routes = ConnectionRoutes.from_settings(get_settings())  # management API reply
+    client = aws.management_api("us-east-1", get_settings().ws_management_endpoint or "")
+    with Stubber(client) as stub:
+        stub.add_response("post_to_connection", {})
+        stub.add_client_error("post_to_connection", "GoneException", http_status_code=410)
+        # Any further post would find no stubbed answer and fail the route.
+        routes.message(CID, json.dumps({"action": "resume", "streamId": "st_gone"}))
+        stub.assert_no_pending_responses()
+    # The gone connection's rows are removed; the stream's record stays.
+    assert stack.rows() == [("STREAM#st_gone", "META")]
 
 
 def test_a_tool_answer_without_data_reaches_the_model_without_data(stack: Stack) -> None:

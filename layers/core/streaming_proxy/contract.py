@@ -200,6 +200,8 @@ class StreamOptions(BaseModel):
     tool_timeout_seconds: float | None = Field(
         default=None, ge=1, le=300, alias="toolTimeoutSeconds"
     )
+    # With stream:false: the provider's own frames in `data.raw_response` (providers/raw.py).
+    raw_response: bool = Field(default=False, alias="rawResponse")
 
 
 class StreamRequest(BaseModel):

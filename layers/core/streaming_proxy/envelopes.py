@@ -34,16 +34,28 @@ class EnvelopeSequencer:
         }
 
 
+# The widest a character gets in JSON: a control character or lone surrogate as `\uXXXX`.
+MAX_CHAR_WIDTH = 6
+
+
+def json_width(text: str) -> int:
+    """Bytes `text` takes inside a JSON string (UTF-8, escapes counted, no quotes)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8")) - 2
+
+
 def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
     """Split text into pieces of at most `max_bytes` UTF-8 bytes (JSON-escaped), never
     inside a character, so each piece fits one WebSocket message."""
-    if len(json.dumps(text, ensure_ascii=False).encode("utf-8")) <= max_bytes:
+    # Most text is far below the limit: no encoding at all when even the widest could fit.
+    if len(text) * MAX_CHAR_WIDTH + 2 <= max_bytes:
+        return [text]
+    if json_width(text) + 2 <= max_bytes:
         return [text]
     pieces: list[str] = []
     current: list[str] = []
     size = 0
     for char in text:
-        width = len(json.dumps(char, ensure_ascii=False).encode("utf-8")) - 2
+        width = json_width(char)
         if size + width > max_bytes and current:
             pieces.append("".join(current))
             current, size = [], 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,7 +21,7 @@ from ..errors import (
     field_problems,
 )
 from ..service import StreamService
-from ..textcheck import check_json, too_deep
+from ..textcheck import parse_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,15 +59,9 @@ async def read_json(
             raise PayloadTooLarge(f"request body over {max_bytes} bytes")
     if empty_is_object and not body.strip():
         return {}  # routes whose body is optional (the key may come in a header)
-    try:
-        data = json.loads(body)
-    except RecursionError as e:
-        raise too_deep() from e
-    except ValueError as e:
-        raise BadRequest("request body is not valid JSON") from e
+    data = parse_json(bytes(body))
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    check_json(data)
     return data
 
 

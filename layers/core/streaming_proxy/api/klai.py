@@ -12,7 +12,8 @@ from ..contract import StopRequest, StreamRequest
 from ..errors import NotSupported, ProxyError, ValidationFailed
 from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
-from ..outcome import StreamOutcome
+from ..openai_format import completion
+from ..providers.raw import recording
 from ..service import StreamService
 from ..streams import new_stream_id
 from .answers import authenticate, error_response, page_or_app, parse, read_json, service_of
@@ -76,7 +77,7 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         job = _job(service, body, app.app_id, kind)
         service.check(job)
         if not body.payload.stream:
-            return await _complete(service, job)
+            return await _complete(service, job, raw=body.options.raw_response)
         await service.register(job)
         if "text/event-stream" in request.headers.get("accept", ""):
             return await _sse(service, job)
@@ -126,31 +127,20 @@ async def _sse(service: StreamService, job: StreamJob) -> Response:
     )
 
 
-async def _complete(service: StreamService, job: StreamJob) -> Response:
-    outcome = await service.run(service.relay(job))
+async def _complete(service: StreamService, job: StreamJob, *, raw: bool) -> Response:
+    """The whole result (`stream:false`): an OpenAI `chat.completion` whatever the provider,
+    in the Klai success envelope; `raw`: plus the provider's own frames."""
+    with recording(job.provider) as frames:
+        outcome = await service.run(service.relay(job))
     if outcome.error is not None:
         return error_response(outcome.error, job.action_name)
+    model = job.payload.model or job.provider
+    data = completion("chatcmpl-" + job.stream_id.removeprefix("st_"), model, outcome)
+    if raw:
+        data["raw_response"] = frames.as_json()
     return JSONResponse(
-        {
-            "success": True,
-            "actionName": job.action_name,
-            "streamId": job.stream_id,
-            "data": completion_data(outcome),
-        }
+        {"success": True, "actionName": job.action_name, "streamId": job.stream_id, "data": data}
     )
-
-
-def completion_data(outcome: StreamOutcome) -> dict[str, Any]:
-    """`{choices: [{message, finish_reason}], usage}` as the Klai LLM Query result."""
-    message: dict[str, Any] = {"role": "assistant", "content": outcome.text}
-    if outcome.tool_calls:
-        message["tool_calls"] = [call.as_openai() for call in outcome.tool_calls]
-    usage = {k: outcome.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    usage["estimated"] = outcome.usage["estimated"]
-    return {
-        "choices": [{"index": 0, "message": message, "finish_reason": outcome.finish_reason}],
-        "usage": usage,
-    }
 
 
 def _ack(kind: StreamKind, stream_id: str) -> dict[str, Any]:

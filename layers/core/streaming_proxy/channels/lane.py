@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelopes import MAX_CONTENT_BYTES, encode
+from ..envelopes import MAX_CONTENT_BYTES, encode, json_width
 from ..observability import PublishStats
 
 # Message types whose adjacent pieces may be joined: appending their text is the same
@@ -34,6 +34,7 @@ class Outgoing:
     envelope: dict[str, Any]
     first_seq: int = -1
     _encoded: dict[str, bytes] = field(default_factory=dict)
+    _width: int = -1
 
     def __post_init__(self) -> None:
         if self.first_seq < 0:
@@ -52,6 +53,15 @@ class Outgoing:
     def mergeable(self) -> bool:
         return self.envelope.get("type") in MERGEABLE
 
+    @property
+    def content_width(self) -> int:
+        """Bytes `content` takes in the posted JSON: escapes make `"`, `\\n` and other control
+        characters 2 to 6 bytes wide, so its UTF-8 length would undercount."""
+        if self._width < 0:
+            content = self.envelope.get("content", "")
+            self._width = json_width(content) if isinstance(content, str) else 0
+        return self._width
+
     def encoded(self, channel: str) -> bytes:
         data = self._encoded.get(channel)
         if data is None:
@@ -69,7 +79,9 @@ def merge(items: list[Outgoing]) -> Outgoing:
         return items[0]
     last = items[-1]
     content = "".join(str(item.envelope.get("content", "")) for item in items)
-    return Outgoing({**last.envelope, "content": content}, first_seq=items[0].first_seq)
+    merged = Outgoing({**last.envelope, "content": content}, first_seq=items[0].first_seq)
+    merged._width = sum(item.content_width for item in items)  # escapes are per character
+    return merged
 
 
 def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
@@ -81,13 +93,13 @@ def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
     if not head.mergeable or not queue:
         return head, 1
     run = [head]
-    size = _content_bytes(head)
+    size = head.content_width
     while queue:
         following = queue[0]
         same_kind = following.envelope.get("type") == head.envelope.get("type")
         if not same_kind or following.first_seq != run[-1].seq + 1:
             break
-        extra = _content_bytes(following)
+        extra = following.content_width
         if size + extra > MAX_CONTENT_BYTES:
             break
         run.append(queue.popleft())
@@ -104,11 +116,6 @@ def compact(queue: deque[Outgoing]) -> int:
         merged.append(message)
     queue.extend(merged)
     return before - len(queue)
-
-
-def _content_bytes(message: Outgoing) -> int:
-    content = message.envelope.get("content", "")
-    return len(content.encode("utf-8")) if isinstance(content, str) else 0
 
 
 Deliver = Callable[["Lane", Outgoing], Awaitable[bool]]

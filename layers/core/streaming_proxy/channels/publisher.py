@@ -92,7 +92,6 @@ class ChannelPublisher:
         self._db = db
         self._app_id = app_id
         self._channels = list(dict.fromkeys(channels))
-        self._stream_id = stream_id
         self._refresh_seconds = refresh_seconds
         self._retry = retry or RetryPolicy()
         self._drain_seconds = drain_seconds

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,21 +31,18 @@ from ..errors import (
 )
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
-from ..textcheck import check_json, too_deep
+from ..textcheck import parse_json
 from ..toolcalls import ToolCallStore
 from ..tools.answers import ToolAnswer, accept_answer
 from .names import ChannelName, check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
 
-if TYPE_CHECKING:
-    pass
-
 # What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
 STORE = "the stream store (DynamoDB)"
 
-Reply = Callable[[str, dict[str, Any]], None]
-"""Sends one JSON message to one connection."""
+Reply = Callable[[str, dict[str, Any]], bool]
+"""Sends one JSON message to one connection; False when the connection is gone (410)."""
 
 
 class _Action(BaseModel):
@@ -103,15 +99,9 @@ def error_message(error: ProxyError) -> dict[str, Any]:
 
 def parse_browser_message(body: str | None) -> BrowserMessage:
     """The browser's JSON message as a typed action; BadRequest / ValidationFailed otherwise."""
-    try:
-        raw = json.loads(body or "")
-    except RecursionError as e:
-        raise too_deep("message") from e
-    except ValueError as e:
-        raise BadRequest("message is not valid JSON") from e
+    raw = parse_json(body or "", "message")
     if not isinstance(raw, dict):
         raise BadRequest("message must be a JSON object")
-    check_json(raw, "message")
     action = raw.get("action")
     if not isinstance(action, str) or action not in ACTIONS:
         raise BadRequest(
@@ -154,7 +144,7 @@ class ManagementApiReply:
         self._endpoint = endpoint
         self._connections = connections
 
-    def __call__(self, connection_id: str, message: dict[str, Any]) -> None:
+    def __call__(self, connection_id: str, message: dict[str, Any]) -> bool:
         if not self._endpoint:
             raise RuntimeError("WS_MANAGEMENT_ENDPOINT is not set: cannot reply to connections")
         # The client is created on first reply: $connect and $disconnect never need it.
@@ -164,6 +154,8 @@ class ManagementApiReply:
         except ConnectionGone:
             get_logger().info("reply to a gone connection; removing it")
             self._connections.close(connection_id)
+            return False
+        return True
 
 
 class ConnectionRoutes:
@@ -234,7 +226,9 @@ class ConnectionRoutes:
                 get_logger().warning("dependency call failed", exc_info=True)
             replies = [error_message(unavailable or ProxyError("internal error"))]
         for reply in replies:
-            self._reply(connection_id, reply)
+            # A gone connection takes nothing more (the other parts of a snapshot, say).
+            if not self._reply(connection_id, reply):
+                return
 
     def _handle(self, connection_id: str, msg: BrowserMessage) -> list[dict[str, Any]]:
         if isinstance(msg, Ping):

@@ -32,6 +32,7 @@ from ..events import (
 )
 from .base import LlmRequest
 from .converse import converse_request
+from .raw import begin_round, record_frame
 from .structured import as_answer
 
 if TYPE_CHECKING:
@@ -135,10 +136,12 @@ class BedrockProvider:
             target=feed.run, args=(converse_stream,), name="bedrock-stream", daemon=True
         ).start()
         state = _StreamState()
+        begin_round()
         try:
             while (item := await feed.queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise upstream_error(item) from item
+                record_frame(item)
                 for event in as_answer(state.feed(item), request.sampling):
                     yield event
         finally:

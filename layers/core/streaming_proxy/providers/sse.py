@@ -11,6 +11,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from ..errors import UpstreamError, UpstreamTimeout
 from .base import MAX_ERROR_BODY_BYTES, raise_for_upstream, upstream_message
+from .raw import tapped
 
 
 @asynccontextmanager
@@ -34,9 +35,11 @@ async def open_event_stream(
             await raise_for_upstream(response, provider)
             await _require_event_stream(response, provider)
             events = source.aiter_sse()
+            tap = tapped(events)  # frames kept for options.rawResponse, when asked
             try:
-                yield events
+                yield tap
             finally:
+                await tap.aclose()
                 await events.aclose()
     except httpx.TimeoutException as e:
         raise UpstreamTimeout(f"{provider} timed out: {type(e).__name__}") from e
