@@ -10,9 +10,14 @@ from typing import Any
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from streaming_proxy.providers.sampling import ALIASES
+
 from .hostile import Deep, encode, hostile_values
 from .http_api import ACCEPTS, AUTHS, OPERATIONS, Auth, Target, mock_request
 from .rules import Operation, Request
+
+# Each spelling of a sampling setting -> the setting (providers/sampling.py reads them all).
+SETTING_OF = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 
 KLAI_STREAM_OPERATIONS = {"chatStream", "llmQuery"}
 # Mock providerArgs that inject failures: real upstream-style 5xx answers, not what is fuzzed here.
@@ -54,24 +59,40 @@ def cases(operation: Operation) -> st.SearchStrategy[Request]:
     return positive | operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)
 
 
+REPLACED_HEADERS = ("Authorization", "x-api-key", "Accept")
+
+
+def invalid_only_in_replaced_headers(case: Request) -> bool:
+    """A schema-violating case whose only violation is in a header `steer` replaces (the
+    credentials, Accept): once steered it is a valid request, so it must not be held to
+    "invalid data is rejected"."""
+    if case.meta is None or case.meta.generation.mode.is_positive:
+        return False
+    negative = {where.value for where, c in case.meta.components.items() if not c.mode.is_positive}
+    others = set(case.headers or {}) - set(REPLACED_HEADERS)
+    return negative <= {"header"} and not others
+
+
 def steer(operation_id: str, case: Request, steering: Steering, target: Target) -> dict[str, str]:
     """Point a generated request at the mock provider (no network, streams that end at once),
     put the drawn credentials in place; returns the headers to send.
 
     No change here turns a schema-valid request invalid or the reverse (a string stays a
     string, an object an object), so schemathesis' positive/negative checks stay right."""
-    for name in ("Authorization", "x-api-key", "Accept"):
+    for name in REPLACED_HEADERS:
         case.headers.pop(name, None)
     body = case.body
     if isinstance(body, dict):
         _steer_credentials(body, steering.auth, target)
         if operation_id in KLAI_STREAM_OPERATIONS:
-            _steer_klai_stream(body, steering, target)
+            _steer_klai_stream(body, steering, target, _positive(case))
         elif operation_id == "createChatCompletion":
             model = body.get("model")
             if isinstance(model, str) and model:
                 body["model"] = "mock/" + model.removeprefix("mock/")
             _fast_mock(body)
+            if _positive(case):
+                _settings_agree(body, body.get("providerArgs"))
             _name_the_action_for_header_channels(case)
         elif operation_id == "llmQueryStop" and steering.known_stream and _positive(case):
             body["streamId"] = target.stream_id  # a valid id stays valid: no check is misled
@@ -108,7 +129,9 @@ def _steer_credentials(body: dict[str, Any], auth: Auth, target: Target) -> None
         body.pop("apiKey", None)
 
 
-def _steer_klai_stream(body: dict[str, Any], steering: Steering, target: Target) -> None:
+def _steer_klai_stream(
+    body: dict[str, Any], steering: Steering, target: Target, positive: bool
+) -> None:
     payload = body.get("payload")
     if isinstance(payload, dict):
         if isinstance(payload.get("provider", "mock"), str):
@@ -116,11 +139,32 @@ def _steer_klai_stream(body: dict[str, Any], steering: Steering, target: Target)
         if isinstance(payload.get("apiKey"), str):
             payload["apiKey"] = target.ledger.add(steering.provider_key)
         _fast_mock(payload)
+        if positive:
+            _settings_agree(payload, payload.get("providerArgs"), payload.get("generationConfig"))
     options = body.setdefault("options", {"flushIntervalMs": 0})
     if isinstance(options, dict):
         flush = options.get("flushIntervalMs")
         if isinstance(flush, int) and not isinstance(flush, bool) and 0 <= flush <= 1000:
             options["flushIntervalMs"] = flush % 21
+
+
+def _settings_agree(*sources: Any) -> None:
+    """A setting given under several names (`top_k` and `topK`, at the top and in
+    providerArgs) must have one value: a rule across fields, which the document states in
+    words only. A valid request keeps it: every later spelling takes the first one's value
+    (of the same type, so the request stays valid)."""
+    chosen: dict[str, Any] = {}
+    for source in sources:
+        if not isinstance(source, dict):
+            continue
+        for key, value in source.items():
+            name = SETTING_OF.get(key)
+            if name is None or value is None:
+                continue
+            if name in chosen:
+                source[key] = chosen[name]
+            else:
+                chosen[name] = value
 
 
 def _fast_mock(container: dict[str, Any]) -> None:
@@ -170,6 +214,7 @@ KLAI_STREAM_FIELDS = (
 )
 SHAPES: dict[str, Shape] = {
     "health": Shape({}, ()),
+    "listModels": Shape({}, ()),
     "mintChannelToken": Shape(
         {"channels": ["fuzz-token"], "ttl": 60},
         ("apiKey", "channels", "channels.0", "ttl", "extra"),

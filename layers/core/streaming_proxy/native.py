@@ -107,7 +107,8 @@ def tool_choice(raw: Any) -> ToolChoiceValue | None:
     `{"type": "function", "function": {"name"}}`."""
     if raw is None:
         return None
-    if isinstance(raw, str) and raw.lower() in _MODES:
+    # The spellings providers use, exactly: lower case, or Gemini's upper case.
+    if isinstance(raw, str) and (raw in _MODES or (raw.isupper() and raw.lower() in _MODES)):
         return _MODES[raw.lower()]
     if isinstance(raw, dict):
         name = _forced_name(raw)

@@ -23,8 +23,10 @@ class ProviderRegistry:
         return [*BUILT_IN, *sorted(self._settings.compat_endpoints)]
 
     def speaks_openai(self, name: str) -> bool:
-        """Whether the provider takes Chat Completions bodies (OpenAI's own fields, natively)."""
-        return name in ("openai", "azure") or name in self._settings.compat_endpoints
+        """Whether the provider takes Chat Completions bodies (OpenAI's own fields, natively).
+        The mock does, the way a compatible server does: it ignores the fields it has no use
+        for, so the OpenAI face can be tried (and fuzzed) with any field OpenAI takes."""
+        return name in ("openai", "azure", "mock") or name in self._settings.compat_endpoints
 
     def configured(self) -> list[str]:
         """The providers this deployment can serve without a key in the request: a server

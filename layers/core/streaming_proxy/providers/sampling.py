@@ -140,6 +140,8 @@ def normalise(*sources: Source, args_prefix: str) -> tuple[Sampling, list[dict[s
 
 def _integer(minimum: int | None) -> Callable[[Any, str], int]:
     def parse(value: Any, where: str) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 800.0 is the integer 800
         if not isinstance(value, int) or isinstance(value, bool):
             raise invalid(where, f"{where} must be an integer")
         if minimum is not None and value < minimum:
