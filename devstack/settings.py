@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -56,4 +57,6 @@ class DevSettings(BaseSettings):
             "DEMO_ENABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "LOG_LEVEL": self.log_level,
+            # GET /v1/models lists the mock unless the caller chose what to list.
+            "MODELS": os.environ.get("MODELS", "mock/echo"),
         }

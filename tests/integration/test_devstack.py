@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from devstack.process import ROOT, free_port, start_stack
 from tests.wsclient import Subscriber
 
@@ -58,3 +60,20 @@ async def _refused_connect(ws_url: str, token: str) -> bool:
         return True
     await sub.close()
     return False
+
+
+def test_the_local_stack_lists_its_mock_model_for_openai_clients(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, {})
+    try:
+        listed = httpx.get(
+            f"{stack.http}/v1/models", headers={"Authorization": f"Bearer {stack.api_key}"}
+        )
+        missing = httpx.get(f"{stack.http}/v1/models")
+    finally:
+        stack.stop()
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["mock/echo"]
+    # The hint names every way to send the key, and no redaction mangles it.
+    assert missing.json()["error"]["message"] == (
+        "missing app key: send it as apiKey, as a bearer token or in x-api-key"
+    )
