@@ -59,7 +59,9 @@ class AppRegistry:
     def authenticate(self, api_key: str | None) -> App:
         """Return the app owning `api_key`, comparing digests in constant time against all apps."""
         if not api_key:
-            raise Unauthorized("missing app key: send it as apiKey, as a bearer token or in x-api-key")
+            raise Unauthorized(
+                "missing app key: send it as apiKey, as a bearer token or in x-api-key"
+            )
         presented = key_digest(api_key)
         found: App | None = None
         for app in self._apps.values():
