@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -126,7 +127,9 @@ def test_cli_needs_a_channel() -> None:
     assert out.returncode == 2 and "--channel" in out.stderr
 
 
-def test_apps_and_provider_keys_come_from_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Secrets Manager client on moto, with the fake credentials settings load with."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "t",
         "AWS_SECRET_ACCESS_KEY": "t",
@@ -134,20 +137,23 @@ def test_apps_and_provider_keys_come_from_secrets_manager(monkeypatch: pytest.Mo
     }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
-        sm = boto3.client("secretsmanager", region_name="us-east-1")
-        apps_arn = sm.create_secret(
-            Name="apps",
-            SecretString=json.dumps(
-                {"app7": {"keySha256": key_digest("k7"), "tokenSecret": SECRET}}
-            ),
-        )["ARN"]
-        keys_arn = sm.create_secret(
-            Name="keys",
-            SecretString=json.dumps({"OPENAI_API_KEY": "openai-key-from-secret", "NOT_A_KEY": "x"}),
-        )["ARN"]
-        monkeypatch.setenv("APPS_SECRET_ARN", apps_arn)
-        monkeypatch.setenv("PROVIDER_KEYS_SECRET_ARN", keys_arn)
-        settings = load_settings()
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def test_apps_and_provider_keys_come_from_secrets_manager(
+    monkeypatch: pytest.MonkeyPatch, secrets: Any
+) -> None:
+    apps_arn = secrets.create_secret(
+        Name="apps",
+        SecretString=json.dumps({"app7": {"keySha256": key_digest("k7"), "tokenSecret": SECRET}}),
+    )["ARN"]
+    keys_arn = secrets.create_secret(
+        Name="keys",
+        SecretString=json.dumps({"OPENAI_API_KEY": "openai-key-from-secret", "NOT_A_KEY": "x"}),
+    )["ARN"]
+    monkeypatch.setenv("APPS_SECRET_ARN", apps_arn)
+    monkeypatch.setenv("PROVIDER_KEYS_SECRET_ARN", keys_arn)
+    settings = load_settings()
     assert AppRegistry.from_settings(settings).authenticate("k7").app_id == "app7"
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "openai-key-from-secret"
@@ -172,22 +178,14 @@ HTTP_HOOK = {"toolWebhook": {"url": "http://tools.example.com/run", "secret": "s
     ],
 )
 def test_apps_that_could_cross_or_leak_are_refused_from_the_environment_and_the_secret(
-    monkeypatch: pytest.MonkeyPatch, apps: dict[str, Any], problem: str
+    monkeypatch: pytest.MonkeyPatch, secrets: Any, apps: dict[str, Any], problem: str
 ) -> None:
     with pytest.raises(ValidationError, match=problem):
         Settings(apps=apps)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        sm = boto3.client("secretsmanager", region_name="us-east-1")
-        arn = sm.create_secret(Name="apps", SecretString=json.dumps(apps))["ARN"]
-        monkeypatch.setenv("APPS_SECRET_ARN", arn)
-        with pytest.raises(ValueError, match=problem):
-            load_settings()
+    arn = secrets.create_secret(Name="apps", SecretString=json.dumps(apps))["ARN"]
+    monkeypatch.setenv("APPS_SECRET_ARN", arn)
+    with pytest.raises(ValueError, match=problem):
+        load_settings()
 
 
 def test_plain_http_webhooks_are_for_local_tests_only() -> None:

@@ -63,14 +63,14 @@ class ImageUrlPart(_Open):
 
 
 class InputAudioPart(_Open):
-    """OpenAI's audio input; providers that cannot take it refuse it with a 422."""
+    """OpenAI's audio input; providers that cannot take it refuse it with a 400."""
 
     type: Literal["input_audio"]
     input_audio: dict[str, Any]
 
 
 class FilePart(_Open):
-    """OpenAI's file input; providers that cannot take it refuse it with a 422."""
+    """OpenAI's file input; providers that cannot take it refuse it with a 400."""
 
     type: Literal["file"]
     file: dict[str, Any]

@@ -2,7 +2,7 @@
 read into the one internal form, OpenAI's, before any provider translates them.
 
 Each function is a pydantic "before" validator of one item: it returns the OpenAI shape, or
-raises ValueError saying what cannot be translated, so the 422 names the exact field
+raises ValueError saying what cannot be translated, so the 400 names the exact field
 (`payload.messages.2.parts.0`). Nothing a caller sends is dropped without an error.
 """
 

@@ -180,7 +180,8 @@ _ERROR_TYPES = {
 
 
 def openai_status(error: ProxyError) -> int:
-    """The HTTP status OpenAI would answer: an invalid request is a 400 there, never a 422."""
+    """The HTTP status OpenAI would answer: OpenAI never answers 422, so a provider's 422
+    passed on (a compatible server's validation error) is a 400 here."""
     return 400 if error.status == 422 else error.status
 
 

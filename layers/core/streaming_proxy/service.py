@@ -142,7 +142,7 @@ class StreamService:
     # -- use cases ---------------------------------------------------------------------------
 
     def check(self, job: StreamJob) -> None:
-        """Everything that can be refused before anything is published (422/401)."""
+        """Everything that can be refused before anything is published (400/401)."""
         check_targets(job.channels, self.settings.max_channels_per_request)
         frontend = job.frontend_tools if job.runs_tools else []
         if frontend and (not job.payload.stream or not job.channels):

@@ -104,7 +104,7 @@ class BedrockProvider:
         converse_request(request)
 
     def region(self, request: LlmRequest) -> str:
-        """The configured region, or an allowed one the request asks for (422 otherwise)."""
+        """The configured region, or an allowed one the request asks for (400 otherwise)."""
         configured = self._settings.bedrock_region or self._settings.aws_region
         asked = request.provider_args.get("region")
         if asked is None or asked == configured:

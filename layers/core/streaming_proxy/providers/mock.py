@@ -72,7 +72,7 @@ class MockProvider:
     name = "mock"
 
     def prepare(self, request: LlmRequest) -> None:
-        """Reject bad providerArgs or message content with a 422 before anything is published."""
+        """Reject bad providerArgs or message content with a 400 before anything is published."""
         mock_args(request)
         last_user_text(request.messages)
 

@@ -90,9 +90,21 @@ def record_frame(frame: Any) -> None:
     frames.add(text.strip())
 
 
-async def tapped(events: AsyncIterator[ServerSentEvent]) -> AsyncGenerator[ServerSentEvent, None]:
-    """`events`, each one's data recorded on the way through (when something records)."""
-    begin_round()
+def tapped(
+    events: AsyncGenerator[ServerSentEvent, None],
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """`events`, each one's data recorded on the way through; `events` itself when nothing
+    records (every stream but `rawResponse` ones: no extra step per chunk)."""
+    frames = _CURRENT.get()
+    if frames is None:
+        return events
+    frames.begin()
+    return _recorded(events)
+
+
+async def _recorded(
+    events: AsyncIterator[ServerSentEvent],
+) -> AsyncGenerator[ServerSentEvent, None]:
     async for event in events:
         record_frame(event.data)
         yield event

@@ -43,7 +43,7 @@ class ProviderRegistry:
         return [name for name in self.names() if ready.get(name, name in s.compat_endpoints)]
 
     def resolve(self, name: str) -> Provider:
-        """The adapter for `name`, or UnknownProvider (422) listing the ones that exist."""
+        """The adapter for `name`, or UnknownProvider (400) listing the ones that exist."""
         s, http = self._settings, self._http
         # Imports are local so a cold start loads only the adapter it uses.
         if name == "mock":
