@@ -354,3 +354,39 @@ async def test_a_provider_cut_in_round_two_ends_every_subscriber_with_both_round
     assert rule.fired == 1
     record = await finished(chaos, stream_id)
     assert record["finish_reason"] == "error"
+
+
+async def publish(chaos: Chaos, channel: str) -> httpx.Response:
+    body = {"channels": [channel], "actionName": "onChaos", "message": {"step": 3, "of": 5}}
+    async with httpx.AsyncClient(base_url=chaos.stack.http, timeout=30) as client:
+        return await client.post(
+            "/message/send", json=body, headers={"x-api-key": chaos.stack.api_key}
+        )
+
+
+async def test_a_published_message_is_retried_through_throttling_and_a_broken_tab_is_counted(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    broken = await subscribers[2].connection_id()
+    chaos.management.add_rule(server_error(500), method="POST", path=broken.replace("=", "%3D"))
+    throttled = chaos.management.add_rule(throttle(), method="POST", path=POSTS, times=1)
+    r = await publish(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["subscribers"], answer["delivered"], answer["failed"]) == (3, 2, 1)
+    assert throttled.fired == 1
+    message_id = answer["messageId"]
+    for sub in subscribers[:2]:
+        await sub.wait_for(lambda m: m.get("streamId") == message_id)
+        assert len([m for m in sub.messages if m.get("streamId") == message_id]) == 1
+
+
+async def test_a_publish_with_membership_unreadable_is_a_503_and_sends_nothing(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    rule = chaos.dynamodb.add_rule(server_error(500), operation="Query", times=30)
+    r = await publish(chaos, subscribers[0].channel)  # type: ignore[attr-defined]
+    assert rule.fired >= 3
+    assert r.status_code == 503 and r.json()["error"]["type"] == "dependency_unavailable"
+    await asyncio.sleep(0.3)
+    assert all(not [m for m in s.messages if m.get("type") == "message"] for s in subscribers)
