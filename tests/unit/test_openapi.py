@@ -398,7 +398,7 @@ def test_every_event_type_has_a_component() -> None:
 
 def test_the_relay_emits_only_documented_event_types() -> None:
     source = inspect.getsource(relay)
-    emitted = set(re.findall(r"_(?:emit|buffer)\(\"(\w+)\"", source))
+    emitted = set(re.findall(r"_(?:emit|text)\(\"(\w+)\"", source))
     assert {"threadInfo", "delta", "end"} <= emitted
     assert emitted <= ENVELOPE_TYPES
 

@@ -98,6 +98,8 @@ def publisher(
     refresh: float = 60.0,
     drain: float = 5.0,
     policy: RetryPolicy = POLICY,
+    window: float = 0.0,
+    max_window: float | None = None,
 ) -> ChannelPublisher:
     return ChannelPublisher(
         store=store,  # type: ignore[arg-type]
@@ -109,6 +111,8 @@ def publisher(
         refresh_seconds=refresh,
         retry=policy,
         drain_seconds=drain,
+        window_seconds=window,
+        max_window_seconds=max_window,
     )
 
 
@@ -309,6 +313,86 @@ async def test_a_late_joiner_gets_the_text_so_far_then_every_live_message() -> N
     assert_complete(late, text_of(envelopes))
     assert pub.stats.catch_ups == 1
     assert store.queries < 20  # membership is read on a timer, never per message
+
+
+async def test_text_is_joined_over_the_window_and_nothing_else_waits_for_it() -> None:
+    store = FakeStore({("appA", "x"): ["c1", "c2"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], window=0.05)
+    envelopes = stream(30)
+    await publish(pub, envelopes, gap=0.001)
+    for conn in ("c1", "c2"):
+        got = poster.received[conn]
+        assert_complete(got, text_of(envelopes))
+        # threadInfo, the first delta at once, then a few joined batches, then end.
+        assert got[1]["seq"] == 1 and "firstSeq" not in got[1]
+        assert len(got) < 12 and any(m.get("firstSeq") for m in got)
+    assert pub.stats.window_ms == 50
+
+
+async def test_a_joiner_during_a_window_gets_no_text_twice() -> None:
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.02, window=0.2)
+    envelopes = stream(20)
+    await pub.start()
+    for e in envelopes[:10]:  # seq 2..9 are held for the window when "late" joins
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("late")
+    await asyncio.sleep(0.1)
+    for e in envelopes[10:]:
+        await pub.send(e)
+    await pub.close()
+    late = poster.received["late"]
+    assert late[0]["type"] == "snapshot" and late[0]["seq"] == 1
+    assert_complete(late, text_of(envelopes))
+    assert_complete(poster.received["early"], text_of(envelopes))
+
+
+async def test_a_snapshot_says_only_what_the_channels_were_sent() -> None:
+    # Text held for the window is not in it, so no joined message straddles its seq.
+    pub = publisher(FakeStore({("appA", "x"): ["c1"]}), FakePoster(), ["x"], window=10.0)
+    envelopes = stream(6)
+    await pub.start()
+    for e in envelopes[:4]:
+        await pub.send(e)
+    assert pub.sent_so_far() == ("<1>", 1)  # seq 2 and 3 wait for the window
+    await pub.send(envelopes[4])
+    await pub.send(envelopes[5])  # end: releases everything first
+    assert pub.sent_so_far() == ("<1><2><3><4>", 5)
+    await pub.close()
+
+
+async def test_a_fan_out_that_cannot_keep_up_widens_the_window_and_loses_nothing() -> None:
+    members = [f"c{i}" for i in range(20)]
+    store = FakeStore({("appA", "x"): list(members)})
+    poster = FakePoster()
+    poster.delay = dict.fromkeys(members, 0.03)  # each post takes longer than the window
+    pub = publisher(store, poster, ["x"], window=0.01, max_window=0.2)
+    envelopes = stream(120)
+    await publish(pub, envelopes, gap=0.002)
+    assert pub.stats.window_ms > 10
+    for conn in members:
+        assert_complete(poster.received[conn], text_of(envelopes))
+    # Fewer, larger messages: far fewer than one post per 10 ms of a ~0.25 s stream.
+    assert pub.stats.posts < 20 * 20
+
+
+async def test_one_slow_connection_does_not_widen_the_window_for_the_others() -> None:
+    members = [f"c{i}" for i in range(20)]
+    store = FakeStore({("appA", "x"): list(members)})
+    poster = FakePoster()
+    for conn in ("c0", "c1", "c2"):  # 15 %: more than the tenth that counts as behind
+        poster.always[conn] = DeliveryUnreachable("no answer")
+        poster.delay[conn] = 0.02
+    pub = publisher(store, poster, ["x"], window=0.01, max_window=0.2)
+    envelopes = stream(60)
+    await publish(pub, envelopes, gap=0.002)
+    # At most one step wider: until their first post fails they look merely busy.
+    assert pub.stats.window_ms <= 15
+    assert pub.stats.failed == 3
+    for conn in members[3:]:
+        assert_complete(poster.received[conn], text_of(envelopes))
 
 
 async def test_a_connection_that_leaves_and_rejoins_keeps_one_ordered_lane() -> None:

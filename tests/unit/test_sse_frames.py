@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from streaming_proxy.api.sse import FrameQueue, KlaiSseSink
 
@@ -43,3 +44,24 @@ async def test_a_klai_answer_ends_with_its_relay() -> None:
 
     frames = await asyncio.wait_for(read_all(sink, asyncio.ensure_future(relay())), 5)
     assert frames[1].startswith(b"event: end\ndata: ")
+
+
+async def test_a_quiet_stream_gets_keep_alives_and_a_busy_one_gets_none() -> None:
+    queue = FrameQueue()
+
+    async def relay() -> None:
+        await asyncio.sleep(0.13)  # quiet: keep-alives at about 0.05 and 0.10
+        for n in range(8):  # busy: a frame every 0.02 s, never 0.05 s of silence
+            queue.put(f"data: {n}\n\n".encode())
+            await asyncio.sleep(0.02)
+        queue.end()
+
+    done = asyncio.ensure_future(relay())
+    frames = await asyncio.wait_for(_collect(queue.frames(0.05, done)), 5)
+    quiet, busy = frames[1:3], frames[3:]
+    assert quiet == [b": keep-alive\n\n"] * 2
+    assert busy == [f"data: {n}\n\n".encode() for n in range(8)]
+
+
+async def _collect(frames: AsyncIterator[bytes]) -> list[bytes]:
+    return [frame async for frame in frames]

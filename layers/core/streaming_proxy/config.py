@@ -102,7 +102,9 @@ class Settings(BaseSettings):
 
     # Streaming behaviour
     max_body_bytes: int = 1_048_576
-    flush_interval_ms: int = Field(default=40, ge=0, le=1000)
+    # The channels' coalescing window, and how wide it may grow while the fan-out is behind.
+    flush_interval_ms: int = Field(default=20, ge=0, le=1000)
+    max_flush_interval_ms: int = Field(default=1000, ge=0, le=5000)
     idle_timeout_seconds: float = 60.0
     total_timeout_seconds: float = 840.0
     keepalive_seconds: float = 10.0

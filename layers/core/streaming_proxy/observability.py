@@ -43,7 +43,8 @@ class PublishStats:
     `failed` counts live connections that missed at least one message (retries exhausted
     or still queued when the drain time ran out) and `dropped` the seqs they missed;
     `gone` counts connections found closed (410); `merged` counts messages saved by
-    joining a lagging connection's backlog.
+    joining a lagging connection's backlog; `window_ms` is the widest coalescing window
+    the stream used (it widens while the connections cannot keep up).
     """
 
     subscribers: int = 0
@@ -54,6 +55,7 @@ class PublishStats:
     dropped: int = 0
     merged: int = 0
     catch_ups: int = 0
+    window_ms: int = 0
 
 
 @dataclass
@@ -114,4 +116,5 @@ class StreamStats:
             "dropped": self.publish.dropped,
             "merged": self.publish.merged,
             "catch_ups": self.publish.catch_ups,
+            "window_ms": self.publish.window_ms,
         }

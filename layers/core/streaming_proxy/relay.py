@@ -1,8 +1,10 @@
 """The relay: runs one stream from a provider to its sinks (SSE caller, channels).
 
-Provider events arrive through a queue fed by a producer task, so the consumer can
-wait with deadlines (coalescing window, idle timeout, total timeout) and a stop can
-cancel the producer, which closes the upstream response, at any moment.
+Provider events arrive through a queue fed by a producer task, so a stop can cancel the
+producer, which closes the upstream response, at any moment. Every piece of text is
+numbered and handed to the sinks as it comes (the SSE caller never waits; the channel
+publisher coalesces its own copy). Deadlines (idle, total, snapshot) are one timer that
+queues a tick, so the per-event path awaits nothing but the queue.
 
 Whatever raises (a provider, a sink, an observer, the relay's own code), a stream
 always finishes: `end` is emitted, the final status written, the sinks closed.
@@ -12,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import redact
-from .coalescer import Coalescer
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
 from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout, error_object
@@ -27,7 +28,6 @@ from .events import (
     StreamEvent,
     TextDelta,
     ThinkingDelta,
-    ToolCallDelta,
     ToolCallsReady,
     ToolsWaiting,
 )
@@ -52,6 +52,7 @@ class _Marker:
 
 _DONE = _Marker("done")
 _CANCEL = _Marker("cancel")
+_TICK = _Marker("tick")  # a deadline may be due: check them
 
 
 class Relay:
@@ -68,6 +69,7 @@ class Relay:
         stats: StreamStats | None = None,
         observers: Sequence[Observer] = (),
         gate: StartGate | None = None,
+        progress: Callable[[], tuple[str, int]] | None = None,
     ) -> None:
         self.job = job
         self.gate: StartGate = gate or AnsweredByOutcome()
@@ -76,6 +78,8 @@ class Relay:
         self._sinks = list(sinks)
         self._settings = settings
         self._recorder = recorder
+        # What a periodic snapshot says: the channels' text so far when they hold some back.
+        self._progress = progress or self._published_so_far
         self.stats = stats or StreamStats(provider=job.provider, kind=job.kind)
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
         self._queue: asyncio.Queue[StreamEvent | _Marker | BaseException] = asyncio.Queue()
@@ -87,7 +91,8 @@ class Relay:
         self._announced = False
         self._calls_left_over: tuple[PlannedCall, ...] = ()
         self._tools_waiting = False
-        self._coalescer = Coalescer(job.flush_interval_ms / 1000)
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._started = 0.0  # the loop time run() began
         # Set by the producer: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
         self._silent = False  # an early failure answered to the caller: publish nothing
@@ -106,7 +111,7 @@ class Relay:
     async def run(self) -> StreamOutcome:
         """Run the stream to its end; never raises for provider, delivery or relay failures."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = self._started = loop.time()
         with redact.active(self.job.payload.api_key):
             tasks: list[asyncio.Task[None]] = []
             try:
@@ -176,23 +181,17 @@ class Relay:
     # -- consuming -----------------------------------------------------------------------
 
     async def _consume(self, started: float) -> None:
-        getter: asyncio.Task[StreamEvent | _Marker | BaseException] | None = None
+        self._arm_deadlines(started)
         try:
             while True:
-                if getter is None and not self._queue.empty():
-                    item = self._queue.get_nowait()  # the common case: no timer, no task
-                else:
-                    # One getter lives across deadline checks, so no item is ever dropped and
-                    # a deadline never fires while an item waits.
-                    getter = getter or asyncio.ensure_future(self._queue.get())
-                    timeout = self._next_deadline(started) - asyncio.get_running_loop().time()
-                    done, _ = await asyncio.wait({getter}, timeout=max(0.0, timeout))
-                    if getter not in done:
-                        if self._on_deadline(started) is not None:
-                            return
-                        await self._flush_due()
-                        continue
-                    item, getter = getter.result(), None
+                queue = self._queue
+                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if item is _TICK:
+                    if self._on_deadline(started) is not None:
+                        return
+                    self._snapshot_if_due()
+                    self._arm_deadlines(started)
+                    continue
                 if isinstance(item, _Marker):
                     if item is _CANCEL:
                         self._outcome.finish_reason = "cancelled"
@@ -203,8 +202,17 @@ class Relay:
                     await self._on_first_event(asyncio.get_running_loop().time() - started)
                 await self._handle(item)
         finally:
-            if getter is not None:
-                getter.cancel()
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+
+    def _arm_deadlines(self, started: float) -> None:
+        """One timer at the nearest deadline; it queues a tick behind any waiting event, so
+        a deadline is only ever judged after the events that arrived before it."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = asyncio.get_running_loop().call_at(
+            self._next_deadline(started), self._queue.put_nowait, _TICK
+        )
 
     def _next_deadline(self, started: float) -> float:
         settings = self._settings
@@ -212,8 +220,6 @@ class Relay:
         deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
         if not self._tools_waiting:
             deadlines.append(last + settings.idle_timeout_seconds)
-        if self._coalescer.flush_at is not None:
-            deadlines.append(self._coalescer.flush_at)
         return min(deadlines)
 
     def _on_deadline(self, started: float) -> ProxyError | None:
@@ -230,14 +236,16 @@ class Relay:
                 self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
         return self._outcome.error
 
-    async def _flush_due(self) -> None:
+    def _snapshot_if_due(self) -> None:
         now = asyncio.get_running_loop().time()
-        await self._send(self._coalescer.due(now))
         if now >= self._next_snapshot:
             self._next_snapshot = now + self._settings.snapshot_interval_seconds
             if self._recorder is not None:
                 # Only text already sent counts: a snapshot's text must match its seq.
-                self._recorder.snapshot_soon("".join(self._published), self._seq.last_seq)
+                self._recorder.snapshot_soon(*self._progress())
+
+    def _published_so_far(self) -> tuple[str, int]:
+        return "".join(self._published), self._seq.last_seq
 
     async def _on_first_event(self, elapsed: float) -> None:
         self._outcome.started = True
@@ -261,17 +269,17 @@ class Relay:
                 get_logger().warning("observer failed", extra=self._log_extra, exc_info=True)
         self._turn.handle(event)
         if isinstance(event, TextDelta):
-            await self._buffer("delta", event.text)
+            await self._text("delta", event.text)
         elif isinstance(event, ThinkingDelta):
-            await self._buffer("thinking", event.text)
-        elif isinstance(event, ToolCallDelta):
-            await self._flush()  # text before a tool call goes out before it
+            await self._text("thinking", event.text)
         elif isinstance(event, Finish):
             self._outcome.finish_reason = event.reason
 
     async def _on_loop_event(self, event: ToolCallsReady | ToolsWaiting | RoundStarted) -> None:
         if isinstance(event, ToolsWaiting):
             self._tools_waiting = event.waiting
+            if self._deadline_timer is not None:  # the idle deadline comes or goes
+                self._arm_deadlines(self._started)
         elif isinstance(event, RoundStarted):
             self.stats.tool_rounds += 1
         else:
@@ -280,7 +288,6 @@ class Relay:
     async def _announce(self, ready: ToolCallsReady) -> None:
         """The model asked for tools: say which (function_call), and hand each frontend call
         to the pages (llmToolCall) when the loop is about to wait for them."""
-        await self._flush()
         self._announced = True
         self.stats.tool_calls += len(ready.calls)
         await self._emit("function_call", content=function_call_content(ready.calls))
@@ -295,22 +302,16 @@ class Relay:
         self._outcome.error = error
         self._outcome.finish_reason = "error"
 
-    # -- coalescing and emitting ----------------------------------------------------------
+    # -- emitting ------------------------------------------------------------------------
 
-    async def _buffer(self, kind: str, text: str) -> None:
-        now = asyncio.get_running_loop().time()
-        await self._send(self._coalescer.push(kind, text, now))
-
-    async def _flush(self) -> None:
-        await self._send(self._coalescer.drain())
-
-    async def _send(self, pieces: list[tuple[str, str]]) -> None:
-        """Number and hand on coalesced text, cut to fit one WebSocket message each."""
-        for kind, text in pieces:
-            for piece in split_text(text):
-                await self._emit(kind, content=piece)
-                if kind == "delta":
-                    self._published.append(piece)
+    async def _text(self, kind: str, text: str) -> None:
+        """Number and hand on one piece of text, cut to fit one WebSocket message each."""
+        if not text:
+            return
+        for piece in split_text(text):
+            await self._emit(kind, content=piece)
+            if kind == "delta":
+                self._published.append(piece)
 
     async def _emit(self, type_: str, **fields: Any) -> None:
         """Number one message and hand it to every sink; a failing sink never stops the rest."""
@@ -328,7 +329,6 @@ class Relay:
 
     async def _finish(self) -> None:
         outcome = self._outcome
-        await self._step("flush", self._flush())
         try:
             self._sum_up(outcome)
         except Exception:

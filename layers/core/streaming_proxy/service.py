@@ -173,8 +173,16 @@ class StreamService:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
         stats = StreamStats(provider=job.provider, kind=job.kind)
         all_sinks: list[Sink] = list(sinks)
+        publisher = None
         if job.channels:
-            all_sinks.append(self.publisher(job.app_id, job.channels, job.stream_id, stats.publish))
+            publisher = self.publisher(
+                job.app_id,
+                job.channels,
+                job.stream_id,
+                stats.publish,
+                window_seconds=job.flush_interval_ms / 1000,
+            )
+            all_sinks.append(publisher)
         # Streams with channels are registered (stop, resume); the others are not.
         recorder = (
             StreamRecorder(
@@ -195,6 +203,7 @@ class StreamService:
             stats=stats,
             observers=observers,
             gate=gate,
+            progress=publisher.sent_so_far if publisher else None,
         )
 
     def publisher(
@@ -203,8 +212,11 @@ class StreamService:
         channels: Sequence[str],
         stream_id: str,
         stats: PublishStats | None = None,
+        *,
+        window_seconds: float = 0.0,
     ) -> ChannelPublisher:
-        """The fan-out of one stream (or one published message) to an app's channels."""
+        """The fan-out of one stream (or one published message) to an app's channels;
+        text is coalesced over `window_seconds`, widened under load up to the ceiling."""
         return ChannelPublisher(
             store=self.connections,
             poster=self.poster,
@@ -217,6 +229,8 @@ class StreamService:
             drain_seconds=self.settings.drain_timeout_seconds,
             stats=stats,
             slow_gate=self._slow_gate,
+            window_seconds=window_seconds,
+            max_window_seconds=self.settings.max_flush_interval_ms / 1000,
         )
 
     def _source(self, job: StreamJob) -> EventSource:

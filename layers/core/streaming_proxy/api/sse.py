@@ -16,6 +16,7 @@ from ..relay import Relay
 from ..service import StreamService
 
 _CLOSED = object()
+_KEEPALIVE = object()
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -29,9 +30,11 @@ class FrameQueue:
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._last_put = 0.0  # loop time of the last frame queued (keep-alives wait on it)
 
     def put(self, frame: bytes) -> None:
         self._queue.put_nowait(frame)
+        self._last_put = _now()
 
     def end(self) -> None:
         """No frame follows: the answer ends once the ones queued are out."""
@@ -47,19 +50,49 @@ class FrameQueue:
         not before: in Lambda the invocation freezes when the response ends. It ends then
         whether or not a sink or observer closed the queue (one that failed may not have)."""
         done.add_done_callback(lambda _: self.end())
+        keepalive = _KeepAlive(self, keepalive_seconds)
         yield b": stream open\n\n"
-        while True:
-            try:
-                item = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if item is _CLOSED:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(done)
-                return
-            assert isinstance(item, bytes)
-            yield item
+        try:
+            while True:
+                queue = self._queue
+                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if item is _KEEPALIVE:
+                    yield b": keep-alive\n\n"
+                    continue
+                if item is _CLOSED:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(done)
+                    return
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            keepalive.cancel()
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class _KeepAlive:
+    """Queues a keep-alive comment once nothing was queued for `seconds`: one timer that
+    re-arms itself from the last frame's time, so frames never pay for a timeout each."""
+
+    def __init__(self, frames: FrameQueue, seconds: float) -> None:
+        self._frames = frames
+        self._seconds = seconds
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        frames = self._frames
+        due = frames._last_put + self._seconds
+        if _now() >= due:
+            frames._queue.put_nowait(_KEEPALIVE)
+            frames._last_put = _now()
+            due = frames._last_put + self._seconds
+        self._handle = asyncio.get_running_loop().call_at(due, self._fire)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class KlaiSseSink(FrameQueue):

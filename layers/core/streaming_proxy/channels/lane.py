@@ -158,6 +158,11 @@ class Lane:
         self._finishing = False
         return True
 
+    @property
+    def busy(self) -> bool:
+        """A message is being posted or waits to be."""
+        return self.in_flight is not None or bool(self._queue)
+
     def undelivered(self) -> int:
         """Seqs queued or in flight (what a cancelled lane failed to deliver)."""
         pending = sum(message.covers for message in self._queue)

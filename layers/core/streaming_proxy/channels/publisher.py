@@ -1,9 +1,10 @@
 """ChannelPublisher: fans a stream's messages out to every connection of its channels.
 
 Membership is read once at start and refreshed on a timer (never per message) until the
-stream's `end` is sent. Each connection has its own lane (lane.py) so order per connection
-is kept while posts to different connections run concurrently, and a slow or failing one
-delays no other.
+stream's `end` is sent. Text messages are held over the coalescing window (coalescer.py)
+and go out joined; the window widens while the connections cannot keep up. Each
+connection has its own lane (lane.py) so order per connection is kept while posts to
+different connections run concurrently, and a slow or failing one delays no other.
 
 Nothing is lost silently. Throttling, 5xx answers, timeouts and connection errors are
 retried with jittered backoff; a lane that falls behind merges its backlog; a connection
@@ -31,6 +32,7 @@ from ..blocking import BlockingCalls
 from ..envelopes import LAST_TYPES, snapshot_messages
 from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
+from .coalescer import Coalescer
 from .lane import Lane, Outgoing
 from .poster import Poster
 from .store import ConnectionStore
@@ -86,6 +88,8 @@ class ChannelPublisher:
         drain_seconds: float = 10.0,
         stats: PublishStats | None = None,
         slow_gate: asyncio.Semaphore | None = None,
+        window_seconds: float = 0.0,
+        max_window_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._poster = poster
@@ -102,6 +106,9 @@ class ChannelPublisher:
         self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._coalescer = Coalescer(window_seconds, max_window_seconds)
+        self.stats.window_ms = max(self.stats.window_ms, round(window_seconds * 1000))
+        self._flush_timer: asyncio.TimerHandle | None = None
         # What a connection joining mid-stream needs to catch up: the text sent so far.
         self._text: list[str] = []
         self._last: dict[str, Any] | None = None
@@ -114,7 +121,39 @@ class ChannelPublisher:
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def send(self, envelope: dict[str, Any]) -> None:
-        """Queue one message for every member; returns without waiting for any post."""
+        """Queue one message for every member (text waits for its window); returns without
+        waiting for any post."""
+        loop = asyncio.get_running_loop()
+        ready = self._coalescer.push(Outgoing(envelope), loop.time())
+        for message in ready:
+            self._dispatch(message)
+        if self._coalescer.flush_at is not None and self._flush_timer is None:
+            self._flush_timer = loop.call_at(self._coalescer.flush_at, self._flush_due)
+
+    def sent_so_far(self) -> tuple[str, int]:
+        """The text and last seq handed to the connections (what a snapshot may say: a
+        joined message never straddles it)."""
+        return "".join(self._text), -1 if self._last is None else int(self._last["seq"])
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        # Connections still busy with earlier messages as the next batch falls due: the
+        # poster is behind at this rate, so the window widens (fewer, larger messages).
+        self._coalescer.adapt(self._behind())
+        for message in self._coalescer.drain():
+            self._dispatch(message)
+        self.stats.window_ms = max(self.stats.window_ms, round(self._coalescer.window * 1000))
+
+    def _behind(self) -> bool:
+        """Whether more than a tenth of the healthy connections have messages waiting
+        (a slow or failing one is not counted: it must not widen everyone's window)."""
+        healthy = [lane for lane in self._lanes.values() if not lane.slow and not lane.failed]
+        busy = sum(1 for lane in healthy if lane.busy)
+        return busy * 10 > len(healthy)
+
+    def _dispatch(self, message: Outgoing) -> None:
+        """Hand one numbered (possibly joined) message to every lane."""
+        envelope = message.envelope
         kind = envelope.get("type")
         if kind == "delta":
             self._text.append(str(envelope.get("content", "")))
@@ -125,7 +164,6 @@ class ChannelPublisher:
         else:
             self._waiting_calls = []
         self._last = envelope
-        message = Outgoing(envelope)
         for lane in self._lanes.values():
             lane.put(message)
         if kind in LAST_TYPES:
@@ -137,6 +175,11 @@ class ChannelPublisher:
     async def close(self) -> None:
         """Stop refreshing, let every lane deliver what it holds within the drain time,
         then count what is still undelivered."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for message in self._coalescer.drain():
+            self._dispatch(message)
         self._stop_refreshing()
         if self._refresher is not None:
             await asyncio.gather(self._refresher, return_exceptions=True)
