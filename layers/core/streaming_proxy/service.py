@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import aws, redact
+from . import aws, nethttp, redact
 from .auth import AppRegistry
 from .blocking import BlockingCalls, dependency_error
 from .channels.names import check_targets
@@ -79,7 +79,9 @@ class StreamService:
                 write=30.0,
                 pool=10.0,
             ),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=nethttp.transport(
+                httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            ),
         )
         self.providers = ProviderRegistry(settings, self.http)
         self.images = ImageFetcher(

@@ -1,0 +1,193 @@
+"""Provider HTTP over plain asyncio streams: what httpx does over it is what it did over anyio
+(bodies byte-exact, keep-alive, a closed idle connection replaced, timeouts and failures as
+httpx's own errors, TLS with certificate checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpcore
+import httpx
+import pytest
+
+from streaming_proxy import nethttp
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+
+
+class Server:
+    """A loopback HTTP/1.1 server whose handler writes raw bytes; counts connections."""
+
+    def __init__(self, handler: Handler, context: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.context = context
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.context else 'http'}://localhost:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    return head + await reader.readexactly(length)
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+async def answer_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Keep-alive: every request gets a chunked SSE body written in awkward pieces."""
+    while True:
+        await read_request(reader)
+        body = chunked(b'data: {"a":', b' "\xc3', b'\xa9"}\n\n', b"data: [DONE]\n\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n")
+        for i in range(0, len(body), 7):  # bytes split mid-size-line, mid-character
+            writer.write(body[i : i + 7])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=nethttp.transport(LIMITS), timeout=2) as c:
+        yield c
+
+
+def test_the_transport_really_uses_the_asyncio_backend() -> None:
+    # Fails loudly if an httpx release moves its pool: the rebuild would silently not apply.
+    pool = nethttp.transport(LIMITS)._pool
+    assert isinstance(pool, httpcore.AsyncConnectionPool)
+    assert isinstance(pool._network_backend, nethttp.AsyncioBackend)
+
+
+async def test_bodies_arrive_byte_exact_and_connections_are_kept_alive(
+    client: httpx.AsyncClient,
+) -> None:
+    server = Server(answer_forever)
+    async with server as origin:
+        for _ in range(3):
+            async with client.stream("POST", f"{origin}/v1/x", json={"q": 1}) as r:
+                body = b"".join([part async for part in r.aiter_raw()])
+            assert body == 'data: {"a": "é"}\n\ndata: [DONE]\n\n'.encode()
+    assert server.connections == 1
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_not_reused(
+    client: httpx.AsyncClient,
+) -> None:
+    async def once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()  # then close, as a keep-alive timeout on the server does
+
+    server = Server(once_then_close)
+    async with server as origin:
+        assert (await client.get(origin)).text == "ok"
+        await asyncio.sleep(0.05)  # the close reaches the pooled connection
+        assert (await client.get(origin)).text == "ok"
+    assert server.connections == 2
+
+
+async def test_a_silent_server_is_a_read_timeout(client: httpx.AsyncClient) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(silent) as origin:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(origin, timeout=httpx.Timeout(2, read=0.1))
+
+
+async def test_a_cut_body_and_a_refused_connection_are_httpx_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel")
+        await writer.drain()
+
+    async with Server(cut) as origin:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(origin)
+    with pytest.raises(httpx.ConnectError):
+        await client.get(origin)  # nothing listens there any more
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_is_verified_and_then_works_like_plain_http(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with Server(answer_forever, serving) as origin:
+        async with httpx.AsyncClient(transport=nethttp.transport(LIMITS, trusting)) as good:
+            r = await good.post(f"{origin}/v1/x", json={})
+            assert r.text.endswith("data: [DONE]\n\n")
+        async with httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as strict:
+            with pytest.raises(httpx.ConnectError):  # not signed by a public authority
+                await strict.post(f"{origin}/v1/x", json={})
