@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelopes import MAX_CONTENT_BYTES, encode, json_width
+from ..envelopes import MAX_CHAR_WIDTH, MAX_CONTENT_BYTES, encode, json_width
 from ..observability import PublishStats
 
 # Message types whose adjacent pieces may be joined: appending their text is the same
@@ -79,9 +79,13 @@ def merge(items: list[Outgoing]) -> Outgoing:
         return items[0]
     last = items[-1]
     content = "".join(str(item.envelope.get("content", "")) for item in items)
-    merged = Outgoing({**last.envelope, "content": content}, first_seq=items[0].first_seq)
-    merged._width = sum(item.content_width for item in items)  # escapes are per character
-    return merged
+    return Outgoing({**last.envelope, "content": content}, first_seq=items[0].first_seq)
+
+
+def _widest(message: Outgoing) -> int:
+    """An upper bound of `content_width` that costs nothing to compute."""
+    content = message.envelope.get("content", "")
+    return len(content) * MAX_CHAR_WIDTH if isinstance(content, str) else 0
 
 
 def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
@@ -93,15 +97,23 @@ def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
     if not head.mergeable or not queue:
         return head, 1
     run = [head]
-    size = head.content_width
+    # Exact JSON widths are only measured once the cheap bound could pass the limit.
+    exact = False
+    size = _widest(head)
     while queue:
         following = queue[0]
         same_kind = following.envelope.get("type") == head.envelope.get("type")
         if not same_kind or following.first_seq != run[-1].seq + 1:
             break
-        extra = following.content_width
+        extra = following.content_width if exact else _widest(following)
         if size + extra > MAX_CONTENT_BYTES:
-            break
+            if exact:
+                break
+            exact = True
+            size = sum(item.content_width for item in run)
+            extra = following.content_width
+            if size + extra > MAX_CONTENT_BYTES:
+                break
         run.append(queue.popleft())
         size += extra
     return merge(run), len(run)
