@@ -23,7 +23,9 @@ def test_stream_stats_flush_as_one_emf_record(
         messages=17,
         tool_rounds=2,
         tool_calls=3,
-        publish=PublishStats(posts=34, gone=1, retries=2, failed=0, catch_ups=1),
+        publish=PublishStats(
+            subscribers=3, posts=34, gone=1, retries=2, failed=0, catch_ups=1, window_ms=45
+        ),
     )
     stats.emit()
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -44,8 +46,10 @@ def test_stream_stats_flush_as_one_emf_record(
         "CatchUps",
         "ToolRounds",
         "ToolCalls",
+        "CoalescingWindow",
     } <= names
     assert record["TimeToFirstToken"] in (123.0, [123.0])
     assert record["FanoutPosts"] in (34, [34])
     assert record["CatchUps"] in (1, [1]) and record["ToolCalls"] in (3, [3])
+    assert record["CoalescingWindow"] in (45, [45])
     assert record["provider"] == "openai"

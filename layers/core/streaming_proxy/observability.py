@@ -92,6 +92,8 @@ class StreamStats:
         metrics.add_metric("MessagesMerged", MetricUnit.Count, self.publish.merged)
         metrics.add_metric("SubscribersReached", MetricUnit.Count, self.publish.subscribers)
         metrics.add_metric("CatchUps", MetricUnit.Count, self.publish.catch_ups)
+        if self.publish.subscribers:  # how far the channels' window widened under load
+            metrics.add_metric("CoalescingWindow", MetricUnit.Milliseconds, self.publish.window_ms)
         metrics.add_metric("ToolRounds", MetricUnit.Count, self.tool_rounds)
         metrics.add_metric("ToolCalls", MetricUnit.Count, self.tool_calls)
         metrics.add_metadata(key="finish_reason", value=self.finish_reason)
