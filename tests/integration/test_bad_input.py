@@ -163,6 +163,18 @@ def test_the_openai_face_caps_channels_named_in_its_header_too(stack: Stack) -> 
     assert long_name.status_code == 400
 
 
+@pytest.mark.parametrize("header", ["on Llm", "x" * 201, "on\tLlm", ""])
+@pytest.mark.parametrize("in_body", [False, True])
+def test_an_x_action_name_header_outside_its_rule_is_a_400_even_beside_the_body(
+    stack: Stack, header: str, in_body: bool
+) -> None:
+    body: dict[str, object] = {"model": "mock/echo", "messages": MESSAGES}
+    if in_body:
+        body["actionName"] = "onLlm"
+    r = post(stack, "/v1/chat/completions", body, **{"x-action-name": header})
+    assert r.status_code == 400 and "X-Action-Name" in r.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("key", ["abc\r\nX-Injected: 1", "clé-non-ascii", "with space"])
 def test_a_provider_key_that_cannot_be_a_header_is_a_400_never_echoed(
     stack: Stack, key: str
