@@ -218,24 +218,19 @@ async def test_https_posts_verify_against_aws_ca_bundle_and_keep_alive(
     assert (server.connections, [r.body for r in server.requests]) == (1, [b"0", b"1", b"2"])
 
 
-async def test_an_untrusted_certificate_is_unreachable(
-    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("certificate", "trusted"),
+    [("right", False), ("wrong", True)],
+    ids=["untrusted-issuer", "another-host-name"],
+)
+async def test_a_certificate_that_does_not_verify_is_unreachable(
+    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch, certificate: str, trusted: bool
 ) -> None:
-    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
-    server = Loopback(tls=server_tls(pki["right"]))
-    async with server.serving() as url:
-        poster = poster_for(url)
-        with pytest.raises(DeliveryUnreachable, match="SSLCertVerificationError"):
-            await poster.post("c", b"x")
-        await poster.aclose()
-    assert server.requests == []
-
-
-async def test_a_certificate_for_another_host_is_unreachable(
-    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_CA_BUNDLE", str(pki["ca"]))
-    server = Loopback(tls=server_tls(pki["wrong"]))
+    if trusted:
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(pki["ca"]))
+    else:
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)  # the system's CAs only
+    server = Loopback(tls=server_tls(pki[certificate]))
     async with server.serving() as url:
         poster = poster_for(url)
         with pytest.raises(DeliveryUnreachable, match="SSLCertVerificationError"):

@@ -342,6 +342,27 @@ async def test_renewed_credentials_sign_the_next_post() -> None:
     assert [h.get("x-amz-security-token") for h in sent] == [None, TEMPORARY.token, None]
 
 
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        Credentials("AKID\r\nx-injected: 1", "secret"),
+        Credentials("AKID", "secret", "token\nx-injected: 1"),
+        Credentials("AKID", "secret", "tökén"),
+    ],
+    ids=["key-with-crlf", "token-with-lf", "non-ascii-token"],
+)
+async def test_credentials_that_cannot_be_a_header_are_refused_unsent(
+    credentials: Credentials,
+) -> None:
+    server = Loopback()
+    async with server.serving() as url:
+        poster = poster_for(url, credentials)
+        with pytest.raises(DeliveryError, match="cannot be sent"):
+            await poster.post(CID, b"x")
+        await poster.aclose()
+    assert server.requests == []
+
+
 # --- construction -----------------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ class ResponseParser:
     def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
         self._max_body = max_body
         self._buffer = b""
-        self._head: tuple[int, dict[str, str], bool] | None = None
+        self._head: tuple[int, dict[str, str]] | None = None
         self._body: list[bytes] = []
         self._kept = 0
         # Bytes of the body (or of the current chunk) still to read; -1: until the close.
@@ -116,7 +116,7 @@ class ResponseParser:
         return True
 
     def _start_body(self, status: int, headers: dict[str, str], *, http10: bool) -> None:
-        self._head = (status, headers, http10)
+        self._head = (status, headers)
         connection = headers.get("connection")
         tokens = {t.strip() for t in connection.lower().split(",")} if connection else set()
         self.keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
@@ -141,16 +141,7 @@ class ResponseParser:
 
     def _read_sized(self) -> Answer | None:
         """A Content-Length body, or one that runs to the close (`_remaining == -1`)."""
-        if self._remaining == -1:
-            self._keep(self._buffer)
-            self._buffer = b""
-            return self._finish(truncated=True) if self._kept > self._max_body else None
-        taken = self._buffer[: self._remaining]
-        self._buffer = self._buffer[len(taken) :]
-        self._remaining -= len(taken)
-        self._keep(taken)
-        if self._kept > self._max_body:
-            self._buffer = b""
+        if self._take_body():
             return self._finish(truncated=True)
         return self._finish(truncated=False) if self._remaining == 0 else None
 
@@ -160,12 +151,7 @@ class ResponseParser:
                 if not self._read_chunk_size():
                     return None
             elif self._chunk_state == "data":
-                taken = self._buffer[: self._remaining]
-                self._buffer = self._buffer[len(taken) :]
-                self._remaining -= len(taken)
-                self._keep(taken)
-                if self._kept > self._max_body:
-                    self._buffer = b""
+                if self._take_body():
                     return self._finish(truncated=True)
                 if self._remaining:
                     return None
@@ -178,6 +164,23 @@ class ResponseParser:
                 self._buffer, self._chunk_state = self._buffer[2:], "size"
             else:
                 return self._read_trailers()
+
+    def _take_body(self) -> bool:
+        """Move body bytes (up to `_remaining`, or all when -1) out of the buffer; True when
+        the body passed the cap (the rest of the buffer is then dropped with the connection)."""
+        if self._remaining == -1:
+            taken, self._buffer = self._buffer, b""
+        else:
+            taken = self._buffer[: self._remaining]
+            self._buffer = self._buffer[len(taken) :]
+            self._remaining -= len(taken)
+        if taken and self._kept <= self._max_body:
+            self._body.append(taken)
+            self._kept += len(taken)
+        if self._kept > self._max_body:
+            self._buffer = b""
+            return True
+        return False
 
     def _read_chunk_size(self) -> bool:
         end = self._buffer.find(b"\r\n")
@@ -209,14 +212,9 @@ class ResponseParser:
         self._buffer = self._buffer[end:]
         return self._finish(truncated=False)
 
-    def _keep(self, data: bytes) -> None:
-        if data and self._kept <= self._max_body:
-            self._body.append(data)
-            self._kept += len(data)
-
     def _finish(self, *, truncated: bool) -> Answer:
         assert self._head is not None
-        status, headers, _ = self._head
+        status, headers = self._head
         body = b"".join(self._body)
         if truncated:
             self.keep_alive = False

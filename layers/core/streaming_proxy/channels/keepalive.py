@@ -228,6 +228,9 @@ class KeepAlivePool:
                 )
         except TimeoutError as e:
             raise ConnectTimeout(f"no connection within {self._connect_timeout:g} s") from e
+        if self._closed:  # closed while this one was connecting
+            connection.abort()
+            raise ConnectionAbortedError("the connection pool is closed")
         if not connection.closed:  # else `exchange` refuses it before sending
             self._open.add(connection)
         return connection

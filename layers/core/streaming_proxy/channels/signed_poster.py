@@ -16,7 +16,7 @@ import time
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
-from ..errors import DeliveryUnreachable, delivery_error
+from ..errors import DeliveryError, DeliveryUnreachable, delivery_error
 from .credentials import BotocoreCredentials, CredentialSource
 from .http1 import Answer
 from .keepalive import KeepAlivePool, Origin
@@ -142,6 +142,9 @@ class SignedPoster:
     def _signing_with(self, credentials: Credentials) -> tuple[Signer, str]:
         signing = self._signing
         if signing is None or signing[0].credentials != credentials:  # first post, or renewed
+            sent = (credentials.access_key, credentials.token or "")
+            if not all(value.isascii() and value.isprintable() for value in sent):
+                raise DeliveryError("the AWS credentials found cannot be sent in a header")
             token = credentials.token
             token_line = f"x-amz-security-token: {token}\r\n" if token else ""
             signing = self._signing = (Signer(credentials, self._host, self._region), token_line)
