@@ -8,15 +8,16 @@ from itertools import product
 import httpx
 import pytest
 
-from streaming_proxy.channels.signed_poster import SignedPoster, connection_path
+from streaming_proxy.channels.signed_poster import connection_path
 from streaming_proxy.channels.sigv4 import (
     Credentials,
+    Signer,
     amz_date,
     canonical_uri,
     sign,
     signing_key,
 )
-from tests.unit.aws_reference import botocore_signature, sent_by_botocore
+from tests.unit.aws_reference import botocore_signature
 
 KEY = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 TEMPORARY = Credentials(
@@ -227,25 +228,52 @@ def test_credentials_never_show_their_secrets() -> None:
     assert TEMPORARY.access_key not in shown
 
 
-# --- the URL the poster sends -----------------------------------------------------------------
+# --- the signer posts use: sign() with what does not change computed once ---------------------
 
 
-@pytest.mark.parametrize(("endpoint", "region"), ENDPOINTS)
-@pytest.mark.parametrize("connection_id", CONNECTION_IDS)
-async def test_poster_url_is_byte_identical_to_botocore_client(
-    endpoint: str, region: str, connection_id: str
+@pytest.mark.parametrize(
+    ("endpoint", "region", "connection_id", "credentials"),
+    [
+        (endpoint, region, cid, creds)
+        for (endpoint, region), cid, creds in product(ENDPOINTS, CONNECTION_IDS, [KEY, TEMPORARY])
+    ],
+)
+def test_signer_gives_what_sign_and_botocore_give(
+    endpoint: str, region: str, connection_id: str, credentials: Credentials
 ) -> None:
-    sent: list[httpx.Request] = []
+    url = url_of(endpoint, connection_id)
+    host, path, _ = host_and_path(url)
+    signer = Signer(credentials, host, region)
+    for body in BODIES:
+        ours = signer.headers("POST", path, body, NOW.timestamp())
+        assert ours == sign(
+            "POST", host, path, body, credentials=credentials, region=region, now=NOW
+        )
+        assert ours == botocore_signature("POST", url, body, credentials, region, NOW)
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(200)
 
-    poster = SignedPoster(
-        endpoint, region, credentials=lambda: KEY, transport=httpx.MockTransport(answer)
-    )
-    await poster.post(connection_id, b"x")
-    await poster.aclose()
-    reference = sent_by_botocore(endpoint, region, KEY, connection_id, b"x", NOW)
-    assert str(sent[0].url) == reference.url
-    assert sent[0].headers["host"] == httpx.URL(reference.url).netloc.decode("ascii")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/dev/./@connections/../@connections/abc%3D",
+        "https://example.com//dev//@connections//abc%3D/",
+        "https://example.com:8443/dev/@connections/%7Etilde%2Fslash",
+    ],
+)
+def test_signer_canonicalises_paths_as_botocore_does(url: str) -> None:
+    host, path, _ = host_and_path(url)
+    spaced = Credentials(KEY.access_key, KEY.secret_key, "  token  with   inner spaces ")
+    ours = Signer(spaced, host, "us-east-1").headers("put", path, b"x", NOW.timestamp())
+    assert ours == botocore_signature("PUT", url, b"x", spaced, "us-east-1", NOW)
+
+
+def test_signer_time_moves_with_every_second_and_day() -> None:
+    host, path, _ = host_and_path(url_of("https://h.example.com/dev", "abc="))
+    signer = Signer(KEY, host, "us-east-1")
+    midnight = datetime(2026, 3, 15, tzinfo=UTC).timestamp()
+    for now in (midnight - 1.5, midnight - 1.0, midnight - 0.2, midnight, midnight + 0.9):
+        at = datetime.fromtimestamp(int(now), UTC)
+        expected = sign("POST", host, path, b"x", credentials=KEY, region="us-east-1", now=at)
+        assert signer.headers("POST", path, b"x", now) == expected
+    assert signer.amz_date(midnight - 0.2) == "20260314T235959Z"
+    assert signer.amz_date(midnight) == "20260315T000000Z"

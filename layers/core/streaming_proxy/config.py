@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = 0.5
     snapshot_interval_seconds: float = 1.0
     drain_timeout_seconds: float = 10.0
-    # How posts reach @connections: boto3 on its own threads, or the signed httpx client.
-    poster: Literal["boto3", "signed"] = "boto3"
+    # How posts reach @connections: SigV4-signed on keep-alive connections (signed_poster.py),
+    # or boto3 on threads of its own.
+    poster: Literal["signed", "boto3"] = "signed"
     post_concurrency: int = Field(default=32, ge=4, le=MAX_POST_CONCURRENCY)
     post_max_retries: int = 5
     post_timeout_seconds: float = 3.0

@@ -121,12 +121,11 @@ class StreamService:
         if settings.poster == "signed":
             from .channels.signed_poster import SignedPoster
 
-            timeout = settings.post_timeout_seconds
             return SignedPoster(
                 endpoint,
                 settings.aws_region,
                 max_connections=settings.post_concurrency,
-                timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
+                timeout=settings.post_timeout_seconds,
             )
         client = aws.management_api(settings.aws_region, endpoint, settings.post_timeout_seconds)
         return BotoPoster(client, threads=settings.post_concurrency)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import NamedTuple
@@ -18,6 +19,7 @@ __all__ = [
     "ALGORITHM",
     "SERVICE",
     "Credentials",
+    "Signer",
     "amz_date",
     "canonical_headers",
     "canonical_query",
@@ -51,12 +53,14 @@ def amz_date(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+@lru_cache(maxsize=4096)
 def canonical_uri(path: str) -> str:
     """The path as AWS signs it for every service but S3.
 
     `path` is the path as sent, already percent-encoded; it is encoded a second time
     ('%3D' becomes '%253D', '@' becomes '%40'), after dot segments and empty segments
-    are removed, exactly as botocore does.
+    are removed, exactly as botocore does. Cached: a poster signs the same few thousand
+    connection paths over and over.
     """
     return quote(_remove_dot_segments(path), safe="/~")
 
@@ -157,3 +161,60 @@ def sign(
         f"SignedHeaders={signed}, Signature={signature.hex()}"
     )
     return headers
+
+
+class Signer:
+    """`sign` for many requests to one host with one set of credentials, without a query.
+
+    Everything that does not change between requests (header lines, scope, the credential
+    prefix) is built once, and the timestamp once per second: a post then costs two
+    SHA-256 hashes and one HMAC. Gives exactly `sign`'s headers (tests compare the two).
+    """
+
+    def __init__(
+        self, credentials: Credentials, host: str, region: str, service: str = SERVICE
+    ) -> None:
+        self.credentials = credentials
+        self._host = host
+        self._region, self._service = region, service
+        token = credentials.token
+        names = ["host", "x-amz-date", *(["x-amz-security-token"] if token else [])]
+        self._signed = ";".join(names)
+        self._host_line = f"host:{' '.join(host.split())}\n"
+        self._token_line = f"x-amz-security-token:{' '.join(token.split())}\n" if token else ""
+        self._scope_tail = f"/{region}/{service}/aws4_request"
+        self._second = -1
+        self._timestamp = ""
+
+    def headers(self, method: str, path: str, body: bytes, now: float) -> dict[str, str]:
+        """`sign(method, host, path, body, ...)` at `now` (seconds since the epoch)."""
+        timestamp = self.amz_date(now)
+        headers = {"host": self._host, "x-amz-date": timestamp}
+        if self.credentials.token:
+            headers["x-amz-security-token"] = self.credentials.token
+        headers["authorization"] = self.authorization(method, path, body, timestamp)
+        return headers
+
+    def authorization(self, method: str, path: str, body: bytes, timestamp: str) -> str:
+        """The `authorization` header of a request sent with `x-amz-date: {timestamp}`."""
+        canonical = (
+            f"{method.upper()}\n{canonical_uri(path)}\n\n{self._host_line}"
+            f"x-amz-date:{timestamp}\n{self._token_line}\n{self._signed}\n"
+            f"{hashlib.sha256(body).hexdigest()}"
+        )
+        date = timestamp[:8]
+        scope = date + self._scope_tail
+        key = signing_key(self.credentials.secret_key, date, self._region, self._service)
+        signature = hmac.digest(key, string_to_sign(timestamp, scope, canonical).encode(), "sha256")
+        return (
+            f"{ALGORITHM} Credential={self.credentials.access_key}/{scope}, "
+            f"SignedHeaders={self._signed}, Signature={signature.hex()}"
+        )
+
+    def amz_date(self, now: float) -> str:
+        """`amz_date` of `now` (seconds since the epoch), formatted once per second."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+        return self._timestamp
