@@ -1,14 +1,14 @@
 """`python -m benchmarks` (what `make bench` runs): every benchmark against a fresh local stack.
 
 Options: `--no-write` prints only (docs/benchmarks.md untouched); `--only NAME ...` runs a
-subset (cold_import, ttft, post_cost, fanout, coalescing, concurrency, delivery,
-tool_round) and never
-writes the doc.
+subset (cold_import, ttft, post_cost, fanout, sse_overhead, coalescing, concurrency,
+delivery, tool_round) and never writes the doc.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -22,6 +22,7 @@ from . import (
     delivery,
     fanout,
     post_cost,
+    sse_overhead,
     tool_round,
     ttft,
 )
@@ -33,6 +34,7 @@ STACK_BENCHMARKS: dict[str, Callable[[Stack], Result]] = {
     "ttft": ttft.run,
     "post_cost": post_cost.run,
     "fanout": fanout.run,
+    "sse_overhead": sse_overhead.run,
     "coalescing": coalescing.run,
     "concurrency": concurrency.run,
     "delivery": delivery.run,
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"local stack ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             try:
                 for name in wanted:
-                    timed(name, lambda name=name: STACK_BENCHMARKS[name](stack))
+                    timed(name, functools.partial(STACK_BENCHMARKS[name], stack))
             except BaseException:
                 print(f"--- last stack log lines ---\n{stack.logs()[-3000:]}", file=sys.stderr)
                 raise

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from .common import Result, close_all, http_client, open_subscribers
-from .fanout import CHUNKS, DELAY_MS, TEXT, StreamRun, run_stream
+from .common import Result, close_all, http_client, open_subscribers, text_of_words
 from .stack import Stack
+from .streams import StreamRun, run_stream
 
+CHUNKS = 400
+DELAY_MS = 2
+TEXT = text_of_words(CHUNKS)
 WINDOWS_MS = (0, 40, 100)
 SUBSCRIBERS = 2
 REPS = 3
@@ -22,7 +25,16 @@ async def _measure(stack: Stack) -> dict[int, list[StreamRun]]:
         async with http_client(stack) as client:
             for window in WINDOWS_MS:
                 runs[window] = [
-                    await run_stream(stack, client, subs, channel, flush_interval_ms=window)
+                    await run_stream(
+                        stack,
+                        client,
+                        subs,
+                        channel,
+                        text=TEXT,
+                        chunks=CHUNKS,
+                        delay_ms=DELAY_MS,
+                        flush_interval_ms=window,
+                    )
                     for _ in range(REPS)
                 ]
     finally:
@@ -36,11 +48,13 @@ def run(stack: Stack) -> Result:
         key="coalescing",
         title="Coalescing window",
         method=(
-            f"The fan-out stream ({CHUNKS} chunks, `delayMs` {DELAY_MS}) with "
+            f"One mock-provider stream ({CHUNKS} chunks, `delayMs` {DELAY_MS}, {len(TEXT)} "
+            "characters, plain POST: JSON ack, relay detached) with "
             f"`options.flushIntervalMs` {', '.join(map(str, WINDOWS_MS))}, {SUBSCRIBERS} "
             f"subscribers on one channel, {REPS} streams per window, medians. Messages per "
             "stream = what one subscriber receives (threadInfo + deltas + end); posts = "
-            "messages x subscribers. Text and order are checked as in the fan-out benchmark."
+            "messages x subscribers. Every subscriber's text and seq are checked as in the "
+            "fan-out benchmark."
         ),
         columns=[
             "flushIntervalMs",

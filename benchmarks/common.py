@@ -92,11 +92,13 @@ def http_client(stack: Stack) -> httpx.AsyncClient:
 
 
 class Subscriber:
-    """A browser-like WebSocket connection that timestamps every message it receives."""
+    """A browser-like WebSocket connection that timestamps every message it receives
+    (`time.perf_counter()` in `messages`, wall-clock ns in `arrivals_ns`, index for index)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.arrivals_ns: list[int] = []
         self._changed = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -108,7 +110,10 @@ class Subscriber:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                self.messages.append((time.perf_counter(), json.loads(raw)))
+                arrived_ns, arrived = time.time_ns(), time.perf_counter()
+                message = json.loads(raw)
+                self.arrivals_ns.append(arrived_ns)
+                self.messages.append((arrived, message))
                 self._changed.set()
         except Exception:  # closed: what was collected stays readable
             self._changed.set()
@@ -133,6 +138,14 @@ class Subscriber:
 
     def of(self, stream_id: str) -> list[dict[str, Any]]:
         return [m for _, m in self.messages if m.get("streamId") == stream_id and "seq" in m]
+
+    def arrivals(self, stream_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """(wall-clock arrival ns, message) of every message of `stream_id`."""
+        return [
+            (arrived, m)
+            for arrived, (_, m) in zip(self.arrivals_ns, self.messages, strict=True)
+            if m.get("streamId") == stream_id and "seq" in m
+        ]
 
     async def close(self) -> None:
         await self.ws.close()
@@ -199,7 +212,7 @@ class Result:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[Any, Any] = field(default_factory=dict)  # keyed by name or by a load (int)
     seconds: float = 0.0
 
 

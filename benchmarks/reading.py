@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from .coalescing import CHUNKS as COALESCING_CHUNKS
 from .common import Result
-from .fanout import CHUNKS
+from .sse_overhead import CONCURRENCY, CROWD, CROWDED, DELAY_MS
 
 QUOTA = 10_000  # API Gateway requests/s per account and region (shared by every API)
 
@@ -75,7 +76,7 @@ def _posts(results: dict[str, Result]) -> list[str]:
         }
         windows = sorted(rates)
         saving = rates[windows[0]] / rates[40] if 40 in rates else 0.0
-        chunks_per_s = CHUNKS / _median(coal.data[windows[0]], "wall")
+        chunks_per_s = COALESCING_CHUNKS / _median(coal.data[windows[0]], "wall")
         parts = ", ".join(
             f"{w} ms: {rate:.0f} posts/s per subscriber, {QUOTA / rate:,.0f} subscribers"
             for w, rate in rates.items()
@@ -107,16 +108,7 @@ def _posts(results: dict[str, Result]) -> list[str]:
             "subscribers per stream before the relay itself falls behind."
         )
         if fan is not None:
-            most = max(fan.data)
-            one = min(fan.data)
-            text += (
-                f" The fan-out benchmark shows the knee: with {most} subscribers the same "
-                f"stream took {_median(fan.data[most], 'wall'):.1f} s instead of "
-                f"{_median(fan.data[one], 'wall'):.1f} s (locally the gateway emulator and moto "
-                "share the process and the CPU, so the local knee comes earlier than in Lambda)."
-                " Since the window is time-based, a slowed stream also sends more messages "
-                "per subscriber: the relay itself ran slower, so an SSE caller would be slowed too."
-            )
+            text += _fanout(fan)
         text += (
             " Lambda allots CPU in proportion to memory (1,769 MB = 1 vCPU): at 512 MB "
             f"(~0.29 vCPU) the ceiling is ~{0.289 / cpu:,.0f} posts/s, at 1,769 MB "
@@ -128,19 +120,71 @@ def _posts(results: dict[str, Result]) -> list[str]:
     return lines
 
 
+def _fanout(fan: Result) -> str:
+    most, one = max(fan.data), min(fan.data)
+    big, small = fan.data[most], fan.data[one]
+    return (
+        f" The fan-out benchmark shows where that leads: one subscriber gets a token "
+        f"{small['p50']:.0f} ms after the upstream sent it (p99 {small['p99']:.0f} ms; the "
+        f"40 ms window is most of it), {most} subscribers get it {big['p50']:.0f} ms after "
+        f"(p99 {big['p99']:.0f} ms). The app process spent {big['app_cpu_per_post'] * 1000:.2f}"
+        f" ms of CPU per post there and made about {big['posts'] / big['wall']:,.0f} posts/s "
+        "over the stream; lanes that fall behind merge their backlog (a median of "
+        f"{big['messages']:g} messages per subscriber instead of {small['messages']:g}), so "
+        "nothing is lost but every token waits. The gateway emulator, in its own process, "
+        f"spent {big['gateway_cpu_per_post'] * 1000:.2f} ms per post on top, which API "
+        "Gateway pays in AWS."
+    )
+
+
+def _sse(r: Result) -> list[str]:
+    d = r.data
+    one, off, v1 = d["klai@1"], d["klai0@1"], d["v1@1"]
+    top = max(CONCURRENCY)
+    many = d[f"v1@{top}"]
+    rate = top * 1000 / DELAY_MS
+    text = (
+        f"- **SSE overhead.** One Klai SSE caller gets each chunk {one['p50']:.1f} ms (p50) "
+        f"after the upstream sent it with the default window, {off['p50']:.1f} ms with "
+        f"`flushIntervalMs` 0 and {v1['p50']:.1f} ms through `/v1`: with the window on, the "
+        "caller's SSE stream waits for it even when no one subscribes to the channel."
+    )
+    crowd = d.get(f"{CROWDED.key}@1")
+    if crowd is not None:
+        text += (
+            f" With {CROWD} subscribers on its channel the caller's p50 is "
+            f"{crowd['p50']:.0f} ms (p99 {crowd['p99']:.0f} ms): its frames and the posts "
+            "come from one envelope sequence in one process."
+        )
+    text += (
+        f" At {top} streams at once, `/v1` adds {many['p50']:.0f} ms p50 and "
+        f"{many['p99']:.0f} ms p99 per chunk ({many['p50_ratio']:.0f}x and "
+        f"{many['p99_ratio']:.0f}x the direct path): at {many['app_cpu_per_chunk'] * 1e6:.0f} "
+        f"us of app CPU per relayed chunk, {rate:,.0f} chunks/s need "
+        f"{rate * many['app_cpu_per_chunk']:.1f} CPU-seconds per second, more than the one "
+        "core a Python process's event loop can use, so every chunk queues behind the ones "
+        f"before it. At one stream a chunk costs more ({v1['app_cpu_per_chunk'] * 1e6:.0f} us): "
+        f"the stream's own fixed work is only {d['fixed_cpu'] * 1000:.0f} ms, but a chunk "
+        "that arrives alone pays a whole wake-up of the event loop (upstream read, parse, "
+        "relay, SSE write), while a busy loop handles several per wake-up."
+    )
+    return [text]
+
+
 def _memory(r: Result) -> list[str]:
     d = r.data
     mib = 1024
     return [
-        f"- **Memory and concurrency.** {d['rss_before'] / mib:.0f} MiB is the whole local "
-        "stack (app, emulator, moto) at rest; 20 concurrent streams with 40 subscribers "
+        f"- **Memory and concurrency.** {d['rss_before'] / mib:.0f} MiB is the app process "
+        "(stream app and moto) at rest; 20 concurrent streams with 40 subscribers "
         f"moved RSS to {d['rss_peak_sampled'] / mib:.0f} MiB at peak, so a stream's own "
         "state is small and memory is set by imports, not by load. In Lambda each execution "
         "environment serves one request at a time (one stream, or one detached relay), so "
         "256-512 MB would hold it; choose the stream function's memory for the CPU its "
         "fan-out needs (above), not for RAM. "
         f"The concurrent run took {d['wall']:.1f} s for streams that take "
-        f"{d['solo_wall']:.1f} s alone, using {d['cpu']:.1f} CPU s of the 2 cores: one "
+        f"{d['solo_wall']:.1f} s alone; the app process used {d['cpu']:.1f} CPU s (the "
+        f"emulator's process {d['gateway_cpu']:.1f} more): one "
         "process is CPU-bound (the GIL keeps its Python work to about one core), and acks "
         "wait behind it "
         f"({d['acks']['median'] * 1000:.0f} ms median when 20 requests arrive together, "
@@ -174,7 +218,7 @@ def _delivery(r: Result) -> list[str]:
 
 def _tool_round(r: Result) -> list[str]:
     def median_ms(over: str, key: str) -> float:
-        return 1000 * statistics.median(run[key] for run in r.data[over])
+        return 1000 * float(statistics.median(run[key] for run in r.data[over]))
 
     ws, https = median_ms("websocket", "round_trip"), median_ms("https", "round_trip")
     return [
@@ -195,6 +239,8 @@ def reading(results: dict[str, Result]) -> list[str]:
         lines += _cold(results["cold_import"])
     if "ttft" in results:
         lines += _ttft(results["ttft"])
+    if "sse_overhead" in results:
+        lines += _sse(results["sse_overhead"])
     lines += _posts(results)
     if "concurrency" in results:
         lines += _memory(results["concurrency"])
@@ -208,9 +254,7 @@ def reading(results: dict[str, Result]) -> list[str]:
 def findings(results: dict[str, Result]) -> list[str]:
     """Things this run caught the product doing wrong (checked, not assumed)."""
     out: list[str] = []
-    runs = [
-        run for key in ("fanout", "coalescing") if key in results for run in _runs(results[key])
-    ]
+    runs = _runs(results["coalescing"]) if "coalescing" in results else []
     short = [
         r for r in runs if r["logged_posts"] is not None and r["logged_posts"] < r["delivered"]
     ]

@@ -1,9 +1,11 @@
 """API Gateway WebSocket emulator: routes clients to the connections handler, serves @connections.
 
-One Starlette app on one port: the WebSocket endpoint (any path) turns a handshake, each
+One ASGI app on one port: the WebSocket endpoint (any path) turns a handshake, each
 client message and each close into API Gateway-shaped `$connect` / `$default` /
-`$disconnect` events for the handler, and `/@connections/{id}` (optionally under
-`/{stage}`) answers boto3's `apigatewaymanagementapi` client like the real management API.
+`$disconnect` events for the handler (gateway_events.py), and `/@connections/{id}`
+(optionally under `/{stage}`) answers boto3's `apigatewaymanagementapi` client like the
+real management API. Starlette routes all of it except PostToConnection, which is served in
+plain ASGI because it is the call a fan-out makes hundreds of times a second.
 The handler is synchronous and posts back to this server, so it always runs in a worker
 thread: run on the event loop it would wait for itself.
 """
@@ -18,25 +20,27 @@ import logging
 import secrets
 import string
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .gateway_events import INTEGRATION_TIMEOUT_SECONDS, EventShapes, LambdaContext
+
+__all__ = ["GatewayEmulator", "Handler", "LambdaContext", "new_connection_id"]
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Message = MutableMapping[str, Any]  # an ASGI message
 
-# API Gateway's limits: 128 KB per message, integration timeout 29 s.
+# API Gateway's limit: 128 KB per message.
 MAX_MESSAGE_BYTES = 128 * 1024
-INTEGRATION_TIMEOUT_SECONDS = 29.0
 # How long close_all waits for one connection's $disconnect to finish.
 DISCONNECT_WAIT_SECONDS = 35.0
 
@@ -51,43 +55,14 @@ def new_connection_id() -> str:
             return candidate
 
 
-def _epoch_ms(wall: float) -> int:
-    return int(wall * 1000)
-
-
 def _iso(wall: float) -> str:
     return (
         datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
-def _request_time(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-
-
-def _header_name(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-")).replace("Websocket", "WebSocket")
-
-
 @dataclass
-class LambdaContext:
-    """The subset of Lambda's context object that Powertools reads."""
-
-    function_name: str = "ConnectionsFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:ConnectionsFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/ConnectionsFunction"
-    log_stream_name: str = "devstack"
-    deadline: float = field(default_factory=lambda: time.monotonic() + INTEGRATION_TIMEOUT_SECONDS)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-@dataclass
-class _Client:
+class Client:
     """One accepted connection and what the emulator knows about it."""
 
     connection_id: str
@@ -126,13 +101,13 @@ class GatewayEmulator:
         self.stage = stage
         self.idle_timeout_seconds = idle_timeout_seconds
         self.max_age_seconds = max_age_seconds
-        self._host_header = host_header
         self.api_id = "".join(
             secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10)
         )
-        self._clients: dict[str, _Client] = {}
-        methods = ["POST", "GET", "DELETE"]
-        self.app = Starlette(
+        self._events = EventShapes(stage, self.api_id, host_header)
+        self._clients: dict[str, Client] = {}
+        methods = ["GET", "DELETE"]  # POST never gets here: see `app`
+        self._routes = Starlette(
             routes=[
                 Route("/@connections/{connection_id}", self._manage, methods=methods),
                 Route("/{stage}/@connections/{connection_id}", self._manage, methods=methods),
@@ -141,6 +116,23 @@ class GatewayEmulator:
             ],
             lifespan=self._lifespan,
         )
+
+        # A plain function, so servers see an ASGI 3 app (a bound method reads as ASGI 2).
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._dispatch(scope, receive, send)
+
+        self.app = app
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """PostToConnection, the one hot call (every message to every subscriber), skips
+        Starlette's middleware and routing: a benchmark fanning out to hundreds of
+        subscribers measures the app, not this emulator's framework."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            connection_id = _posted_connection(scope["path"])
+            if connection_id is not None:
+                await self._post(connection_id, receive, send, scope)
+                return
+        await self._routes(scope, receive, send)
 
     def connection_ids(self) -> list[str]:
         """Ids of the open connections."""
@@ -182,13 +174,13 @@ class GatewayEmulator:
 
     async def _serve(self, websocket: WebSocket) -> None:
         peer = websocket.client
-        client = _Client(
+        client = Client(
             connection_id=new_connection_id(),
             websocket=websocket,
             source_ip=peer.host if peer else "127.0.0.1",
             user_agent=websocket.headers.get("user-agent"),
         )
-        answer = await self._invoke(self._connect_event(client))
+        answer = await self._invoke(self._events.connect(client))
         status = int(answer.get("statusCode", 200)) if answer is not None else 500
         if not 200 <= status < 300:
             body = (answer or {}).get("body") or json.dumps({"message": "Internal server error"})
@@ -209,10 +201,10 @@ class GatewayEmulator:
             client.closing = True
             if worker is not None:
                 await self._stop_worker(client, worker)
-            await self._invoke(self._disconnect_event(client))
+            await self._invoke(self._events.disconnect(client))
             client.finished.set()
 
-    async def _receive_until_closed(self, client: _Client) -> None:
+    async def _receive_until_closed(self, client: Client) -> None:
         while True:
             message = await client.websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -230,15 +222,15 @@ class GatewayEmulator:
             client.touch()
             await client.inbox.put(message)
 
-    async def _run_messages(self, client: _Client) -> None:
+    async def _run_messages(self, client: Client) -> None:
         """Invoke `$default` for each client message in arrival order."""
         while (message := await client.inbox.get()) is not None:
-            if await self._invoke(self._message_event(client, message)) is None:
+            if await self._invoke(self._events.message(client, message)) is None:
                 # What API Gateway sends the client when the integration fails.
                 error = {"message": "Internal server error", "connectionId": client.connection_id}
                 await self._send(client, json.dumps(error).encode("utf-8"))
 
-    async def _stop_worker(self, client: _Client, worker: asyncio.Task[None]) -> None:
+    async def _stop_worker(self, client: Client, worker: asyncio.Task[None]) -> None:
         """Drop messages not yet handled, let the one in flight finish, then stop."""
         while not client.inbox.empty():
             client.inbox.get_nowait()
@@ -257,7 +249,7 @@ class GatewayEmulator:
             return None
         return answer if isinstance(answer, dict) else {}
 
-    async def _send(self, client: _Client, data: bytes) -> bool:
+    async def _send(self, client: Client, data: bytes) -> bool:
         """Deliver one message byte-exact: text when it is UTF-8, binary otherwise."""
         message: Message
         try:
@@ -273,7 +265,7 @@ class GatewayEmulator:
                 return False
         return True
 
-    async def _close(self, client: _Client, code: int, reason: str) -> None:
+    async def _close(self, client: Client, code: int, reason: str) -> None:
         if client.closing:
             return
         client.closing = True
@@ -284,24 +276,39 @@ class GatewayEmulator:
 
     # --- the @connections management API ----------------------------------------------
 
+    async def _post(self, connection_id: str, receive: Receive, send: Send, scope: Scope) -> None:
+        """`POST @connections/{id}` in plain ASGI, answering as `_manage` does."""
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        client = self._clients.get(connection_id)
+        if len(body) > MAX_MESSAGE_BYTES:
+            answer = _error(413, "PayloadTooLargeException", "Message too long")
+        elif client is None or client.closing or not await self._send(client, body):
+            answer = _error(410, "GoneException", f"Connection {connection_id} is gone")
+        else:
+            await send(_EMPTY_200)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await answer(scope, receive, send)
+
     async def _manage(self, request: Request) -> Response:
+        """GetConnection and DeleteConnection (PostToConnection is `_post`)."""
         connection_id = request.path_params["connection_id"]
         client = self._clients.get(connection_id)
-        body = await request.body()
-        if request.method == "POST" and len(body) > MAX_MESSAGE_BYTES:
-            return _error(413, "PayloadTooLargeException", "Message too long")
         if client is None or client.closing:
             return _error(410, "GoneException", f"Connection {connection_id} is gone")
         if request.method == "DELETE":
             await self._close(client, 1000, "Connection closed by the @connections API")
             return Response(status_code=204)
-        if request.method == "GET":
-            return self._describe(client)
-        if not await self._send(client, body):
-            return _error(410, "GoneException", f"Connection {connection_id} is gone")
-        return Response(status_code=200)
+        return self._describe(client)
 
-    def _describe(self, client: _Client) -> Response:
+    def _describe(self, client: Client) -> Response:
         identity: dict[str, Any] = {"sourceIp": client.source_ip}
         if client.user_agent:
             identity["userAgent"] = client.user_agent
@@ -313,75 +320,23 @@ class GatewayEmulator:
             }
         )
 
-    # --- API Gateway-shaped events ------------------------------------------------------
 
-    def _context(self, client: _Client, route: str, kind: str) -> dict[str, Any]:
-        now = time.time()
-        request_id = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
-        host = self._domain(client)
-        identity: dict[str, Any] = {"sourceIp": client.source_ip}
-        if client.user_agent and kind != "MESSAGE":
-            identity["userAgent"] = client.user_agent
-        return {
-            "routeKey": route,
-            "eventType": kind,
-            "extendedRequestId": request_id,
-            "requestTime": _request_time(now),
-            "messageDirection": "IN",
-            "stage": self.stage,
-            "connectedAt": _epoch_ms(client.connected_at),
-            "requestTimeEpoch": _epoch_ms(now),
-            "identity": identity,
-            "requestId": request_id,
-            "domainName": host,
-            "connectionId": client.connection_id,
-            "apiId": self.api_id,
-        }
+# What Starlette's `Response(status_code=200)` sends, built once.
+_EMPTY_200: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-length", b"0")],
+}
 
-    def _domain(self, client: _Client) -> str:
-        return self._host_header or client.websocket.headers.get("host") or "localhost"
 
-    def _connect_event(self, client: _Client) -> dict[str, Any]:
-        multi: dict[str, list[str]] = {}
-        for name, value in client.websocket.headers.items():
-            multi.setdefault(_header_name(name), []).append(value)
-        multi["Host"] = [self._domain(client)]
-        multi.setdefault("X-Forwarded-For", [client.source_ip])
-        scheme = "https" if client.websocket.url.scheme == "wss" else "http"
-        multi.setdefault("X-Forwarded-Proto", [scheme])
-        event: dict[str, Any] = {
-            "headers": {name: ",".join(values) for name, values in multi.items()},
-            "multiValueHeaders": multi,
-        }
-        query = parse_qs(client.websocket.url.query, keep_blank_values=True)
-        if query:
-            event["queryStringParameters"] = {name: values[-1] for name, values in query.items()}
-            event["multiValueQueryStringParameters"] = query
-        event["requestContext"] = self._context(client, "$connect", "CONNECT")
-        event["isBase64Encoded"] = False
-        return event
-
-    def _disconnect_event(self, client: _Client) -> dict[str, Any]:
-        host = self._domain(client)
-        headers = {"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""}
-        context = self._context(client, "$disconnect", "DISCONNECT")
-        context["disconnectStatusCode"] = client.close_code or 1005
-        context["disconnectReason"] = client.close_reason
-        return {
-            "headers": headers,
-            "multiValueHeaders": {name: [value] for name, value in headers.items()},
-            "requestContext": context,
-            "isBase64Encoded": False,
-        }
-
-    def _message_event(self, client: _Client, message: Message) -> dict[str, Any]:
-        context = self._context(client, "$default", "MESSAGE")
-        context["messageId"] = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
-        text = message.get("text")
-        if text is not None:
-            return {"requestContext": context, "body": text, "isBase64Encoded": False}
-        body = base64.b64encode(message.get("bytes") or b"").decode("ascii")
-        return {"requestContext": context, "body": body, "isBase64Encoded": True}
+def _posted_connection(path: str) -> str | None:
+    """The id in `/@connections/{id}` or `/{stage}/@connections/{id}`, as the routes match."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] == "@connections" and parts[2]:
+        return parts[2]
+    if len(parts) == 4 and parts[1] and parts[2] == "@connections" and parts[3]:
+        return parts[3]
+    return None
 
 
 def _error(status: int, code: str, message: str) -> Response:

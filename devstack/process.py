@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -15,8 +16,17 @@ from typing import Any
 
 import httpx
 
+from .gateway_process import READY_LINE as GATEWAY_READY_LINE
+
 ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "local stack is ready"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (its own threads, not children)."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -41,7 +51,26 @@ class StackProcess:
 
     @property
     def pid(self) -> int:
+        """The stack's own process: the app and moto, and the emulator unless it has its own."""
         return self.proc.pid
+
+    @functools.cached_property
+    def gateway_pid(self) -> int | None:
+        """The gateway emulator's process when it runs in one (DEV_GATEWAY_PROCESS), else None."""
+        for line in self.logs().splitlines():
+            if line.startswith(GATEWAY_READY_LINE):
+                return int(line.removeprefix(GATEWAY_READY_LINE))
+        return None
+
+    def app_cpu_seconds(self) -> float:
+        """CPU used so far by the stack's process: the app and moto (and the emulator when it
+        runs in the same process)."""
+        return cpu_seconds(self.pid)
+
+    def gateway_cpu_seconds(self) -> float | None:
+        """CPU used so far by the emulator's own process; None when it has none."""
+        pid = self.gateway_pid
+        return None if pid is None else cpu_seconds(pid)
 
     def token(self, *channels: str, ttl: int = 600, api_key: str | None = None) -> str:
         """A subscribe token minted through the public `POST /channels/token` (with the dev

@@ -31,6 +31,9 @@ class DevSettings(BaseSettings):
     # chaos tests put a fault-injecting proxy there.
     product_dynamodb_url: str | None = None
     product_management_url: str | None = None
+    # The gateway emulator in a child process of its own (benchmarks measure the app's CPU
+    # apart from it); off by default: one process is simpler to run and to debug.
+    gateway_process: bool = False
 
     def apps_json(self) -> str:
         """The APPS value: the dev app (only its key's digest, never the key) and the extras."""

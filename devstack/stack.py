@@ -1,24 +1,21 @@
-"""LocalStack: embedded DynamoDB, the WebSocket gateway emulator and the stream app, one process."""
+"""LocalStack: embedded DynamoDB, the WebSocket gateway emulator and the stream app (one process,
+or the emulator in a child process with DEV_GATEWAY_PROCESS=true)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import importlib.util
 import logging
 import os
-import signal
 import socket
-from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import boto3
-import uvicorn
 from moto.server import ThreadedMotoServer
 
+from .servers import filter_secrets, start_all, stop_all, stop_signal, uvicorn_server
 from .settings import DevSettings
 from .template import create_table
 
@@ -33,14 +30,6 @@ def load_function_module(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to the stack, which stops all servers together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class PortInUse(SystemExit):
@@ -63,27 +52,12 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
                 ) from e
 
 
-class SecretsFilter(logging.Filter):
-    """Uvicorn's handshake and access lines quote the request line, subscribe token
-    (`?token=...`) included: replace every credential-shaped string before it is written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from streaming_proxy.redact import scrub
-
-        message = record.getMessage()
-        cleaned = scrub(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
 class LocalStack:
     """Starts the three local services; `run()` serves until Ctrl-C / SIGTERM."""
 
     def __init__(self, dev: DevSettings) -> None:
         self.dev = dev
         self._moto: ThreadedMotoServer | None = None
-        self._servers: list[uvicorn.Server] = []
 
     def ports(self) -> dict[str, int]:
         return {
@@ -109,20 +83,6 @@ class LocalStack:
         # Real AWS credentials in the caller's shell must never reach the local stack.
         os.environ.update(self.dev.product_env())
 
-    def _server(self, app: Any, port: int) -> uvicorn.Server:
-        config = uvicorn.Config(
-            app,
-            host=self.dev.host,
-            port=port,
-            ws="websockets-sansio",
-            log_level=self.dev.log_level.lower(),
-            access_log=False,
-            lifespan="on",
-        )
-        server = _Server(config)
-        self._servers.append(server)
-        return server
-
     async def run(self) -> None:
         check_ports(self.dev.host, self.ports())
         self.start_dynamodb()
@@ -130,54 +90,44 @@ class LocalStack:
         from streaming_proxy.api.app import create_app
 
         from .demo import demo_app
-        from .gateway import GatewayEmulator
+        from .gateway_process import GatewayProcess, build_gateway
 
-        connections = load_function_module("connections")
-        gateway = GatewayEmulator(
-            connections.handler,
-            stage=self.dev.stage,
-            idle_timeout_seconds=self.dev.idle_timeout_seconds,
-            max_age_seconds=self.dev.max_age_seconds,
-        )
-        servers = [
-            self._server(gateway.app, self.dev.ws_port),
-            self._server(demo_app(create_app(), self.dev), self.dev.http_port),
-        ]
-        # After the servers' configs: creating one (re)configures uvicorn's loggers.
-        for name in ("uvicorn.error", "uvicorn.access"):
-            logging.getLogger(name).addFilter(SecretsFilter())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(server.serve()) for server in servers]
-        while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.05)
+        # Its own process (DEV_GATEWAY_PROCESS) or this one: the same emulator either way.
+        child = await GatewayProcess.start(self.dev) if self.dev.gateway_process else None
+        gateway = None if child else build_gateway(self.dev)
+        servers = [uvicorn_server(demo_app(create_app(), self.dev), self.dev, self.dev.http_port)]
+        if gateway is not None:
+            servers.append(uvicorn_server(gateway.app, self.dev, self.dev.ws_port))
+        filter_secrets()
+        stopping = stop_signal()
+        tasks = await start_all(servers)
         if all(server.started for server in servers):
-            print(banner(self.dev), flush=True)
-            waiter = asyncio.create_task(stop.wait())
+            print(banner(self.dev, child.pid if child else None), flush=True)
+            waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        await gateway.close_all()
-        for server in servers:
-            server.should_exit = True
-        await asyncio.gather(*tasks, return_exceptions=True)
+            waiter.cancel()
+        # Connections close (their $disconnect writes rows) before DynamoDB stops.
+        if child is not None:
+            await child.stop()
+        if gateway is not None:
+            await gateway.close_all()
+        served = await stop_all(servers, tasks)
         if self._moto is not None:
             self._moto.stop()
-        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-        if failed or not all(server.started for server in servers):
+        if not served:
             raise SystemExit("the local stack could not start (is a port in use?)")
 
 
-def banner(dev: DevSettings) -> str:
+def banner(dev: DevSettings, gateway_pid: int | None = None) -> str:
     http = f"http://{dev.host}:{dev.http_port}"
     ws = f"ws://{dev.host}:{dev.ws_port}"
+    where = f"its own process, pid {gateway_pid}" if gateway_pid else "this process"
     return f"""
 streaming-proxy local stack is ready
   HTTP API + demo  {http}/          (health: {http}/health)
   WebSocket        {ws}/?token=<subscribe token>
   Management API   http://{dev.host}:{dev.ws_port}/{dev.stage}/@connections/<id>
+  Gateway emulator {where}
   DynamoDB (moto)  http://{dev.host}:{dev.dynamodb_port}   table {dev.table_name}
   App key          {dev.api_key}   (app id '{dev.app_id}')
 

@@ -1,4 +1,5 @@
-"""The local stack's front door: it fails fast on a taken port and never logs a token."""
+"""The local stack's front door: it fails fast on a taken port, never logs a token, and can run
+the gateway emulator in a process of its own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from devstack.process import ROOT, free_port, start_stack
+from tests.delivery import assert_complete
 from tests.wsclient import Subscriber
 
 
@@ -77,3 +79,59 @@ def test_the_local_stack_lists_its_mock_model_for_openai_clients(tmp_path: Path)
     assert missing.json()["error"]["message"] == (
         "missing app key: send it as apiKey, as a bearer token or in x-api-key"
     )
+
+
+async def test_the_gateway_emulator_runs_in_its_own_process_when_asked(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, {"DEV_GATEWAY_PROCESS": "true"})
+    try:
+        emulator = stack.gateway_pid
+        assert emulator is not None and emulator != stack.pid
+        assert _parent_of(emulator) == stack.pid  # a child of the stack
+        emulator_cpu = stack.gateway_cpu_seconds()
+        # A subscriber connects through it ($connect writes its rows over HTTP to the
+        # stack's DynamoDB) and gets a whole stream the app posts to it.
+        sub = await Subscriber.open(stack.ws, stack.token("own-process"))
+        text = "posted across two processes, every word of it"
+        body = {
+            "channels": ["own-process"],
+            "actionName": "onOwn",
+            "payload": {
+                "provider": "mock",
+                "messages": [{"role": "user", "content": "hi"}],
+                "providerArgs": {"text": text, "delayMs": 1},
+            },
+        }
+        async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+            answer = await client.post(
+                "/llm/query", json=body, headers={"x-api-key": stack.api_key}
+            )
+        answer.raise_for_status()
+        assert_complete(await sub.stream(answer.json()["streamId"]), text)
+        await sub.close()
+        used = stack.gateway_cpu_seconds()
+        assert emulator_cpu is not None and used is not None and used > emulator_cpu
+    finally:
+        stack.stop()
+    assert not _running(emulator)  # stopped with the stack
+    # Both processes write to the one log.
+    assert f"Finished server process [{emulator}]" in stack.logs()
+    assert f"Finished server process [{stack.pid}]" in stack.logs()
+
+
+def test_the_gateway_emulator_shares_the_stacks_process_by_default(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, {})
+    try:
+        assert stack.gateway_pid is None and stack.gateway_cpu_seconds() is None
+        assert stack.app_cpu_seconds() > 0
+        assert "Gateway emulator this process" in stack.logs()
+    finally:
+        stack.stop()
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    return int(stat.rsplit(")", 1)[1].split()[1])
