@@ -80,12 +80,12 @@ def run(stack: Stack) -> Result:
             f"{STREAMS} streams started at once (plain POSTs in parallel), each on its own "
             f"channel with {SUBSCRIBERS_EACH} WebSocket subscribers ({STREAMS * SUBSCRIBERS_EACH}"
             f" connections), mock provider with `chunks` {CHUNKS}, `delayMs` {DELAY_MS}, "
-            "default 40 ms coalescing. All text is checked per subscriber. One stream alone "
+            "default coalescing window. All text is checked per subscriber. One stream alone "
             "on the same setup first, for comparison. RSS is VmRSS of the `python -m devstack` "
-            "process (stream app + moto DynamoDB; the gateway emulator runs in its own "
-            f"process) from /proc/<pid>/status, sampled every {SAMPLE_SECONDS * 1000:.0f} ms "
+            "process (the stream app; the gateway emulator and moto DynamoDB run in their "
+            f"own process) from /proc/<pid>/status, sampled every {SAMPLE_SECONDS * 1000:.0f} ms "
             "during the run; CPU is user+system time over the concurrent run, of the app "
-            "process and of the emulator's."
+            "process and of the emulators' (gateway and DynamoDB)."
         ),
         columns=["measure", "value"],
     )
@@ -98,7 +98,10 @@ def run(stack: Stack) -> Result:
         ("posts delivered (all streams)", str(delivered)),
         ("posts/s delivered", f"{delivered / out['wall']:.0f}"),
         ("app process CPU s during the run (2 cores max)", f"{out['cpu']:.2f}"),
-        ("emulator process CPU s during the run", f"{out['gateway_cpu']:.2f}"),
+        (
+            "emulators' process CPU s during the run (gateway + DynamoDB)",
+            f"{out['gateway_cpu']:.2f}",
+        ),
         ("RSS MiB: idle before", f"{out['rss_before'] / mib:.1f}"),
         (
             f"RSS MiB: {STREAMS * SUBSCRIBERS_EACH} connections open",

@@ -144,7 +144,8 @@ def run(stack: Stack) -> Result:
         method=(
             "Concurrent streams of the mock provider (`chunks` n, `delayMs` d) through plain "
             "POSTs (JSON ack, relays detached), each on its own channel with its own WebSocket "
-            "subscribers (the app with moto in one process, the gateway emulator in its own, "
+            "subscribers (the app in one process, the gateway emulator and moto DynamoDB in "
+            "another, "
             "2 cores). Every subscriber's messages are checked as a browser applies "
             "them (seq contiguous, merged messages covering firstSeq..seq, one final `end`, "
             "exactly the text): the run fails on any loss. Counts are summed from the "

@@ -131,7 +131,8 @@ def _fanout(fan: Result) -> str:
         f" ms of CPU per post there and made about {big['posts'] / big['wall']:,.0f} posts/s "
         "over the stream; lanes that fall behind merge their backlog (a median of "
         f"{big['messages']:g} messages per subscriber instead of {small['messages']:g}), so "
-        "nothing is lost but every token waits. The gateway emulator, in its own process, "
+        "nothing is lost but every token waits. The gateway emulator (with moto), in its own "
+        "process, "
         f"spent {big['gateway_cpu_per_post'] * 1000:.2f} ms per post on top, which API "
         "Gateway pays in AWS."
     )
@@ -176,7 +177,7 @@ def _memory(r: Result) -> list[str]:
     mib = 1024
     return [
         f"- **Memory and concurrency.** {d['rss_before'] / mib:.0f} MiB is the app process "
-        "(stream app and moto) at rest; 20 concurrent streams with 40 subscribers "
+        "at rest; 20 concurrent streams with 40 subscribers "
         f"moved RSS to {d['rss_peak_sampled'] / mib:.0f} MiB at peak, so a stream's own "
         "state is small and memory is set by imports, not by load. In Lambda each execution "
         "environment serves one request at a time (one stream, or one detached relay), so "
@@ -184,11 +185,11 @@ def _memory(r: Result) -> list[str]:
         "fan-out needs (above), not for RAM. "
         f"The concurrent run took {d['wall']:.1f} s for streams that take "
         f"{d['solo_wall']:.1f} s alone; the app process used {d['cpu']:.1f} CPU s (the "
-        f"emulator's process {d['gateway_cpu']:.1f} more): one "
+        f"emulators' process {d['gateway_cpu']:.1f} more): one "
         "process is CPU-bound (the GIL keeps its Python work to about one core), and acks "
         "wait behind it "
         f"({d['acks']['median'] * 1000:.0f} ms median when 20 requests arrive together, "
-        "every DynamoDB call going to in-process moto). That matters for the local stack "
+        "every DynamoDB call going to moto on loopback). That matters for the local stack "
         "and for any container deployment, not for Lambda's one-request-per-environment "
         "model."
     ]

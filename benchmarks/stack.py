@@ -1,7 +1,7 @@
 """The local stack under test (devstack.process), plus what benchmarks read off its processes.
 
-The benchmark stack runs the gateway emulator in a process of its own
-(DEV_GATEWAY_PROCESS), so the app's CPU is read apart from the emulator's, and reaches the
+The benchmark stack runs the gateway emulator and moto DynamoDB in a process of their own
+(DEV_GATEWAY_PROCESS), so the app's CPU is read apart from the emulators', and reaches the
 stamped upstream (benchmarks/upstream.py, its own process too) as the OpenAI-compatible
 provider `bench`.
 """
@@ -40,7 +40,7 @@ class Stack(process.StackProcess):
         return self.management
 
     def rss_kib(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak RSS) of the stack process (app and moto), in KiB."""
+        """VmRSS and VmHWM (peak RSS) of the stack process (the app), in KiB."""
         found: dict[str, int] = {}
         status = Path(f"/proc/{self.pid}/status").read_text(encoding="ascii")
         for line in status.splitlines():
@@ -50,7 +50,7 @@ class Stack(process.StackProcess):
         return found
 
     def cpu(self) -> tuple[float, float]:
-        """(app process, emulator process) CPU seconds used so far."""
+        """(app process, emulators' process: gateway and DynamoDB) CPU seconds used so far."""
         return self.app_cpu_seconds(), self.gateway_cpu_seconds() or 0.0
 
     async def quiet(self, within: float = QUIET_WAIT_SECONDS) -> None:

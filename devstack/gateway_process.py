@@ -1,10 +1,10 @@
 """The gateway emulator in a process of its own (`DEV_GATEWAY_PROCESS=true`).
 
-The stack starts `python -m devstack.gateway_process` as its child after the embedded
-DynamoDB is up and the product's environment is set, so the connections handler in the
-child reaches that DynamoDB over HTTP, as the connections function does in AWS. The child
+The stack starts `python -m devstack.gateway_process` as its child once the product's
+environment is set; the child also runs the embedded DynamoDB (moto), so every emulated AWS
+edge is out of the app's process and the app reaches DynamoDB over HTTP, as in AWS. The child
 writes to the stack's own output (one log) and is stopped with the stack. Benchmarks use it
-so the app's CPU is measured apart from the emulator's.
+so the app's CPU is measured apart from the emulators'.
 """
 
 from __future__ import annotations
@@ -42,7 +42,11 @@ def build_gateway(dev: DevSettings) -> GatewayEmulator:
 
 
 async def serve(dev: DevSettings) -> None:
-    """The child's life: serve the emulator on DEV_WS_PORT until SIGTERM or SIGINT."""
+    """The child's life: the embedded DynamoDB, then the emulator on DEV_WS_PORT, until
+    SIGTERM or SIGINT."""
+    from .stack import start_dynamodb
+
+    moto = start_dynamodb(dev)
     gateway = build_gateway(dev)
     servers = [uvicorn_server(gateway.app, dev, dev.ws_port)]
     filter_secrets()
@@ -53,8 +57,10 @@ async def serve(dev: DevSettings) -> None:
         waiter = asyncio.create_task(stopping.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-    await gateway.close_all()
-    if not await stop_all(servers, tasks):
+    await gateway.close_all()  # their $disconnect writes rows: before DynamoDB stops
+    served = await stop_all(servers, tasks)
+    moto.stop()
+    if not served:
         raise SystemExit("the gateway emulator process could not serve")
 
 

@@ -51,7 +51,7 @@ class StackProcess:
 
     @property
     def pid(self) -> int:
-        """The stack's own process: the app and moto, and the emulator unless it has its own."""
+        """The stack's process: the app, plus moto and the emulator unless they have theirs."""
         return self.proc.pid
 
     @functools.cached_property

@@ -31,8 +31,9 @@ class DevSettings(BaseSettings):
     # chaos tests put a fault-injecting proxy there.
     product_dynamodb_url: str | None = None
     product_management_url: str | None = None
-    # The gateway emulator in a child process of its own (benchmarks measure the app's CPU
-    # apart from it); off by default: one process is simpler to run and to debug.
+    # The gateway emulator and the embedded DynamoDB in a child process of their own
+    # (benchmarks measure the app's CPU apart from them); off by default: one process is
+    # simpler to run and to debug.
     gateway_process: bool = False
 
     def apps_json(self) -> str:

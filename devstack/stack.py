@@ -66,26 +66,16 @@ class LocalStack:
             "DEV_DYNAMODB_PORT": self.dev.dynamodb_port,
         }
 
-    def start_dynamodb(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-        self._moto = ThreadedMotoServer(ip_address=self.dev.host, port=self.dev.dynamodb_port)
-        self._moto.start()
-        client = boto3.client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=f"http://{self.dev.host}:{self.dev.dynamodb_port}",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-        create_table(client, self.dev.table_name)
-
     def configure_environment(self) -> None:
         # Real AWS credentials in the caller's shell must never reach the local stack.
         os.environ.update(self.dev.product_env())
 
     async def run(self) -> None:
         check_ports(self.dev.host, self.ports())
-        self.start_dynamodb()
+        # The emulated AWS side (DynamoDB and the gateway) runs in this process, or all of it
+        # in the gateway's child (DEV_GATEWAY_PROCESS), so the app's CPU is its own.
+        if not self.dev.gateway_process:
+            self._moto = start_dynamodb(self.dev)
         self.configure_environment()
         from streaming_proxy.api.app import create_app
 
@@ -118,16 +108,32 @@ class LocalStack:
             raise SystemExit("the local stack could not start (is a port in use?)")
 
 
+def start_dynamodb(dev: DevSettings) -> ThreadedMotoServer:
+    """The embedded DynamoDB (moto's server in a thread) with the table template.yaml defines."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
+    moto = ThreadedMotoServer(ip_address=dev.host, port=dev.dynamodb_port)
+    moto.start()
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://{dev.host}:{dev.dynamodb_port}",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    create_table(client, dev.table_name)
+    return moto
+
+
 def banner(dev: DevSettings, gateway_pid: int | None = None) -> str:
     http = f"http://{dev.host}:{dev.http_port}"
     ws = f"ws://{dev.host}:{dev.ws_port}"
-    where = f"its own process, pid {gateway_pid}" if gateway_pid else "this process"
+    where = f"own process, pid {gateway_pid}" if gateway_pid else "this process"
     return f"""
 streaming-proxy local stack is ready
   HTTP API + demo  {http}/          (health: {http}/health)
   WebSocket        {ws}/?token=<subscribe token>
   Management API   http://{dev.host}:{dev.ws_port}/{dev.stage}/@connections/<id>
-  Gateway emulator {where}
+  Gateway emulator + DynamoDB: {where}
   DynamoDB (moto)  http://{dev.host}:{dev.dynamodb_port}   table {dev.table_name}
   App key          {dev.api_key}   (app id '{dev.app_id}')
 

@@ -123,7 +123,7 @@ def test_the_gateway_emulator_shares_the_stacks_process_by_default(tmp_path: Pat
     try:
         assert stack.gateway_pid is None and stack.gateway_cpu_seconds() is None
         assert stack.app_cpu_seconds() > 0
-        assert "Gateway emulator this process" in stack.logs()
+        assert "Gateway emulator + DynamoDB: this process" in stack.logs()
     finally:
         stack.stop()
 

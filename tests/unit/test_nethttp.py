@@ -191,3 +191,60 @@ async def test_tls_is_verified_and_then_works_like_plain_http(
         async with httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as strict:
             with pytest.raises(httpx.ConnectError):  # not signed by a public authority
                 await strict.post(f"{origin}/v1/x", json={})
+
+
+def openai_stream_handler(*, end_body: bool) -> Handler:
+    """Answers each request with one text chunk and `[DONE]`; `end_body` False leaves the
+    chunked body open after `[DONE]` (a server that never finishes it)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            writer.write(b"transfer-encoding: chunked\r\n\r\n")
+            for data in (
+                b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}',
+                b"data: [DONE]",
+            ):
+                writer.write(b"%x\r\n%s\n\n\r\n" % (len(data) + 2, data))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            if not end_body:
+                await asyncio.sleep(5)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    return handle
+
+
+async def _stream_twice(origin: str) -> list[str]:
+    from pydantic import SecretStr
+
+    from streaming_proxy.providers.base import LlmRequest
+    from streaming_proxy.providers.openai import OpenAIProvider
+
+    texts = []
+    async with httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as http:
+        provider = OpenAIProvider("openai", http, f"{origin}/v1", SecretStr("k"))
+        for _ in range(2):
+            request = LlmRequest(model="m", messages=[{"role": "user", "content": "x"}])
+            events = [event async for event in provider.stream(request)]
+            texts.append("".join(getattr(e, "text", "") for e in events))
+    return texts
+
+
+async def test_consecutive_provider_streams_share_one_kept_alive_connection() -> None:
+    # The body's end after `[DONE]` is read, so the next stream skips a (TLS) handshake.
+    server = Server(openai_stream_handler(end_body=True))
+    async with server as origin:
+        assert await _stream_twice(origin) == ["hi", "hi"]
+    assert server.connections == 1
+
+
+async def test_a_body_left_open_after_done_costs_a_connection_not_the_stream_end() -> None:
+    server = Server(openai_stream_handler(end_body=False))
+    async with server as origin:
+        started = asyncio.get_running_loop().time()
+        assert await _stream_twice(origin) == ["hi", "hi"]
+        assert asyncio.get_running_loop().time() - started < 2  # not the server's 5 s each
+    assert server.connections == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +40,10 @@ async def open_event_stream(
             tap = tapped(events)  # frames kept for options.rawResponse, when asked
             try:
                 yield tap
+                # Reached only when the adapter stopped reading on its own (OpenAI's
+                # `[DONE]`): what is left is the body's end, and reading it lets the pool
+                # keep the connection, so the next stream skips a TCP and TLS handshake.
+                await _read_to_end(events)
             finally:
                 await tap.aclose()
                 await events.aclose()
@@ -46,6 +52,22 @@ async def open_event_stream(
     except httpx.HTTPError as e:
         # The type says what broke; the text could quote URLs or headers.
         raise UpstreamError(f"{provider} connection failed: {type(e).__name__}") from e
+
+
+# What the body may still hold after the adapter's last event: a terminator, not a stream.
+_TAIL_SECONDS = 0.1
+_TAIL_EVENTS = 8
+
+
+async def _read_to_end(events: AsyncIterator[ServerSentEvent]) -> None:
+    """Read the few bytes left after the last event, briefly; else the connection closes."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_TAIL_SECONDS):
+            left = _TAIL_EVENTS
+            async for _ in events:
+                left -= 1
+                if not left:
+                    return
 
 
 async def _require_event_stream(response: httpx.Response, provider: str) -> None:
