@@ -336,7 +336,8 @@ async def test_idle_connections_are_closed_but_messages_keep_them_open(
 async def test_connections_older_than_max_age_are_closed(
     env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator = GatewayEmulator(CONNECTIONS.handler, max_age_seconds=0.5)
+    # Long enough for a slow machine's first round trip, short enough to wait for.
+    emulator = GatewayEmulator(CONNECTIONS.handler, max_age_seconds=2.0)
     async with running(emulator, monkeypatch) as gw, open_client(gw, token("room")) as ws:
         cid = await connection_id_of(ws)
         with pytest.raises(ConnectionClosed) as closed:
