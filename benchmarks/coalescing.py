@@ -12,7 +12,7 @@ from .streams import StreamRun, run_stream
 CHUNKS = 400
 DELAY_MS = 2
 TEXT = text_of_words(CHUNKS)
-WINDOWS_MS = (0, 40, 100)
+WINDOWS_MS = (0, 20, 100)  # off, the default, a wide one
 SUBSCRIBERS = 2
 REPS = 3
 

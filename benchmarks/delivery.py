@@ -31,7 +31,7 @@ class Scenario:
     subscribers: int  # per stream
     chunks: int
     delay_ms: int
-    flush_interval_ms: int | None  # None = the default window (40 ms)
+    flush_interval_ms: int | None  # None = the default window (20 ms)
 
 
 SCENARIOS = (

@@ -45,7 +45,7 @@ WARMUP = 50
 REGION = "us-east-1"
 # A session token, as Lambda's role credentials carry one: it is signed and sent with each post.
 CREDENTIALS = Credentials("local", "local", "local-session-token-" + "x" * 600)
-# A typical coalesced delta envelope (~40 ms of tokens).
+# A typical coalesced delta envelope (a few tokens).
 MESSAGE = json.dumps(
     {
         "actionName": "onBench",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from streaming_proxy.config import Settings
+
 from .coalescing import CHUNKS as COALESCING_CHUNKS
 from .common import Result
 from .sse_overhead import CONCURRENCY, CROWD, CROWDED, DELAY_MS
@@ -67,6 +69,10 @@ def _ttft(r: Result) -> list[str]:
     ]
 
 
+# The channels' default coalescing window, in ms.
+WINDOW = int(Settings.model_fields["flush_interval_ms"].default)
+
+
 def _posts(results: dict[str, Result]) -> list[str]:
     lines: list[str] = []
     coal = results.get("coalescing")
@@ -75,7 +81,7 @@ def _posts(results: dict[str, Result]) -> list[str]:
             w: _median(runs, "messages") / _median(runs, "wall") for w, runs in coal.data.items()
         }
         windows = sorted(rates)
-        saving = rates[windows[0]] / rates[40] if 40 in rates else 0.0
+        saving = rates[windows[0]] / rates[WINDOW] if WINDOW in rates else 0.0
         chunks_per_s = COALESCING_CHUNKS / _median(coal.data[windows[0]], "wall")
         parts = ", ".join(
             f"{w} ms: {rate:.0f} posts/s per subscriber, {QUOTA / rate:,.0f} subscribers"
@@ -88,24 +94,27 @@ def _posts(results: dict[str, Result]) -> list[str]:
             "by subscribers "
             f"uses the account's {QUOTA:,} req/s API Gateway quota at this rate (window: "
             f"posts/s per subscriber, subscribers streaming at once that exhaust the quota): "
-            f"{parts}. The 40 ms default cuts posts {saving:.0f}x against no coalescing "
-            f"and still updates a UI ~{rates.get(40, 0):.0f} times a second. The quota is per "
-            "account and region and is shared with the REST API's own requests."
+            f"{parts}. The {WINDOW} ms default cuts posts {saving:.0f}x against no coalescing "
+            f"and still updates a UI ~{rates.get(WINDOW, 0):.0f} times a second; when the "
+            "connections cannot keep up, the window widens (docs/deploy.md, Big channels). The "
+            "quota is per account and region and is shared with the REST API's own requests."
         )
     cost = results.get("post_cost")
     fan = results.get("fanout")
     if cost is not None:
         cpu = cost.data["cpu"]
         per_sub = 25.0
-        if coal is not None and 40 in coal.data:
-            runs = coal.data[40]
+        if coal is not None and WINDOW in coal.data:
+            runs = coal.data[WINDOW]
             per_sub = _median(runs, "messages") / _median(runs, "wall")
         text = (
             f"- **Fan-out per invocation.** One PostToConnection costs {cpu * 1000:.2f} ms of "
-            f"client CPU in boto3 (signing, serialising, urllib3), so one Python process "
-            f"(one GIL, whatever the thread pool size) tops out near {1 / cpu:,.0f} posts/s. "
-            f"At {per_sub:.0f} posts/s per subscriber that is about {1 / cpu / per_sub:.0f} "
-            "subscribers per stream before the relay itself falls behind."
+            "client CPU in the default poster (SigV4 and keep-alive HTTP/1.1 on asyncio; "
+            f"boto3's client costs {cost.data['boto3']['cpu'] * 1000:.2f} ms), so one Python "
+            f"process (one GIL) tops out near {1 / cpu:,.0f} posts/s. At {per_sub:.0f} posts/s "
+            f"per subscriber that is about {1 / cpu / per_sub:.0f} subscribers per stream "
+            "before posting takes a whole vCPU; past that the channels' window widens, so a "
+            "saturated poster sends fewer, larger messages instead of falling behind."
         )
         if fan is not None:
             text += _fanout(fan)
@@ -113,8 +122,8 @@ def _posts(results: dict[str, Result]) -> list[str]:
             " Lambda allots CPU in proportion to memory (1,769 MB = 1 vCPU): at 512 MB "
             f"(~0.29 vCPU) the ceiling is ~{0.289 / cpu:,.0f} posts/s, at 1,769 MB "
             f"~{1 / cpu:,.0f}; above that, extra vCPUs barely help one GIL-bound process. "
-            "For big audiences, widen the window for large channels or spread one channel's "
-            "fan-out over several invocations."
+            "docs/deploy.md (Big channels) works out the quota and the cost of a "
+            "1,000-subscriber channel."
         )
         lines.append(text)
     return lines
@@ -126,7 +135,7 @@ def _fanout(fan: Result) -> str:
     return (
         f" The fan-out benchmark shows where that leads: one subscriber gets a token "
         f"{small['p50']:.0f} ms after the upstream sent it (p99 {small['p99']:.0f} ms; the "
-        f"40 ms window is most of it), {most} subscribers get it {big['p50']:.0f} ms after "
+        f"{WINDOW} ms window is most of it), {most} subscribers get it {big['p50']:.0f} ms after "
         f"(p99 {big['p99']:.0f} ms). The app process spent {big['app_cpu_per_post'] * 1000:.2f}"
         f" ms of CPU per post there and made about {big['posts'] / big['wall']:,.0f} posts/s "
         "over the stream; lanes that fall behind merge their backlog (a median of "
@@ -147,15 +156,15 @@ def _sse(r: Result) -> list[str]:
     text = (
         f"- **SSE overhead.** One Klai SSE caller gets each chunk {one['p50']:.1f} ms (p50) "
         f"after the upstream sent it with the default window, {off['p50']:.1f} ms with "
-        f"`flushIntervalMs` 0 and {v1['p50']:.1f} ms through `/v1`: with the window on, the "
-        "caller's SSE stream waits for it even when no one subscribes to the channel."
+        f"`flushIntervalMs` 0 and {v1['p50']:.1f} ms through `/v1`: the caller gets every "
+        "delta as it arrives, and the window applies only to the channels' copy."
     )
     crowd = d.get(f"{CROWDED.key}@1")
     if crowd is not None:
         text += (
             f" With {CROWD} subscribers on its channel the caller's p50 is "
-            f"{crowd['p50']:.0f} ms (p99 {crowd['p99']:.0f} ms): its frames and the posts "
-            "come from one envelope sequence in one process."
+            f"{crowd['p50']:.1f} ms (p99 {crowd['p99']:.0f} ms): the posts share the "
+            "process's CPU but no longer hold the caller's frames."
         )
     text += (
         f" At {top} streams at once, `/v1` adds {many['p50']:.0f} ms p50 and "
