@@ -1,7 +1,7 @@
 #!/bin/bash
 # Lambda Web Adapter entry point: LWA proxies invocations to this uvicorn server.
-# PORT is set by the adapter's environment (AWS_LWA_PORT / PORT, default 8080).
+# The adapter forwards to AWS_LWA_PORT (template.yaml sets it): uvicorn listens there.
 PATH=$PATH:$LAMBDA_TASK_ROOT/bin:/opt/python/bin \
 PYTHONPATH=$PYTHONPATH:/opt/python:$LAMBDA_RUNTIME_DIR \
-exec python -m uvicorn --host 127.0.0.1 --port "${PORT:-8080}" --no-access-log \
+exec python -m uvicorn --host 127.0.0.1 --port "${AWS_LWA_PORT:-8080}" --no-access-log \
   --timeout-keep-alive 900 app:app

@@ -267,6 +267,9 @@ def test_stream_function_runs_behind_the_web_adapter() -> None:
     assert len(adapter_layers) == 1, "the arm64 Lambda Web Adapter layer must be attached"
     assert {"Ref": "CoreLayer"} in properties["Layers"]
     assert properties["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    # uvicorn listens on the port the adapter forwards to: one variable, set in the template.
+    run_sh = (ROOT / "functions" / "stream" / "run.sh").read_text(encoding="utf-8")
+    assert '--port "${AWS_LWA_PORT:-8080}"' in run_sh and variables["AWS_LWA_PORT"] == "8080"
 
 
 def test_table_matches_single_table_design() -> None:
