@@ -115,7 +115,7 @@ export interface StreamEvent {
   streamId: string;
   /** the last seq this message covers */
   seq: number;
-  /** on a merged `delta` or `thinking` only: the first seq it covers (`content` holds them all) */
+  /** on a joined `delta` or `thinking` only (a coalescing window, or a backlog): the first seq it covers (`content` holds them all) */
   firstSeq?: number;
   type: "threadInfo" | "delta" | "thinking" | "function_call" | "llmToolCall" | "error" | "end" | string;
   content?: any;

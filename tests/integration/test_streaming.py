@@ -114,6 +114,38 @@ async def test_sse_caller_reads_the_same_events_as_subscribers(stack: Stack) -> 
         await sub.close()
 
 
+async def test_the_caller_gets_every_delta_at_once_while_the_channel_gets_them_joined(
+    stack: Stack,
+) -> None:
+    sub = await Subscriber.open(stack.ws, stack.token("room-window"))
+    request = body(["room-window"], providerArgs={"text": ANSWER, "chunks": 30, "delayMs": 3})
+    request["options"] = {"flushIntervalMs": 100}
+    try:
+        sse: list[dict[str, Any]] = []
+        async with (
+            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+            client.stream(
+                "POST",
+                "/llm/query",
+                json=request,
+                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+            ) as r,
+        ):
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    sse.append(json.loads(line[6:]))
+        received = await sub.stream(sse[0]["streamId"])
+        caller_deltas = [d for d in sse if d["type"] == "delta"]
+        channel_deltas = [m for m in received if m["type"] == "delta"]
+        assert len(caller_deltas) == 30 and not any("firstSeq" in d for d in caller_deltas)
+        assert len(channel_deltas) < 15 and any("firstSeq" in m for m in channel_deltas)
+        assert text_of(received) == text_of(sse) == ANSWER
+        assert received[-1]["seq"] == sse[-1]["seq"] and received[-1]["type"] == "end"
+        assert received[-1]["usage"] == sse[-1]["usage"]
+    finally:
+        await sub.close()
+
+
 async def test_chat_endpoint_answers_the_klai_chat_ack_and_streams_deltas(stack: Stack) -> None:
     sub = await Subscriber.open(stack.ws, stack.token("room-chat"))
     try:

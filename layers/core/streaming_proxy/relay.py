@@ -121,7 +121,7 @@ class Relay:
                     tasks.append(asyncio.create_task(self._watch_cancel()))
                 await self._start_sinks()
                 if self._outcome.error is None:
-                    await self._consume(started)
+                    await self._consume()
             except Exception:
                 get_logger().exception("relay failed", extra=self._log_extra)
                 self._fail(ProxyError("internal error while streaming"))
@@ -180,17 +180,17 @@ class Relay:
 
     # -- consuming -----------------------------------------------------------------------
 
-    async def _consume(self, started: float) -> None:
-        self._arm_deadlines(started)
+    async def _consume(self) -> None:
+        self._arm_deadlines()
         try:
             while True:
                 queue = self._queue
                 item = queue.get_nowait() if not queue.empty() else await queue.get()
                 if item is _TICK:
-                    if self._on_deadline(started) is not None:
+                    if self._on_deadline() is not None:
                         return
                     self._snapshot_if_due()
-                    self._arm_deadlines(started)
+                    self._arm_deadlines()
                     continue
                 if isinstance(item, _Marker):
                     if item is _CANCEL:
@@ -199,32 +199,32 @@ class Relay:
                 if isinstance(item, BaseException):
                     return self._fail(as_proxy_error(item))
                 if not self._outcome.started:
-                    await self._on_first_event(asyncio.get_running_loop().time() - started)
+                    await self._on_first_event(asyncio.get_running_loop().time() - self._started)
                 await self._handle(item)
         finally:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
 
-    def _arm_deadlines(self, started: float) -> None:
+    def _arm_deadlines(self) -> None:
         """One timer at the nearest deadline; it queues a tick behind any waiting event, so
         a deadline is only ever judged after the events that arrived before it."""
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer = asyncio.get_running_loop().call_at(
-            self._next_deadline(started), self._queue.put_nowait, _TICK
+            self._next_deadline(), self._queue.put_nowait, _TICK
         )
 
-    def _next_deadline(self, started: float) -> float:
-        settings = self._settings
+    def _next_deadline(self) -> float:
+        settings, started = self._settings, self._started
         last = self._last_upstream if self._last_upstream is not None else started
         deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
         if not self._tools_waiting:
             deadlines.append(last + settings.idle_timeout_seconds)
         return min(deadlines)
 
-    def _on_deadline(self, started: float) -> ProxyError | None:
+    def _on_deadline(self) -> ProxyError | None:
         """Fail the stream if its total or idle time is up (only with nothing waiting)."""
-        settings = self._settings
+        settings, started = self._settings, self._started
         now = asyncio.get_running_loop().time()
         if now >= started + settings.total_timeout_seconds:
             limit = settings.total_timeout_seconds
@@ -279,7 +279,7 @@ class Relay:
         if isinstance(event, ToolsWaiting):
             self._tools_waiting = event.waiting
             if self._deadline_timer is not None:  # the idle deadline comes or goes
-                self._arm_deadlines(self._started)
+                self._arm_deadlines()
         elif isinstance(event, RoundStarted):
             self.stats.tool_rounds += 1
         else:

@@ -65,6 +65,13 @@ async def read_json(
     return data
 
 
+def action_name_in(data: dict[str, Any]) -> str | None:
+    """The body's `actionName` when it is a string: what an error answer is labelled with,
+    read before the body is validated (an invalid body still gets a labelled answer)."""
+    name = data.get("actionName")
+    return name if isinstance(name, str) else None
+
+
 def parse(model: type[M], data: dict[str, Any]) -> M:
     """Validate a body; 400 listing each invalid field (never echoing the values sent)."""
     try:

@@ -16,7 +16,15 @@ from ..openai_format import completion
 from ..providers.raw import recording
 from ..service import StreamService
 from ..streams import new_stream_id
-from .answers import authenticate, error_response, page_or_app, parse, read_json, service_of
+from .answers import (
+    action_name_in,
+    authenticate,
+    error_response,
+    page_or_app,
+    parse,
+    read_json,
+    service_of,
+)
 from .sse import KlaiSseSink, sse_answer
 
 SETUP_COMPLETE = "Streaming setup complete"
@@ -71,7 +79,7 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
     action_name: str | None = None
     try:
         data = await read_json(request, service.settings.max_body_bytes)
-        action_name = data.get("actionName") if isinstance(data.get("actionName"), str) else None
+        action_name = action_name_in(data)
         app = authenticate(request, data)
         body = parse(StreamRequest, data)
         job = _job(service, body, app.app_id, kind)

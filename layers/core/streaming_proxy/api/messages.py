@@ -13,7 +13,14 @@ from ..channels.names import ChannelName, check_targets
 from ..contract import valid_action_name
 from ..errors import ProxyError
 from ..messaging import check_size, message_envelope, new_message_id, publish
-from .answers import authenticate, error_response, parse, read_json, service_of
+from .answers import (
+    action_name_in,
+    authenticate,
+    error_response,
+    parse,
+    read_json,
+    service_of,
+)
 
 
 class MessageSendRequest(BaseModel):
@@ -32,7 +39,7 @@ async def send(request: Request) -> Response:
     action_name: str | None = None
     try:
         data = await read_json(request, service.settings.max_body_bytes)
-        action_name = data.get("actionName") if isinstance(data.get("actionName"), str) else None
+        action_name = action_name_in(data)
         app = authenticate(request, data)
         body = parse(MessageSendRequest, data)
         channels = check_targets(body.channels, service.settings.max_channels_per_request)

@@ -31,10 +31,11 @@ class FrameQueue:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._last_put = 0.0  # loop time of the last frame queued (keep-alives wait on it)
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     def put(self, frame: bytes) -> None:
         self._queue.put_nowait(frame)
-        self._last_put = _now()
+        self._last_put = asyncio.get_running_loop().time()
 
     def end(self) -> None:
         """No frame follows: the answer ends once the ones queued are out."""
@@ -50,7 +51,10 @@ class FrameQueue:
         not before: in Lambda the invocation freezes when the response ends. It ends then
         whether or not a sink or observer closed the queue (one that failed may not have)."""
         done.add_done_callback(lambda _: self.end())
-        keepalive = _KeepAlive(self, keepalive_seconds)
+        loop = asyncio.get_running_loop()
+        self._keepalive_timer = loop.call_later(
+            keepalive_seconds, self._keep_alive, keepalive_seconds
+        )
         yield b": stream open\n\n"
         try:
             while True:
@@ -66,33 +70,17 @@ class FrameQueue:
                 assert isinstance(item, bytes)
                 yield item
         finally:
-            keepalive.cancel()
+            if self._keepalive_timer is not None:
+                self._keepalive_timer.cancel()
 
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-class _KeepAlive:
-    """Queues a keep-alive comment once nothing was queued for `seconds`: one timer that
-    re-arms itself from the last frame's time, so frames never pay for a timeout each."""
-
-    def __init__(self, frames: FrameQueue, seconds: float) -> None:
-        self._frames = frames
-        self._seconds = seconds
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
-
-    def _fire(self) -> None:
-        frames = self._frames
-        due = frames._last_put + self._seconds
-        if _now() >= due:
-            frames._queue.put_nowait(_KEEPALIVE)
-            frames._last_put = _now()
-            due = frames._last_put + self._seconds
-        self._handle = asyncio.get_running_loop().call_at(due, self._fire)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
+    def _keep_alive(self, seconds: float) -> None:
+        """Queue a keep-alive comment once nothing was queued for `seconds`: one timer that
+        re-arms itself from the last frame's time, so frames never pay for a timeout each."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._last_put + seconds:
+            self._queue.put_nowait(_KEEPALIVE)
+            self._last_put = loop.time()
+        self._keepalive_timer = loop.call_at(self._last_put + seconds, self._keep_alive, seconds)
 
 
 class KlaiSseSink(FrameQueue):
