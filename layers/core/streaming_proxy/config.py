@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .prices import PriceTable
+
 
 class ToolWebhook(BaseModel):
     """Where an app's backend tools run: the proxy POSTs each call there, HMAC-signed."""
@@ -137,6 +139,9 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = 86_400
 
     log_level: str = "INFO"
+    # USD per million tokens per provider and model, for each stream's estimated cost
+    # (prices.py): {"openai": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}. Empty: no cost.
+    prices: PriceTable = Field(default_factory=dict)
 
     def secret_values(self) -> list[SecretStr]:
         """Every secret this configuration holds (redact.py keeps them out of all output)."""

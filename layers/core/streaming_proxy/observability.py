@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from .prices import ModelPrice, PriceTable, price_of
 from .redact import scrub
 from .textcheck import valid_text
+
+if TYPE_CHECKING:
+    from .jobs import StreamJob
 
 SERVICE = "streaming-proxy"
 NAMESPACE = "StreamingProxy"
@@ -58,58 +62,112 @@ class PublishStats:
     window_ms: int = 0
 
 
+StreamStatus = Literal["done", "failed", "cancelled"]
+
+
 @dataclass
 class StreamStats:
-    """What one stream did; flushed as one EMF record when it ends."""
+    """What one stream did, from which the relay writes one log line ("stream finished")
+    and `emit` one EMF record (docs/operations.md, "Analytics per stream")."""
 
     provider: str
     kind: str
+    stream_id: str = ""
+    app_id: str = ""
+    model: str | None = None
+    channels: list[str] = field(default_factory=list)
+    price: ModelPrice | None = None  # None: the price table has no entry for the model
     time_to_first_token_ms: float | None = None
     duration_ms: float = 0.0
-    output_tokens: int = 0
+    # First provider event to last, less the time spent waiting for tools; None if the
+    # provider never answered.
+    generation_ms: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0  # the completion tokens of `end.usage`
+    tokens_estimated: bool = False
     messages: int = 0
     finish_reason: str = "stop"
+    error: str | None = None  # the error's `type` when the stream failed
     tool_rounds: int = 0  # provider calls after the first (each one ran tools)
     tool_calls: int = 0
     publish: PublishStats = field(default_factory=PublishStats)
 
+    @classmethod
+    def for_job(cls, job: StreamJob, prices: PriceTable) -> StreamStats:
+        """The stats of a stream about to run `job`, priced from `prices`."""
+        model = job.payload.model
+        return cls(
+            provider=job.provider,
+            kind=job.kind,
+            stream_id=job.stream_id,
+            app_id=job.app_id,
+            model=model,
+            channels=list(job.channels),
+            price=price_of(prices, job.provider, model),
+        )
+
+    def count_usage(self, usage: Mapping[str, Any]) -> None:
+        """Take the token counts from the stream's `end.usage`."""
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.output_tokens = int(usage.get("completion_tokens") or 0)
+        self.tokens_estimated = bool(usage.get("estimated"))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+    @property
+    def status(self) -> StreamStatus:
+        if self.error is not None:
+            return "failed"
+        return "cancelled" if self.finish_reason == "cancelled" else "done"
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Estimated USD from the price table; None (never 0) for a model without a price."""
+        if self.price is None:
+            return None
+        return self.price.cost(self.prompt_tokens, self.output_tokens)
+
+    @property
+    def output_tokens_per_second(self) -> float | None:
+        """Completion tokens per second of generation time; None when there was none."""
+        if not self.generation_ms or self.generation_ms <= 0:
+            return None
+        return round(self.output_tokens / (self.generation_ms / 1000), 1)
+
     def emit(self) -> None:
-        # EphemeralMetrics keeps no state shared between concurrent streams of one process.
-        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-        metrics.add_dimension(name="provider", value=self.provider)
-        if self.time_to_first_token_ms is not None:
-            metrics.add_metric(
-                "TimeToFirstToken", MetricUnit.Milliseconds, self.time_to_first_token_ms
-            )
-        metrics.add_metric("StreamDuration", MetricUnit.Milliseconds, self.duration_ms)
-        metrics.add_metric("OutputTokens", MetricUnit.Count, self.output_tokens)
-        metrics.add_metric("MessagesPublished", MetricUnit.Count, self.messages)
-        metrics.add_metric("FanoutPosts", MetricUnit.Count, self.publish.posts)
-        metrics.add_metric("GoneConnections", MetricUnit.Count, self.publish.gone)
-        metrics.add_metric("PostRetries", MetricUnit.Count, self.publish.retries)
-        metrics.add_metric("PostFailures", MetricUnit.Count, self.publish.failed)
-        metrics.add_metric("MessagesDropped", MetricUnit.Count, self.publish.dropped)
-        metrics.add_metric("MessagesMerged", MetricUnit.Count, self.publish.merged)
-        metrics.add_metric("SubscribersReached", MetricUnit.Count, self.publish.subscribers)
-        metrics.add_metric("CatchUps", MetricUnit.Count, self.publish.catch_ups)
-        if self.publish.subscribers:  # how far the channels' window widened under load
-            metrics.add_metric("CoalescingWindow", MetricUnit.Milliseconds, self.publish.window_ms)
-        metrics.add_metric("ToolRounds", MetricUnit.Count, self.tool_rounds)
-        metrics.add_metric("ToolCalls", MetricUnit.Count, self.tool_calls)
-        metrics.add_metadata(key="finish_reason", value=self.finish_reason)
-        metrics.add_metadata(key="kind", value=self.kind)
-        metrics.flush_metrics()
+        """Write the stream's EMF record to stdout (unless POWERTOOLS_METRICS_DISABLED)."""
+        # Imported at the first stream's end, not at start: the connections function and
+        # a stream's first byte never wait for Powertools' metrics package.
+        from .emf import stream_record, write
+
+        write(stream_record(self))
 
     def as_log_fields(self) -> dict[str, Any]:
+        """The fields of the "stream finished" line (None values are left out of it)."""
         return {
+            "app_id": self.app_id,
             "provider": self.provider,
-            "ttft_ms": self.time_to_first_token_ms,
-            "duration_ms": round(self.duration_ms, 1),
-            "output_tokens": self.output_tokens,
-            "messages": self.messages,
+            "model": self.model,
+            "kind": self.kind,
+            "status": self.status,
             "finish_reason": self.finish_reason,
+            "error": self.error,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "tokens_estimated": self.tokens_estimated,
+            "cost_usd": self.cost_usd,
+            "ttft_ms": _ms(self.time_to_first_token_ms),
+            "duration_ms": _ms(self.duration_ms),
+            "generation_ms": _ms(self.generation_ms),
+            "output_tokens_per_second": self.output_tokens_per_second,
+            "messages": self.messages,
             "tool_rounds": self.tool_rounds,
             "tool_calls": self.tool_calls,
+            "channels": len(self.channels),
+            "channel_names": self.channels,
             "subscribers": self.publish.subscribers,
             "posts": self.publish.posts,
             "retries": self.publish.retries,
@@ -120,3 +178,7 @@ class StreamStats:
             "catch_ups": self.publish.catch_ups,
             "window_ms": self.publish.window_ms,
         }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

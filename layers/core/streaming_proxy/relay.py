@@ -80,7 +80,7 @@ class Relay:
         self._recorder = recorder
         # What a periodic snapshot says: the channels' text so far when they hold some back.
         self._progress = progress or self._published_so_far
-        self.stats = stats or StreamStats(provider=job.provider, kind=job.kind)
+        self.stats = stats or StreamStats.for_job(job, settings.prices)
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
         self._queue: asyncio.Queue[StreamEvent | _Marker | BaseException] = asyncio.Queue()
         self._outcome = StreamOutcome()
@@ -91,6 +91,8 @@ class Relay:
         self._announced = False
         self._calls_left_over: tuple[PlannedCall, ...] = ()
         self._tools_waiting = False
+        self._waiting_since = 0.0  # when the loop began waiting for tools
+        self._tools_wait = 0.0  # seconds spent waiting for tools (not generation time)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._started = 0.0  # the loop time run() began
         # Set by the producer: when it sent the request, then when each event arrived.
@@ -277,6 +279,7 @@ class Relay:
 
     async def _on_loop_event(self, event: ToolCallsReady | ToolsWaiting | RoundStarted) -> None:
         if isinstance(event, ToolsWaiting):
+            self._time_tools(event.waiting)
             self._tools_waiting = event.waiting
             if self._deadline_timer is not None:  # the idle deadline comes or goes
                 self._arm_deadlines()
@@ -284,6 +287,13 @@ class Relay:
             self.stats.tool_rounds += 1
         else:
             await self._announce(event)
+
+    def _time_tools(self, waiting: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if waiting and not self._tools_waiting:
+            self._waiting_since = now
+        elif self._tools_waiting and not waiting:
+            self._tools_wait += now - self._waiting_since
 
     async def _announce(self, ready: ToolCallsReady) -> None:
         """The model asked for tools: say which (function_call), and hand each frontend call
@@ -336,8 +346,10 @@ class Relay:
             self._fail(ProxyError("internal error while streaming"))
             outcome.tool_calls = []
             outcome.usage = unknown_usage()
-        self.stats.finish_reason = outcome.finish_reason
-        self.stats.output_tokens = outcome.usage["completion_tokens"]
+        try:
+            self._count(outcome)
+        except Exception:  # the numbers are worth less than the stream's end
+            get_logger().exception("counting the stream failed", extra=self._log_extra)
         if not outcome.started:
             await self._step("early end", self._early_end(outcome))
         if outcome.tool_calls and not self._announced and self.job.kind != "chat":
@@ -349,6 +361,17 @@ class Relay:
         for observer in self._observers:
             await self._step("observer", observer.on_finish(outcome))
         await self._step("final record", self._save_final_snapshot())
+
+    def _count(self, outcome: StreamOutcome) -> None:
+        """The stream's numbers for its log line and metrics (observability.StreamStats)."""
+        stats = self.stats
+        stats.finish_reason = outcome.finish_reason
+        stats.error = outcome.error.kind if outcome.error is not None else None
+        stats.count_usage(outcome.usage)
+        if outcome.started and self._last_upstream is not None:
+            first = self._started + (stats.time_to_first_token_ms or 0.0) / 1000
+            generation = self._last_upstream - first - self._tools_wait
+            stats.generation_ms = max(0.0, generation) * 1000
 
     def _sum_up(self, outcome: StreamOutcome) -> None:
         """The outcome's text, reasoning, calls left and usage, from what the turns said."""

@@ -172,7 +172,7 @@ class StreamService:
         gate: StartGate | None = None,
     ) -> Relay:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
-        stats = StreamStats(provider=job.provider, kind=job.kind)
+        stats = StreamStats.for_job(job, self.settings.prices)
         all_sinks: list[Sink] = list(sinks)
         publisher = None
         if job.channels:
