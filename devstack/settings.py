@@ -35,6 +35,9 @@ class DevSettings(BaseSettings):
     # (benchmarks measure the app's CPU apart from them); off by default: one process is
     # simpler to run and to debug.
     gateway_process: bool = False
+    # Each stream's EMF record on the stack's output, as Lambda writes it to CloudWatch
+    # (off by default: one long JSON line per stream makes `make dev` hard to read).
+    metrics: bool = False
 
     def apps_json(self) -> str:
         """The APPS value: the dev app (only its key's digest, never the key) and the extras."""
@@ -59,7 +62,7 @@ class DevSettings(BaseSettings):
             "APPS": self.apps_json(),
             "DETACH_MODE": "task",
             "DEMO_ENABLED": "true",
-            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "false" if self.metrics else "true",
             "LOG_LEVEL": self.log_level,
             # GET /v1/models lists the mock unless the caller chose what to list.
             "MODELS": os.environ.get("MODELS", "mock/echo"),

@@ -34,6 +34,9 @@ RIVAL_APPS = {
         "tokenSecret": "rival-token-secret-not-for-production",
     }
 }
+# USD per million tokens the stack prices streams at (PRICES): one model, so that the
+# others show that a model without a price reports no cost.
+PRICES = {"openai": {"fake-text": {"input": 2.5, "output": 10.0}}}
 # A third app, whose backend tools run on the fake webhook (tests/fake_webhook.py).
 HOOKED_APP = "hooked"
 HOOKED_KEY = "hooked-app-key-for-tool-tests"
@@ -116,6 +119,10 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
                 "mock": ["echo"],
             }
         ),
+        # Each stream's EMF record in the log, and a price for the fake OpenAI text model
+        # (tests/integration/test_stream_analytics.py).
+        "DEV_METRICS": "true",
+        "PRICES": json.dumps(PRICES),
         # The fake webhook is plain http on loopback; it answers slow_tool after 3 s.
         "ALLOW_HTTP_WEBHOOKS": "true",
         "TOOL_WEBHOOK_TIMEOUT_SECONDS": "1",
