@@ -62,6 +62,9 @@ class PublishStats:
     window_ms: int = 0
 
 
+# Less generation time than this gives no output rate (one read held the whole answer).
+MIN_GENERATION_MS = 1.0
+
 StreamStatus = Literal["done", "failed", "cancelled"]
 
 
@@ -131,8 +134,9 @@ class StreamStats:
 
     @property
     def output_tokens_per_second(self) -> float | None:
-        """Completion tokens per second of generation time; None when there was none."""
-        if not self.generation_ms or self.generation_ms <= 0:
+        """Completion tokens per second of generation time; None under a millisecond of it
+        (the whole answer came in one piece: no rate to measure)."""
+        if self.generation_ms is None or self.generation_ms < MIN_GENERATION_MS:
             return None
         return round(self.output_tokens / (self.generation_ms / 1000), 1)
 

@@ -371,7 +371,7 @@ class Relay:
         if outcome.started and self._last_upstream is not None:
             first = self._started + (stats.time_to_first_token_ms or 0.0) / 1000
             generation = self._last_upstream - first - self._tools_wait
-            stats.generation_ms = max(0.0, generation) * 1000
+            stats.generation_ms = round(max(0.0, generation) * 1000, 1)
 
     def _sum_up(self, outcome: StreamOutcome) -> None:
         """The outcome's text, reasoning, calls left and usage, from what the turns said."""
