@@ -65,7 +65,8 @@ class PublishStats:
 # Less generation time than this gives no output rate (one read held the whole answer).
 MIN_GENERATION_MS = 1.0
 
-StreamStatus = Literal["done", "failed", "cancelled"]
+# How a stream ended (the final status of its record, streams.py).
+FinalStatus = Literal["done", "failed", "cancelled"]
 
 
 @dataclass
@@ -120,7 +121,7 @@ class StreamStats:
         return self.prompt_tokens + self.output_tokens
 
     @property
-    def status(self) -> StreamStatus:
+    def status(self) -> FinalStatus:
         if self.error is not None:
             return "failed"
         return "cancelled" if self.finish_reason == "cancelled" else "done"
