@@ -212,3 +212,13 @@ async def test_a_record_the_table_cannot_take_is_reported_for_a_retry(gateway: G
     finally:
         await asyncio.to_thread(DEADLETTER.runner().run, service.aclose())
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-down"}]}
+
+
+async def test_an_event_that_is_not_an_sqs_batch_is_dropped_without_quoting_it(
+    gateway: Gateway, handle: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    event = {"Records": [{"body": dead_letter("st_no_message_id")}]}
+    with caplog.at_level(logging.INFO):
+        answer = await asyncio.to_thread(DEADLETTER.handler, event, LambdaContext())
+    assert answer == {"batchItemFailures": []}
+    assert "not an SQS batch" in caplog.text and PROVIDER_KEY not in caplog.text

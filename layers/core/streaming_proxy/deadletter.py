@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +22,7 @@ from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
 from .errors import StreamLost, error_object
+from .jobs import StreamKind
 from .observability import get_logger
 from .outcome import unknown_usage
 from .streams import StreamRecord, StreamStore
@@ -37,7 +38,7 @@ class LostJob(BaseModel):
 
     stream_id: str = Field(min_length=1)
     app_id: str = Field(min_length=1)
-    kind: Literal["chat", "llm", "openai"]
+    kind: StreamKind
     action_name: str = ""
     channels: list[str] = Field(default_factory=list)
 
@@ -117,7 +118,13 @@ class DeadLetters:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
         or the gateway down) are reported as batch item failures, malformed ones dropped."""
         failures: list[dict[str, str]] = []
-        for message in SqsEvent.model_validate(event).records:
+        try:
+            batch = SqsEvent.model_validate(event)
+        except ValidationError:
+            # Never raised as is: pydantic's message would quote the event, keys included.
+            get_logger().error("dead-letter event is not an SQS batch; dropped")
+            return {"batchItemFailures": []}
+        for message in batch.records:
             log = {"message_id": message.message_id}
             try:
                 await self.handle(parse_record(message.body))
