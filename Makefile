@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/core/streaming_proxy functions/stream/app.py
 	$(VENV)/bin/mypy functions/connections/app.py
+	$(VENV)/bin/mypy functions/deadletter/app.py
 	$(VENV)/bin/mypy devstack
 	$(VENV)/bin/cfn-lint template.yaml
 

@@ -266,7 +266,6 @@ def test_stream_function_runs_behind_the_web_adapter() -> None:
     ]
     assert len(adapter_layers) == 1, "the arm64 Lambda Web Adapter layer must be attached"
     assert {"Ref": "CoreLayer"} in properties["Layers"]
-    assert properties["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
     # uvicorn listens on the port the adapter forwards to: one variable, set in the template.
     run_sh = (ROOT / "functions" / "stream" / "run.sh").read_text(encoding="utf-8")
     assert '--port "${AWS_LWA_PORT:-8080}"' in run_sh and variables["AWS_LWA_PORT"] == "8080"
@@ -322,3 +321,89 @@ def test_websocket_routes() -> None:
     assert len(deployments) == 1
     (deployment,) = deployments.values()
     assert set(routes) <= set(deployment.get("DependsOn", [])), "deployment must follow routes"
+
+
+# --------------------------------------------------------------------------- detached relays
+
+
+def statements(function_name: str) -> list[dict[str, Any]]:
+    """The inline policy statements of a function (conditional ones included)."""
+    found: list[dict[str, Any]] = []
+    for policy in load_template()["Resources"][function_name]["Properties"]["Policies"]:
+        if "Fn::If" in policy:
+            policy = policy["Fn::If"][1]
+        found += policy.get("Statement", []) if isinstance(policy, dict) else []
+    return found
+
+
+def test_detached_relays_run_in_a_function_in_buffered_invoke_mode() -> None:
+    """The adapter applies its invoke mode to every invocation and its maintainers advise
+    against response_stream for non-HTTP events (docs/deploy.md): the stream function's
+    async invokes go to RelayFunction, the same code in buffered mode."""
+    resources = load_template()["Resources"]
+    stream = resources["StreamFunction"]["Properties"]
+    relay = resources["RelayFunction"]["Properties"]
+    variables = relay["Environment"]["Variables"]
+    assert relay["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-relay"}
+    assert stream["Environment"]["Variables"]["SELF_FUNCTION_NAME"] == relay["FunctionName"]
+    assert (relay["CodeUri"], relay["Handler"]) == (stream["CodeUri"], stream["Handler"])
+    assert relay["Layers"] == stream["Layers"] and relay["Timeout"] == stream["Timeout"]
+    assert variables["AWS_LWA_INVOKE_MODE"] == "buffered"
+    assert variables["AWS_LWA_PASS_THROUGH_PATH"] == "/events"
+    assert variables["DETACH_MODE"] == "lambda"
+    # A 5xx from /events (the job could not be claimed) fails the invocation: dead letter.
+    assert variables["AWS_LWA_ERROR_STATUS_CODES"] == "500-599"
+    assert not relay.get("Events"), "RelayFunction serves no HTTP route"
+    (invoke,) = [s for s in statements("StreamFunction") if s["Action"] == "lambda:InvokeFunction"]
+    assert all("-relay" in arn["Fn::Sub"] for arn in invoke["Resource"])
+
+
+def test_lost_detached_relays_reach_the_dead_letter_queue() -> None:
+    config = load_template()["Resources"]["RelayFunction"]["Properties"]["EventInvokeConfig"]
+    # A retried relay would post the same stream twice.
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["MaximumEventAgeInSeconds"] == 300
+    assert config["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+    }
+    queue = load_template()["Resources"]["DeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True  # records hold provider keys
+
+
+def test_the_dead_letter_function_consumes_its_queue_with_least_privilege() -> None:
+    resources = load_template()["Resources"]
+    function = resources["DeadLetterFunction"]["Properties"]
+    assert (function["CodeUri"], function["Handler"]) == ("functions/deadletter/", "app.handler")
+    assert function["Layers"] == [{"Ref": "CoreLayer"}]
+    assert (ROOT / "functions" / "deadletter" / "app.py").is_file()
+    (mapping,) = resources_of_type("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "DeadLetterFunction"}
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    visibility = resources["DeadLetterQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * function["Timeout"]
+    granted = {
+        action: statement["Resource"]
+        for statement in statements("DeadLetterFunction")
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else [])
+        + (statement["Action"] if isinstance(statement["Action"], list) else [])
+    }
+    queue, table = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}, {"Fn::GetAtt": ["Table", "Arn"]}
+    assert {a for a, r in granted.items() if a.startswith("sqs:")} == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    }
+    assert all(r == queue for a, r in granted.items() if a.startswith("sqs:"))
+    assert {a for a in granted if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+    }
+    assert all(r == table for a, r in granted.items() if a.startswith("dynamodb:"))
+    assert "execute-api:ManageConnections" in granted
+    assert len(granted) == 9, f"nothing more: {sorted(granted)}"

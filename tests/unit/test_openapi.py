@@ -8,7 +8,7 @@ import re
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import annotated_types
 import pytest
@@ -24,6 +24,7 @@ from streaming_proxy.channels.session import ACTIONS
 from streaming_proxy.contract import StopRequest, StreamRequest, TokenRequest
 from streaming_proxy.jobs import StreamKind
 from streaming_proxy.openai_format import ChatCompletionRequest
+from streaming_proxy.streams import StreamStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -296,13 +297,17 @@ def test_request_examples_are_accepted_by_the_model(path: str) -> None:
 def test_acknowledgements_match_what_the_handlers_answer() -> None:
     schemas = spec()["components"]["schemas"]
     kinds: tuple[tuple[StreamKind, str], ...] = (("chat", "ChatAck"), ("llm", "LlmQueryAck"))
+    statuses = schemas["AckStreamStatus"]["enum"]
+    assert statuses == list(get_args(StreamStatus))
     for kind, name in kinds:
-        answer = klai._ack(kind, "st_example")
-        assert set(schemas[name]["required"]) == set(answer)
-        assert set(schemas[name]["properties"]) == set(answer)
-    assert set(schemas["LlmQueryAck"]["properties"]["data"]["required"]) == set(
-        klai._ack("llm", "st_example")["data"]
-    )
+        for status in statuses:
+            answer = klai._ack(kind, "st_example", status)
+            assert set(schemas[name]["required"]) == set(answer)
+            assert set(schemas[name]["properties"]) == set(answer)
+            message = answer["message"] if kind == "chat" else answer["data"]["message"]
+            assert message in schemas["AckMessage"]["enum"]
+    data = klai._ack("llm", "st_example", "pending")["data"]
+    assert set(schemas["LlmQueryAck"]["properties"]["data"]["required"]) == set(data)
 
 
 def error_statuses() -> set[int]:

@@ -183,6 +183,11 @@ class DependencyUnavailable(ProxyError):
     kind = "dependency_unavailable"
 
 
+class StreamLost(DependencyUnavailable):
+    """A detached relay Lambda gave up on (its event aged out, or its run died): told to
+    the stream's channels by the dead-letter handler (deadletter.py)."""
+
+
 # -- delivery to WebSocket connections -------------------------------------------------------
 # Kept apart from request errors, as a connection failure is kept apart from a status error:
 # the publisher retries the retryable ones and counts every post that still fails.

@@ -47,6 +47,11 @@ class CallerGate:
         self._caller_answered = True
         return None
 
+    @property
+    def started(self) -> bool:
+        """The provider's first event came (the stream did not fail before it)."""
+        return self._outcome.done() and self._outcome.result() is None
+
     async def opened(self) -> None:
         if not self._outcome.done():
             self._outcome.set_result(None)

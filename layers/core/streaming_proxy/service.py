@@ -30,7 +30,7 @@ from .providers.imagefetch import ImageFetcher
 from .providers.images import INLINED_FOR, ImageInliner, awaiting_fetch
 from .recorder import StreamRecorder
 from .relay import Relay
-from .streams import StartError, StreamRecord, StreamStore
+from .streams import StartError, StreamRecord, StreamStatus, StreamStore
 from .toolcalls import ToolCallStore
 from .tools.answers import accept_answer
 from .tools.frontend import FrontendTools, LocalAnswers
@@ -50,6 +50,15 @@ class StopResult:
     status: str  # "stopped" | "not_found"
     stream_id: str
     stream_status: str | None = None
+
+
+@dataclass(frozen=True)
+class Detached:
+    """How a detached stream stood when its caller was answered: `pending` (no first byte
+    yet), `streaming`, or already over; `error` when it failed before its first byte."""
+
+    status: StreamStatus
+    error: StartError | None = None
 
 
 class StreamService:
@@ -285,6 +294,16 @@ class StreamService:
         """The relay of a Lambda self-invoke: its caller's ack polls the stream record."""
         return self.relay(job, gate=RecordGate(self.streams, job.stream_id, self.db))
 
+    async def run_claimed(self, job: StreamJob) -> StreamOutcome | None:
+        """Run a self-invoke's job unless another delivery of the same event claimed it
+        (Lambda may deliver an async event more than once): None when dropped."""
+        if not await self.store(self.streams.claim, job.stream_id):
+            get_logger().warning(
+                "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}
+            )
+            return None
+        return await self.run(self.record_gated_relay(job))
+
     async def run(self, relay: Relay) -> StreamOutcome:
         """Run a relay to its end and report its metrics."""
         self._running[relay.job.stream_id] = relay
@@ -305,21 +324,23 @@ class StreamService:
         task.add_done_callback(self._detached.discard)
         return task
 
-    async def detach(self, job: StreamJob) -> StartError | None:
+    async def detach(self, job: StreamJob) -> Detached:
         """Run `job` without the caller: locally as a task, in Lambda as an async self-invoke.
 
         Waits up to ACK_WAIT_SECONDS for the provider's first byte, so a request that fails
         at once (bad provider key, unknown model) still gets its error as the HTTP answer
-        (and then nothing is published: gate.py).
+        (and then nothing is published: gate.py); otherwise says how the stream stands.
         """
         wait = self.settings.ack_wait_seconds
         if self.settings.detach_mode == "lambda":
             await self.store(self._invoke_self, job)
-            return await self._await_start(job.stream_id, wait) if wait > 0 else None
+            return await self._await_start(job.stream_id, wait) if wait > 0 else Detached("pending")
         gate = CallerGate()
         self.start(self.relay(job, gate=gate))
         error = await gate.wait(wait)
-        return StartError.of(error) if error else None
+        if error is not None:
+            return Detached("failed", StartError.of(error))
+        return Detached("streaming" if gate.started else "pending")
 
     async def stop(
         self, stream_id: str, app_id: str, channels: frozenset[str] | None = None
@@ -377,7 +398,7 @@ class StreamService:
                 f"could not start the stream ({code or 'invoke failed'}); try again shortly"
             ) from e
 
-    async def _await_start(self, stream_id: str, wait: float) -> StartError | None:
+    async def _await_start(self, stream_id: str, wait: float) -> Detached:
         """Lambda mode's ack: poll the record for the first byte or an early failure; when
         time is up, mark the caller answered (conditionally: the relay may fail just now)."""
         loop = asyncio.get_running_loop()
@@ -386,10 +407,12 @@ class StreamService:
         while loop.time() < deadline:
             record = await self.store(self.streams.get, stream_id)
             if record is not None and record.status != "pending":
-                return record.start_error if record.status == "failed" else None
+                return Detached(record.status, record.start_error)
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 2, 0.4)
         if await self.store(self.streams.mark_acked, stream_id):
-            return None
+            return Detached("pending")
         record = await self.store(self.streams.get, stream_id)
-        return record.start_error if record is not None and record.status == "failed" else None
+        if record is None:  # expired between two reads: nothing better to say
+            return Detached("pending")
+        return Detached(record.status, record.start_error)

@@ -61,6 +61,8 @@ class StreamRecord:
     start_error: StartError | None = None
     text_truncated: bool = False
     created_at: float = field(default_factory=time.time)
+    # A detached relay took the job (claim): a second delivery of its event is dropped.
+    claimed: bool = False
 
     @property
     def finished(self) -> bool:
@@ -159,6 +161,39 @@ class StreamStore:
         left `pending` first (read it again: it may have failed)."""
         return self._transition(
             stream_id, {"acked": {"BOOL": True}}, "#status = :pending", {":pending": "pending"}
+        )
+
+    def claim(self, stream_id: str) -> bool:
+        """Take the job of a detached relay, once: False when another delivery of the same
+        event took it first (or the record is gone). Leaves `status` alone, which tells
+        the waiting ack whether the first byte came."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=stream_key(stream_id),
+                UpdateExpression="SET claimedAt = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(claimedAt)",
+                ExpressionAttributeValues={":now": {"N": f"{time.time():.3f}"}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def mark_lost(self, stream_id: str, end_seq: int, usage: dict[str, Any]) -> bool:
+        """pending | streaming -> failed for a relay that never ran or died (dead letter),
+        with `end_seq`, the seq of the `end` published for it; False when the stream had
+        finished (or the record is gone): then nothing is to be told."""
+        values = {
+            "status": {"S": "failed"},
+            "lastSeq": {"N": str(end_seq)},
+            "finishReason": {"S": "error"},
+            "usage": {"S": json.dumps(usage)},
+        }
+        return self._transition(
+            stream_id,
+            values,
+            "#status IN (:pending, :streaming)",
+            {":pending": "pending", ":streaming": "streaming"},
         )
 
     def save_progress(self, stream_id: str, text: str, last_seq: int) -> bool:
@@ -261,4 +296,5 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
         start_error=start_error,
         text_truncated=item.get("textTruncated", {}).get("BOOL", False),
         created_at=float(item["createdAt"]["N"]),
+        claimed="claimedAt" in item,
     )

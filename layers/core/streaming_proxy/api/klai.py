@@ -15,7 +15,7 @@ from ..jobs import StreamJob, StreamKind
 from ..openai_format import completion
 from ..providers.raw import recording
 from ..service import StreamService
-from ..streams import new_stream_id
+from ..streams import StreamStatus, new_stream_id
 from .answers import (
     action_name_in,
     authenticate,
@@ -89,12 +89,12 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         await service.register(job)
         if "text/event-stream" in request.headers.get("accept", ""):
             return await _sse(service, job)
-        failure = await service.detach(job)
-        if failure is not None:
-            raise failure.as_error()
+        detached = await service.detach(job)
+        if detached.error is not None:
+            raise detached.error.as_error()
     except ProxyError as e:
         return error_response(e, action_name)
-    return JSONResponse(_ack(kind, job.stream_id))
+    return JSONResponse(_ack(kind, job.stream_id, detached.status))
 
 
 def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamKind) -> StreamJob:
@@ -151,11 +151,11 @@ async def _complete(service: StreamService, job: StreamJob, *, raw: bool) -> Res
     )
 
 
-def _ack(kind: StreamKind, stream_id: str) -> dict[str, Any]:
+def _ack(kind: StreamKind, stream_id: str, status: StreamStatus) -> dict[str, Any]:
+    """Klai's acceptance answer, saying how the stream stands: `complete` only once the
+    provider's first byte came (or the stream is over), `pending` when it had not yet."""
+    message = SETUP_COMPLETE if status in ("streaming", "done") else f"Streaming setup {status}"
+    ids = {"streamId": stream_id, "streamStatus": status}
     if kind == "llm":
-        return {
-            "success": True,
-            "data": {"message": SETUP_COMPLETE, "streamId": stream_id},
-            "streamId": stream_id,
-        }
-    return {"success": True, "message": SETUP_COMPLETE, "streamId": stream_id}
+        return {"success": True, "data": {"message": message, **ids}, **ids}
+    return {"success": True, "message": message, **ids}

@@ -1,4 +1,8 @@
-"""The Lambda Web Adapter's pass-through path: async self-invokes that run a detached relay."""
+"""The Lambda Web Adapter's pass-through path: async self-invokes that run a detached relay.
+
+Each job runs once: the relay claims it on the stream record first, and a second delivery
+of the same event (Lambda may deliver one more than once) is answered `duplicate`.
+"""
 
 from __future__ import annotations
 
@@ -26,5 +30,12 @@ async def pass_through(request: Request) -> Response:
         # Never echo the event: it carries the job, provider key included.
         get_logger().error("pass-through event is not a stream job")
         return error_response(BadRequest("not a stream job event"))
-    outcome = await service.run(service.record_gated_relay(job))
+    try:
+        outcome = await service.run_claimed(job)
+    except ProxyError as e:
+        # A 5xx fails the invocation (AWS_LWA_ERROR_STATUS_CODES): the dead-letter queue
+        # gets the event, and its handler tells the channels (deadletter.py).
+        return error_response(e)
+    if outcome is None:
+        return JSONResponse({"streamId": job.stream_id, "duplicate": True})
     return JSONResponse({"streamId": job.stream_id, "finish_reason": outcome.finish_reason})

@@ -1,0 +1,183 @@
+"""Dead letters: detached relays Lambda gave up on, told to their channels instead of lost.
+
+A detached relay runs in an async invoke (service.detach). When that event ages out in
+Lambda's queue, or its invocation fails (a crash, a timeout, a 5xx from `/events`), Lambda
+sends an invocation record to the on-failure destination, an SQS queue, whose consumer
+lands here. For each record: the stream is marked `failed` (conditionally: a stream that
+finished, or a duplicate of this dead letter already handled, is left alone) and its
+channels get what a relay failure publishes: `threadInfo` (when nothing was sent yet and
+the stream is not a Chat one), `error`, `end`. The event carries the job, provider key
+included: it is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .blocking import BlockingCalls
+from .channels.publisher import ChannelPublisher
+from .envelopes import EnvelopeSequencer
+from .errors import StreamLost, error_object
+from .jobs import StreamKind
+from .observability import get_logger
+from .outcome import unknown_usage
+from .streams import StreamRecord, StreamStore
+
+# The app, channels and stream id of a job, as StreamService.publisher takes them.
+PublisherFactory = Callable[[str, Sequence[str], str], ChannelPublisher]
+
+
+class LostJob(BaseModel):
+    """What the dead letter needs of the job; the rest (payload, key) is never read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stream_id: str = Field(min_length=1)
+    app_id: str = Field(min_length=1)
+    kind: StreamKind
+    action_name: str = ""
+    channels: list[str] = Field(default_factory=list)
+
+
+class JobEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job: LostJob = Field(alias="streamingProxyJob")
+
+
+class RequestContext(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    condition: str  # "EventAgeExceeded" | "RetriesExhausted"
+    request_id: str = Field(default="", alias="requestId")
+    approximate_invoke_count: int = Field(default=0, alias="approximateInvokeCount")
+
+
+class InvocationRecord(BaseModel):
+    """Lambda's on-failure invocation record (the SQS message body); `responsePayload`
+    (the error Lambda reports) is not modelled: it is never read nor logged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_context: RequestContext = Field(alias="requestContext")
+    request_payload: JobEvent = Field(alias="requestPayload")
+
+
+class SqsRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: str = Field(alias="messageId")
+    body: str
+
+
+class SqsEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    records: list[SqsRecord] = Field(alias="Records")
+
+
+class MalformedDeadLetter(ValueError):
+    """A queue message that is not a stream job's invocation record: logged and dropped."""
+
+
+def parse_record(body: str) -> InvocationRecord:
+    """The invocation record in an SQS message body; MalformedDeadLetter otherwise (the
+    error says which field, never its value)."""
+    try:
+        return InvocationRecord.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as e:
+        where = ""
+        if isinstance(e, ValidationError):
+            where = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:3])
+        raise MalformedDeadLetter(where or "not JSON") from None
+
+
+def lost_error(condition: str) -> StreamLost:
+    if condition == "EventAgeExceeded":
+        why = "it could not start in time (the proxy was too busy)"
+    else:
+        why = "its run failed before it could finish"
+    return StreamLost(
+        f"the stream was lost: {why}; send the request again", details=f"lambda: {condition}"
+    )
+
+
+class DeadLetters:
+    """Marks lost detached relays failed and tells their channels."""
+
+    def __init__(self, streams: StreamStore, publisher: PublisherFactory, db: BlockingCalls):
+        self._streams = streams
+        self._publisher = publisher
+        self._db = db
+
+    async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Handle an SQS batch; records that failed for a reason worth retrying (the table
+        or the gateway down) are reported as batch item failures, malformed ones dropped."""
+        failures: list[dict[str, str]] = []
+        try:
+            batch = SqsEvent.model_validate(event)
+        except ValidationError:
+            # Never raised as is: pydantic's message would quote the event, keys included.
+            get_logger().error("dead-letter event is not an SQS batch; dropped")
+            return {"batchItemFailures": []}
+        for message in batch.records:
+            log = {"message_id": message.message_id}
+            try:
+                await self.handle(parse_record(message.body))
+            except MalformedDeadLetter as e:
+                get_logger().error("malformed dead letter dropped", extra={**log, "fields": str(e)})
+            except Exception:
+                get_logger().warning("dead letter not handled; retried", extra=log, exc_info=True)
+                failures.append({"itemIdentifier": message.message_id})
+        return {"batchItemFailures": failures}
+
+    async def handle(self, record: InvocationRecord) -> bool:
+        """Tell one lost stream's channels; False when there was nothing to tell."""
+        job, condition = record.request_payload.job, record.request_context.condition
+        log = {"stream_id": job.stream_id, "condition": condition}
+        stored = await self._db(self._streams.get, job.stream_id)
+        if not self._is_lost(stored, condition):
+            get_logger().info("dead letter for a stream not lost; nothing to do", extra=log)
+            return False
+        assert stored is not None
+        messages = self._messages(job, stored, lost_error(condition))
+        end_seq = messages[-1]["seq"]
+        # Members first (a table failure here is retried with nothing written yet), then
+        # the write: of two copies of this dead letter, only one gets to publish.
+        publisher = self._publisher(job.app_id, job.channels, job.stream_id)
+        await publisher.start()
+        try:
+            if not await self._db(self._streams.mark_lost, job.stream_id, end_seq, unknown_usage()):
+                get_logger().info("stream finished meanwhile; nothing to do", extra=log)
+                return False
+            get_logger().warning("lost detached relay reported to its channels", extra=log)
+            for message in messages:
+                await publisher.send(message)
+        finally:
+            await publisher.close()
+        return True
+
+    @staticmethod
+    def _is_lost(stored: StreamRecord | None, condition: str) -> bool:
+        if stored is None or stored.finished:
+            return False  # expired, or the relay ran and finished
+        # An event that aged out while another delivery of it runs the job is no loss.
+        return not (condition == "EventAgeExceeded" and stored.claimed)
+
+    @staticmethod
+    def _messages(job: LostJob, stored: StreamRecord, error: StreamLost) -> list[dict[str, Any]]:
+        """`threadInfo`?, `error`, `end`, numbered on from what the record says was sent
+        (a crashed relay may have sent more: clients then read these as duplicates and
+        resume, which answers the final `failed` snapshot)."""
+        seq = EnvelopeSequencer(job.stream_id, job.action_name)
+        seq.last_seq = stored.last_seq
+        messages: list[dict[str, Any]] = []
+        if stored.status == "pending" and job.kind != "chat":
+            messages.append(seq.envelope("threadInfo", content={"streamId": job.stream_id}))
+        messages.append(seq.envelope("error", error=error_object(error)))
+        messages.append(seq.envelope("end", finish_reason="error", usage=unknown_usage()))
+        return messages

@@ -1,0 +1,224 @@
+"""DeadLetterFunction: a detached relay Lambda gave up on is told to its channels.
+
+The handler runs as Lambda runs it (an SQS batch of on-failure invocation records) against
+moto's DynamoDB server and the gateway emulator, where a real WebSocket subscriber listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from devstack.gateway_events import LambdaContext
+from devstack.stack import load_function_module
+from streaming_proxy import aws
+from streaming_proxy.config import get_settings
+from streaming_proxy.deadletter import DeadLetters
+from streaming_proxy.service import StreamService
+from streaming_proxy.streams import StreamRecord, StreamStore
+from tests.integration import test_gateway as gateway_tests
+from tests.integration.test_gateway import TABLE, Gateway, connection_id_of, open_client, token
+
+moto_endpoint = gateway_tests.moto_endpoint
+env = gateway_tests.env
+gateway = gateway_tests.gateway
+
+DEADLETTER = load_function_module("deadletter")
+PROVIDER_KEY = "provider-key-inside-a-dead-letter"
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@pytest.fixture
+def handle(gateway: Gateway) -> Iterator[Callable[..., Any]]:
+    """Run the deployed handler (in a thread: it owns its event loop, as in Lambda)."""
+    DEADLETTER.default_dead_letters.cache_clear()
+
+    async def call(*bodies: str) -> dict[str, Any]:
+        records = [{"messageId": f"m{i}", "body": body} for i, body in enumerate(bodies)]
+        answer: dict[str, Any] = await asyncio.to_thread(
+            DEADLETTER.handler, {"Records": records}, LambdaContext()
+        )
+        return answer
+
+    yield call
+    DEADLETTER.default_dead_letters.cache_clear()
+
+
+def streams() -> StreamStore:
+    return StreamStore(aws.dynamodb("us-east-1", get_settings().dynamodb_endpoint_url), TABLE)
+
+
+def registered(stream_id: str, status: str = "pending") -> None:
+    streams().create(StreamRecord(stream_id, "app1", "onLlm", ["room"]))
+    if status == "streaming":
+        streams().claim(stream_id)
+        streams().mark_started(stream_id)
+        streams().save_progress(stream_id, "Half an ans", 4)
+
+
+def dead_letter(stream_id: str, condition: str = "EventAgeExceeded", kind: str = "llm") -> str:
+    """Lambda's on-failure invocation record for our self-invoke event (the SQS body)."""
+    job = {
+        "stream_id": stream_id,
+        "app_id": "app1",
+        "kind": kind,
+        "action_name": "onLlm",
+        "channels": ["room"],
+        "payload": {"provider": "openai", "apiKey": PROVIDER_KEY, "messages": []},
+        "flush_interval_ms": 20,
+    }
+    record = {
+        "version": "1.0",
+        "timestamp": "2026-11-21T20:00:00.000Z",
+        "requestContext": {
+            "requestId": "e4b46cbf-b738-4a1e-8880-a18cdf61200e",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:stack-relay:$LATEST",
+            "condition": condition,
+            "approximateInvokeCount": 1 if condition == "RetriesExhausted" else 0,
+        },
+        "requestPayload": {"streamingProxyJob": job},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        "responsePayload": {"errorMessage": "Task timed out after 900.00 seconds"},
+    }
+    if condition == "RetriesExhausted":
+        record["responseContext"]["functionError"] = "Unhandled"  # type: ignore[index]
+    return json.dumps(record)
+
+
+async def received(ws: ClientConnection) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while not messages or messages[-1]["type"] != "end":
+        messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    return messages
+
+
+async def nothing_more(ws: ClientConnection) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 1.0)
+
+
+async def test_an_event_that_aged_out_fails_the_stream_and_tells_the_subscribers(
+    gateway: Gateway, handle: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registered("st_aged")
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        with caplog.at_level(logging.INFO):
+            # The same dead letter twice in one batch, then once more: told once.
+            assert await handle(dead_letter("st_aged"), dead_letter("st_aged")) == {
+                "batchItemFailures": []
+            }
+            assert await handle(dead_letter("st_aged")) == {"batchItemFailures": []}
+        messages = await received(ws)
+        await nothing_more(ws)
+    assert [(m["type"], m["seq"]) for m in messages] == [
+        ("threadInfo", 0),
+        ("error", 1),
+        ("end", 2),
+    ]
+    assert all(m["streamId"] == "st_aged" and m["channel"] == "room" for m in messages)
+    assert messages[0]["content"] == {"streamId": "st_aged"}
+    error = messages[1]["error"]
+    assert (error["type"], error["code"]) == ("dependency_unavailable", 503)
+    assert "lost" in error["message"] and error["details"] == "lambda: EventAgeExceeded"
+    assert messages[2]["finish_reason"] == "error" and messages[2]["usage"]["estimated"] is True
+    record = streams().get("st_aged")
+    assert record is not None
+    assert (record.status, record.last_seq, record.finish_reason) == ("failed", 2, "error")
+    assert PROVIDER_KEY not in caplog.text
+
+
+async def test_a_relay_that_died_mid_stream_ends_after_what_it_sent(
+    gateway: Gateway, handle: Callable[..., Any]
+) -> None:
+    registered("st_died", "streaming")
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        assert await handle(dead_letter("st_died", "RetriesExhausted")) == {"batchItemFailures": []}
+        messages = await received(ws)
+    # No second threadInfo: the relay sent one. seq goes on from the last snapshot.
+    assert [(m["type"], m["seq"]) for m in messages] == [("error", 5), ("end", 6)]
+    record = streams().get("st_died")
+    assert record is not None and (record.status, record.text) == ("failed", "Half an ans")
+
+
+async def test_a_chat_stream_gets_no_thread_info(
+    gateway: Gateway, handle: Callable[..., Any]
+) -> None:
+    registered("st_chat")
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        await handle(dead_letter("st_chat", kind="chat"))
+        messages = await received(ws)
+    assert [m["type"] for m in messages] == ["error", "end"]
+
+
+@pytest.mark.parametrize("case", ["finished", "aged-out-copy-of-a-running-job", "expired"])
+async def test_a_stream_that_is_not_lost_is_left_alone(
+    gateway: Gateway, handle: Callable[..., Any], case: str
+) -> None:
+    stream_id = "st_" + case.replace("-", "_")
+    if case == "finished":
+        registered(stream_id)
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        streams().save_final(stream_id, "All done", 3, "done", finish_reason="stop", usage=usage)
+        condition = "RetriesExhausted"
+    elif case == "aged-out-copy-of-a-running-job":
+        registered(stream_id, "streaming")  # another delivery claimed it and runs it
+        condition = "EventAgeExceeded"
+    else:
+        condition = "EventAgeExceeded"  # no record at all (its TTL passed)
+    before = streams().get(stream_id)
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        assert await handle(dead_letter(stream_id, condition)) == {"batchItemFailures": []}
+        await nothing_more(ws)
+    assert streams().get(stream_id) == before
+
+
+async def test_malformed_records_are_logged_and_dropped_and_the_rest_handled(
+    gateway: Gateway, handle: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registered("st_among_bad")
+    no_job = json.dumps({"requestContext": {"condition": "EventAgeExceeded"}, "requestPayload": {}})
+    no_id = dead_letter("").replace('"stream_id": ""', '"streamId": 1')
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        with caplog.at_level(logging.INFO):
+            answer = await handle("not json", no_job, no_id, dead_letter("st_among_bad"))
+        messages = await received(ws)
+    assert answer == {"batchItemFailures": []}
+    assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
+    dropped = [r for r in caplog.records if r.getMessage() == "malformed dead letter dropped"]
+    assert len(dropped) == 3
+    assert PROVIDER_KEY not in caplog.text
+
+
+async def test_a_record_the_table_cannot_take_is_reported_for_a_retry(gateway: Gateway) -> None:
+    """Only that record: SQS sends it again; the batch's other records are done."""
+    service = StreamService(get_settings())
+    missing_table = StreamStore(service.streams._db, "no-such-table")
+    broken = DeadLetters(missing_table, service.publisher, service.db)
+    handler = DEADLETTER.make_handler(lambda: broken)
+    event = {"Records": [{"messageId": "m-down", "body": dead_letter("st_any")}]}
+    try:
+        answer = await asyncio.to_thread(handler, event, LambdaContext())
+    finally:
+        await asyncio.to_thread(DEADLETTER.runner().run, service.aclose())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-down"}]}
+
+
+async def test_an_event_that_is_not_an_sqs_batch_is_dropped_without_quoting_it(
+    gateway: Gateway, handle: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    event = {"Records": [{"body": dead_letter("st_no_message_id")}]}
+    with caplog.at_level(logging.INFO):
+        answer = await asyncio.to_thread(DEADLETTER.handler, event, LambdaContext())
+    assert answer == {"batchItemFailures": []}
+    assert "not an SQS batch" in caplog.text and PROVIDER_KEY not in caplog.text

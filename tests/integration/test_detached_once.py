@@ -1,0 +1,124 @@
+"""The same detached-relay event delivered twice publishes once (Lambda may deliver an async
+event more than once): a real WebSocket subscriber behind the gateway emulator sees one
+`threadInfo` ... `end`, and the fake provider is called once.
+
+The stream service runs in Lambda mode in this process; the self-invoke is the one thing
+faked: the test delivers its event to `/events` itself, twice, as Lambda could.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from streaming_proxy.api.app import create_app
+from streaming_proxy.auth import key_digest
+from streaming_proxy.config import get_settings
+from streaming_proxy.jobs import StreamJob
+from streaming_proxy.service import StreamService
+from tests.fake_llm import TEXT, FakeLlm
+from tests.integration import test_gateway as gateway_tests
+from tests.integration.test_gateway import Gateway, connection_id_of, open_client, token
+
+moto_endpoint = gateway_tests.moto_endpoint
+env = gateway_tests.env
+gateway = gateway_tests.gateway
+
+APP_KEY = "app-key-for-duplicate-event-tests"
+
+
+@pytest.fixture
+async def service(
+    gateway: Gateway, fake_llm: FakeLlm, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StreamService]:
+    apps = {"app1": {"keySha256": key_digest(APP_KEY), "tokenSecret": gateway_tests.SECRET}}
+    for name, value in {
+        "APPS": json.dumps(apps),
+        "DETACH_MODE": "lambda",
+        "SELF_FUNCTION_NAME": "stack-relay",
+        "ACK_WAIT_SECONDS": "0",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": "fake-openai-key-for-duplicate-tests",
+    }.items():
+        monkeypatch.setenv(name, value)
+    gateway_tests.clear_caches()
+    running = StreamService(get_settings())
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+async def accepted_job(service: StreamService) -> dict[str, Any]:
+    """POST /llm/query (acked at once); the self-invoke's event, as Lambda would deliver it."""
+    jobs: list[StreamJob] = []
+    service._invoke_self = jobs.append  # type: ignore[method-assign]
+    body = {
+        "apiKey": APP_KEY,
+        "channels": ["room"],
+        "actionName": "onLlm",
+        "payload": {
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    }
+    async with client_of(service) as client:
+        ack = await client.post("/llm/query", json=body)
+    assert ack.status_code == 200, ack.text
+    assert ack.json()["streamStatus"] == "pending"
+    return json.loads(json.dumps(jobs[0].to_event()))
+
+
+def client_of(service: StreamService) -> httpx.AsyncClient:
+    app = create_app()
+    app.state.service = service
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
+
+
+async def until_end(ws: ClientConnection) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while not messages or messages[-1]["type"] != "end":
+        messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    return messages
+
+
+async def nothing_more(ws: ClientConnection) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 1.0)
+
+
+def provider_calls(fake_llm: FakeLlm) -> int:
+    return sum(r.path.endswith("/chat/completions") for r in fake_llm.requests)
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["concurrently", "one-after-another"])
+async def test_a_duplicate_event_publishes_once(
+    gateway: Gateway, service: StreamService, fake_llm: FakeLlm, together: bool
+) -> None:
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        event = await accepted_job(service)
+        calls_before = provider_calls(fake_llm)
+        async with client_of(service) as client:
+            if together:
+                answers = await asyncio.gather(*(client.post("/events", json=event) for _ in "ab"))
+            else:
+                answers = [await client.post("/events", json=event) for _ in "ab"]
+        messages = await until_end(ws)
+        await nothing_more(ws)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert sum(a.json().get("duplicate", False) for a in answers) == 1
+    types = [m["type"] for m in messages]
+    assert types[0] == "threadInfo" and types.count("threadInfo") == 1
+    assert types.count("end") == 1 and "error" not in types
+    covered = [s for m in messages for s in range(m.get("firstSeq", m["seq"]), m["seq"] + 1)]
+    assert covered == list(range(len(covered)))  # each seq once: nothing published twice
+    assert "".join(m.get("content", "") for m in messages if m["type"] == "delta") == TEXT
+    assert provider_calls(fake_llm) == calls_before + 1
