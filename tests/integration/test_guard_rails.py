@@ -26,6 +26,7 @@ from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import get_settings
+from streaming_proxy.errors import DependencyUnavailable, ProxyError, RateLimited, error_object
 from streaming_proxy.observability import NAMESPACE, SERVICE
 from streaming_proxy.streams import StreamRecord, StreamStore
 from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
@@ -126,6 +127,24 @@ def test_rest_stage_throttles_every_method_without_logging_bodies() -> None:
     # Execution logs and data traces would write prompts, answers and keys to CloudWatch.
     assert setting["DataTraceEnabled"] is False
     assert setting["LoggingLevel"] == "OFF"
+
+
+@pytest.mark.parametrize(
+    ("response_type", "error"),
+    [("THROTTLED", RateLimited("x")), ("INTEGRATION_FAILURE", DependencyUnavailable("x"))],
+)
+def test_gateway_answers_in_the_callers_error_shape(response_type: str, error: ProxyError) -> None:
+    """The stage throttle's 429 and a function API Gateway could not invoke (reserved
+    concurrency reached) answer like the function does, not `{"message": ...}` or a bare 500."""
+    response = props("StreamApi")["GatewayResponses"][response_type]
+    assert response["StatusCode"] == str(error.status)
+    body = json.loads(response["ResponseTemplates"]["application/json"])
+    assert body["success"] is False
+    assert body["error"]["code"] == error.status
+    assert body["error"]["type"] == error.kind
+    assert set(error_object(error)) - {"fields"} <= set(body["error"])
+    if error.status == 429:
+        assert response["ResponseParameters"]["Headers"]["Retry-After"] == "'1'"
 
 
 def test_usage_plan_is_optional_and_requires_no_api_key() -> None:
