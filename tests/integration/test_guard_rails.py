@@ -1,5 +1,5 @@
 """template.yaml's production guard rails: throttling, concurrency, access logs, tracing, alarms,
-dashboard, WebSocket redeploys, table encryption and a table policy no wider than the code.
+dashboard and WebSocket redeploys (the table's encryption and grants: test_table_access.py).
 
 The template is read as data (CloudFormation tags kept as `{"Fn::X": ...}` mappings);
 `test_template.py` runs cfn-lint over it. Conditional properties are checked by resolving
@@ -8,33 +8,17 @@ their `Fn::If` for each value of the condition, as CloudFormation would.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
 import pytest
-from botocore import xform_name
-from moto import mock_aws
 
-from devstack.template import create_table
-from streaming_proxy import aws
-from streaming_proxy.auth import AppRegistry
-from streaming_proxy.channels.session import ConnectionRoutes
-from streaming_proxy.config import get_settings
 from streaming_proxy.errors import DependencyUnavailable, ProxyError, RateLimited, error_object
 from streaming_proxy.observability import NAMESPACE, SERVICE
-from streaming_proxy.streams import StreamRecord, StreamStore
-from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 
+from .template_data import parameter_default, props, resolve, resources
 from .test_template import load_template
-
-ROOT = Path(__file__).resolve().parents[2]
-LAYER = ROOT / "layers" / "core" / "streaming_proxy"
 
 GUARD_RAIL_DEFAULTS: dict[str, Any] = {
     "ThrottlingRateLimit": 50,
@@ -52,37 +36,6 @@ GUARD_RAIL_DEFAULTS: dict[str, Any] = {
     "Api5xxAlarmPercent": 5,
     "TableKmsKeyArn": "",
 }
-
-
-def resources() -> dict[str, Any]:
-    resources: dict[str, Any] = load_template()["Resources"]
-    return resources
-
-
-def props(name: str) -> dict[str, Any]:
-    properties: dict[str, Any] = resources()[name]["Properties"]
-    return properties
-
-
-def resolve(value: Any, conditions: dict[str, bool]) -> Any:
-    """`value` with every `Fn::If` decided by `conditions` (a branch left out is dropped)."""
-    if isinstance(value, dict):
-        if set(value) == {"Fn::If"}:
-            name, when_true, when_false = value["Fn::If"]
-            return resolve(when_true if conditions[name] else when_false, conditions)
-        return {
-            key: resolve(item, conditions)
-            for key, item in value.items()
-            if resolve(item, conditions) != {"Ref": "AWS::NoValue"}
-        }
-    if isinstance(value, list):
-        items = [resolve(item, conditions) for item in value]
-        return [item for item in items if item != {"Ref": "AWS::NoValue"}]
-    return value
-
-
-def parameter_default(name: str) -> Any:
-    return load_template()["Parameters"][name]["Default"]
 
 
 # --------------------------------------------------------------------------- parameters
@@ -371,180 +324,3 @@ def test_websocket_stage_redeploys_when_routes_change() -> None:
     routes = [n for n, r in resources().items() if r["Type"] == "AWS::ApiGatewayV2::Route"]
     assert set(routes) <= set(stage["DependsOn"])
     assert not [r for r in resources().values() if r["Type"] == "AWS::ApiGatewayV2::Deployment"]
-
-
-# --------------------------------------------------------------------------- encryption
-
-
-def test_table_uses_the_aws_owned_key_unless_a_kms_key_is_given() -> None:
-    sse = props("Table")["SSESpecification"]
-    # SSEEnabled true without a key is the AWS *managed* key aws/dynamodb; false is AWS owned.
-    assert resolve(sse, {"HasTableKmsKey": False}) == {"SSEEnabled": False}
-    assert resolve(sse, {"HasTableKmsKey": True}) == {
-        "SSEEnabled": True,
-        "SSEType": "KMS",
-        "KMSMasterKeyId": {"Ref": "TableKmsKeyArn"},
-    }
-    assert parameter_default("TableKmsKeyArn") == ""
-
-
-@pytest.mark.parametrize("function", ["StreamFunction", "ConnectionsFunction"])
-def test_kms_access_only_with_a_key_and_only_through_dynamodb(function: str) -> None:
-    policies = props(function)["Policies"]
-    without = json.dumps(resolve(policies, {c: False for c in conditions_used(policies)}))
-    assert "kms:" not in without
-    with_key = resolve(policies, {c: c == "HasTableKmsKey" for c in conditions_used(policies)})
-    (statement,) = [s for p in with_key for s in p["Statement"] if "kms:Decrypt" in s["Action"]]
-    assert statement["Resource"] == {"Ref": "TableKmsKeyArn"}
-    assert "kms:ViaService" in statement["Condition"]["StringEquals"]
-
-
-def conditions_used(value: Any) -> set[str]:
-    text = json.dumps(value)
-    return set(re.findall(r'"Fn::If": \["([A-Za-z0-9]+)"', text))
-
-
-# --------------------------------------------------------------------------- table policy
-
-
-def table_actions(function: str) -> set[str]:
-    """DynamoDB actions granted to a function's role (any condition branch), on the table."""
-    policies = props(function)["Policies"]
-    assert not any(isinstance(p, dict) and "DynamoDBCrudPolicy" in p for p in policies)
-    found: set[str] = set()
-    for policy in policies:
-        for branch in (True, False):
-            chosen = resolve(policy, {c: branch for c in conditions_used(policy)})
-            if not isinstance(chosen, dict):
-                continue
-            for statement in chosen.get("Statement", []):
-                actions = statement["Action"]
-                actions = [actions] if isinstance(actions, str) else actions
-                dynamodb = {a for a in actions if a.startswith("dynamodb:")}
-                if dynamodb:
-                    assert statement["Resource"] == {"Fn::GetAtt": ["Table", "Arn"]}, (
-                        "table actions only on the table itself (no index, no wildcard)"
-                    )
-                found |= dynamodb
-    return found
-
-
-def dynamodb_operations() -> dict[str, str]:
-    """boto3 method name -> DynamoDB API operation (get_item -> GetItem)."""
-    model = botocore.session.get_session().get_service_model("dynamodb")
-    return {xform_name(name): name for name in model.operation_names}
-
-
-def operations_called_by_the_layer() -> set[str]:
-    """Every DynamoDB operation the streaming_proxy package calls on a client, by name."""
-    methods = dynamodb_operations()
-    called: set[str] = set()
-    for path in LAYER.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            func = node.func if isinstance(node, ast.Call) else None
-            if isinstance(func, ast.Attribute) and func.attr in methods:
-                called.add(methods[func.attr])
-    return called
-
-
-def test_no_function_may_scan_or_use_an_index() -> None:
-    for function in ("StreamFunction", "ConnectionsFunction"):
-        granted = table_actions(function)
-        assert "dynamodb:Scan" not in granted
-        assert "dynamodb:*" not in granted
-
-
-def test_stream_function_may_make_exactly_the_calls_the_code_makes() -> None:
-    """The stream function runs the whole layer: its grant is every call the layer makes."""
-    called = {f"dynamodb:{op}" for op in operations_called_by_the_layer()}
-    granted = table_actions("StreamFunction")
-    assert granted == called, (
-        f"grant {sorted(granted - called)} unused, {sorted(called - granted)} missing: "
-        "update StreamFunction's TableItems statement in template.yaml"
-    )
-
-
-APP_ID = "app1"
-CONNECTION = "Ld4Zq3xwoAMCJkQ="
-TABLE = "guard-rails"
-
-
-Recorded = tuple[ConnectionRoutes, set[str], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def recorded_routes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorded]:
-    """Connection routes over moto whose DynamoDB client records every operation it sends,
-    with the replies they send to the browser."""
-    secret = "guard-rails-token-secret-0123456789"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-        "APPS": json.dumps({APP_ID: {"keySha256": "0" * 64, "tokenSecret": secret}}),
-        "ALLOWED_ORIGINS": "*",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
-    get_settings.cache_clear()
-    aws.dynamodb.cache_clear()
-    with mock_aws():
-        create_table(boto3.client("dynamodb", region_name="us-east-1"), TABLE)
-        operations: set[str] = set()
-        client = aws.dynamodb("us-east-1", None)
-        client.meta.events.register(
-            "before-call.dynamodb", lambda model, **_: operations.add(model.name)
-        )
-        replies: list[dict[str, Any]] = []
-
-        def reply(_connection_id: str, message: dict[str, Any]) -> bool:
-            replies.append(message)
-            return True
-
-        routes = ConnectionRoutes.from_settings(get_settings(), reply=reply)
-        yield routes, operations, replies
-    get_settings.cache_clear()
-    aws.dynamodb.cache_clear()
-
-
-def test_connections_function_may_make_exactly_the_calls_its_routes_make(
-    recorded_routes: Recorded,
-) -> None:
-    routes, operations, replies = recorded_routes
-    setup = boto3.client("dynamodb", region_name="us-east-1")  # not recorded
-    StreamStore(setup, TABLE).create(StreamRecord("st_1", APP_ID, "onLlmMessage", ["ch"]))
-    ToolCallStore(setup, TABLE).open([ToolCallRecord(APP_ID, "tc_1", "st_1", "ui_pick", ["ch"])])
-    registry = AppRegistry.from_settings(get_settings())
-    app = registry.get(APP_ID)
-    assert app is not None
-    token = registry.mint_token(app, ["ch", "late"], 600)[0]
-
-    routes.connect(CONNECTION, token, None)
-    for message in (
-        {"action": "subscribe", "channel": "late", "token": token},
-        {"action": "unsubscribe", "channel": "late"},
-        {"action": "resume", "streamId": "st_1"},
-        {"action": "stop", "streamId": "st_1"},
-        {"action": "llmToolCallResponse", "toolCallId": "tc_1", "success": True, "message": "ok"},
-        {"action": "ping"},
-    ):
-        routes.message(CONNECTION, json.dumps(message))
-    routes.disconnect(CONNECTION)
-
-    # The routes did their work: no refusal, the stop and the tool answer reached the table.
-    assert [reply["type"] for reply in replies] == [
-        "subscribed",
-        "unsubscribed",
-        "snapshot",
-        "stopped",
-        "ack",
-        "pong",
-    ]
-    assert StreamStore(setup, TABLE).cancel_requested("st_1")
-    answered = ToolCallStore(setup, TABLE).get(APP_ID, "tc_1")
-    assert answered is not None and answered.status == "answered"
-    used = {f"dynamodb:{op}" for op in operations}
-    granted = table_actions("ConnectionsFunction")
-    assert used == granted, f"unused {sorted(granted - used)}, missing {sorted(used - granted)}"
-    assert operations <= operations_called_by_the_layer()
