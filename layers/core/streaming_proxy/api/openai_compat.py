@@ -61,6 +61,7 @@ async def chat_completions(request: Request) -> Response:
         body = parse(ChatCompletionRequest, data)
         job = _job(service, request, body, app.app_id)
         service.check(job)
+        await service.admit(job)
         if job.channels:
             await service.register(job)
         completion_id = "chatcmpl-" + job.stream_id.removeprefix("st_")
@@ -138,4 +139,5 @@ def _models(service: StreamService) -> list[dict[str, Any]]:
 def openai_error(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
     """The one place a ProxyError becomes an answer on /v1: OpenAI's shape and status."""
     body: dict[str, Any] = error_body(error)
-    return JSONResponse(body, status_code=openai_status(error), headers=headers)
+    headers = {**error.headers(), **(headers or {})}
+    return JSONResponse(body, status_code=openai_status(error), headers=headers or None)
