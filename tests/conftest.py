@@ -75,6 +75,7 @@ CONFIGURED_KEYS = (
     RIVAL_KEY,
     HOOKED_KEY,
     WEBHOOK_SECRET,
+    *(governed_key(app_id) for app_id in GOVERNED_APPS),
 )
 
 
