@@ -160,34 +160,32 @@ def usage_of(service: StreamService, stream_id: str) -> int:
     return int(record.usage["total_tokens"])
 
 
+async def query_without_a_table(apps: dict[str, AppConfig] | None = None) -> httpx.Response:
+    """A `stream: false` query (nothing to register) on a service whose table is missing."""
+    overrides: dict[str, Any] = {"detach_mode": "task", "table_name": "no-such-table"}
+    service = StreamService(settings(**overrides, **({"apps": apps} if apps else {})))
+    app = create_app()
+    app.state.service = service
+    body = {**request(), "channels": [], "payload": {**request()["payload"], "stream": False}}
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            return await client.post("/llm/query", json=body)
+    finally:
+        await service.aclose()
+
+
 @pytest.mark.parametrize("governance", [{"rateLimit": 10}, {"tokenQuota": 10}])
 async def test_a_limit_that_cannot_be_checked_refuses_with_503(
     aws_env: None, governance: dict[str, Any]
 ) -> None:
     """Fail closed: with the table unreachable a limited app is refused, never let through."""
-    service = StreamService(
-        settings(detach_mode="task", table_name="no-such-table", apps=governed(**governance)),
-        poster=RecordingPoster(),
-    )
-    app = create_app()
-    app.state.service = service
-    body = {**request(), "channels": [], "payload": {**request()["payload"], "stream": False}}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
-        r = await c.post("/llm/query", json=body)
+    r = await query_without_a_table(governed(**governance))
     assert r.status_code == 503, r.text
     assert r.json()["error"]["type"] == "dependency_unavailable"
     assert "retry-after" not in r.headers
-    await service.aclose()
 
 
 async def test_an_app_without_limits_never_reads_a_counter(aws_env: None) -> None:
-    service = StreamService(
-        settings(detach_mode="task", table_name="no-such-table"), poster=RecordingPoster()
-    )
-    app = create_app()
-    app.state.service = service
-    body = {**request(), "channels": [], "payload": {**request()["payload"], "stream": False}}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
-        r = await c.post("/llm/query", json=body)
+    r = await query_without_a_table()
     assert r.status_code == 200, r.text
-    await service.aclose()
