@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from streaming_proxy.config import AppConfig
+from streaming_proxy.api.app import create_app
+from streaming_proxy.auth import key_digest
+from streaming_proxy.config import AppConfig, Settings
 from streaming_proxy.contract import Payload
 from streaming_proxy.errors import ModelNotAllowed, ProviderKeyRefused, ValidationFailed
 from streaming_proxy.jobs import StreamJob, StreamKind
 from streaming_proxy.policy import apply_policy, matches
+from streaming_proxy.service import StreamService
+from tests.unit.conftest import MOTO_TABLE
 
 DIGEST = "0" * 64
 SECRET = "s" * 32
@@ -127,3 +132,44 @@ def test_client_provider_keys_are_refused_when_the_app_says_so() -> None:
 def test_malformed_governance_fails_the_app_entry(governance: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         app(**governance)
+
+
+async def test_v1_models_lists_only_what_the_calling_app_may_use(aws_env: None) -> None:
+    keys = {"open": "open-app-key-for-policy-tests", "strict": "strict-app-key-for-policy"}
+    apps = {
+        "open": app(keySha256=key_digest(keys["open"])),
+        "strict": app(
+            keySha256=key_digest(keys["strict"]),
+            models={"openai": ["gpt-4.1*", "o3"], "anthropic": "claude-x"},
+        ),
+    }
+    service = StreamService(
+        Settings(
+            table_name=MOTO_TABLE,
+            apps=apps,
+            openai_api_key=SecretStr("server-key-for-listing"),
+            anthropic_api_key=SecretStr("server-key-for-listing"),
+            models={
+                "openai": ["gpt-4o-mini", "gpt-4.1-mini", "o3"],
+                "anthropic": ["claude-y"],
+            },
+        )
+    )
+    server = create_app()
+    server.state.service = service
+    listed: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=server), base_url="http://x"
+    ) as c:
+        for app_id, key in keys.items():
+            r = await c.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
+            listed[app_id] = [model["id"] for model in r.json()["data"]]
+    await service.aclose()
+    assert listed["open"] == [
+        "openai/gpt-4o-mini",
+        "openai/gpt-4.1-mini",
+        "openai/o3",
+        "anthropic/claude-y",
+    ]
+    assert listed["strict"] == ["openai/gpt-4.1-mini", "openai/o3"]

@@ -62,6 +62,18 @@ def allowed_model(
     return model
 
 
+def permits(app: AppConfig, provider: str, model: str) -> bool:
+    """Whether the app may run `model` on `provider` (what `GET /v1/models` lists for it)."""
+    if app.models is None:
+        return True
+    rule = app.models.get(provider)
+    if rule is None:
+        return False
+    if isinstance(rule, str):
+        return model == rule
+    return any(matches(pattern, model) for pattern in rule)
+
+
 def matches(pattern: str, model: str) -> bool:
     """`gpt-4o-mini` matches itself only; `gpt-4.1*` any name starting `gpt-4.1`."""
     if pattern.endswith("*"):
