@@ -38,7 +38,7 @@ def allowed_model(
     if rule is None:
         providers = ", ".join(sorted(rules))
         raise ModelNotAllowed(
-            f"app '{app_id}' may not use provider '{provider}' (its models allow: {providers})",
+            f"app '{app_id}' may not use provider '{provider}' (only: {providers})",
             fields=[{"field": prefix + "provider" if prefix else field, "message": "not allowed"}],
         )
     if isinstance(rule, str):
