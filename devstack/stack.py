@@ -9,8 +9,11 @@ import importlib.util
 import logging
 import os
 import socket
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -18,6 +21,9 @@ from moto.server import ThreadedMotoServer
 from .servers import filter_secrets, start_all, stop_all, stop_signal, uvicorn_server
 from .settings import DevSettings
 from .template import create_table
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,11 +114,30 @@ class LocalStack:
             raise SystemExit("the local stack could not start (is a port in use?)")
 
 
+class OneAtATime:
+    """A WSGI app answering one request at a time. DynamoDB applies each conditional write
+    atomically; moto checks the condition and writes in separate steps, so two concurrent
+    `ADD ... IF count < limit` could both pass (the per-app rate limit relies on it)."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[Any]:
+        with self._lock:
+            # moto answers with whole bodies: the request is done when the call returns.
+            return list(self._app(environ, start_response))
+
+
 def start_dynamodb(dev: DevSettings) -> ThreadedMotoServer:
-    """The embedded DynamoDB (moto's server in a thread) with the table template.yaml defines."""
+    """The embedded DynamoDB (moto's server in a thread, serving one request at a time) with
+    the table template.yaml defines."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
     moto = ThreadedMotoServer(ip_address=dev.host, port=dev.dynamodb_port)
     moto.start()
+    server = moto._server  # set once start() returns; nothing has reached it yet
+    assert server is not None
+    server.app = OneAtATime(server.app)
     client = boto3.client(
         "dynamodb",
         region_name="us-east-1",

@@ -40,6 +40,23 @@ PRICES = {"openai": {"fake-text": {"input": 2.5, "output": 10.0}}}
 # A third app, whose backend tools run on the fake webhook (tests/fake_webhook.py).
 HOOKED_APP = "hooked"
 HOOKED_KEY = "hooked-app-key-for-tool-tests"
+# Apps with governance (policy.py, limits.py), each key `<app>-app-key-for-governance-tests`:
+# a models allow-list without client provider keys, a rate limit, a token quota, and two
+# whose limit one request reaches (the error-shape tables provoke their 429s).
+GOVERNED_APPS: dict[str, dict[str, Any]] = {
+    "governed": {
+        "models": {"openai": ["fake-text", "fake-tool*"], "anthropic": "fake-text"},
+        "allowClientProviderKey": False,
+    },
+    "metered": {"rateLimit": 5},
+    "quota": {"tokenQuota": 100},
+    "hasty": {"rateLimit": 1},
+    "spent": {"tokenQuota": 1},
+}
+
+
+def governed_key(app_id: str) -> str:
+    return f"{app_id}-app-key-for-governance-tests"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +78,7 @@ CONFIGURED_KEYS = (
     RIVAL_KEY,
     HOOKED_KEY,
     WEBHOOK_SECRET,
+    *(governed_key(app_id) for app_id in GOVERNED_APPS),
 )
 
 
@@ -85,9 +103,15 @@ def stack_env(fake_llm: FakeLlm, webhook: FakeWebhook | None = None) -> dict[str
     """The openai and anthropic providers and a compatible endpoint `fakecompat` pointed at
     the fake upstream with fake server keys, bedrock's runtime endpoint at it too, gemini
     pointed at it without a key (requests bring their own `payload.apiKey`), a second app
-    (RIVAL_APP) beside the dev one and, with `webhook`, a third (HOOKED_APP) whose backend
-    tools run there."""
+    (RIVAL_APP) beside the dev one, the GOVERNED_APPS and, with `webhook`, a third
+    (HOOKED_APP) whose backend tools run there."""
     apps: dict[str, Any] = dict(RIVAL_APPS)
+    for app_id, governance in GOVERNED_APPS.items():
+        apps[app_id] = {
+            "keySha256": key_digest(governed_key(app_id)),
+            "tokenSecret": f"{app_id}-token-secret-not-for-production",
+            **governance,
+        }
     if webhook is not None:
         apps[HOOKED_APP] = {
             "keySha256": key_digest(HOOKED_KEY),

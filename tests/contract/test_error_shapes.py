@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from streaming_proxy import errors
-from tests.conftest import Stack
+from tests.conftest import Stack, governed_key
 from tests.integration.test_tool_loop import ASK_COLOUR, SAY_COLOUR, query, start, tool_call
 from tests.wsclient import Subscriber
 
@@ -25,7 +25,6 @@ TOO_LARGE = b'{"payload": {"messages": "' + b"x" * 1_100_000 + b'"}}'
 # same `error_object` / `openai_error` as every row below.
 NOT_PROVOKABLE = {
     "internal_error": "only an unexpected exception, which no request may cause",
-    "rate_limited": "no route rate-limits (ProxyError's RateLimited is not raised)",
     "dependency_unavailable": "needs DynamoDB or Lambda down, not the shared stack's",
     "upstream_timeout": "needs the 60 s idle timeout, longer than a contract test",
     "gone": "a WebSocket delivery outcome, never an HTTP answer",
@@ -96,6 +95,26 @@ async def second_tool_answer(stack: Stack) -> httpx.Response:
         await sub.close()
 
 
+def governed(app_id: str, path: str, body: Any) -> Provoke:
+    """A request with the key of one of the stack's GOVERNED_APPS."""
+    return klai(path, body, key=False, headers={"x-api-key": governed_key(app_id)})
+
+
+def over_limit(app_id: str, path: str, body: Any) -> Provoke:
+    """The same request until the app's limit refuses it: `hasty` serves one request a
+    minute and `spent` one stream a day (its quota is 1 token), so a third try is refused
+    even when a minute turns between the first two."""
+
+    async def provoke(stack: Stack) -> httpx.Response:
+        for _ in range(3):
+            r = await governed(app_id, path, body)(stack)
+            if r.status_code == 429:
+                break
+        return r
+
+    return provoke
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str
@@ -150,6 +169,24 @@ KLAI = {
         "upstream_error", 502, klai("/llm/query", klai_query("anthropic", "fake-echo-html"))
     ),
     "not_supported": Case("not_supported", 501, klai("/stream/create/assistants", {})),
+    "model_not_allowed": Case(
+        "model_not_allowed",
+        403,
+        governed("governed", "/llm/query", klai_query("openai", "gpt-4o")),
+        fields=True,
+    ),
+    "provider_key_refused": Case(
+        "provider_key_refused",
+        403,
+        governed("governed", "/llm/query", klai_query("openai", apiKey="caller-key-0123456")),
+        fields=True,
+    ),
+    "rate_limited": Case(
+        "rate_limited", 429, over_limit("hasty", "/llm/query", klai_query("openai"))
+    ),
+    "quota_exceeded": Case(
+        "quota_exceeded", 429, over_limit("spent", "/llm/query", klai_query("openai"))
+    ),
 }
 
 # (case, OpenAI's status, OpenAI's error type, `param` or None)
@@ -200,6 +237,33 @@ OPENAI = {
         "api_error",
         None,
     ),
+    "model_not_allowed": (
+        Case(
+            "model_not_allowed",
+            403,
+            governed("governed", "/v1/chat/completions", chat("openai/gpt-4o")),
+        ),
+        "permission_error",
+        "model",
+    ),
+    "rate_limited": (
+        Case(
+            "rate_limited",
+            429,
+            over_limit("hasty", "/v1/chat/completions", chat("openai/fake-text")),
+        ),
+        "rate_limit_error",
+        None,
+    ),
+    "quota_exceeded": (
+        Case(
+            "quota_exceeded",
+            429,
+            over_limit("spent", "/v1/chat/completions", chat("openai/fake-text")),
+        ),
+        "rate_limit_error",
+        None,
+    ),
 }
 
 
@@ -222,6 +286,7 @@ async def test_klai_routes_answer_every_error_kind_in_klais_types(stack: Stack, 
         assert all(p["field"] in error["details"] for p in error["fields"]), body
     assert set(error) <= {"message", "code", "details", "type", "fields"}, body
     assert "Traceback" not in r.text
+    assert ("retry-after" in r.headers) is (case.status == 429), r.headers
 
 
 @pytest.mark.parametrize("name", sorted(OPENAI))
@@ -237,6 +302,7 @@ async def test_the_openai_face_answers_every_error_kind_in_openais_shape(
     assert set(error) == {"message", "type", "param", "code"}, body
     assert isinstance(error["message"], str) and error["message"], body
     assert (error["type"], error["code"], error["param"]) == (openai_type, case.kind, param), body
+    assert ("retry-after" in r.headers) is (case.status == 429), r.headers
 
 
 def error_kinds() -> set[str]:
@@ -249,7 +315,14 @@ def test_the_tables_cover_every_error_kind_the_product_can_answer() -> None:
     answered = {case.kind for case in KLAI.values()}
     assert answered | set(NOT_PROVOKABLE) == error_kinds() | {"method_not_allowed"}
     assert not answered & set(NOT_PROVOKABLE)
-    # /v1 has no subscribe tokens, tool answers or Assistants, and a model whose prefix is
-    # no provider goes whole to the default one (OpenRouter-style names): Klai-only kinds.
-    klai_only = {"forbidden", "conflict", "not_supported", "unknown_provider"}
+    # /v1 has no subscribe tokens, tool answers, Assistants or provider keys, and a model
+    # whose prefix is no provider goes whole to the default one (OpenRouter-style names):
+    # Klai-only kinds.
+    klai_only = {
+        "forbidden",
+        "conflict",
+        "not_supported",
+        "unknown_provider",
+        "provider_key_refused",
+    }
     assert {case.kind for case, _, _ in OPENAI.values()} == answered - klai_only

@@ -20,15 +20,39 @@ class ToolWebhook(BaseModel):
     secret: SecretStr = Field(min_length=32)
 
 
+# One provider's entry of an app's `models`: a pinned model (a string) or an allow-list
+# of names, each exact or ending in `*` (a prefix; `*` alone: any model).
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+ModelRule = ModelName | Annotated[list[ModelName], Field(min_length=1)]
+
+
 class AppConfig(BaseModel):
     """One calling application: the SHA-256 of its key (never the key), its token secret and,
-    optionally, the webhook its backend tools run on."""
+    optionally, the webhook its backend tools run on and its governance (policy.py and
+    limits.py): the models it may use, whether callers may bring provider keys, requests
+    per minute and tokens per day."""
 
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", alias="keySha256")
     token_secret: SecretStr = Field(min_length=32, alias="tokenSecret")
     tool_webhook: ToolWebhook | None = Field(default=None, alias="toolWebhook")
+    # Per provider; a provider not named is refused once the map is set.
+    models: dict[str, ModelRule] | None = Field(default=None, min_length=1)
+    allow_client_provider_key: bool = Field(default=True, alias="allowClientProviderKey")
+    rate_limit: int | None = Field(default=None, ge=1, alias="rateLimit")
+    token_quota: int | None = Field(default=None, ge=1, alias="tokenQuota")
 
     model_config = {"populate_by_name": True}
+
+    @field_validator("models")
+    @classmethod
+    def _model_patterns(cls, models: dict[str, str | list[str]] | None) -> Any:
+        for provider, rule in (models or {}).items():
+            if isinstance(rule, str) and "*" in rule:
+                raise ValueError(f"models.{provider}: a pinned model is one exact name")
+            names = rule if isinstance(rule, list) else []
+            if any("*" in name[:-1] for name in names):
+                raise ValueError(f"models.{provider}: '*' may only end a name (a prefix)")
+        return models
 
 
 # Posts in flight per process; each boto3 post thread keeps a pooled connection of its own.

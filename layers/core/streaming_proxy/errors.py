@@ -51,6 +51,10 @@ class ProxyError(Exception):
             self.kind = kind
         self.code: int = self.status
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides its body (none but for a 429's wait)."""
+        return {}
+
 
 def describe(fields: Sequence[FieldProblem], limit: int = 5) -> str:
     """`field: problem; field: problem` for the first `limit` problems."""
@@ -139,9 +143,37 @@ class ProviderNotConfigured(Unauthorized):
     kind = "provider_key_missing"
 
 
+class ModelNotAllowed(Forbidden):
+    """The app's `models` entry does not allow this provider or model (policy.py)."""
+
+    kind = "model_not_allowed"
+
+
+class ProviderKeyRefused(Forbidden):
+    """The app's entry says `allowClientProviderKey: false` and the request brought a key."""
+
+    kind = "provider_key_refused"
+
+
 class RateLimited(ProxyError):
+    """The app is over its `rateLimit` (requests per minute, limits.py); `retry_after`: the
+    seconds to the next window, sent as `Retry-After`."""
+
     status = 429
     kind = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, details: str = "") -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class QuotaExceeded(RateLimited):
+    """The app used its `tokenQuota` for the day (UTC); `retry_after` runs to midnight."""
+
+    kind = "quota_exceeded"
 
 
 class UpstreamError(ProxyError):

@@ -22,8 +22,10 @@ from .config import Settings
 from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError, ValidationFailed
 from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
+from .limits import LimitStore, TokenMeter
 from .observability import PublishStats, StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome
+from .policy import apply_policy
 from .providers import ProviderRegistry
 from .providers.base import EventSource
 from .providers.imagefetch import ImageFetcher
@@ -79,6 +81,7 @@ class StreamService:
             client, settings.table_name, settings.connection_ttl_seconds
         )
         self.streams = StreamStore(client, settings.table_name, settings.stream_ttl_seconds)
+        self.limits = LimitStore(client, settings.table_name)
         # DynamoDB work has a pool of its own: posts never queue behind it, nor it behind them.
         self.db = BlockingCalls(settings.db_concurrency, "dynamodb")
         self.http = http or httpx.AsyncClient(
@@ -152,8 +155,11 @@ class StreamService:
     # -- use cases ---------------------------------------------------------------------------
 
     def check(self, job: StreamJob) -> None:
-        """Everything that can be refused before anything is published (400/401)."""
+        """Everything that can be refused before anything is published (400/401/403)."""
         check_targets(job.channels, self.settings.max_channels_per_request)
+        app = self.apps.get(job.app_id)
+        if app is not None:
+            apply_policy(app.app_id, app.config, job)  # may pin the model: before llm_request
         frontend = job.frontend_tools if job.runs_tools else []
         if frontend and (not job.payload.stream or not job.channels):
             raise ValidationFailed(
@@ -165,6 +171,18 @@ class StreamService:
         if job.provider in INLINED_FOR:
             request = awaiting_fetch(request)  # the relay fetches them before the provider
         self.providers.resolve(job.provider).prepare(request)
+
+    async def admit(self, job: StreamJob) -> None:
+        """Count the request against its app's limits (limits.py): 429 when the day's tokens
+        reached `tokenQuota` or the minute's requests `rateLimit`. Call after `check`, so a
+        refused request is never counted; a store failure refuses it (503), never admits."""
+        app = self.apps.get(job.app_id)
+        if app is None:
+            return
+        if app.config.token_quota is not None:
+            await self.store(self.limits.check_quota, job.app_id, app.config.token_quota)
+        if app.config.rate_limit is not None:
+            await self.store(self.limits.count_request, job.app_id, app.config.rate_limit)
 
     async def register(self, job: StreamJob) -> None:
         """Write the stream's record (stop and resume need it); 503 if the table is down."""
@@ -183,6 +201,7 @@ class StreamService:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
         stats = StreamStats.for_job(job, self.settings.prices)
         all_sinks: list[Sink] = list(sinks)
+        observers = [*observers, *self._meters(job)]
         publisher = None
         if job.channels:
             publisher = self.publisher(
@@ -242,6 +261,18 @@ class StreamService:
             window_seconds=window_seconds,
             max_window_seconds=self.settings.max_flush_interval_ms / 1000,
         )
+
+    def _meters(self, job: StreamJob) -> list[Observer]:
+        """The observer counting the stream's tokens when its app has a `tokenQuota` (here
+        or in a Lambda self-invoke alike: every relay is built by `relay`)."""
+        app = self.apps.get(job.app_id)
+        if app is None or app.config.token_quota is None:
+            return []
+
+        async def add(tokens: int) -> None:
+            await self.store(self.limits.add_tokens, job.app_id, tokens)
+
+        return [TokenMeter(add)]
 
     def _source(self, job: StreamJob) -> EventSource:
         """The provider, wrapped in the tool loop when a Klai stream offers tools (the

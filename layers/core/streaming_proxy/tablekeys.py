@@ -21,6 +21,7 @@ CONN = "CONN#"
 STREAM = "STREAM#"
 META = "META"
 TOOL = "TOOL#"
+LIMIT = "LIMIT#"
 
 T = TypeVar("T")
 
@@ -39,6 +40,11 @@ def stream_key(stream_id: str) -> dict[str, Any]:
 
 def tool_key(app_id: str, tool_call_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"{TOOL}{app_id}#{tool_call_id}"}, "sk": {"S": META}}
+
+
+def limit_key(app_id: str, window: str) -> dict[str, Any]:
+    """One app's counter for one window: `LIMIT#<app>#rpm#<minute>`, `LIMIT#<app>#tpd#<day>`."""
+    return {"pk": {"S": f"{LIMIT}{app_id}#{window}"}, "sk": {"S": META}}
 
 
 def channel_id(app_id: str, channel: str) -> str:

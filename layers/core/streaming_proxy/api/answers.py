@@ -113,4 +113,4 @@ def error_response(error: ProxyError, action_name: str | None = None) -> JSONRes
     if action_name:
         body["actionName"] = action_name
     body["error"] = error_object(error)
-    return JSONResponse(body, status_code=error.status)
+    return JSONResponse(body, status_code=error.status, headers=error.headers() or None)

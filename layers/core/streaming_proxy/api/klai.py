@@ -84,6 +84,7 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         body = parse(StreamRequest, data)
         job = _job(service, body, app.app_id, kind)
         service.check(job)
+        await service.admit(job)
         if not body.payload.stream:
             return await _complete(service, job, raw=body.options.raw_response)
         await service.register(job)

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..config import AppConfig
 from ..errors import ProxyError, ValidationFailed
 from ..events import ProviderEvent
 from ..gate import CallerGate
@@ -23,6 +24,7 @@ from ..openai_format import (
     sse_frame,
 )
 from ..outcome import StreamOutcome
+from ..policy import permits
 from ..service import StreamService
 from ..streams import new_stream_id
 from .answers import authenticate, parse, read_json, service_of
@@ -61,6 +63,7 @@ async def chat_completions(request: Request) -> Response:
         body = parse(ChatCompletionRequest, data)
         job = _job(service, request, body, app.app_id)
         service.check(job)
+        await service.admit(job)
         if job.channels:
             await service.register(job)
         completion_id = "chatcmpl-" + job.stream_id.removeprefix("st_")
@@ -117,25 +120,28 @@ async def _stream(
 
 
 async def list_models(request: Request) -> Response:
-    """`GET /v1/models`: the models MODELS lists for the providers this deployment serves."""
+    """`GET /v1/models`: the models MODELS lists for the providers this deployment serves,
+    those the calling app's `models` entry allows."""
     try:
-        authenticate(request, {})
+        app = authenticate(request, {})
     except ProxyError as e:
         return openai_error(e)
-    return JSONResponse({"object": "list", "data": _models(service_of(request))})
+    return JSONResponse({"object": "list", "data": _models(service_of(request), app.config)})
 
 
-def _models(service: StreamService) -> list[dict[str, Any]]:
+def _models(service: StreamService, app: AppConfig) -> list[dict[str, Any]]:
     # Ids are provider/model, as /v1/chat/completions takes them; `created` is unknown.
     models = service.settings.models
     return [
         {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
         for provider in service.providers.configured()
         for model in models.get(provider, [])
+        if permits(app, provider, model)
     ]
 
 
 def openai_error(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
     """The one place a ProxyError becomes an answer on /v1: OpenAI's shape and status."""
     body: dict[str, Any] = error_body(error)
-    return JSONResponse(body, status_code=openai_status(error), headers=headers)
+    headers = {**error.headers(), **(headers or {})}
+    return JSONResponse(body, status_code=openai_status(error), headers=headers or None)

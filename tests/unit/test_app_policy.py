@@ -1,0 +1,175 @@
+"""An app's policy (policy.py): the models map (pinned or allow-list, `*` prefixes, providers
+left out) and `allowClientProviderKey`, plus how the app entry validates them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from streaming_proxy.api.app import create_app
+from streaming_proxy.auth import key_digest
+from streaming_proxy.config import AppConfig, Settings
+from streaming_proxy.contract import Payload
+from streaming_proxy.errors import ModelNotAllowed, ProviderKeyRefused, ValidationFailed
+from streaming_proxy.jobs import StreamJob, StreamKind
+from streaming_proxy.policy import apply_policy, matches
+from streaming_proxy.service import StreamService
+from tests.unit.conftest import MOTO_TABLE
+
+DIGEST = "0" * 64
+SECRET = "s" * 32
+
+
+def app(**governance: Any) -> AppConfig:
+    return AppConfig.model_validate({"keySha256": DIGEST, "tokenSecret": SECRET, **governance})
+
+
+def job(kind: StreamKind = "llm", **payload: Any) -> StreamJob:
+    fields = {"provider": "openai", "messages": [{"role": "user", "content": "hi"}], **payload}
+    return StreamJob(
+        stream_id="st_policy",
+        app_id="a",
+        kind=kind,
+        action_name="onLlm",
+        payload=Payload.model_validate(fields),
+        flush_interval_ms=0,
+    )
+
+
+GOVERNED = app(models={"openai": ["gpt-4o-mini", "gpt-4.1*"], "anthropic": "claude-x"})
+
+
+def test_an_app_without_governance_allows_every_provider_model_and_key() -> None:
+    request = job(model="anything", apiKey="caller-key-1234")
+    apply_policy("a", app(), request)
+    assert request.payload.model == "anything"
+    assert request.llm_request.api_key is not None
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"])
+def test_listed_names_and_prefixes_are_allowed(model: str) -> None:
+    request = job(model=model)
+    apply_policy("a", GOVERNED, request)
+    assert request.payload.model == model
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4o-mini-2", "gpt-4", "GPT-4O-MINI"])
+def test_other_names_are_refused_with_403_naming_the_list(model: str) -> None:
+    with pytest.raises(ModelNotAllowed) as raised:
+        apply_policy("a", GOVERNED, job(model=model))
+    assert raised.value.status == 403
+    assert "gpt-4o-mini, gpt-4.1*" in raised.value.message
+    assert raised.value.fields[0]["field"] == "payload.model"
+
+
+def test_a_list_needs_the_request_to_name_its_model() -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        apply_policy("a", GOVERNED, job())
+    assert raised.value.status == 400 and raised.value.fields[0]["field"] == "payload.model"
+
+
+def test_a_pinned_model_is_filled_in_before_the_provider_request_is_built() -> None:
+    request = job(provider="anthropic")
+    apply_policy("a", GOVERNED, request)
+    assert request.llm_request.model == "claude-x"
+    same = job(provider="anthropic", model="claude-x")
+    apply_policy("a", GOVERNED, same)
+    assert same.payload.model == "claude-x"
+
+
+def test_a_pinned_model_refuses_any_other() -> None:
+    with pytest.raises(ModelNotAllowed, match="pinned to anthropic model 'claude-x', not 'c2'"):
+        apply_policy("a", GOVERNED, job(provider="anthropic", model="c2"))
+
+
+def test_a_provider_left_out_of_the_map_is_refused() -> None:
+    with pytest.raises(ModelNotAllowed) as raised:
+        apply_policy("a", GOVERNED, job(provider="gemini", model="gemini-2.5-flash"))
+    assert "may not use provider 'gemini'" in raised.value.message
+    assert raised.value.fields[0]["field"] == "payload.provider"
+
+
+def test_the_openai_face_names_its_own_fields() -> None:
+    with pytest.raises(ModelNotAllowed) as raised:
+        apply_policy("a", GOVERNED, job("openai", provider="gemini", model="g"))
+    assert raised.value.fields[0]["field"] == "model"
+
+
+def test_a_star_alone_allows_every_model_of_its_provider() -> None:
+    assert matches("*", "anything") and matches("gpt-*", "gpt-5") and not matches("gpt-*", "o3")
+    request = job(model="o3")
+    apply_policy("a", app(models={"openai": ["*"]}), request)
+    assert request.payload.model == "o3"
+
+
+def test_client_provider_keys_are_refused_when_the_app_says_so() -> None:
+    strict = app(allowClientProviderKey=False)
+    with pytest.raises(ProviderKeyRefused) as raised:
+        apply_policy("a", strict, job(model="m", apiKey="caller-key-1234"))
+    assert raised.value.status == 403 and raised.value.kind == "provider_key_refused"
+    assert raised.value.fields == [
+        {"field": "payload.apiKey", "message": "not allowed for this app"}
+    ]
+    apply_policy("a", strict, job(model="m"))  # without a key: served with the server's
+
+
+@pytest.mark.parametrize(
+    "governance",
+    [
+        {"models": {}},
+        {"models": {"openai": []}},
+        {"models": {"openai": ""}},
+        {"models": {"openai": "gpt-*"}},
+        {"models": {"openai": ["g*pt"]}},
+        {"rateLimit": 0},
+        {"tokenQuota": -1},
+        {"allowClientProviderKey": "sometimes"},
+    ],
+)
+def test_malformed_governance_fails_the_app_entry(governance: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        app(**governance)
+
+
+async def test_v1_models_lists_only_what_the_calling_app_may_use(aws_env: None) -> None:
+    keys = {"open": "open-app-key-for-policy-tests", "strict": "strict-app-key-for-policy"}
+    apps = {
+        "open": app(keySha256=key_digest(keys["open"])),
+        "strict": app(
+            keySha256=key_digest(keys["strict"]),
+            models={"openai": ["gpt-4.1*", "o3"], "anthropic": "claude-x"},
+        ),
+    }
+    service = StreamService(
+        Settings(
+            table_name=MOTO_TABLE,
+            apps=apps,
+            openai_api_key=SecretStr("server-key-for-listing"),
+            anthropic_api_key=SecretStr("server-key-for-listing"),
+            models={
+                "openai": ["gpt-4o-mini", "gpt-4.1-mini", "o3"],
+                "anthropic": ["claude-y"],
+            },
+        )
+    )
+    server = create_app()
+    server.state.service = service
+    listed: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=server), base_url="http://x"
+    ) as c:
+        for app_id, key in keys.items():
+            r = await c.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
+            listed[app_id] = [model["id"] for model in r.json()["data"]]
+    await service.aclose()
+    assert listed["open"] == [
+        "openai/gpt-4o-mini",
+        "openai/gpt-4.1-mini",
+        "openai/o3",
+        "anthropic/claude-y",
+    ]
+    assert listed["strict"] == ["openai/gpt-4.1-mini", "openai/o3"]
