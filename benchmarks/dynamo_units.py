@@ -4,9 +4,9 @@ The relay runs in-process (`StreamService`, the product's own code from the requ
 to the final write) against moto's DynamoDB, in a subprocess of its own so moto's patching
 of botocore stays there. A `UnitMeter` (unit_meter.py) hooks the service's DynamoDB client
 and prices every call from the item sizes at that moment, as DynamoDB bills them. The
-upstream is the built-in `mock` provider pacing 1,000 chunks of ~4 characters 25 ms apart
-(40 tokens/s, a brisk model: 25 s), so the stream sees ~25 snapshots, ~50 cancel polls and
-~25 membership refreshes at the default intervals. Posts go to an in-process poster that
+upstream is the built-in `mock` provider pacing 1,000 chunks of ~4 characters 20 ms apart
+(50 tokens/s, a brisk model: 20 s), so the stream sees ~20 snapshots, ~40 cancel polls and
+~20 membership refreshes at the default intervals. Posts go to an in-process poster that
 keeps them, and the first subscriber's text is checked to be exact.
 
 `python -m benchmarks.dynamo_units` prints the measurement as JSON (run with another
@@ -29,8 +29,13 @@ from .unit_meter import UnitMeter
 
 TOKENS = 1000
 CHARS_PER_TOKEN = 4
-TOKEN_DELAY_MS = 25
-SUBSCRIBERS = (1, 10)
+TOKEN_DELAY_MS = 20
+# (key, label, subscribers, to the first subscriber's private channel `tab|<id>`)
+SCENARIOS: list[tuple[str, str, int, bool]] = [
+    ("1", "1 subscriber on a channel", 1, False),
+    ("10", "10 subscribers on a channel", 10, False),
+    ("tab", "1 subscriber, to its private channel `tab|<id>`", 1, True),
+]
 REGION = "us-east-1"
 TABLE = "bench-units"
 APP = "bench"
@@ -39,15 +44,16 @@ MARK = "dynamo_units: "  # the result line (the service logs JSON lines on stdou
 
 # Measured on this benchmark with main's code before the segments (commit de30272), with
 # the same command: `PYTHONPATH=<main>/layers/core:. python -m benchmarks.dynamo_units`.
-BEFORE: dict[int, dict[str, float]] = {
-    1: {"reads": 65.5, "writes": 75.0, "resume_reads": 2.0},
-    10: {"reads": 65.5, "writes": 80.0, "resume_reads": 2.0},
+BEFORE: dict[str, dict[str, float]] = {
+    "1": {"reads": 53.0, "writes": 62.0, "resume_reads": 2.0},
+    "10": {"reads": 54.0, "writes": 64.0, "resume_reads": 2.0},
+    "tab": {"reads": 53.0, "writes": 67.0, "resume_reads": 2.0},
 }
 
 # What each operation is for, in the stream's life.
 PURPOSE = {
     "GetItem": "cancel polls",
-    "Query": "membership refreshes",
+    "Query": "membership reads",
     "UpdateItem": "status and snapshot pointer",
     "PutItem": "record + text segments",
 }
@@ -63,22 +69,22 @@ def run() -> Result:
         timeout=180,
     )
     line = next(x for x in done.stdout.splitlines() if x.startswith(MARK))
-    measured = {int(k): v for k, v in json.loads(line.removeprefix(MARK)).items()}
+    measured: dict[str, dict[str, Any]] = json.loads(line.removeprefix(MARK))
     return _result(measured)
 
 
-def _result(measured: dict[int, dict[str, Any]]) -> Result:
+def _result(measured: dict[str, dict[str, Any]]) -> Result:
     rows = []
-    for subscribers in SUBSCRIBERS:
-        m = measured[subscribers]
+    for key, label, _, _ in SCENARIOS:
+        m = measured[key]
         rows.append(
             [
-                str(subscribers),
+                label,
                 f"{m['reads']:.1f}",
                 f"{m['writes']:.0f}",
                 _by_operation(m["operations"]),
                 f"{m['resume_reads']:.1f}",
-                _before(subscribers),
+                _before(key),
             ]
         )
     return Result(
@@ -86,7 +92,7 @@ def _result(measured: dict[int, dict[str, Any]]) -> Result:
         title="DynamoDB units per 1,000-token stream",
         method=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
         columns=[
-            "subscribers",
+            "stream",
             "read units",
             "write units",
             "by operation (calls: read / write units)",
@@ -98,15 +104,14 @@ def _result(measured: dict[int, dict[str, Any]]) -> Result:
             "Read units count strongly consistent reads at 1 per 4 KB, eventually consistent "
             "ones at half; write units 1 per 1 KB of the larger item size before/after.",
             "At on-demand prices (us-east-1, $0.125 per million read and $0.625 per million "
-            "write request units) a million such streams cost about "
-            + _dollars(measured[SUBSCRIBERS[0]]),
+            "write request units) a million such streams cost about " + _dollars(measured["1"]),
         ],
         data={"measured": measured, "before": BEFORE},
     )
 
 
-def _before(subscribers: int) -> str:
-    before = BEFORE.get(subscribers)
+def _before(key: str) -> str:
+    before = BEFORE.get(key)
     return f"{before['reads']:.1f} / {before['writes']:.0f}" if before else "not measured"
 
 
@@ -125,7 +130,7 @@ def _dollars(m: dict[str, Any]) -> str:
 # -- the measurement (in the subprocess) -------------------------------------------------------
 
 
-async def _stream(subscribers: int, meter: UnitMeter) -> dict[str, Any]:
+async def _stream(key: str, subscribers: int, tab: bool, meter: UnitMeter) -> dict[str, Any]:
     from streaming_proxy.config import Settings
     from streaming_proxy.contract import StreamRequest
     from streaming_proxy.jobs import StreamJob
@@ -136,12 +141,14 @@ async def _stream(subscribers: int, meter: UnitMeter) -> dict[str, Any]:
     poster = _KeepingPoster()
     settings = Settings(table_name=TABLE, aws_region=REGION, dynamodb_endpoint_url=None)
     service = StreamService(settings, poster=poster)
-    for i in range(subscribers):
-        service.connections.open(f"conn-{subscribers}-{i}", APP, [f"{CHANNEL}-{subscribers}"])
+    connections = [f"conn-{key}-{i}" for i in range(subscribers)]
+    channel = f"tab|{connections[0]}" if tab else f"{CHANNEL}-{key}"
+    for connection_id in connections:
+        service.connections.open(connection_id, APP, [channel])
     text = text_of_words(TOKENS)[: TOKENS * CHARS_PER_TOKEN]
     body = StreamRequest.model_validate(
         {
-            "channels": [f"{CHANNEL}-{subscribers}"],
+            "channels": [channel],
             "actionName": "onUnits",
             "payload": {
                 "provider": "mock",
@@ -155,7 +162,7 @@ async def _stream(subscribers: int, meter: UnitMeter) -> dict[str, Any]:
         app_id=APP,
         kind="llm",
         action_name="onUnits",
-        channels=[f"{CHANNEL}-{subscribers}"],
+        channels=[channel],
         payload=body.payload,
         flush_interval_ms=settings.flush_interval_ms,
     )
@@ -163,7 +170,7 @@ async def _stream(subscribers: int, meter: UnitMeter) -> dict[str, Any]:
     await service.register(job)
     outcome = await service.run(service.relay(job))
     assert outcome.error is None, outcome.error
-    assert_complete(poster.messages(f"conn-{subscribers}-0", job.stream_id), text)
+    assert_complete(poster.messages(connections[0], job.stream_id), text)
     measured: dict[str, Any] = {
         "reads": meter.reads,
         "writes": meter.writes,
@@ -197,7 +204,7 @@ class _KeepingPoster:
         return [m for m in found if m.get("streamId") == stream_id]
 
 
-def _measure() -> dict[int, dict[str, Any]]:
+def _measure() -> dict[str, dict[str, Any]]:
     from moto import mock_aws
 
     from devstack.template import create_table
@@ -213,7 +220,10 @@ def _measure() -> dict[int, dict[str, Any]]:
         create_table(boto3.client("dynamodb", region_name=REGION), TABLE)
         # The client the service will use (aws.dynamodb is cached), and one to peek with.
         meter = UnitMeter(aws.dynamodb(REGION, None), boto3.client("dynamodb", region_name=REGION))
-        return {n: asyncio.run(_stream(n, meter)) for n in SUBSCRIBERS}
+        return {
+            key: asyncio.run(_stream(key, subscribers, tab, meter))
+            for key, _, subscribers, tab in SCENARIOS
+        }
 
 
 if __name__ == "__main__":

@@ -245,8 +245,8 @@ def _tool_round(r: Result) -> list[str]:
 
 def _dynamo_units(r: Result) -> list[str]:
     measured, before = r.data["measured"], r.data["before"]
-    one = measured[1]
-    was = before.get(1)
+    one = measured["1"]
+    was = before.get("1")
     change = (
         f" (main before the segments: {was['reads']:.1f} and {was['writes']:.0f})" if was else ""
     )
