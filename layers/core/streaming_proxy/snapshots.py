@@ -1,4 +1,4 @@
-"""A stream's text as append-only segments beside its record (architecture decision 42).
+"""A stream's text as append-only segments beside its record (architecture.md, decision 25).
 
 The text lives in items `pk=STREAM#<id>, sk=TEXT#<start>` (`start`: the offset, in
 characters, of the segment's first character), each at most SEGMENT_BYTES of UTF-8, so a
