@@ -179,3 +179,23 @@ async def test_each_snapshot_writes_only_what_was_added(db: Any, store: StreamSt
 async def _settled(recorder: StreamRecorder) -> None:
     if recorder._snapshot is not None:
         await recorder._snapshot
+
+
+def test_a_record_written_before_the_segments_still_resumes_with_its_text(db: Any) -> None:
+    """Streams recorded by the previous release (text in the record) for their day of TTL."""
+    db.put_item(
+        TableName=MOTO_TABLE,
+        Item={
+            **stream_key("st_old"),
+            "app": {"S": "app1"},
+            "actionName": {"S": "onLlm"},
+            "channels": {"S": '["c"]'},
+            "status": {"S": "done"},
+            "lastSeq": {"N": "4"},
+            "text": {"S": "old text"},
+            "textTruncated": {"BOOL": False},
+            "createdAt": {"N": "1.0"},
+        },
+    )
+    record = StreamStore(db, MOTO_TABLE).get("st_old", text=True)
+    assert record is not None and (record.text, record.last_seq) == ("old text", 4)

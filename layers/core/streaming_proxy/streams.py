@@ -107,9 +107,12 @@ class StreamStore:
         if not item:
             return None
         record = _record(stream_id, item)
-        if text:
-            end = int(item.get("textChars", {}).get("N", "0"))
+        if text and "textChars" in item:
+            end = int(item["textChars"]["N"])
             record.text, record.text_truncated = self._segments.read(stream_id, end)
+        elif text:  # written before the segments: the text is in the record itself
+            record.text = item.get("text", {}).get("S", "")
+            record.text_truncated = item.get("textTruncated", {}).get("BOOL", False)
         return record
 
     def request_cancel(self, stream_id: str) -> StreamRecord | None:
