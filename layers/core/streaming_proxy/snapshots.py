@@ -89,7 +89,7 @@ class SegmentStore:
         self._table = table
 
     def write(self, stream_id: str, text: str, start: int, expires: int) -> None:
-        """Put `text[start:]` as segments; one already holding more at a start is kept."""
+        """Put `text[start:]` as segments; one already as long or longer at a start is kept."""
         for pos, piece in cut(text, start):
             try:
                 self._db.put_item(
@@ -100,12 +100,12 @@ class SegmentStore:
                         "chars": {"N": str(len(piece))},
                         "expiresAt": {"N": str(expires)},
                     },
-                    ConditionExpression="attribute_not_exists(pk) OR #chars <= :chars",
+                    ConditionExpression="attribute_not_exists(pk) OR #chars < :chars",
                     ExpressionAttributeNames={"#chars": "chars"},
                     ExpressionAttributeValues={":chars": {"N": str(len(piece))}},
                 )
             except self._db.exceptions.ConditionalCheckFailedException:
-                continue  # a longer write of this segment landed first: it holds this text
+                continue  # one as long or longer is there: it holds this text already
 
     def read(
         self, stream_id: str, end: int, max_bytes: int = MAX_SNAPSHOT_BYTES
