@@ -20,10 +20,26 @@ import pytest
 
 from devstack.process import StackProcess, free_port, start_stack
 from tests.chaos import ChaosProxy, delay, server_error
+from tests.chaos.faults import Action, Call
 from tests.delivery import assert_complete
 from tests.wsclient import Subscriber
 
 WORDS = " ".join(f"wörd{i}€" for i in range(240))
+KEEPALIVE_SECONDS = 1.0
+
+
+class SlowFailure(Action):
+    """Hold the request, then answer 500: a table that hangs, then fails."""
+
+    forwards = False
+    name = "slow_failure"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def apply(self, call: Call) -> bool:
+        headers = {"Content-Type": "application/json"}
+        return await call.pause(self.seconds) and await call.answer(500, headers, b"{}")
 
 
 @dataclass
@@ -43,6 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "DEV_DYNAMODB_PORT": str(db),
             "DEV_PRODUCT_DYNAMODB_URL": dynamodb.base_url,
             "SNAPSHOT_INTERVAL_SECONDS": "0.1",  # many segments in a short stream
+            "KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS),  # how long SSE headers wait
         },
     )
     try:
@@ -158,6 +175,25 @@ async def test_dynamodb_down_is_a_503_and_nothing_is_published(
     assert r.headers["content-type"].startswith("application/json")
     assert "dependency_unavailable" in r.text
     await asyncio.sleep(0.5)
+    assert [m for m in sub.messages if m.get("actionName") == "onRecord"] == []
+
+
+async def test_a_record_write_slower_than_the_header_wait_that_fails_is_still_a_503(
+    env: Env, sub: Subscriber
+) -> None:
+    """The SSE headers wait for the record's write before their first-byte clock starts:
+    three tries of 0.6 s each outlast the header wait, and the answer is still the 503."""
+    rule = env.dynamodb.add_rule(SlowFailure(0.6), operation="PutItem", times=30)
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=env.stack.http, timeout=30) as client:
+        r = await client.post(
+            "/llm/query",
+            json=body(sub.channel, delayMs=0),  # type: ignore[attr-defined]
+            headers={"x-api-key": env.stack.api_key, "accept": "text/event-stream"},
+        )
+    assert rule.fired >= 3 and time.monotonic() - started > KEEPALIVE_SECONDS
+    assert r.status_code == 503 and "dependency_unavailable" in r.text
+    await asyncio.sleep(0.3)
     assert [m for m in sub.messages if m.get("actionName") == "onRecord"] == []
 
 

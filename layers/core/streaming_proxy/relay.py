@@ -99,7 +99,8 @@ class Relay:
         self._silent = False  # an early failure answered to the caller: publish nothing
         # The stream record's write, running beside the provider request: nothing is
         # released (first event, early failure) before it landed; if it fails, nothing at all.
-        self._registration = registration
+        self._record_write = asyncio.ensure_future(registration) if registration else None
+        self._registration = self._record_write  # None once awaited
         self._unregistered = False
         # Snapshots are for resuming a recorded stream; without a recorder, no wake-ups for them.
         self._next_snapshot = (
@@ -253,6 +254,13 @@ class Relay:
 
     def _published_so_far(self) -> tuple[str, int]:
         return "".join(self._published), self._seq.last_seq
+
+    async def record_written(self) -> None:
+        """Return once the stream record's write ended, landed or failed (at once when there
+        is none): a caller waiting for the first byte starts its clock from there, so a slow
+        write that then fails is still its answer (a 503), not a silent stream."""
+        if self._record_write is not None:
+            await asyncio.wait({self._record_write})
 
     async def _registered(self) -> bool:
         """Wait for the stream record's write (once); False when it failed, and then that
