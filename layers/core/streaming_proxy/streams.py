@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ProxyError
-from .snapshots import MAX_SNAPSHOT_BYTES, SegmentStore
+from .snapshots import SegmentStore
 from .tablekeys import now_epoch, stream_key
 
 if TYPE_CHECKING:
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 StreamStatus = Literal["pending", "streaming", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-
-__all__ = ["MAX_SNAPSHOT_BYTES", "StartError", "StreamRecord", "StreamStore"]
 
 
 def new_stream_id() -> str:
