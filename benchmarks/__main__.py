@@ -1,8 +1,8 @@
 """`python -m benchmarks` (what `make bench` runs): every benchmark against a fresh local stack.
 
 Options: `--no-write` prints only (docs/benchmarks.md untouched); `--only NAME ...` runs a
-subset (cold_import, ttft, post_cost, fanout, sse_overhead, coalescing, concurrency,
-delivery, tool_round) and never writes the doc.
+subset (cold_import, dynamo_units, ttft, post_cost, fanout, sse_overhead, coalescing,
+concurrency, delivery, tool_round) and never writes the doc.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from . import (
     cold_import,
     concurrency,
     delivery,
+    dynamo_units,
     fanout,
     post_cost,
     sse_overhead,
@@ -40,7 +41,7 @@ STACK_BENCHMARKS: dict[str, Callable[[Stack], Result]] = {
     "delivery": delivery.run,
     "tool_round": tool_round.run,
 }
-ALL = ["cold_import", *STACK_BENCHMARKS]
+ALL = ["cold_import", "dynamo_units", *STACK_BENCHMARKS]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "cold_import" in selected:
         timed("cold_import", cold_import.run)
+    if "dynamo_units" in selected:  # in-process against moto, in a subprocess: no stack
+        timed("dynamo_units", dynamo_units.run)
     wanted = [name for name in STACK_BENCHMARKS if name in selected]
     if wanted:
         with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:

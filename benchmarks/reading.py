@@ -243,10 +243,28 @@ def _tool_round(r: Result) -> list[str]:
     ]
 
 
+def _dynamo_units(r: Result) -> list[str]:
+    measured, before = r.data["measured"], r.data["before"]
+    one = measured["1"]
+    was = before.get("1")
+    change = (
+        f" (main before the segments: {was['reads']:.1f} and {was['writes']:.0f})" if was else ""
+    )
+    return [
+        f"- **DynamoDB per stream.** A 1,000-token stream costs {one['reads']:.1f} read and "
+        f"{one['writes']:.0f} write units{change}, whatever the number of subscribers (they "
+        "cost one membership row each in a refresh, well inside its half unit). Every "
+        "snapshot and cancel poll now costs the same small amount however long the answer: "
+        "the old record's rewrites grew with the text (quadratically over a stream)."
+    ]
+
+
 def reading(results: dict[str, Result]) -> list[str]:
     lines: list[str] = []
     if "cold_import" in results:
         lines += _cold(results["cold_import"])
+    if "dynamo_units" in results:
+        lines += _dynamo_units(results["dynamo_units"])
     if "ttft" in results:
         lines += _ttft(results["ttft"])
     if "sse_overhead" in results:

@@ -92,7 +92,7 @@ async def test_ack_self_invokes_and_the_pass_through_path_runs_the_stream(aws_en
             await asyncio.sleep(0.02)
     messages = [m for _, m in poster.posts]
     assert "".join(m["content"] for m in messages if m["type"] == "delta") == "one two three four"
-    record = service.streams.get(stream_id)
+    record = service.streams.get(stream_id, text=True)
     assert record is not None and record.status == "done" and record.text == "one two three four"
     await client.aclose()
     await service.aclose()

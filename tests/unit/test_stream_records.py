@@ -31,7 +31,7 @@ def test_started_never_overwrites_a_final_status(store: StreamStore) -> None:
     new(store)
     store.save_final("st_1", "all", 3, "done", finish_reason="stop", usage=USAGE)
     assert store.mark_started("st_1") is False  # the late background write loses
-    record = store.get("st_1")
+    record = store.get("st_1", text=True)
     assert record is not None and (record.status, record.text) == ("done", "all")
 
 
@@ -40,7 +40,7 @@ def test_a_late_progress_snapshot_never_overwrites_the_final_text(store: StreamS
     store.mark_started("st_1")
     store.save_final("st_1", "the whole answer", 9, "done", finish_reason="stop", usage=USAGE)
     assert store.save_progress("st_1", "the whole", 5) is False
-    record = store.get("st_1")
+    record = store.get("st_1", text=True)
     assert record is not None and (record.text, record.last_seq) == ("the whole answer", 9)
 
 
@@ -79,12 +79,12 @@ class FlakyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def save_final(self, *args: Any, **kwargs: Any) -> None:
+    def save_final(self, *args: Any, **kwargs: Any) -> bool:
         self.calls += 1
         if self.failures > 0:
             self.failures -= 1
             raise EndpointConnectionError(endpoint_url="http://dynamodb")
-        self._store.save_final(*args, **kwargs)
+        return self._store.save_final(*args, **kwargs)
 
 
 async def test_the_final_record_is_retried_until_it_is_written(store: StreamStore) -> None:
@@ -94,7 +94,7 @@ async def test_the_final_record_is_retried_until_it_is_written(store: StreamStor
     recorder.started()
     await recorder.final("done text", 4, "done", "stop", USAGE)
     assert flaky.calls == 3 and recorder.final_written
-    record = store.get("st_1")
+    record = store.get("st_1", text=True)
     assert record is not None and (record.status, record.text) == ("done", "done text")
 
 

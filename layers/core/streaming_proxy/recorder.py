@@ -23,6 +23,10 @@ class StreamRecorder:
     write waits for every earlier write (their order is also enforced by the store's
     conditional writes) and is retried, because a missing final record would leave the
     stream `streaming` with partial text for a day.
+
+    Each write sends only the text added since the last one that landed (`_stored`
+    characters are in segments already, snapshots.py), so a write's size is bounded by
+    what one snapshot interval adds, not by the answer's length.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class StreamRecorder:
         self._final_attempts = max(1, final_attempts)
         self._snapshot: asyncio.Task[None] | None = None
         self._snapshot_seq = -1
+        self._stored = 0  # characters of text known to be in segments
         self._background: set[asyncio.Task[Any]] = set()
         self._log_extra = {"stream_id": stream_id}
         self.final_written = False
@@ -57,9 +62,18 @@ class StreamRecorder:
         if last_seq == self._snapshot_seq or (self._snapshot and not self._snapshot.done()):
             return
         self._snapshot_seq = last_seq
-        self._snapshot = asyncio.ensure_future(
-            self._quietly(self._streams.save_progress, self._stream_id, text, last_seq)
-        )
+        self._snapshot = asyncio.ensure_future(self._progress(text, last_seq))
+
+    async def _progress(self, text: str, last_seq: int) -> None:
+        try:
+            saved = await self._db(
+                self._streams.save_progress, self._stream_id, text, last_seq, stored=self._stored
+            )
+        except Exception:
+            get_logger().warning("stream record write failed", extra=self._log_extra, exc_info=True)
+            return
+        if saved:
+            self._stored = len(text)
 
     async def final(
         self,
@@ -74,7 +88,7 @@ class StreamRecorder:
         await asyncio.gather(*pending, return_exceptions=True)
         for attempt in range(self._final_attempts):
             try:
-                await self._db(
+                written = await self._db(
                     self._streams.save_final,
                     self._stream_id,
                     text,
@@ -82,8 +96,14 @@ class StreamRecorder:
                     status,
                     finish_reason=finish_reason,
                     usage=usage,
+                    stored=self._stored,
                 )
-                self.final_written = True
+                if not written:  # another final status is recorded: it stands
+                    get_logger().warning(
+                        "stream record already final; this end not recorded",
+                        extra={**self._log_extra, "status": status},
+                    )
+                self.final_written = written
                 return
             except Exception:
                 last = attempt == self._final_attempts - 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import redact
@@ -70,6 +70,7 @@ class Relay:
         observers: Sequence[Observer] = (),
         gate: StartGate | None = None,
         progress: Callable[[], tuple[str, int]] | None = None,
+        registration: Awaitable[None] | None = None,
     ) -> None:
         self.job = job
         self.gate: StartGate = gate or AnsweredByOutcome()
@@ -98,6 +99,11 @@ class Relay:
         # Set by the producer: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
         self._silent = False  # an early failure answered to the caller: publish nothing
+        # The stream record's write, running beside the provider request: nothing is
+        # released (first event, early failure) before it landed; if it fails, nothing at all.
+        self._record_write = asyncio.ensure_future(registration) if registration else None
+        self._registration = self._record_write  # None once awaited
+        self._unregistered = False
         # Snapshots are for resuming a recorded stream; without a recorder, no wake-ups for them.
         self._next_snapshot = (
             asyncio.get_running_loop().time() + settings.snapshot_interval_seconds
@@ -201,6 +207,8 @@ class Relay:
                 if isinstance(item, BaseException):
                     return self._fail(as_proxy_error(item))
                 if not self._outcome.started:
+                    if not await self._registered():
+                        return
                     await self._on_first_event(asyncio.get_running_loop().time() - self._started)
                 await self._handle(item)
         finally:
@@ -248,6 +256,29 @@ class Relay:
 
     def _published_so_far(self) -> tuple[str, int]:
         return "".join(self._published), self._seq.last_seq
+
+    async def record_written(self) -> None:
+        """Return once the stream record's write ended, landed or failed (at once when there
+        is none): a caller waiting for the first byte starts its clock from there, so a slow
+        write that then fails is still its answer (a 503), not a silent stream."""
+        if self._record_write is not None:
+            await asyncio.wait({self._record_write})
+
+    async def _registered(self) -> bool:
+        """Wait for the stream record's write (once); False when it failed, and then that
+        failure (a 503) is the stream's error."""
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            try:
+                await registration
+            except ProxyError as e:  # the store's own 503 (service.store)
+                self._unregistered = True
+                self._fail(e)
+            except Exception:
+                get_logger().warning("stream record not written", extra=self._log_extra)
+                self._unregistered = True
+                self._fail(DependencyUnavailable("the stream store (DynamoDB) is unavailable"))
+        return not self._unregistered
 
     async def _on_first_event(self, elapsed: float) -> None:
         self._outcome.started = True
@@ -339,6 +370,8 @@ class Relay:
 
     async def _finish(self) -> None:
         outcome = self._outcome
+        if not outcome.started:
+            await self._step("record", self._registered())
         try:
             self._sum_up(outcome)
         except Exception:
@@ -393,6 +426,9 @@ class Relay:
         if outcome.error is not None and await self.gate.failed_early(outcome.error):
             self._silent = True  # the caller answers it; the browsers never heard of it
             return
+        if self._unregistered:
+            self._silent = True  # no record (no stop, no resume): no browser hears of it
+            return
         await self.gate.opened()
         await self._thread_info()
 
@@ -404,7 +440,7 @@ class Relay:
             get_logger().debug("finishing step traceback", exc_info=True)
 
     async def _save_final_snapshot(self) -> None:
-        if self._recorder is None:
+        if self._recorder is None or self._unregistered:
             return
         outcome = self._outcome
         status: StreamStatus = "done"

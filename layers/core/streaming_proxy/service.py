@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -191,14 +191,21 @@ class StreamService:
         acked = self.settings.detach_mode == "lambda" and self.settings.ack_wait_seconds <= 0
         await self.store(self.streams.create, record, acked=acked)
 
+    def registration(self, job: StreamJob) -> asyncio.Task[None]:
+        """`register`, started now beside the provider request: give it to `relay`, which
+        releases nothing before it landed (and nothing at all when it failed: a 503)."""
+        return asyncio.ensure_future(self.register(job))
+
     def relay(
         self,
         job: StreamJob,
         sinks: Sequence[Sink] = (),
         observers: Sequence[Observer] = (),
         gate: StartGate | None = None,
+        registration: Awaitable[None] | None = None,
     ) -> Relay:
-        """A relay for `job`, publishing to its channels (if any) and to `sinks`."""
+        """A relay for `job`, publishing to its channels (if any) and to `sinks`;
+        `registration`: the record's write still under way (`registration()`)."""
         stats = StreamStats.for_job(job, self.settings.prices)
         all_sinks: list[Sink] = list(sinks)
         observers = [*observers, *self._meters(job)]
@@ -233,6 +240,7 @@ class StreamService:
             observers=observers,
             gate=gate,
             progress=publisher.sent_so_far if publisher else None,
+            registration=registration,
         )
 
     def publisher(
@@ -358,17 +366,23 @@ class StreamService:
     async def detach(self, job: StreamJob) -> Detached:
         """Run `job` without the caller: locally as a task, in Lambda as an async self-invoke.
 
-        Waits up to ACK_WAIT_SECONDS for the provider's first byte, so a request that fails
-        at once (bad provider key, unknown model) still gets its error as the HTTP answer
-        (and then nothing is published: gate.py); otherwise says how the stream stands.
+        Writes the stream's record first (DynamoDB down raises the 503). Waits up to
+        ACK_WAIT_SECONDS for the provider's first byte, so a request that fails at once
+        (bad provider key, unknown model) still gets its error as the HTTP answer (and then
+        nothing is published: gate.py); otherwise says how the stream stands.
         """
         wait = self.settings.ack_wait_seconds
         if self.settings.detach_mode == "lambda":
+            await self.register(job)  # the ack polls the record: it exists before the invoke
             await self.store(self._invoke_self, job)
             return await self._await_start(job.stream_id, wait) if wait > 0 else Detached("pending")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         gate = CallerGate()
-        self.start(self.relay(job, gate=gate))
-        error = await gate.wait(wait)
+        registration = self.registration(job)
+        self.start(self.relay(job, gate=gate, registration=registration))
+        await registration  # the provider request is under way meanwhile
+        error = await gate.wait(max(0.0, wait - (loop.time() - started)))
         if error is not None:
             return Detached("failed", StartError.of(error))
         return Detached("streaming" if gate.started else "pending")

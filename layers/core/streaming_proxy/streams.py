@@ -1,4 +1,5 @@
-"""StreamStore: one `STREAM#<id>` record per stream (status, cancel flag, snapshot)."""
+"""StreamStore: one small `STREAM#<id>` record per stream (status, cancel flag, the
+snapshot's pointer); the snapshot text lives in segments beside it (snapshots.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ProxyError
+from .snapshots import SegmentStore
 from .tablekeys import now_epoch, stream_key
 
 if TYPE_CHECKING:
@@ -16,9 +18,6 @@ if TYPE_CHECKING:
 
 StreamStatus = Literal["pending", "streaming", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-
-# DynamoDB items max out at 400 KB; the snapshot text keeps well below that.
-MAX_SNAPSHOT_BYTES = 300_000
 
 
 def new_stream_id() -> str:
@@ -76,6 +75,7 @@ class StreamStore:
         self._db = client
         self._table = table
         self._ttl = ttl_seconds
+        self._segments = SegmentStore(client, table)
 
     def create(self, record: StreamRecord, *, acked: bool = False) -> None:
         """Write a new `pending` record; `acked` when its caller was answered at once."""
@@ -90,19 +90,30 @@ class StreamStore:
                 "acked": {"BOOL": acked},
                 "cancelRequested": {"BOOL": False},
                 "lastSeq": {"N": "-1"},
-                "text": {"S": ""},
+                "textChars": {"N": "0"},
                 "createdAt": {"N": f"{record.created_at:.3f}"},
                 "expiresAt": {"N": str(now_epoch() + self._ttl)},
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
 
-    def get(self, stream_id: str) -> StreamRecord | None:
+    def get(self, stream_id: str, *, text: bool = False) -> StreamRecord | None:
+        """The record (one small read); with `text`, also its snapshot text up to the
+        record's pointer, read from the segments (only what resuming needs it for)."""
         got = self._db.get_item(
             TableName=self._table, Key=stream_key(stream_id), ConsistentRead=True
         )
         item = got.get("Item")
-        return _record(stream_id, item) if item else None
+        if not item:
+            return None
+        record = _record(stream_id, item)
+        if text and "textChars" in item:
+            end = int(item["textChars"]["N"])
+            record.text, record.text_truncated = self._segments.read(stream_id, end)
+        elif text:  # written before the segments: the text is in the record itself
+            record.text = item.get("text", {}).get("S", "")
+            record.text_truncated = item.get("textTruncated", {}).get("BOOL", False)
+        return record
 
     def request_cancel(self, stream_id: str) -> StreamRecord | None:
         """Set the cancel flag; None when no such stream exists."""
@@ -120,10 +131,14 @@ class StreamStore:
         return _record(stream_id, out["Attributes"])
 
     def cancel_requested(self, stream_id: str) -> bool:
+        """The flag, from the small record (a read bills the item's size, whatever it
+        projects). Eventually consistent, half the price of a strong read: the flag only
+        ever turns on, so a stale read delays a stop by at most the replica lag (usually
+        well under a second; a stop in this process cancels at once anyway)."""
         got = self._db.get_item(
             TableName=self._table,
             Key=stream_key(stream_id),
-            ConsistentRead=True,
+            ConsistentRead=False,
             ProjectionExpression="cancelRequested",
         )
         return bool(got.get("Item", {}).get("cancelRequested", {}).get("BOOL", False))
@@ -196,14 +211,16 @@ class StreamStore:
             {":pending": "pending", ":streaming": "streaming"},
         )
 
-    def save_progress(self, stream_id: str, text: str, last_seq: int) -> bool:
-        """The text published so far; never over a final record (False then)."""
-        values = _snapshot_values(text, last_seq)
+    def save_progress(self, stream_id: str, text: str, last_seq: int, *, stored: int = 0) -> bool:
+        """The text published so far (`text[stored:]` is new: written as segments, then
+        the pointer moves forward); never over a final record (False then)."""
+        self._segments.write(stream_id, text, stored, self._expires())
         return self._transition(
             stream_id,
-            values,
-            "#status IN (:pending, :streaming)",
-            {":pending": "pending", ":streaming": "streaming"},
+            _pointer(text, last_seq),
+            "#status IN (:pending, :streaming) AND "
+            "(attribute_not_exists(textChars) OR textChars <= :chars)",
+            {":pending": "pending", ":streaming": "streaming", ":chars": len(text)},
         )
 
     def save_final(
@@ -215,13 +232,25 @@ class StreamStore:
         *,
         finish_reason: str,
         usage: dict[str, Any],
-    ) -> None:
-        """The terminal status with the whole text (the tail past ~300 KB)."""
-        values = _snapshot_values(text, last_seq)
+        stored: int = 0,
+    ) -> bool:
+        """The terminal status and the whole text (`text[stored:]` written as segments
+        first). Status moves forward only: False when the record holds another terminal
+        status already (the same one again is a retry that landed: True)."""
+        self._segments.write(stream_id, text, stored, self._expires())
+        values = _pointer(text, last_seq)
         values["status"] = {"S": status}
         values["finishReason"] = {"S": finish_reason}
         values["usage"] = {"S": json.dumps(usage)}
-        self._set(stream_id, values, None, {})
+        return self._transition(
+            stream_id,
+            values,
+            "#status IN (:pending, :streaming, :final)",
+            {":pending": "pending", ":streaming": "streaming", ":final": status},
+        )
+
+    def _expires(self) -> int:
+        return now_epoch() + self._ttl
 
     def _transition(
         self, stream_id: str, values: dict[str, Any], condition: str, params: dict[str, Any]
@@ -242,7 +271,10 @@ class StreamStore:
         names = {f"#a{i}": name for i, name in enumerate(values)}
         attrs = {f":v{i}": value for i, value in enumerate(values.values())}
         for name, value in params.items():
-            attrs[name] = {"BOOL": value} if isinstance(value, bool) else {"S": value}
+            if isinstance(value, bool):
+                attrs[name] = {"BOOL": value}
+            else:
+                attrs[name] = {"N": str(value)} if isinstance(value, int) else {"S": value}
         kwargs: dict[str, Any] = {}
         if condition is not None:
             names["#status"] = "status"
@@ -257,17 +289,9 @@ class StreamStore:
         )
 
 
-def _snapshot_values(text: str, last_seq: int) -> dict[str, Any]:
-    """Text and seq of a snapshot; the tail when the text passes MAX_SNAPSHOT_BYTES."""
-    encoded = text.encode("utf-8")
-    truncated = len(encoded) > MAX_SNAPSHOT_BYTES
-    if truncated:
-        text = encoded[-MAX_SNAPSHOT_BYTES:].decode("utf-8", errors="ignore")
-    return {
-        "text": {"S": text},
-        "lastSeq": {"N": str(last_seq)},
-        "textTruncated": {"BOOL": truncated},
-    }
+def _pointer(text: str, last_seq: int) -> dict[str, Any]:
+    """The record's side of a snapshot: how much text its segments hold, up to which seq."""
+    return {"textChars": {"N": str(len(text))}, "lastSeq": {"N": str(last_seq)}}
 
 
 def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
@@ -289,12 +313,10 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
         channels=json.loads(item["channels"]["S"]),
         status=item["status"]["S"],
         cancel_requested=item.get("cancelRequested", {}).get("BOOL", False),
-        text=item.get("text", {}).get("S", ""),
         last_seq=int(item.get("lastSeq", {}).get("N", "-1")),
         finish_reason=item.get("finishReason", {}).get("S"),
         usage=usage,
         start_error=start_error,
-        text_truncated=item.get("textTruncated", {}).get("BOOL", False),
         created_at=float(item["createdAt"]["N"]),
         claimed="claimedAt" in item,
     )

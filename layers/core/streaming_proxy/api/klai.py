@@ -87,10 +87,9 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         await service.admit(job)
         if not body.payload.stream:
             return await _complete(service, job, raw=body.options.raw_response)
-        await service.register(job)
         if "text/event-stream" in request.headers.get("accept", ""):
             return await _sse(service, job)
-        detached = await service.detach(job)
+        detached = await service.detach(job)  # writes the stream's record first
         if detached.error is not None:
             raise detached.error.as_error()
     except ProxyError as e:
@@ -130,7 +129,9 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
 async def _sse(service: StreamService, job: StreamJob) -> Response:
     sink = KlaiSseSink()
     gate = CallerGate()
-    relay = service.relay(job, [sink], gate=gate)
+    # The record's write runs beside the provider request; the relay awaits it before the
+    # first byte, so DynamoDB down is still the 503 answer (and nothing is published).
+    relay = service.relay(job, [sink], gate=gate, registration=service.registration(job))
     return await sse_answer(
         service, relay, gate, sink, lambda e: error_response(e, job.action_name)
     )

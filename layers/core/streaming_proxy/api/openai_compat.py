@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.requests import Request
@@ -64,12 +65,13 @@ async def chat_completions(request: Request) -> Response:
         job = _job(service, request, body, app.app_id)
         service.check(job)
         await service.admit(job)
-        if job.channels:
-            await service.register(job)
+        # Streams with channels are recorded (stop, resume): the write runs beside the
+        # provider request and the relay releases nothing before it landed.
+        registration = service.registration(job) if job.channels else None
         completion_id = "chatcmpl-" + job.stream_id.removeprefix("st_")
         if body.stream:
-            return await _stream(service, job, body, completion_id)
-        outcome = await service.run(service.relay(job))
+            return await _stream(service, job, body, completion_id, registration)
+        outcome = await service.run(service.relay(job, registration=registration))
         if outcome.error is not None:
             raise outcome.error
     except ProxyError as e:
@@ -110,12 +112,16 @@ def _job(
 
 
 async def _stream(
-    service: StreamService, job: StreamJob, body: ChatCompletionRequest, completion_id: str
+    service: StreamService,
+    job: StreamJob,
+    body: ChatCompletionRequest,
+    completion_id: str,
+    registration: Awaitable[None] | None,
 ) -> Response:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = ChunkStream(ChunkBuilder(completion_id, body.model), include_usage)
     gate = CallerGate()
-    relay = service.relay(job, observers=[chunks], gate=gate)
+    relay = service.relay(job, observers=[chunks], gate=gate, registration=registration)
     return await sse_answer(service, relay, gate, chunks, openai_error)
 
 

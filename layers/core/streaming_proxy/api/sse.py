@@ -105,12 +105,14 @@ async def sse_answer(
 ) -> Response:
     """Start `relay` (built with `gate`) detached from this request; answer with its frames.
 
-    The headers wait for the provider's first byte (bounded by the keep-alive interval), so
-    a request that fails at once is still answered with its real status via `on_error`,
-    and then nothing is published to its channels.
+    The headers wait for the stream record's write, then for the provider's first byte
+    (bounded by the keep-alive interval), so a request that fails at once (the record's
+    write included: 503) is still answered with its real status via `on_error`, and then
+    nothing is published to its channels.
     """
     task = service.start(relay)
     keepalive = service.settings.keepalive_seconds
+    await relay.record_written()  # bounded by botocore's timeouts and tries
     error = await gate.wait(keepalive)
     if error is not None:
         return on_error(error)

@@ -1,10 +1,14 @@
 """ChannelPublisher: fans a stream's messages out to every connection of its channels.
 
 Membership is read once at start and refreshed on a timer (never per message) until the
-stream's `end` is sent. Text messages are held over the coalescing window (coalescer.py)
-and go out joined; the window widens while the connections cannot keep up. Each
-connection has its own lane (lane.py) so order per connection is kept while posts to
-different connections run concurrently, and a slow or failing one delays no other.
+stream's `end` is sent. A connection's private channel (`tab|<id>`) is read at start only:
+no other connection can ever join it, so a refresh could find nothing new (a refresh is an
+eventually consistent Query, half a read unit a channel a second).
+
+Text messages are held over the coalescing window (coalescer.py) and go out joined; the
+window widens while the connections cannot keep up. Each connection has its own lane
+(lane.py) so order per connection is kept while posts to different connections run
+concurrently, and a slow or failing one delays no other.
 
 Nothing is lost silently. Throttling, 5xx answers, timeouts and connection errors are
 retried with jittered backoff; a lane that falls behind merges its backlog; a connection
@@ -34,6 +38,7 @@ from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
 from .coalescer import Coalescer
 from .lane import Lane, Outgoing
+from .names import is_private
 from .poster import Poster
 from .store import ConnectionStore
 
@@ -106,6 +111,8 @@ class ChannelPublisher:
         self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._fixed: dict[str, list[str]] = {}  # private channels' members, read at start
+        self._members: dict[str, list[str]] = {}
         self._coalescer = Coalescer(window_seconds, max_window_seconds)
         self.stats.window_ms = max(self.stats.window_ms, round(window_seconds * 1000))
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -118,7 +125,11 @@ class ChannelPublisher:
     async def start(self) -> None:
         """Read membership (raising if it cannot) and begin refreshing it."""
         await self._refresh()
-        self._refresher = asyncio.create_task(self._refresh_forever())
+        self._fixed = {
+            channel: members for channel, members in self._members.items() if is_private(channel)
+        }
+        if len(self._fixed) < len(self._channels):
+            self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def send(self, envelope: dict[str, Any]) -> None:
         """Queue one message for every member (text waits for its window); returns without
@@ -216,12 +227,14 @@ class ChannelPublisher:
                 get_logger().warning("membership refresh failed", extra=self._log, exc_info=True)
 
     async def _refresh(self) -> None:
+        channels = [channel for channel in self._channels if channel not in self._fixed]
         found = await asyncio.gather(
-            *(self._db(self._store.members, self._app_id, channel) for channel in self._channels)
+            *(self._db(self._store.members, self._app_id, channel) for channel in channels)
         )
+        self._members = {**self._fixed, **dict(zip(channels, found, strict=True))}
         current: dict[str, str] = {}
-        for channel, members in zip(self._channels, found, strict=True):
-            for connection_id in members:
+        for channel in self._channels:
+            for connection_id in self._members[channel]:
                 current.setdefault(connection_id, channel)
         for connection_id, channel in current.items():
             if connection_id not in self._lanes and connection_id not in self._gone:

@@ -249,7 +249,9 @@ class ConnectionRoutes:
             case Stop():
                 return [self._stop(connection_id, app_id, msg)]
             case Resume():
-                record, channel = self._visible_stream(connection_id, app_id, msg.stream_id)
+                record, channel = self._visible_stream(
+                    connection_id, app_id, msg.stream_id, text=True
+                )
                 if record is None:
                     return [{"type": "not_found", "streamId": msg.stream_id}]
                 return record_snapshot(record, channel)
@@ -296,14 +298,14 @@ class ConnectionRoutes:
         return {"type": "stopped", "streamId": msg.stream_id, "streamStatus": record.status}
 
     def _visible_stream(
-        self, connection_id: str, app_id: str, stream_id: str
+        self, connection_id: str, app_id: str, stream_id: str, *, text: bool = False
     ) -> tuple[StreamRecord | None, str]:
         """The stream and the first of its channels this connection is in.
 
         Another app's stream does not exist for this connection (not found, so nothing
         about it leaks); one of this app on channels the connection is not in is Forbidden.
         """
-        record = self._streams.get(stream_id)
+        record = self._streams.get(stream_id, text=text)
         if record is None or record.app_id != app_id:
             return None, ""
         joined = self._connections.channels_of(connection_id, app_id)

@@ -104,7 +104,9 @@ class ConnectionStore:
         self._delete(keys)
 
     def members(self, app_id: str, channel: str) -> list[str]:
-        """Connections in an app's channel (one Query, paginated, expired rows skipped)."""
+        """Connections in an app's channel (one Query, paginated, expired rows skipped;
+        eventually consistent, half the price: a row written a moment ago is found by the
+        next refresh)."""
         return [
             item["sk"]["S"][len(CONN) :] for item in self._query(channel_id(app_id, channel), CONN)
         ]
