@@ -144,7 +144,7 @@ async def test_a_relay_that_died_mid_stream_ends_after_what_it_sent(
         messages = await received(ws)
     # No second threadInfo: the relay sent one. seq goes on from the last snapshot.
     assert [(m["type"], m["seq"]) for m in messages] == [("error", 5), ("end", 6)]
-    record = streams().get("st_died")
+    record = streams().get("st_died", text=True)
     assert record is not None and (record.status, record.text) == ("failed", "Half an ans")
 
 
