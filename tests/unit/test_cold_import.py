@@ -1,0 +1,46 @@
+"""What each function's cold start imports: none of the packages kept off its path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STREAM = "import streaming_proxy.api.app"
+CONNECTIONS = (
+    "import importlib.util as u; "
+    "s = u.spec_from_file_location('connections_app', 'functions/connections/app.py'); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m)"
+)
+# What each costs a cold start, and why the proxy does without it.
+KEPT_OFF = {
+    "boto3": "botocore's session API makes the same clients",
+    "s3transfer": "boto3's S3 transfer manager",
+    "jwt": "streaming_proxy.jwt_hs256 signs the subscribe tokens",
+    "cryptography": "only asymmetric JWT algorithms need it",
+    "aws_lambda_powertools.utilities.parser": "every event model Powertools ships",
+    "rich": "httpx's command-line client",
+    "click": "httpx's command-line client",
+}
+
+
+def imported_by(code: str) -> set[str]:
+    probe = f"{code}; import sys, json; print(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("code", [STREAM, CONNECTIONS], ids=["stream", "connections"])
+def test_a_cold_start_imports_none_of_the_heavy_extras(code: str) -> None:
+    modules = imported_by(code)
+    loaded = {name: why for name, why in KEPT_OFF.items() if name in modules}
+    assert loaded == {}
