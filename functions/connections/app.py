@@ -7,18 +7,21 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from streaming_proxy.coldstart import importing_code
 
-from streaming_proxy.channels.session import ConnectionRoutes
-from streaming_proxy.channels.ws_events import (
-    ConnectEvent,
-    DisconnectEvent,
-    MessageEvent,
-    WebSocketEvent,
-)
-from streaming_proxy.config import get_settings
-from streaming_proxy.errors import ProxyError, error_object
-from streaming_proxy.observability import get_logger
+with importing_code():
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from streaming_proxy.channels.session import ConnectionRoutes
+    from streaming_proxy.channels.ws_events import (
+        ConnectEvent,
+        DisconnectEvent,
+        MessageEvent,
+        WebSocketEvent,
+    )
+    from streaming_proxy.config import get_settings
+    from streaming_proxy.errors import ProxyError, error_object
+    from streaming_proxy.observability import get_logger
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from streaming_proxy.coldstart import importing_code
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +47,27 @@ def test_a_cold_start_imports_none_of_the_heavy_extras(code: str) -> None:
     modules = imported_by(code)
     loaded = {name: why for name, why in KEPT_OFF.items() if name in modules}
     assert loaded == {}
+
+
+def test_the_collector_is_paused_while_code_is_imported_and_what_it_made_is_frozen() -> None:
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    try:
+        with importing_code():
+            assert not gc.isenabled()
+            made = [[i] for i in range(100)]  # lists are always tracked
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(made)
+    finally:
+        gc.unfreeze()
+
+
+def test_a_collector_paused_before_stays_paused() -> None:
+    gc.disable()
+    try:
+        with importing_code():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
