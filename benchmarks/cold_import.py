@@ -42,6 +42,16 @@ STREAM = _entry("stream")
 STREAM_PACKAGE = "import streaming_proxy.api.app"
 CONNECTIONS = _entry("connections")
 
+# What no code of ours can go below: the libraries each function needs for its first
+# request, one pydantic model built, collector paused as the functions' entries pause it
+# (and the package's `__init__`, which keeps httpx's CLI out, as the functions do).
+FLOOR = (
+    "import gc; gc.disable(); import streaming_proxy; "
+    "import botocore.session, botocore.config, pydantic_settings, "
+    "aws_lambda_powertools.logging, aws_lambda_powertools.metrics; "
+    "from pydantic import create_model; create_model('M', x=(int, 0))"
+)
+
 TARGETS: list[tuple[str, str, str, str | None]] = [
     ("python", "interpreter only (`pass`)", "pass", None),
     ("stream", "stream function: `functions/stream/app.py` (builds the app)", STREAM, None),
@@ -52,6 +62,13 @@ TARGETS: list[tuple[str, str, str, str | None]] = [
         None,
     ),
     ("connections", "connections function: `functions/connections/app.py`", CONNECTIONS, None),
+    ("floor_connections", "floor: the connections function's libraries alone", FLOOR, None),
+    (
+        "floor_stream",
+        "floor: the stream function's libraries alone",
+        f"{FLOOR}; import starlette.applications, httpx, httpx_sse",
+        None,
+    ),
     ("boto3", "`import boto3` (not imported by either function)", "import boto3", "boto3"),
     ("openai", "`import openai` (SDK, not used)", "import openai", "openai"),
     ("anthropic", "`import anthropic` (SDK, not used)", "import anthropic", "anthropic"),
@@ -62,7 +79,7 @@ TARGETS: list[tuple[str, str, str, str | None]] = [
 FIRST_REQUESTS = [
     ("stream", "startup", "stream: lifespan startup (settings, clients, service)"),
     ("stream", "health", "stream: first GET /health"),
-    ("stream", "query", "stream: first POST /llm/query (mock, `stream: false`)"),
+    ("stream", "query", "stream: first POST /llm/query (mock, no delay, `stream: false`)"),
     ("stream", "query_again", "stream: second POST /llm/query (warm)"),
     ("connections", "connect", "connections: first `$connect` (valid token)"),
     ("connections", "connect_again", "connections: second `$connect` (warm)"),
@@ -124,6 +141,7 @@ def _first_request_bodies() -> dict[str, str]:
             "provider": "mock",
             "stream": False,
             "messages": [{"role": "user", "content": "one two three four five"}],
+            "providerArgs": {"delayMs": 0},  # the proxy's time, not the mock's pacing
         },
     }
     now = int(time.time())
@@ -226,19 +244,19 @@ def run() -> Result:
             f"(cwd = repo root), median and p95 of {RUNS} runs after one discarded warm-up run "
             "(so .pyc files exist: the floor of a cold start, which also reads the layer "
             "from disk), the targets interleaved round by round. Includes interpreter "
-            "start-up; the first row is that baseline. "
-            "The function rows load `functions/<name>/app.py` as Lambda (or uvicorn) does, "
-            "so they include its collector pause (streaming_proxy/coldstart.py). "
-            "SDKs that are not installed are skipped. The breakdown is `python -X importtime` "
-            "self time summed per top-level package (importtime itself adds overhead). "
-            f"The first-request rows: {FIRST_REQUEST_RUNS} fresh processes per function "
-            "(benchmarks/first_request.py), each loading the entry module, then, for the "
-            "stream function, running the ASGI lifespan startup and sending GET /health and "
-            "two POST /llm/query (mock provider, `stream: false`, no channels) as raw ASGI "
-            "calls, no HTTP server or client; for the connections function, calling its "
-            "handler with two `$connect` events holding a valid token. DynamoDB is a moto "
-            "server this benchmark starts on loopback, so a request's table writes cost a "
-            "local round trip, not AWS's."
+            "start-up; the first row is that baseline. The function rows load "
+            "`functions/<name>/app.py` as Lambda (or uvicorn) does, so they include its "
+            "collector pause (streaming_proxy/coldstart.py); the floor rows import only the "
+            "libraries a function needs for its first request. SDKs that are not installed "
+            "are skipped. The breakdown is `python -X importtime` self time summed per "
+            "top-level package (importtime itself adds overhead). First-request rows: "
+            f"{FIRST_REQUEST_RUNS} fresh processes per function (benchmarks/first_request.py) "
+            "each load the entry module, then the stream function runs its ASGI lifespan "
+            "startup and answers GET /health and two POST /llm/query (mock provider without "
+            "delay, `stream: false`, no channels) as raw ASGI calls, with no HTTP server or "
+            "client; the connections function's handler takes two `$connect` events holding "
+            "a valid token. DynamoDB is a moto server this benchmark starts on loopback, so "
+            "a table write costs a local round trip, not AWS's."
         ),
         columns=["import", "median ms", "p95 ms", "minus interpreter ms"],
     )
