@@ -126,3 +126,10 @@ def test_expiry_is_exclusive_of_its_second() -> None:
 def test_unverified_claims_refuse_what_is_not_a_token(token: str) -> None:
     with pytest.raises(jwt_hs256.InvalidToken):
         jwt_hs256.unverified_claims(token)
+
+
+def test_claims_nested_past_the_parsers_depth_are_refused_not_a_crash() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    token = f"{segment({'alg': 'HS256'})}.{segment(deep.encode())}.sig"
+    with pytest.raises(jwt_hs256.InvalidToken):
+        jwt_hs256.unverified_claims(token)

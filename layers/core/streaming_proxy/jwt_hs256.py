@@ -65,7 +65,9 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str, bytes]:
         header = json.loads(_b64decode(header_segment))
         claims = json.loads(_b64decode(claims_segment))
         raw_signature = _b64decode(signature)
-    except (ValueError, binascii.Error) as e:  # UnicodeError and JSONDecodeError included
+    # ValueError covers UnicodeError and JSONDecodeError; RecursionError is JSON nested
+    # deeper than the parser goes (a crafted token: a refusal, not a crash).
+    except (ValueError, binascii.Error, RecursionError) as e:
         raise InvalidToken("malformed segment") from e
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidToken("header and claims must be JSON objects")
