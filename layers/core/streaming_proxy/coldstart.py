@@ -3,7 +3,7 @@
 Importing either function creates ~95,000 objects (modules, classes, pydantic schemas)
 that live as long as the process, and under a thousand that are garbage. While they are
 made, every 700 allocations start a collection, and the older generations are searched
-again and again: about a fifth of the import time. So collection is paused while the
+again and again: 15-20 % of the import time. So collection is paused while the
 code is imported, and what the import made is then frozen (`gc.freeze`): moved out of
 the collector's generations, so neither the first request nor any later one searches it.
 """
