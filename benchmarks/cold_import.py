@@ -1,45 +1,107 @@
-"""Cold import: what a Lambda cold start pays to import each function's code path.
+"""Cold import: what a Lambda cold start pays to import each function's code, and then its
+first requests.
 
 Each target runs in a fresh `python -c` subprocess (warm .pyc and page cache, so this is
-the floor: a real cold start also reads the files from the layer's disk). The wall time
-includes interpreter start-up; the `python -c pass` row is that baseline.
+the floor: a real cold start also reads the files from the layer's disk), timed inside the
+process around the import; the process's wall time, minus that of `python -c pass`, is
+reported too. The first requests run in a fresh process each as well
+(benchmarks/first_request.py), against a moto DynamoDB server this benchmark starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
+import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
 from .common import Result, ms, summary
 from .stack import ROOT
 
 RUNS = 7
+FIRST_REQUEST_RUNS = 5
 
-STREAM = "import streaming_proxy.api.app"
-CONNECTIONS = (
-    "import importlib.util as u; "
-    "s = u.spec_from_file_location('connections_app', 'functions/connections/app.py'); "
-    "m = u.module_from_spec(s); s.loader.exec_module(m)"
+
+def _entry(function: str) -> str:
+    """Load `functions/<function>/app.py` as the Lambda runtime (or uvicorn) does."""
+    return (
+        "import importlib.util as u; "
+        f"s = u.spec_from_file_location('{function}_app', 'functions/{function}/app.py'); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m)"
+    )
+
+
+STREAM = _entry("stream")
+STREAM_PACKAGE = "import streaming_proxy.api.app"
+CONNECTIONS = _entry("connections")
+
+# What no code of ours can go below: the libraries each function needs for its first
+# request, one pydantic model built, collector paused as the functions' entries pause it
+# (and the package's `__init__`, which keeps httpx's CLI out, as the functions do).
+FLOOR = (
+    "import gc; gc.disable(); import streaming_proxy; "
+    "import botocore.session, botocore.config, pydantic_settings, "
+    "aws_lambda_powertools.logging, aws_lambda_powertools.metrics; "
+    "from pydantic import create_model; create_model('M', x=(int, 0))"
 )
 
 TARGETS: list[tuple[str, str, str, str | None]] = [
     ("python", "interpreter only (`pass`)", "pass", None),
-    ("stream", "stream function: `import streaming_proxy.api.app`", STREAM, None),
+    ("stream", "stream function: `functions/stream/app.py` (builds the app)", STREAM, None),
+    (
+        "stream_package",
+        "`import streaming_proxy.api.app` alone (collector not paused)",
+        STREAM_PACKAGE,
+        None,
+    ),
     ("connections", "connections function: `functions/connections/app.py`", CONNECTIONS, None),
-    ("boto3", "`import boto3` (part of the stream path)", "import boto3", "boto3"),
+    ("floor_connections", "floor: the connections function's libraries alone", FLOOR, None),
+    (
+        "floor_stream",
+        "floor: the stream function's libraries alone",
+        f"{FLOOR}; import starlette.applications, httpx, httpx_sse",
+        None,
+    ),
+    ("boto3", "`import boto3` (not imported by either function)", "import boto3", "boto3"),
     ("openai", "`import openai` (SDK, not used)", "import openai", "openai"),
     ("anthropic", "`import anthropic` (SDK, not used)", "import anthropic", "anthropic"),
     ("stream+openai", "stream function + `import openai`", f"{STREAM}; import openai", "openai"),
 ]
 
+# (function, timing key, label) of the first-request rows, in table order.
+FIRST_REQUESTS = [
+    ("stream", "startup", "stream: lifespan startup (settings, clients, service)"),
+    ("stream", "health", "stream: first GET /health"),
+    ("stream", "query", "stream: first POST /llm/query (mock, no delay, `stream: false`)"),
+    ("stream", "query_again", "stream: second POST /llm/query (warm)"),
+    ("connections", "connect", "connections: first `$connect` (valid token)"),
+    ("connections", "connect_again", "connections: second `$connect` (warm)"),
+]
 
-def _wall(code: str) -> float:
+APP_KEY = "bench-app-key-for-cold-starts"
+TOKEN_SECRET = "bench-token-secret-" + "x" * 24
+TABLE = "streaming-proxy-bench"
+
+
+def _timed(code: str) -> tuple[float, float]:
+    """(seconds inside the process around `code`, wall seconds of the whole process).
+
+    The first is what a cold start pays; the second adds interpreter start-up and exit,
+    and exit grows with what is left to collect, which a cold start never pays."""
+    wrapped = f"import time as _t; _s = _t.perf_counter()\n{code}\nprint(_t.perf_counter() - _s)"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - started
+    done = subprocess.run(
+        [sys.executable, "-c", wrapped], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    return float(done.stdout.strip().splitlines()[-1]), wall
 
 
 def import_breakdown(code: str, top: int = 8) -> list[tuple[str, float]]:
@@ -61,38 +123,163 @@ def import_breakdown(code: str, top: int = 8) -> list[tuple[str, float]]:
     return sorted(per_root.items(), key=lambda item: -item[1])[:top]
 
 
-def run() -> Result:
-    result = Result(
-        key="cold_import",
-        title="Cold import of the Lambda code path",
-        method=(
-            f"Wall time of a fresh `{sys.executable.rsplit('/', 1)[-1]} -c <import>` subprocess "
-            f"(cwd = repo root), median and p95 of {RUNS} runs after one discarded warm-up run "
-            "(so .pyc files exist: the floor of a cold start, which also reads the layer "
-            "from disk). Includes interpreter start-up; the first row is that baseline. "
-            "SDKs that are not installed are skipped. The breakdown is `python -X importtime` "
-            "self time summed per top-level package (importtime itself adds overhead). "
-            "The local venv has `cryptography` (a moto "
-            "dependency), which PyJWT then imports; the deployed layer "
-            "(layers/core/requirements.txt) does not ship it."
-        ),
-        columns=["import", "median ms", "p95 ms", "minus interpreter ms"],
+def _first_request_env(endpoint: str) -> dict[str, str]:
+    apps = {"bench": {"keySha256": hashlib.sha256(APP_KEY.encode()).hexdigest()}}
+    apps["bench"]["tokenSecret"] = TOKEN_SECRET
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_REGION": "us-east-1",
+        "TABLE_NAME": TABLE,
+        "DYNAMODB_ENDPOINT_URL": endpoint,
+        "DEMO_ENABLED": "true",
+        "WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/dev",  # $connect posts nothing
+        "APPS": json.dumps(apps),
+    }
+
+
+def _first_request_bodies() -> dict[str, str]:
+    from streaming_proxy import jwt_hs256
+
+    query = {
+        "apiKey": APP_KEY,
+        "actionName": "onBench",
+        "payload": {
+            "provider": "mock",
+            "stream": False,
+            "messages": [{"role": "user", "content": "one two three four five"}],
+            "providerArgs": {"delayMs": 0},  # the proxy's time, not the mock's pacing
+        },
+    }
+    now = int(time.time())
+    claims = {"app": "bench", "channels": ["room"], "iat": now, "exp": now + 3600}
+    connect = json.loads((ROOT / "events" / "ws-connect.json").read_text())
+    connect["queryStringParameters"]["token"] = jwt_hs256.encode(claims, TOKEN_SECRET)
+    return {"stream": json.dumps(query), "connections": json.dumps(connect)}
+
+
+def _first_request(function: str, env: dict[str, str], body: str) -> dict[str, float]:
+    script = str(Path("benchmarks") / "first_request.py")
+    done = subprocess.run(
+        [sys.executable, script, function],
+        cwd=ROOT,
+        env={**env, "BENCH_FIRST_REQUEST": body},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    baseline = 0.0
+    timings: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return timings
+
+
+def first_requests() -> dict[str, dict[str, list[float]]]:
+    """Timings of FIRST_REQUEST_RUNS cold starts per function, interleaved."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from devstack.process import free_port
+    from devstack.template import create_table
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        env = _first_request_env(endpoint)
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        create_table(client, TABLE)
+        bodies = _first_request_bodies()
+        runs: dict[str, dict[str, list[float]]] = {"stream": {}, "connections": {}}
+        for _ in range(FIRST_REQUEST_RUNS):
+            for function, timings in runs.items():
+                for key, seconds in _first_request(function, env, bodies[function]).items():
+                    timings.setdefault(key, []).append(seconds)
+        return runs
+    finally:
+        moto.stop()
+
+
+def _import_rows(result: Result) -> None:
+    """Every target RUNS times, interleaved round by round, so a burst of load on the
+    machine falls on all of them alike rather than on one row."""
+    targets = []
     for key, label, code, module in TARGETS:
         if module is not None and importlib.util.find_spec(module) is None:
             result.notes.append(f"{label}: not installed, skipped.")
             continue
-        _wall(code)
-        stats = summary([_wall(code) for _ in range(RUNS)])
-        if code == "pass":
-            baseline = stats["median"]
-        result.rows.append(
-            [label, ms(stats["median"]), ms(stats["p95"]), ms(stats["median"] - baseline)]
-        )
+        _timed(code)
+        targets.append((key, label, code))
+    inside: dict[str, list[float]] = {key: [] for key, _, _ in targets}
+    walls: dict[str, list[float]] = {key: [] for key, _, _ in targets}
+    for _ in range(RUNS):
+        for key, _, code in targets:
+            seconds, wall = _timed(code)
+            inside[key].append(seconds)
+            walls[key].append(wall)
+    baseline = statistics.median(walls["python"])
+    result.data["wall"] = {}
+    for key, label, _ in targets:
+        stats = summary(inside[key])
+        wall = statistics.median(walls[key]) - baseline
+        result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), ms(wall)])
         result.data[key] = stats
+        result.data["wall"][key] = wall
+
+
+def _first_request_rows(result: Result) -> None:
+    runs = first_requests()
+    first: dict[str, Any] = {}
+    for function, key, label in FIRST_REQUESTS:
+        stats = summary(runs[function][key])
+        first[f"{function}.{key}"] = stats
+        result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), "-"])
+    # The import as timed inside the same processes (no interpreter start-up in it).
+    for function in ("stream", "connections"):
+        first[f"{function}.import"] = summary(runs[function]["import"])
+    result.data["first_request"] = first
+
+
+def run() -> Result:
+    result = Result(
+        key="cold_import",
+        title="Cold import of the Lambda code path, then the first requests",
+        method=(
+            "Each target runs in a fresh "
+            f"`{sys.executable.rsplit('/', 1)[-1]} -c` subprocess (cwd = repo root), "
+            f"{RUNS} runs after one discarded warm-up run (so .pyc files exist: the floor of "
+            "a cold start, which also reads the layer from disk), the targets interleaved "
+            "round by round. Median and p95 are timed inside the process, from just before "
+            "the import to just after it: what a cold start pays over a started interpreter. "
+            "The last column is the older measure, the whole process's wall time minus that "
+            "of `pass`: it also counts the interpreter's exit, which collects what is left "
+            "and never happens in a cold start. The function rows load "
+            "`functions/<name>/app.py` as Lambda (or uvicorn) does, so they include its "
+            "collector pause (streaming_proxy/coldstart.py); the floor rows import only the "
+            "libraries a function needs for its first request. SDKs that are not installed "
+            "are skipped. The breakdown is `python -X importtime` self time summed per "
+            "top-level package (importtime itself adds overhead). First-request rows: "
+            f"{FIRST_REQUEST_RUNS} fresh processes per function (benchmarks/first_request.py) "
+            "each load the entry module, then the stream function runs its ASGI lifespan "
+            "startup and answers GET /health and two POST /llm/query (mock provider without "
+            "delay, `stream: false`, no channels) as raw ASGI calls, with no HTTP server or "
+            "client; the connections function's handler takes two `$connect` events holding "
+            "a valid token. DynamoDB is a moto server this benchmark starts on loopback, so "
+            "a table write costs a local round trip, not AWS's."
+        ),
+        columns=["import", "median ms", "p95 ms", "process wall minus `pass` ms"],
+    )
+    _import_rows(result)
+    _first_request_rows(result)
     breakdown = import_breakdown(STREAM)
     result.data["breakdown"] = breakdown
     parts = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in breakdown)
-    result.notes.append(f"Largest packages in `import streaming_proxy.api.app`: {parts}.")
+    result.notes.append(f"Largest packages in `functions/stream/app.py`: {parts}.")
     return result

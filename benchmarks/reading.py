@@ -41,11 +41,28 @@ def _cold(r: Result) -> list[str]:
         text += ". That is why providers are thin httpx adapters; one SDK per provider would "
         text += "multiply it."
     top = ", ".join(f"{name} ({sec * 1000:.0f} ms)" for name, sec in d["breakdown"][:4])
-    text += (
-        f" The proxy's own import is already as heavy as an SDK: the largest parts are {top}. "
-        "botocore comes from the module-level `import boto3` (streaming_proxy/aws.py via "
-        "service.py), needed only once a DynamoDB or @connections call is made."
-    )
+    text += f" The largest parts of the stream function's import are {top}."
+    if "floor_stream" in d and "floor_connections" in d:
+        floor_stream = d["floor_stream"]["median"] - base
+        floor_conn = d["floor_connections"]["median"] - base
+        text += (
+            f" The libraries each function needs for its first request (pydantic, "
+            f"pydantic-settings, botocore, Powertools; Starlette and httpx for the stream "
+            f"function) cost {floor_stream * 1000:.0f} and {floor_conn * 1000:.0f} ms alone: "
+            "that is the floor, and the proxy's own modules are the rest."
+        )
+    first = d.get("first_request")
+    if first:
+        text += (
+            f" After the cold import, the stream function's lifespan startup takes "
+            f"{first['stream.startup']['median'] * 1000:.0f} ms (settings, clients, service), "
+            f"its first POST /llm/query {first['stream.query']['median'] * 1000:.0f} ms "
+            f"({first['stream.query_again']['median'] * 1000:.0f} ms for the second), and "
+            f"the connections function's first `$connect` "
+            f"{first['connections.connect']['median'] * 1000:.0f} ms "
+            f"({first['connections.connect_again']['median'] * 1000:.0f} ms warm): it reads "
+            "its settings and makes its DynamoDB client then, against a local moto server."
+        )
     return [text]
 
 

@@ -7,31 +7,24 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import (
-    APIGatewayWebSocketConnectEventModel,
-    APIGatewayWebSocketDisconnectEventModel,
-    APIGatewayWebSocketMessageEventModel,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field, TypeAdapter
+from streaming_proxy.coldstart import importing_code
 
-from streaming_proxy.channels.session import ConnectionRoutes
-from streaming_proxy.config import get_settings
-from streaming_proxy.errors import ProxyError, error_object
-from streaming_proxy.observability import get_logger
+with importing_code():
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from streaming_proxy.channels.session import ConnectionRoutes
+    from streaming_proxy.channels.ws_events import (
+        ConnectEvent,
+        DisconnectEvent,
+        MessageEvent,
+        WebSocketEvent,
+    )
+    from streaming_proxy.config import get_settings
+    from streaming_proxy.errors import ProxyError, error_object
+    from streaming_proxy.observability import get_logger
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
-
-class ConnectEvent(APIGatewayWebSocketConnectEventModel):
-    """Powertools' model omits the query string, which carries the subscribe token."""
-
-    query_string_parameters: dict[str, str] | None = Field(None, alias="queryStringParameters")
-
-
-WebSocketEvent = TypeAdapter(
-    ConnectEvent | APIGatewayWebSocketDisconnectEventModel | APIGatewayWebSocketMessageEventModel
-)
 logger = get_logger()
 
 
@@ -58,11 +51,10 @@ def make_handler(routes: Callable[[], ConnectionRoutes]) -> Handler:
                     logger.info("connection refused", extra={"status": e.status, "kind": e.kind})
                     refusal = {"error": error_object(e)}
                     return {"statusCode": e.status, "body": json.dumps(refusal)}
-            case APIGatewayWebSocketDisconnectEventModel():
+            case DisconnectEvent():
                 routes().disconnect(connection_id)
-            case APIGatewayWebSocketMessageEventModel():
-                body = parsed.body if isinstance(parsed.body, str) else None
-                routes().message(connection_id, body)
+            case MessageEvent():
+                routes().message(connection_id, parsed.body)
         return {"statusCode": 200}
 
     return handler

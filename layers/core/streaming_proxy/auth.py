@@ -8,13 +8,11 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import jwt
-
+from . import jwt_hs256
 from .channels.names import check_grantable, name_problem
 from .config import AppConfig, Settings
 from .errors import Forbidden, Unauthorized, ValidationFailed
 
-ALGORITHM = "HS256"
 MAX_CHANNELS_PER_TOKEN = 100
 
 
@@ -92,7 +90,7 @@ class AppRegistry:
         expires = issued + ttl_seconds
         claims = {"app": app.app_id, "channels": names, "iat": issued, "exp": expires}
         secret = app.config.token_secret.get_secret_value()
-        return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
+        return jwt_hs256.encode(claims, secret), expires
 
     def verify_token(self, token: str | None) -> TokenClaims:
         """Verify signature, expiry and app of a subscribe token.
@@ -103,23 +101,22 @@ class AppRegistry:
         if not token:
             raise Unauthorized("missing subscribe token")
         try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as e:
+            unverified = jwt_hs256.unverified_claims(token)
+        except jwt_hs256.InvalidToken as e:
             raise Forbidden("malformed subscribe token") from e
         app_id = unverified.get("app")
         app = self.get(app_id) if isinstance(app_id, str) else None
         if app is None:
             raise Forbidden("subscribe token names an unknown app")
         try:
-            claims = jwt.decode(
+            claims = jwt_hs256.verify(
                 token,
                 app.config.token_secret.get_secret_value(),
-                algorithms=[ALGORITHM],
-                options={"require": ["exp", "app", "channels"]},
+                required=("exp", "app", "channels"),
             )
-        except jwt.ExpiredSignatureError as e:
+        except jwt_hs256.ExpiredToken as e:
             raise Unauthorized("subscribe token expired") from e
-        except jwt.PyJWTError as e:
+        except jwt_hs256.InvalidToken as e:
             raise Forbidden("invalid subscribe token") from e
         channels = claims["channels"]
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):

@@ -227,10 +227,9 @@ class Settings(BaseSettings):
 
 
 def _secret_json(arn: str, region: str) -> dict[str, Any]:
-    import boto3  # local import: only deployments with secret ARNs pay for it
+    from .aws import secretsmanager  # aws.py imports this module
 
-    client = boto3.client("secretsmanager", region_name=region)
-    value = client.get_secret_value(SecretId=arn)["SecretString"]
+    value = secretsmanager(region).get_secret_value(SecretId=arn)["SecretString"]
     data = json.loads(value)
     if not isinstance(data, dict):
         raise ValueError(f"secret {arn} must hold a JSON object")

@@ -8,9 +8,9 @@ import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from .. import aws
 from ..config import Settings
 from ..errors import (
     ProviderNotConfigured,
@@ -34,9 +34,6 @@ from .base import LlmRequest
 from .converse import converse_request
 from .raw import begin_round, record_frame
 from .structured import as_answer
-
-if TYPE_CHECKING:
-    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
 _STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -68,19 +65,8 @@ class ConverseClient(Protocol):
 ClientFactory = Callable[[str, "str | None"], ConverseClient]
 
 
-@cache
-def bedrock_client(region: str, endpoint_url: str | None) -> BedrockRuntimeClient:
-    """One cached `bedrock-runtime` client per region and endpoint (warm invocations reuse it)."""
-    import boto3  # local import: only Bedrock requests pay for boto3's start-up
-    from botocore.config import Config
-
-    # A fresh session per client: the default session is not safe to share across threads.
-    return boto3.session.Session().client(
-        "bedrock-runtime",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard"}),
-    )
+# One cached `bedrock-runtime` client per region and endpoint (warm invocations reuse it).
+bedrock_client = aws.bedrock_runtime
 
 
 class BedrockProvider:
