@@ -26,6 +26,14 @@ from .common import Result, ms, summary
 from .stack import ROOT
 
 RUNS = 7
+
+# Every subprocess sees the deployed layer's packages: no `cryptography` (deployed_layer/).
+LAYER_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT / "benchmarks" / "deployed_layer"), os.environ.get("PYTHONPATH")])
+    ),
+}
 FIRST_REQUEST_RUNS = 5
 
 
@@ -98,7 +106,12 @@ def _timed(code: str) -> tuple[float, float]:
     wrapped = f"import time as _t; _s = _t.perf_counter()\n{code}\nprint(_t.perf_counter() - _s)"
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", wrapped], cwd=ROOT, check=True, capture_output=True, text=True
+        [sys.executable, "-c", wrapped],
+        cwd=ROOT,
+        env=LAYER_ENV,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - started
     return float(done.stdout.strip().splitlines()[-1]), wall
@@ -109,6 +122,7 @@ def import_breakdown(code: str, top: int = 8) -> list[tuple[str, float]]:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         cwd=ROOT,
+        env=LAYER_ENV,
         check=True,
         capture_output=True,
         text=True,
@@ -127,7 +141,7 @@ def _first_request_env(endpoint: str) -> dict[str, str]:
     apps = {"bench": {"keySha256": hashlib.sha256(APP_KEY.encode()).hexdigest()}}
     apps["bench"]["tokenSecret"] = TOKEN_SECRET
     return {
-        **os.environ,
+        **LAYER_ENV,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_REGION": "us-east-1",
@@ -140,7 +154,7 @@ def _first_request_env(endpoint: str) -> dict[str, str]:
 
 
 def _first_request_bodies() -> dict[str, str]:
-    from streaming_proxy import jwt_hs256
+    import jwt
 
     query = {
         "apiKey": APP_KEY,
@@ -155,7 +169,7 @@ def _first_request_bodies() -> dict[str, str]:
     now = int(time.time())
     claims = {"app": "bench", "channels": ["room"], "iat": now, "exp": now + 3600}
     connect = json.loads((ROOT / "events" / "ws-connect.json").read_text())
-    connect["queryStringParameters"]["token"] = jwt_hs256.encode(claims, TOKEN_SECRET)
+    connect["queryStringParameters"]["token"] = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
     return {"stream": json.dumps(query), "connections": json.dumps(connect)}
 
 
@@ -272,7 +286,11 @@ def run() -> Result:
             "delay, `stream: false`, no channels) as raw ASGI calls, with no HTTP server or "
             "client; the connections function's handler takes two `$connect` events holding "
             "a valid token. DynamoDB is a moto server this benchmark starts on loopback, so "
-            "a table write costs a local round trip, not AWS's."
+            "a table write costs a local round trip, not AWS's. Every subprocess sees the "
+            "deployed layer's packages: `cryptography`, which the venv has (a moto "
+            "dependency) and PyJWT imports when present, is hidden "
+            "(benchmarks/deployed_layer/sitecustomize.py), as layers/core/requirements.txt "
+            "does not ship it."
         ),
         columns=["import", "median ms", "p95 ms", "process wall minus `pass` ms"],
     )

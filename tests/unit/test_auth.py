@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -78,6 +79,17 @@ def test_expired_tampered_foreign_and_malformed_tokens_are_refused() -> None:
         apps.verify_token("not-a-jwt")
     with pytest.raises(Unauthorized):
         apps.verify_token(None)
+
+
+def test_claims_nested_past_the_json_parsers_depth_are_refused_not_a_crash() -> None:
+    def segment(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    header = segment(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    token = f"{header}.{segment(deep)}.sig"
+    with pytest.raises(Forbidden, match="malformed"):
+        registry().verify_token(token)
 
 
 def test_token_limits_are_enforced() -> None:

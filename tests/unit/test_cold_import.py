@@ -25,8 +25,6 @@ CONNECTIONS = (
 KEPT_OFF = {
     "boto3": "botocore's session API makes the same clients",
     "s3transfer": "boto3's S3 transfer manager",
-    "jwt": "streaming_proxy.jwt_hs256 signs the subscribe tokens",
-    "cryptography": "only asymmetric JWT algorithms need it",
     "aws_lambda_powertools.utilities.parser": "every event model Powertools ships",
     "rich": "httpx's command-line client",
     "click": "httpx's command-line client",
@@ -40,6 +38,15 @@ def imported_by(code: str) -> set[str]:
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     return set(json.loads(done.stdout))
+
+
+def test_the_layer_ships_pyjwt_without_cryptography() -> None:
+    """PyJWT imports `cryptography` whenever it is installed (the venv has it, for moto):
+    the layer must not ship it, so subscribe tokens cost HMAC only at a cold start."""
+    lines = (ROOT / "layers/core/requirements.txt").read_text().splitlines()
+    pins = {line.split("==")[0].strip().lower() for line in lines if "==" in line}
+    assert "pyjwt" in pins
+    assert not [line for line in lines if "crypto" in line.lower()], "no [crypto] extra"
 
 
 @pytest.mark.parametrize("code", [STREAM, CONNECTIONS], ids=["stream", "connections"])
