@@ -90,7 +90,7 @@ def test_a_body_that_runs_to_the_close() -> None:
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
             False,
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_which_answers_leave_the_connection_reusable(head: bytes, keep_alive: bool) -> None:
