@@ -9,6 +9,7 @@ still waits. Failures are httpx's own exceptions, as any httpx transport raises 
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import httpx
 
@@ -155,8 +156,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream socket's transport (uvloop's does not subclass asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
