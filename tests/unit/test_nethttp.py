@@ -349,3 +349,21 @@ async def test_a_malformed_answer_is_a_remote_protocol_error(client: httpx.Async
 async def test_a_url_that_is_not_http_is_refused(client: httpx.AsyncClient) -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         await client.get("ftp://127.0.0.1/x")
+
+
+async def test_a_shorter_read_timeout_on_a_reused_connection_still_applies(
+    client: httpx.AsyncClient,
+) -> None:
+    async def fast_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(fast_then_silent) as origin:
+        await client.get(origin, timeout=httpx.Timeout(2, read=30))  # leaves a 30 s timer
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(origin, timeout=httpx.Timeout(2, read=0.1))
+        assert asyncio.get_running_loop().time() - started < 1

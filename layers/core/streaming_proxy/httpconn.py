@@ -120,8 +120,11 @@ class Connection(asyncio.Protocol):
         self._timeout = timeout
         if timeout is not None:
             self._waiting_since = self._loop.time()
-            if self._timer is None:
-                self._timer = self._loop.call_at(self._waiting_since + timeout, self._check)
+            due, timer = self._waiting_since + timeout, self._timer
+            if timer is None or timer.when() > due:  # none yet, or one for a longer limit
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(due, self._check)
         try:
             await waiter
         finally:
