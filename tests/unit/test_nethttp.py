@@ -367,3 +367,24 @@ async def test_a_shorter_read_timeout_on_a_reused_connection_still_applies(
         with pytest.raises(httpx.ReadTimeout):
             await client.get(origin, timeout=httpx.Timeout(2, read=0.1))
         assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_idle_connections_beyond_the_keepalive_limit_are_closed() -> None:
+    one_idle = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+    server = Server(answer_forever)
+
+    async def two_at_once(client: httpx.AsyncClient, origin: str) -> None:
+        async with (
+            client.stream("POST", origin, json={}) as a,
+            client.stream("POST", origin, json={}) as b,
+        ):
+            await a.aread()
+            await b.aread()
+
+    async with (
+        server as origin,
+        httpx.AsyncClient(transport=nethttp.transport(one_idle)) as client,
+    ):
+        await two_at_once(client, origin)  # two connections; one stays idle
+        await two_at_once(client, origin)  # the idle one, and a new one
+    assert server.connections == 3

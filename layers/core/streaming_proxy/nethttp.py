@@ -27,8 +27,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive: at most `limits.max_connections` open at once (waiting for
-    one is bounded by the pool timeout), idle ones kept per origin up to
-    `max_keepalive_connections` for `keepalive_expiry` seconds."""
+    one is bounded by the pool timeout); idle ones kept per origin, at most
+    `max_keepalive_connections` in all, each for `keepalive_expiry` seconds."""
 
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext) -> None:
         self._limits = limits
@@ -67,13 +67,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def give_back(self, origin: Origin, connection: Connection) -> None:
         """A request is over: keep its connection for the next one if it can be trusted."""
         self._slots.release()
-        idle = self._idle.setdefault(origin, [])
         keep = self._limits.max_keepalive_connections
-        if self._closed or not connection.reusable or (keep is not None and len(idle) >= keep):
+        full = keep is not None and sum(map(len, self._idle.values())) >= keep
+        if self._closed or full or not connection.reusable:
             connection.abort()
             return
         connection.release()
-        idle.append(connection)
+        self._idle.setdefault(origin, []).append(connection)
 
     async def _take_slot(self, timeout: float | None) -> None:  # noqa: ASYNC109
         if not self._slots.locked():
