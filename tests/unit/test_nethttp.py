@@ -11,7 +11,6 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import httpcore
 import httpx
 import pytest
 
@@ -83,13 +82,6 @@ async def answer_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWri
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=nethttp.transport(LIMITS), timeout=2) as c:
         yield c
-
-
-def test_the_transport_really_uses_the_asyncio_backend() -> None:
-    # Fails loudly if an httpx release moves its pool: the rebuild would silently not apply.
-    pool = nethttp.transport(LIMITS)._pool
-    assert isinstance(pool, httpcore.AsyncConnectionPool)
-    assert isinstance(pool._network_backend, nethttp.AsyncioBackend)
 
 
 async def test_bodies_arrive_byte_exact_and_connections_are_kept_alive(
@@ -248,3 +240,151 @@ async def test_a_body_left_open_after_done_costs_a_connection_not_the_stream_end
         assert await _stream_twice(origin) == ["hi", "hi"]
         assert asyncio.get_running_loop().time() - started < 2  # not the server's 5 s each
     assert server.connections == 2
+
+
+async def test_a_slow_steady_stream_is_not_a_read_timeout_but_a_stall_is() -> None:
+    # The read timeout bounds each wait, not the body: 10 pieces 0.05 s apart pass a 0.2 s
+    # limit; a stall of 0.5 s mid-body fails it.
+    async def steady_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            writer.write(chunked(b"x")[:-5])  # one chunk, not the end
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+
+    got = b""
+    async with (
+        Server(steady_then_stall) as origin,
+        httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as client,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            async with client.stream("GET", origin, timeout=httpx.Timeout(2, read=0.2)) as r:
+                async for part in r.aiter_raw():
+                    got += part
+    assert got == b"x" * 10
+
+
+async def test_a_body_closed_half_read_drops_its_connection() -> None:
+    server = Server(answer_forever)
+    async with (
+        server as origin,
+        httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as client,
+    ):
+        async with client.stream("POST", origin, json={}) as r:
+            async for _ in r.aiter_raw():
+                break  # the rest of this body is never read
+        assert (await client.post(origin, json={})).text.endswith("[DONE]\n\n")
+    assert server.connections == 2
+
+
+async def test_waiting_for_a_connection_is_bounded_by_the_pool_timeout() -> None:
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with (
+        Server(answer_forever) as origin,
+        httpx.AsyncClient(transport=nethttp.transport(one)) as client,
+    ):
+        async with client.stream("POST", origin, json={}):
+            with pytest.raises(httpx.PoolTimeout):
+                await client.post(origin, json={}, timeout=httpx.Timeout(2, pool=0.1))
+        # the first answer closed: its connection serves the next request
+        assert (await client.post(origin, json={})).status_code == 200
+
+
+async def test_an_idle_connection_past_the_keepalive_expiry_is_not_reused() -> None:
+    brief = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=0.05)
+    server = Server(answer_forever)
+    async with (
+        server as origin,
+        httpx.AsyncClient(transport=nethttp.transport(brief)) as client,
+    ):
+        await client.post(origin, json={})
+        await client.post(origin, json={})  # at once: reused
+        await asyncio.sleep(0.1)
+        await client.post(origin, json={})  # expired: a new connection
+    assert server.connections == 2
+
+
+async def test_request_bodies_of_unknown_length_go_chunked_and_gzip_answers_decode() -> None:
+    import gzip
+
+    received: list[bytes] = []
+
+    async def echo_gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        received.append(head + await reader.readuntil(b"0\r\n\r\n"))
+        body = gzip.compress(b"hello " * 100)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n")
+        writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"cde"
+
+    async with (
+        Server(echo_gzipped) as origin,
+        httpx.AsyncClient(transport=nethttp.transport(LIMITS)) as client,
+    ):
+        r = await client.post(f"{origin}/up?q=1", content=parts())
+    assert r.text == "hello " * 100
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /up?q=1 HTTP/1.1\r\n")
+    assert b"\r\nTransfer-Encoding: chunked" in head
+    assert body == b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+
+
+async def test_a_malformed_answer_is_a_remote_protocol_error(client: httpx.AsyncClient) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n")
+        await writer.drain()
+
+    async with Server(garbage) as origin:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(origin)
+
+
+async def test_a_url_that_is_not_http_is_refused(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await client.get("ftp://127.0.0.1/x")
+
+
+async def test_a_shorter_read_timeout_on_a_reused_connection_still_applies(
+    client: httpx.AsyncClient,
+) -> None:
+    async def fast_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(fast_then_silent) as origin:
+        await client.get(origin, timeout=httpx.Timeout(2, read=30))  # leaves a 30 s timer
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(origin, timeout=httpx.Timeout(2, read=0.1))
+        assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_idle_connections_beyond_the_keepalive_limit_are_closed() -> None:
+    one_idle = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+    server = Server(answer_forever)
+
+    async def two_at_once(client: httpx.AsyncClient, origin: str) -> None:
+        async with (
+            client.stream("POST", origin, json={}) as a,
+            client.stream("POST", origin, json={}) as b,
+        ):
+            await a.aread()
+            await b.aread()
+
+    async with (
+        server as origin,
+        httpx.AsyncClient(transport=nethttp.transport(one_idle)) as client,
+    ):
+        await two_at_once(client, origin)  # two connections; one stays idle
+        await two_at_once(client, origin)  # the idle one, and a new one
+    assert server.connections == 3

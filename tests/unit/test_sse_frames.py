@@ -9,6 +9,7 @@ from streaming_proxy.api.sse import FrameQueue, KlaiSseSink
 
 
 async def read_all(queue: FrameQueue, done: asyncio.Future[object]) -> list[bytes]:
+    """What the answer writes, in writes (frames queued together go out in one)."""
     return [frame async for frame in queue.frames(30, done)]
 
 
@@ -32,7 +33,19 @@ async def test_frames_put_before_the_relay_ended_all_go_out_in_order() -> None:
         queue.end()
 
     frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
-    assert frames[1:] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+    assert b"".join(frames[1:]) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+async def test_frames_queued_while_the_answer_was_busy_go_out_in_one_write() -> None:
+    queue = FrameQueue()
+
+    async def relay() -> None:
+        for n in range(3):  # no await between them: the reader cannot take one at a time
+            queue.put(f"data: {n}\n\n".encode())
+        queue.end()
+
+    frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
+    assert frames == [b": stream open\n\n", b"data: 0\n\ndata: 1\n\ndata: 2\n\n"]
 
 
 async def test_a_klai_answer_ends_with_its_relay() -> None:

@@ -1,148 +1,203 @@
-"""Provider HTTP on plain asyncio streams: httpx's client over an httpcore network backend.
+"""Provider HTTP: a lean httpx transport, HTTP/1.1 on asyncio protocols, pooled per origin.
 
-httpx reaches sockets through httpcore's network backend, anyio by default. anyio's
-per-read machinery (an event, a checkpoint, exception mapping layers) cost ~75 us of CPU
-per read on a 2-core machine, more than everything else a relayed chunk costs: a provider
-stream reads once per chunk. This backend (httpcore's documented `network_backend`
-extension point) maps the same calls onto asyncio's streams and raises httpcore's own
-exceptions, so httpx behaves exactly as before: same timeouts, same errors, same pooling.
+httpx's client (timeouts, redirects, headers, decoding, `httpx.HTTPError`s) over a
+transport of our own instead of httpcore and h11. A provider stream reads once per chunk,
+and httpcore's per-read layers (h11's event machinery, a stream read with a timeout
+context per call, pool bookkeeping that visits every connection) cost more CPU than the
+rest of a relayed chunk. Here a chunk is parsed in the protocol callback
+(`http1stream.AnswerParser`) and costs the reading task one wake-up (`httpconn.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httpcore
 import httpx
 
-__all__ = ["AsyncioBackend", "AsyncioStream", "transport"]
+from .http1stream import ResponseHead
+from .httpconn import Connection
 
-# httpcore passes each limit as seconds or None (no limit); its interface names the
-# parameter `timeout`, hence the ASYNC109 exemptions below.
-Timeout = float | None
-SocketOption = (
-    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
-)
+__all__ = ["LeanTransport", "transport"]
+
+Origin = tuple[str, str, int]  # scheme, host, port
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One connection: asyncio's reader and writer, errors as httpcore's."""
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive: at most `limits.max_connections` open at once (waiting for
+    one is bounded by the pool timeout); idle ones kept per origin, at most
+    `max_keepalive_connections` in all, each for `keepalive_expiry` seconds."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext) -> None:
+        self._limits = limits
+        self._ssl = ssl_context
+        self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._closed = False
 
-    async def read(self, max_bytes: int, timeout: Timeout = None) -> bytes:  # noqa: ASYNC109
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        origin = _origin(request.url)
+        await self._take_slot(timeouts.get("pool"))
         try:
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
-        except TimeoutError as e:
-            raise httpcore.ReadTimeout(str(e)) from e
-        except OSError as e:  # reset, TLS failure
-            raise httpcore.ReadError(str(e) or type(e).__name__) from e
+            connection = self._idle_connection(origin) or await self._connect(
+                origin, timeouts.get("connect")
+            )
+            head = await _exchange(connection, request, timeouts)
+        except BaseException:
+            self._slots.release()
+            raise
+        body = _Body(self, origin, connection, timeouts.get("read"))
+        return httpx.Response(
+            head.status,
+            headers=head.headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
 
-    async def write(self, buffer: bytes, timeout: Timeout = None) -> None:  # noqa: ASYNC109
-        if not buffer:
+    async def aclose(self) -> None:
+        self._closed = True
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.abort()
+        self._idle.clear()
+
+    def give_back(self, origin: Origin, connection: Connection) -> None:
+        """A request is over: keep its connection for the next one if it can be trusted."""
+        self._slots.release()
+        keep = self._limits.max_keepalive_connections
+        full = keep is not None and sum(map(len, self._idle.values())) >= keep
+        if self._closed or full or not connection.reusable:
+            connection.abort()
+            return
+        connection.release()
+        self._idle.setdefault(origin, []).append(connection)
+
+    async def _take_slot(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        if not self._slots.locked():
+            await self._slots.acquire()  # returns at once: no timer needed
             return
         try:
             async with asyncio.timeout(timeout):
-                self._writer.write(buffer)
-                await self._writer.drain()
+                await self._slots.acquire()
         except TimeoutError as e:
-            raise httpcore.WriteTimeout(str(e)) from e
-        except OSError as e:
-            raise httpcore.WriteError(str(e) or type(e).__name__) from e
+            raise httpx.PoolTimeout("no free connection in time") from e
+
+    def _idle_connection(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin)
+        expiry = self._limits.keepalive_expiry
+        now = asyncio.get_running_loop().time()
+        # Most recently used first: the least likely to have been closed for idling.
+        while idle:
+            connection = idle.pop()
+            fresh = expiry is None or now - connection.idle_since < expiry
+            if fresh and connection.reusable:
+                return connection
+            connection.abort()
+        return None
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:  # noqa: ASYNC109
+        if self._closed:
+            raise httpx.ConnectError("the transport is closed")
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = scheme == "https"
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop),
+                    host,
+                    port,
+                    ssl=self._ssl if tls else None,
+                    server_hostname=host if tls else None,
+                )
+        except TimeoutError as e:
+            raise httpx.ConnectTimeout(f"no connection to {host} in time") from e
+        except (OSError, ssl.SSLError) as e:  # refused, unreachable, DNS, certificate
+            raise httpx.ConnectError(str(e) or type(e).__name__) from e
+        return connection  # asyncio sets TCP_NODELAY itself
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body, piece by piece as it arrives; closing it frees the connection."""
+
+    def __init__(
+        self,
+        pool: LeanTransport,
+        origin: Origin,
+        connection: Connection,
+        read_timeout: float | None,
+    ) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._connection = connection
+        self._timeout = read_timeout
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        while True:
+            data = connection.take()
+            if data:
+                yield data
+            elif connection.body_done:
+                return
+            else:
+                await connection.more(self._timeout)
 
     async def aclose(self) -> None:
-        # No waiting for a TLS close_notify: the pool drops the connection either way.
-        self._writer.close()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: Timeout = None,  # noqa: ASYNC109
-    ) -> AsyncioStream:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
-        except TimeoutError as e:
-            self._writer.close()
-            raise httpcore.ConnectTimeout(str(e)) from e
-        except (OSError, ssl.SSLError) as e:  # certificate, handshake, reset
-            self._writer.close()
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # An idle pooled connection that is readable was closed (or sent garbage): the
-            # pool must not reuse it. asyncio reads eagerly, so that shows as EOF here.
-            return self._reader.at_eof() or self._writer.is_closing()
-        name = {"client_addr": "sockname", "server_addr": "peername"}.get(info, info)
-        return self._writer.get_extra_info(name)
+        if self._closed:
+            return
+        self._closed = True
+        if not self._connection.body_done:  # read partly: its framing is lost
+            self._connection.abort()
+        self._pool.give_back(self._origin, self._connection)
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """Opens `AsyncioStream`s: TCP (optionally from a local address) and Unix sockets."""
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: Timeout = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> AsyncioStream:
-        local = (local_address, 0) if local_address else None
-        stream = await self._open(asyncio.open_connection(host, port, local_addr=local), timeout)
-        sock = stream.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return stream
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: Timeout = None,  # noqa: ASYNC109
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> AsyncioStream:
-        return await self._open(asyncio.open_unix_connection(path), timeout)
-
-    async def _open(self, opening: Any, timeout: Timeout) -> AsyncioStream:  # noqa: ASYNC109
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await opening
-        except TimeoutError as e:
-            raise httpcore.ConnectTimeout(str(e)) from e
-        except OSError as e:  # refused, unreachable, no such host
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
-        return AsyncioStream(reader, writer)  # asyncio sets TCP_NODELAY itself
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+async def _exchange(
+    connection: Connection, request: httpx.Request, timeouts: dict[str, float | None]
+) -> ResponseHead:
+    """Write `request` on `connection`, wait for its answer's head; abort it on failure."""
+    try:
+        connection.begin(head_request=request.method == "HEAD")
+        await _send(connection, request, timeouts.get("write"))
+        return await connection.head(timeouts.get("read"))
+    except BaseException:
+        connection.abort()
+        raise
 
 
-def transport(
-    limits: httpx.Limits, verify: ssl.SSLContext | bool = True
-) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport (TLS settings, error mapping) on a pool using `AsyncioBackend`.
+async def _send(connection: Connection, request: httpx.Request, timeout: float | None) -> None:  # noqa: ASYNC109
+    head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
+    head += [b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw]
+    head.append(b"\r\n")
+    stream = request.stream
+    assert isinstance(stream, httpx.AsyncByteStream)  # an AsyncClient's request
+    chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+    if not chunked:
+        body = b"".join([part async for part in stream])
+        await connection.write(b"".join(head) + body, timeout)
+        return
+    await connection.write(b"".join(head), timeout)
+    async for part in stream:
+        if part:
+            await connection.write(b"%x\r\n%s\r\n" % (len(part), part), timeout)
+    await connection.write(b"0\r\n\r\n", timeout)
 
-    httpx takes no network backend, so its pool is rebuilt with the same settings;
-    tests/unit/test_nethttp.py fails if an httpx upgrade changes where the pool lives.
-    """
-    built = httpx.AsyncHTTPTransport(limits=limits, verify=verify)
-    pool = built._pool
-    if not isinstance(pool, httpcore.AsyncConnectionPool):  # a proxy from the environment
-        return built
-    built._pool = httpcore.AsyncConnectionPool(
-        ssl_context=pool._ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=AsyncioBackend(),
-    )
-    return built
+
+def _origin(url: httpx.URL) -> Origin:
+    scheme = url.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise httpx.UnsupportedProtocol(f"the URL scheme {scheme!r} is not http or https")
+    if not url.host:
+        raise httpx.UnsupportedProtocol("the URL has no host")
+    return scheme, url.host, url.port or _DEFAULT_PORTS[scheme]
+
+
+def transport(limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> LeanTransport:
+    """The provider transport; `verify` as httpx takes it (True: httpx's own trust store and
+    TLS settings, which offer HTTP/1.1 only; an `SSLContext`: that one)."""
+    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+    return LeanTransport(limits, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -95,14 +96,14 @@ class ChunkBuilder:
         self.created = int(time.time())
         self._role_sent = False
         self._tool_ids: dict[int, str] = {}
+        # The frame of a text or reasoning delta around its JSON string, for `text_frame`.
+        self._around: dict[str, tuple[bytes, bytes]] = {}
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if not self._role_sent:
             delta = {"role": "assistant", **delta}
             self._role_sent = True
-        return self._frame(
-            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        )
+        return self._frame([_choice(delta, finish)])
 
     def for_event(self, event: ProviderEvent) -> dict[str, Any] | None:
         if isinstance(event, TextDelta) and event.text:
@@ -121,6 +122,24 @@ class ChunkBuilder:
             return self.chunk({"tool_calls": [call]})
         return None
 
+    def frame_for(self, event: ProviderEvent) -> bytes | None:
+        """`sse_frame(for_event(event))`, the same bytes; a text or reasoning delta (nearly
+        every event) costs one string encoding instead of a whole frame's."""
+        if self._role_sent and isinstance(event, TextDelta | ThinkingDelta) and event.text:
+            key = "content" if isinstance(event, TextDelta) else "reasoning_content"
+            before, after = self._around.get(key) or self._template(key)
+            text = json.dumps(event.text, ensure_ascii=False)
+            return before + text.encode("utf-8", errors="replace") + after
+        chunk = self.for_event(event)
+        return None if chunk is None else sse_frame(chunk)
+
+    def _template(self, key: str) -> tuple[bytes, bytes]:
+        # The delta is the frame's last string: what follows it holds no caller's text.
+        frame = sse_frame(self._frame([_choice({key: "\x00"}, None)]))
+        before, _, after = frame.rpartition(b'"\\u0000"')
+        self._around[key] = before, after
+        return before, after
+
     def finish(self, outcome: StreamOutcome) -> dict[str, Any]:
         return self.chunk({}, finish_reason(outcome))
 
@@ -135,6 +154,10 @@ class ChunkBuilder:
             "model": self.model,
             "choices": choices,
         }
+
+
+def _choice(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
 def finish_reason(outcome: StreamOutcome) -> str:

@@ -41,9 +41,9 @@ class ChunkStream(FrameQueue):
         self._include_usage = include_usage
 
     async def on_event(self, event: ProviderEvent) -> None:
-        chunk = self._builder.for_event(event)
-        if chunk is not None:
-            self.put(sse_frame(chunk))
+        frame = self._builder.frame_for(event)
+        if frame is not None:
+            self.put(frame)
 
     async def on_finish(self, outcome: StreamOutcome) -> None:
         if outcome.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,8 +16,7 @@ from ..gate import CallerGate
 from ..relay import Relay
 from ..service import StreamService
 
-_CLOSED = object()
-_KEEPALIVE = object()
+_KEEPALIVE = b": keep-alive\n\n"
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -26,20 +26,32 @@ SSE_HEADERS = {
 
 
 class FrameQueue:
-    """Encoded SSE frames waiting for one HTTP response."""
+    """Encoded SSE frames waiting for one HTTP response.
+
+    A deque and one waiter rather than an `asyncio.Queue`: a frame is put for nearly every
+    provider chunk, and frames that queued up while the answer was being written go out
+    together, in one write.
+    """
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._frames: deque[bytes | None] = deque()  # None: the end
+        self._waiter: asyncio.Future[None] | None = None
         self._last_put = 0.0  # loop time of the last frame queued (keep-alives wait on it)
         self._keepalive_timer: asyncio.TimerHandle | None = None
 
     def put(self, frame: bytes) -> None:
-        self._queue.put_nowait(frame)
+        self._push(frame)
         self._last_put = asyncio.get_running_loop().time()
 
     def end(self) -> None:
         """No frame follows: the answer ends once the ones queued are out."""
-        self._queue.put_nowait(_CLOSED)
+        self._push(None)
+
+    def _push(self, frame: bytes | None) -> None:
+        self._frames.append(frame)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def frames(
         self, keepalive_seconds: float, done: asyncio.Future[Any]
@@ -58,27 +70,43 @@ class FrameQueue:
         yield b": stream open\n\n"
         try:
             while True:
-                queue = self._queue
-                item = queue.get_nowait() if not queue.empty() else await queue.get()
-                if item is _KEEPALIVE:
-                    yield b": keep-alive\n\n"
-                    continue
-                if item is _CLOSED:
+                if not self._frames:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                ready, closed = self._ready()
+                if ready:
+                    yield ready
+                if closed:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(done)
                     return
-                assert isinstance(item, bytes)
-                yield item
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
+
+    def _ready(self) -> tuple[bytes, bool]:
+        """Every frame queued, as one write, and whether the end came after them."""
+        frames = self._frames
+        if len(frames) == 1:
+            frame = frames.popleft()
+            return (b"", True) if frame is None else (frame, False)
+        ready: list[bytes] = []
+        while frames:
+            frame = frames.popleft()
+            if frame is None:
+                return b"".join(ready), True
+            ready.append(frame)
+        return b"".join(ready), False
 
     def _keep_alive(self, seconds: float) -> None:
         """Queue a keep-alive comment once nothing was queued for `seconds`: one timer that
         re-arms itself from the last frame's time, so frames never pay for a timeout each."""
         loop = asyncio.get_running_loop()
         if loop.time() >= self._last_put + seconds:
-            self._queue.put_nowait(_KEEPALIVE)
+            self._push(_KEEPALIVE)
             self._last_put = loop.time()
         self._keepalive_timer = loop.call_at(self._last_put + seconds, self._keep_alive, seconds)
 

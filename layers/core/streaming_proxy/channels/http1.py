@@ -13,7 +13,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["MAX_BODY_BYTES", "MAX_HEAD_BYTES", "Answer", "ProtocolError", "ResponseParser"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEAD_BYTES",
+    "Answer",
+    "ProtocolError",
+    "ResponseParser",
+    "content_length",
+]
 
 # The head of an answer (status line and headers) may not be larger than this.
 MAX_HEAD_BYTES = 32 * 1024
@@ -131,7 +138,7 @@ class ResponseParser:
             if "content-length" in headers:
                 self.keep_alive = False  # both framings: smuggling-shaped, never reuse
         elif "content-length" in headers:
-            self._remaining = _content_length(headers["content-length"])
+            self._remaining = content_length(headers["content-length"])
         else:
             self._remaining = -1
         if self._remaining == -1:
@@ -234,7 +241,8 @@ def _headers(fields: bytes) -> dict[str, str]:
     return headers
 
 
-def _content_length(value: str) -> int:
+def content_length(value: str) -> int:
+    """A Content-Length value as a number; `ProtocolError` if it is not one."""
     # Repeats arrive joined ('5, 5'): allowed only when they agree (RFC 9110 8.6).
     values = {v.strip() for v in value.split(",")}
     if len(values) != 1:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse import ServerSentEvent
 
 from ..errors import UpstreamError, UpstreamTimeout
 from .base import MAX_ERROR_BODY_BYTES, raise_for_upstream, upstream_message
 from .raw import tapped
+from .ssedecode import SseDecoder
+
+# What httpx-sse's `aconnect_sse` asks for.
+_SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 
 
 @asynccontextmanager
@@ -32,11 +36,11 @@ async def open_event_stream(
     also when they happen while the caller iterates.
     """
     try:
-        async with aconnect_sse(http, "POST", url, json=json, headers=dict(headers)) as source:
-            response = source.response
+        headers = {**headers, **_SSE_HEADERS}
+        async with http.stream("POST", url, json=json, headers=headers) as response:
             await raise_for_upstream(response, provider)
             await _require_event_stream(response, provider)
-            events = source.aiter_sse()
+            events = _events(response)
             tap = tapped(events)  # frames kept for options.rawResponse, when asked
             try:
                 yield tap
@@ -52,6 +56,16 @@ async def open_event_stream(
     except httpx.HTTPError as e:
         # The type says what broke; the text could quote URLs or headers.
         raise UpstreamError(f"{provider} connection failed: {type(e).__name__}") from e
+
+
+async def _events(response: httpx.Response) -> AsyncGenerator[ServerSentEvent, None]:
+    """The body's events as they complete (content codings undone by httpx)."""
+    decoder = SseDecoder()
+    async for data in response.aiter_bytes():
+        for event in decoder.feed(data):
+            yield event
+    for event in decoder.end():
+        yield event
 
 
 # What the body may still hold after the adapter's last event: a terminator, not a stream.
