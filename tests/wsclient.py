@@ -70,3 +70,20 @@ class Subscriber:
 
 def text_of(messages: list[dict[str, Any]]) -> str:
     return "".join(m["content"] for m in messages if m["type"] == "delta")
+
+
+async def until_end(ws: ClientConnection, within: float = 10.0) -> list[dict[str, Any]]:
+    """What a bare connection receives up to and including an `end` (each message bounded)."""
+    messages: list[dict[str, Any]] = []
+    while not messages or messages[-1]["type"] != "end":
+        messages.append(json.loads(await asyncio.wait_for(ws.recv(), within)))
+    return messages
+
+
+async def nothing_more(ws: ClientConnection, within: float = 1.0) -> None:
+    """Nothing else arrives on `ws` for `within` seconds."""
+    try:
+        extra = await asyncio.wait_for(ws.recv(), within)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected message: {extra!r}")

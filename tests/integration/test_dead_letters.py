@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection
 
 from devstack.gateway_events import LambdaContext
 from devstack.stack import load_function_module
@@ -24,6 +23,7 @@ from streaming_proxy.service import StreamService
 from streaming_proxy.streams import StreamRecord, StreamStore
 from tests.integration import test_gateway as gateway_tests
 from tests.integration.test_gateway import TABLE, Gateway, connection_id_of, open_client, token
+from tests.wsclient import nothing_more, until_end
 
 moto_endpoint = gateway_tests.moto_endpoint
 env = gateway_tests.env
@@ -91,18 +91,6 @@ def dead_letter(stream_id: str, condition: str = "EventAgeExceeded", kind: str =
     return json.dumps(record)
 
 
-async def received(ws: ClientConnection) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while not messages or messages[-1]["type"] != "end":
-        messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-    return messages
-
-
-async def nothing_more(ws: ClientConnection) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), 1.0)
-
-
 async def test_an_event_that_aged_out_fails_the_stream_and_tells_the_subscribers(
     gateway: Gateway, handle: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -115,7 +103,7 @@ async def test_an_event_that_aged_out_fails_the_stream_and_tells_the_subscribers
                 "batchItemFailures": []
             }
             assert await handle(dead_letter("st_aged")) == {"batchItemFailures": []}
-        messages = await received(ws)
+        messages = await until_end(ws)
         await nothing_more(ws)
     assert [(m["type"], m["seq"]) for m in messages] == [
         ("threadInfo", 0),
@@ -141,7 +129,7 @@ async def test_a_relay_that_died_mid_stream_ends_after_what_it_sent(
     async with open_client(gateway, token("room")) as ws:
         await connection_id_of(ws)
         assert await handle(dead_letter("st_died", "RetriesExhausted")) == {"batchItemFailures": []}
-        messages = await received(ws)
+        messages = await until_end(ws)
     # No second threadInfo: the relay sent one. seq goes on from the last snapshot.
     assert [(m["type"], m["seq"]) for m in messages] == [("error", 5), ("end", 6)]
     record = streams().get("st_died", text=True)
@@ -155,7 +143,7 @@ async def test_a_chat_stream_gets_no_thread_info(
     async with open_client(gateway, token("room")) as ws:
         await connection_id_of(ws)
         await handle(dead_letter("st_chat", kind="chat"))
-        messages = await received(ws)
+        messages = await until_end(ws)
     assert [m["type"] for m in messages] == ["error", "end"]
 
 
@@ -192,7 +180,7 @@ async def test_malformed_records_are_logged_and_dropped_and_the_rest_handled(
         await connection_id_of(ws)
         with caplog.at_level(logging.INFO):
             answer = await handle("not json", no_job, no_id, dead_letter("st_among_bad"))
-        messages = await received(ws)
+        messages = await until_end(ws)
     assert answer == {"batchItemFailures": []}
     assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
     dropped = [r for r in caplog.records if r.getMessage() == "malformed dead letter dropped"]

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection
 
 from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
@@ -25,6 +24,7 @@ from streaming_proxy.service import StreamService
 from tests.fake_llm import TEXT, FakeLlm
 from tests.integration import test_gateway as gateway_tests
 from tests.integration.test_gateway import Gateway, connection_id_of, open_client, token
+from tests.wsclient import nothing_more, until_end
 
 moto_endpoint = gateway_tests.moto_endpoint
 env = gateway_tests.env
@@ -80,18 +80,6 @@ def client_of(service: StreamService) -> httpx.AsyncClient:
     app = create_app()
     app.state.service = service
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
-
-
-async def until_end(ws: ClientConnection) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while not messages or messages[-1]["type"] != "end":
-        messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-    return messages
-
-
-async def nothing_more(ws: ClientConnection) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), 1.0)
 
 
 def provider_calls(fake_llm: FakeLlm) -> int:
