@@ -318,7 +318,8 @@ def dashboard() -> dict[str, Any]:
     template = load_template()
     known = set(template["Resources"]) | set(template["Parameters"])
     for name in re.findall(r"\$\{([^}]+)\}", body):
-        assert name in known or name.startswith("AWS::"), f"dashboard names unknown ${{{name}}}"
+        resource = name.split(".", 1)[0]  # `${Queue.QueueName}`: an attribute of a resource
+        assert resource in known or name.startswith("AWS::"), f"dashboard names unknown ${{{name}}}"
     parsed: dict[str, Any] = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
     return parsed
 
@@ -343,6 +344,8 @@ def test_dashboard_shows_the_key_graphs() -> None:
         '"ConsumedWriteCapacityUnits"',
         '"ReadThrottleEvents"',
         '"WriteThrottleEvents"',
+        '"NumberOfMessagesSent"',
+        '"DestinationDeliveryFailures"',
     ):
         assert metric in text, f"dashboard lacks {metric}"
     for widget in widgets:
