@@ -9,9 +9,9 @@ new messages, the tool rounds and the answer, and releases the thread, in one wr
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .config import Settings
 from .contract import Message, Payload
@@ -21,7 +21,16 @@ from .observability import get_logger
 from .outcome import StreamOutcome
 from .threads import RunStart, RunStatus, ThreadStore, new_run_id, new_thread_id
 
-Store = Callable[..., Awaitable[Any]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """A blocking store call, run off the event loop (`StreamService.store`)."""
+
+    async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+
 # A run's lease outlives its stream (total timeout) by this much; then another run may take it.
 LEASE_MARGIN_SECONDS = 60
 

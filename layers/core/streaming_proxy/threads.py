@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import Messages, pack, unpack
-from .tablekeys import MSG, RUN, batch_write, msg_sk, now_epoch, thread_key, thread_pk
+from .tablekeys import MSG, RUN, batch_write, now_epoch, thread_key, thread_pk
+from .threadwrites import RunStart, RunStatus, append, take
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-RunStatus = Literal["running", "done", "failed", "cancelled"]
+__all__ = [
+    "RunRecord",
+    "RunStart",
+    "RunStatus",
+    "ThreadMeta",
+    "ThreadStore",
+    "new_run_id",
+    "new_thread_id",
+    "thread_not_found",
+]
+
 # One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
 MAX_ITEMS_PER_RUN = 48
 
@@ -59,19 +70,6 @@ class RunRecord:
     status: RunStatus
 
 
-@dataclass(frozen=True, slots=True)
-class RunStart:
-    """A run about to take its thread: `new` creates the thread; the lease ends at
-    `lease_until`; every item written lives `ttl_seconds` from now."""
-
-    thread_id: str
-    run_id: str
-    stream_id: str
-    new: bool
-    lease_until: int
-    ttl_seconds: int
-
-
 class ThreadStore:
     """Reads and writes threads; all methods are blocking (call them via the DB pool)."""
 
@@ -88,51 +86,17 @@ class ThreadStore:
     def start_run(self, app_id: str, start: RunStart) -> None:
         """Take the thread for a run (creating it when `start.new`): Conflict (409) while
         another run holds it, NotFound when it does not exist (or is another app's)."""
-        now = now_epoch()
-        expires = {"N": str(now + start.ttl_seconds)}
-        key = thread_key(app_id, start.thread_id)
-        lease = {
-            ":run": {"S": start.run_id},
-            ":lease": {"N": str(start.lease_until)},
-            ":now": {"N": str(now)},
-            ":exp": expires,
-        }
-        meta: dict[str, Any]
-        if start.new:
-            item = {**key, "createdAt": {"N": str(now)}}
-            item |= {"msgCount": {"N": "0"}, "updatedAt": {"N": str(now)}, "expiresAt": expires}
-            item |= {"activeRun": {"S": start.run_id}, "leaseUntil": lease[":lease"]}
-            meta = {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
-        else:
-            meta = {
-                "Update": {
-                    "Key": key,
-                    "UpdateExpression": "SET activeRun = :run, leaseUntil = :lease, "
-                    "updatedAt = :now, expiresAt = :exp",
-                    "ConditionExpression": "attribute_exists(pk) AND "
-                    "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
-                    "ExpressionAttributeValues": lease,
-                }
-            }
-        run = thread_key(app_id, start.thread_id, RUN + start.run_id)
-        run |= {"streamId": {"S": start.stream_id}, "status": {"S": "running"}}
-        run |= {"createdAt": {"N": str(now)}, "expiresAt": expires}
-        try:
-            self._transact(meta, run)
-        except _Refused:
-            if self.meta(app_id, start.thread_id) is None:
-                raise thread_not_found(start.thread_id) from None
-            raise Conflict(
-                f"thread {start.thread_id} has a run in progress; wait for its end or stop it "
-                "(POST /stream/create/assistants/stop)"
-            ) from None
+        if self._transact(take(self._table, app_id, start, now_epoch())):
+            return
+        if self.meta(app_id, start.thread_id) is None:
+            raise thread_not_found(start.thread_id)
+        raise Conflict(
+            f"thread {start.thread_id} has a run in progress; wait for its end or stop it "
+            "(POST /stream/create/assistants/stop)"
+        )
 
     def finish_run(
-        self,
-        app_id: str,
-        start: RunStart,
-        messages: Messages,
-        status: RunStatus,
+        self, app_id: str, start: RunStart, messages: Messages, status: RunStatus
     ) -> bool:
         """Append the run's messages and release the thread, in one transaction; False when
         the run no longer holds it (its lease expired and another run took it, or the thread
@@ -140,43 +104,14 @@ class ThreadStore:
         meta = self.meta(app_id, start.thread_id)
         if meta is None or meta.active_run != start.run_id:
             return False
-        first = _next_item(self._db, self._table, app_id, start.thread_id)
         datas = pack(messages)
         if len(datas) > MAX_ITEMS_PER_RUN:
             raise PayloadTooLarge("the run's messages are too large to store in its thread")
-        now = now_epoch()
-        expires = {"N": str(now + start.ttl_seconds)}
-        actions: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": thread_key(app_id, start.thread_id),
-                    "UpdateExpression": "SET msgCount = msgCount + :count, updatedAt = :now, "
-                    "expiresAt = :exp REMOVE activeRun, leaseUntil",
-                    "ConditionExpression": "activeRun = :run",
-                    "ExpressionAttributeValues": {
-                        ":count": {"N": str(len(messages))},
-                        ":now": {"N": str(now)},
-                        ":exp": expires,
-                        ":run": {"S": start.run_id},
-                    },
-                }
-            },
-            _run_status(self._table, app_id, start, status, expires),
-        ]
-        for offset, data in enumerate(datas):
-            item = thread_key(app_id, start.thread_id, msg_sk(first + offset))
-            item |= {"run": {"S": start.run_id}, "parts": {"N": str(len(datas))}}
-            item |= {"data": {"S": data}, "expiresAt": expires}
-            put = {"TableName": self._table, "Item": item}
-            actions.append({"Put": put | {"ConditionExpression": "attribute_not_exists(pk)"}})
-        try:
-            self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                return False
-            raise
-        return True
+        first = _next_item(self._db, self._table, app_id, start.thread_id)
+        actions = append(
+            self._table, app_id, start, datas, len(messages), status, first, now_epoch()
+        )
+        return self._transact(actions)
 
     def messages(self, app_id: str, thread_id: str) -> Messages:
         """Every message of the thread still within its TTL, oldest first."""
@@ -232,22 +167,15 @@ class ThreadStore:
                 return items
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _transact(self, meta: dict[str, Any], run: dict[str, Any]) -> None:
-        kind, action = next(iter(meta.items()))
-        items = [
-            {kind: {**action, "TableName": self._table}},
-            {"Put": {"TableName": self._table, "Item": run}},
-        ]
+    def _transact(self, actions: list[dict[str, Any]]) -> bool:
+        """Send one transaction; False when one of its conditions did not hold."""
         try:
-            self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                raise _Refused from e
+                return False
             raise
-
-
-class _Refused(Exception):
-    """A transaction's condition did not hold."""
+        return True
 
 
 def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:
@@ -274,17 +202,3 @@ def _next_item(db: DynamoDBClient, table: str, app_id: str, thread_id: str) -> i
     )
     items = page.get("Items", [])
     return int(items[0]["sk"]["S"].removeprefix(MSG)) + 1 if items else 0
-
-
-def _run_status(
-    table: str, app_id: str, start: RunStart, status: RunStatus, expires: dict[str, str]
-) -> dict[str, Any]:
-    return {
-        "Update": {
-            "TableName": table,
-            "Key": thread_key(app_id, start.thread_id, RUN + start.run_id),
-            "UpdateExpression": "SET #status = :status, expiresAt = :exp",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {":status": {"S": status}, ":exp": expires},
-        }
-    }
