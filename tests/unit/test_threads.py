@@ -138,25 +138,28 @@ def store(aws_env: None) -> Iterator[ThreadStore]:
     yield ThreadStore(boto3.client("dynamodb", region_name="us-east-1"), MOTO_TABLE)
 
 
-def start(run: str, *, new: bool = False, lease: int = 600) -> RunStart:
+def start(
+    run: str, *, new: bool = False, lease: int = 600, channels: tuple[str, ...] = ()
+) -> RunStart:
     return RunStart(
         thread_id="thread_testthread1", run_id=run, stream_id="st_" + run, new=new,
-        lease_until=int(time.time()) + lease, ttl_seconds=3600,
+        lease_until=int(time.time()) + lease, ttl_seconds=3600, channels=channels,
     )  # fmt: skip
 
 
 def test_one_run_at_a_time_and_the_next_after_it_ends(store: ThreadStore) -> None:
-    store.start_run("app", start("run_a", new=True))
+    store.start_run("app", start("run_a", new=True, channels=("user-1",)))
     with pytest.raises(Conflict):
         store.start_run("app", start("run_b"))
     assert store.finish_run("app", start("run_a"), [user("q"), assistant("a")], "done")
-    store.start_run("app", start("run_b"))
+    store.start_run("app", start("run_b", channels=("user-1", "tab|c1")))
     assert store.finish_run("app", start("run_b"), [user("q2")], "cancelled")
     assert store.messages("app", "thread_testthread1") == [user("q"), assistant("a"), user("q2")]
     run = store.run("app", "thread_testthread1", "run_b")
     assert run is not None and (run.stream_id, run.status) == ("st_run_b", "cancelled")
     meta = store.meta("app", "thread_testthread1")
     assert meta is not None and meta.message_count == 3 and meta.active_run is None
+    assert meta.channels == {"user-1", "tab|c1"}  # every channel its runs published to
 
 
 def test_a_crashed_runs_lease_expires_and_its_late_finish_writes_nothing(

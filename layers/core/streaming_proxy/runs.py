@@ -91,7 +91,9 @@ class ThreadRuns:
         by_model = self._settings.thread_context_tokens_by_model
         return by_model.get(model or "", self._settings.thread_context_tokens)
 
-    async def begin(self, app_id: str, payload: Payload, stream_id: str) -> Begun:
+    async def begin(
+        self, app_id: str, payload: Payload, stream_id: str, channels: Sequence[str] = ()
+    ) -> Begun:
         """Take the payload's thread (or a new one) for a new run; 404 for an unknown (or
         another app's) thread, 409 while another run holds it."""
         settings = self._settings
@@ -102,6 +104,7 @@ class ThreadRuns:
             new=payload.thread_id is None,
             lease_until=int(time.time() + settings.total_timeout_seconds + LEASE_MARGIN_SECONDS),
             ttl_seconds=settings.thread_ttl_days * 86_400,
+            channels=tuple(channels),
         )
         await self._store(self.threads.start_run, app_id, start)
         added = [m.model_dump(exclude_none=True) for m in payload.messages]

@@ -58,6 +58,8 @@ class ThreadMeta:
     message_count: int
     active_run: str | None
     lease_until: int
+    # Every channel a run of the thread published to.
+    channels: frozenset[str] = frozenset()
 
     def busy(self, now: int) -> bool:
         return self.active_run is not None and self.lease_until >= now
@@ -187,6 +189,7 @@ def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:
         message_count=int(item.get("msgCount", {}).get("N", "0")),
         active_run=run,
         lease_until=int(item.get("leaseUntil", {}).get("N", "0")),
+        channels=frozenset(item.get("channels", {}).get("SS", [])),
     )
 
 

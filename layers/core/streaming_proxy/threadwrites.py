@@ -24,6 +24,9 @@ class RunStart:
     new: bool
     lease_until: int
     ttl_seconds: int
+    # The channels the run publishes to: the thread remembers every one (a page holding a
+    # subscribe token for one of them may read the thread).
+    channels: tuple[str, ...] = ()
 
 
 def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
@@ -37,21 +40,24 @@ def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
         item = {**key, "createdAt": {"N": str(now)}, "updatedAt": {"N": str(now)}}
         item |= {"msgCount": {"N": "0"}, "expiresAt": expires}
         item |= {"activeRun": {"S": start.run_id}, "leaseUntil": lease}
+        if start.channels:
+            item["channels"] = {"SS": sorted(set(start.channels))}
         meta = {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
     else:
+        values: dict[str, Any] = {":run": {"S": start.run_id}, ":lease": lease}
+        values[":now"] = {"N": str(now)}
+        values[":exp"] = expires
+        update = "SET activeRun = :run, leaseUntil = :lease, updatedAt = :now, expiresAt = :exp"
+        if start.channels:
+            update += " ADD channels :channels"
+            values[":channels"] = {"SS": sorted(set(start.channels))}
         meta = {
             "Update": {
                 "Key": key,
-                "UpdateExpression": "SET activeRun = :run, leaseUntil = :lease, "
-                "updatedAt = :now, expiresAt = :exp",
+                "UpdateExpression": update,
                 "ConditionExpression": "attribute_exists(pk) AND "
                 "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
-                "ExpressionAttributeValues": {
-                    ":run": {"S": start.run_id},
-                    ":lease": lease,
-                    ":now": {"N": str(now)},
-                    ":exp": expires,
-                },
+                "ExpressionAttributeValues": values,
             }
         }
     run = thread_key(app_id, start.thread_id, RUN + start.run_id)

@@ -92,7 +92,7 @@ async def _on_thread(service: StreamService, body: StreamRequest, job: StreamJob
             "payload.thread_id: threads are for /llm/query and /stream/create/assistants",
             fields=[{"field": "payload.thread_id", "message": "not accepted on Chat"}],
         )
-    begun = await service.runs.begin(job.app_id, body.payload, job.stream_id)
+    begun = await service.runs.begin(job.app_id, body.payload, job.stream_id, job.channels)
     body = body.model_copy(update={"payload": begun.payload})
     return _job(service, body, job.app_id, job.kind, job.stream_id).model_copy(
         update={"thread": begun.thread}
