@@ -5,6 +5,7 @@ with the app key, and never reach another app."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -112,6 +113,9 @@ async def test_mock_turns_and_stream_false_answer_in_klai_shape(stack: Stack) ->
         assert done["threadId"] == ack["threadId"] and done["runId"] != ack["runId"]
         # The mock counts the prompt it got: the second run's held the first turn.
         assert done["usage"]["prompt_tokens"] > first[-1]["usage"]["prompt_tokens"]
+        ids = {"threadId": ack["threadId"], "runId": ack["runId"]}
+        stop = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert stop.status_code == 200 and stop.json()["status"] == "done"  # graceful
         stored = await history(stack, ack["threadId"])
         assert [m["content"] for m in stored] == [
             "first question",
@@ -300,3 +304,24 @@ async def test_llm_query_keeps_a_thread_too(stack: Stack, fake_llm: FakeLlm) -> 
         assert chat.status_code == 400
     finally:
         await sub.close()
+
+
+async def test_a_run_streams_back_as_sse_with_its_thread_and_run(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        r = await client.post(
+            "/stream/create/assistants",
+            json=run_body("thread-sse", "over sse"),
+            headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+        )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in r.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    info = events[0]["content"]
+    assert events[0]["type"] == "threadInfo" and info["assistantThreadId"].startswith("thread_")
+    assert "".join(e["content"] for e in events if e["type"] == "delta") == "over sse"
+    assert events[-1]["type"] == "end"
+    stored = await history(stack, info["assistantThreadId"])
+    assert [m["content"] for m in stored] == ["over sse", "over sse"]
