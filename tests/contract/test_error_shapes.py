@@ -168,7 +168,6 @@ KLAI = {
     "upstream_error_provider_html_502": Case(
         "upstream_error", 502, klai("/llm/query", klai_query("anthropic", "fake-echo-html"))
     ),
-    "not_supported": Case("not_supported", 501, klai("/stream/create/assistants", {})),
     "model_not_allowed": Case(
         "model_not_allowed",
         403,
@@ -321,7 +320,6 @@ def test_the_tables_cover_every_error_kind_the_product_can_answer() -> None:
     klai_only = {
         "forbidden",
         "conflict",
-        "not_supported",
         "unknown_provider",
         "provider_key_refused",
     }

@@ -19,7 +19,7 @@ from .rules import Operation, Request
 # Each spelling of a sampling setting -> the setting (providers/sampling.py reads them all).
 SETTING_OF = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 
-KLAI_STREAM_OPERATIONS = {"chatStream", "llmQuery"}
+KLAI_STREAM_OPERATIONS = {"chatStream", "llmQuery", "assistantsStream"}
 # Mock providerArgs that inject failures: real upstream-style 5xx answers, not what is fuzzed here.
 MOCK_FAILURE_ARGS = ("failAfter", "failBeforeFirstByte", "failStatus")
 
@@ -230,8 +230,17 @@ SHAPES: dict[str, Shape] = {
         {"channels": ["fuzz-http"], "actionName": "onFuzz", "message": {"text": "fuzz"}},
         ("apiKey", "channels", "channels.0", "actionName", "message", "extra"),
     ),
-    "assistantsStream": Shape({}, ("threadId", "extra")),
-    "assistantsStop": Shape({"threadId": "t", "runId": "r"}, ("threadId", "runId")),
+    "assistantsStream": Shape(
+        mock_request(["fuzz-http"]),
+        (*KLAI_STREAM_FIELDS, "payload.thread_id", "payload.instructions"),
+    ),
+    "assistantsStop": Shape(
+        {"threadId": "thread_fuzzNobodyHas1", "runId": "run_fuzzNobodyHas1"},
+        ("apiKey", "threadId", "runId", "extra"),
+    ),
+    # No body: the thread's id is in the path (PATH_PARAMETERS).
+    "threadMessages": Shape({}, ()),
+    "deleteThread": Shape({}, ()),
     "createChatCompletion": Shape(
         {
             "model": "mock/echo",
@@ -260,6 +269,11 @@ SHAPES: dict[str, Shape] = {
             "providerArgs.text",
         ),
     ),
+}
+# Path parameters of the hand-written requests: a well-formed thread id no app has.
+PATH_PARAMETERS: dict[str, dict[str, str]] = {
+    "threadMessages": {"thread_id": "thread_fuzzNobodyHas1"},
+    "deleteThread": {"thread_id": "thread_fuzzNobodyHas1"},
 }
 # Raw bodies no JSON encoder writes. Each must be refused (400/413), never crash a route.
 RAW_BODIES = [

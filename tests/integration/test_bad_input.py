@@ -191,10 +191,12 @@ def test_private_tab_channels_cannot_be_granted_by_a_token(stack: Stack) -> None
 
 
 @pytest.mark.parametrize("path", ["/stream/create/assistants", "/stream/create/assistants/stop"])
-def test_the_assistants_routes_authenticate_before_answering(stack: Stack, path: str) -> None:
+def test_the_assistants_routes_authenticate_before_reading_the_body(
+    stack: Stack, path: str
+) -> None:
     anonymous = httpx.post(f"{stack.http}{path}", json={}, timeout=10)
     assert_klai_error(anonymous, 401, "unauthorized")
-    assert_klai_error(post(stack, path, {}), 501, "not_supported")
+    assert_klai_error(post(stack, path, {}), 400, "invalid_request")
 
 
 async def test_dynamodb_unavailable_at_register_is_a_clear_503(tmp_path: Path) -> None:

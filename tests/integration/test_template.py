@@ -27,6 +27,8 @@ CONTRACT_ROUTES = {
     ("POST", "/stream/create"),
     ("POST", "/stream/create/assistants"),
     ("POST", "/stream/create/assistants/stop"),
+    ("GET", "/threads/{thread_id}/messages"),
+    ("DELETE", "/threads/{thread_id}"),
     ("POST", "/llm/query"),
     ("POST", "/llm/query/stop"),
     ("POST", "/llm/tool-response"),

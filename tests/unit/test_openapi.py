@@ -17,14 +17,15 @@ from pydantic import BaseModel
 
 from devstack.template import load_template
 from streaming_proxy import errors, relay
-from streaming_proxy.api import klai
+from streaming_proxy.api import klai, threads
 from streaming_proxy.api.app import routes
 from streaming_proxy.api.messages import MessageSendRequest
 from streaming_proxy.channels.session import ACTIONS
-from streaming_proxy.contract import StopRequest, StreamRequest, TokenRequest
-from streaming_proxy.jobs import StreamKind
+from streaming_proxy.contract import RunStopRequest, StopRequest, StreamRequest, TokenRequest
+from streaming_proxy.jobs import StreamJob, StreamKind, ThreadRun
 from streaming_proxy.openai_format import ChatCompletionRequest
 from streaming_proxy.streams import StreamStatus
+from streaming_proxy.threads import RunStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -40,11 +41,13 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/channels/token": TokenRequest,
     "/stream/create": StreamRequest,
     "/llm/query": StreamRequest,
+    "/stream/create/assistants": StreamRequest,
+    "/stream/create/assistants/stop": RunStopRequest,
     "/llm/query/stop": StopRequest,
     "/message/send": MessageSendRequest,
     "/v1/chat/completions": ChatCompletionRequest,
 }
-KLAI_STREAM_PATHS = ("/stream/create", "/llm/query")
+KLAI_STREAM_PATHS = ("/stream/create", "/llm/query", "/stream/create/assistants")
 ENVELOPE_TYPES = {"threadInfo", "delta", "thinking", "function_call", "llmToolCall", "error", "end"}
 # Statuses that never reach an HTTP caller: 410 (a gone WebSocket), 499 (a cancelled stream),
 # 500 (kept generic, and not part of the contract's list).
@@ -294,6 +297,26 @@ def test_request_examples_are_accepted_by_the_model(path: str) -> None:
         REQUEST_MODELS[path].model_validate(example)
 
 
+def ack_job(kind: StreamKind, thread: bool = False) -> StreamJob:
+    run = ThreadRun(
+        thread_id="thread_example1",
+        run_id="run_example1",
+        new=True,
+        lease_until=0,
+        ttl_seconds=60,
+        added=[],
+    )
+    return StreamJob(
+        stream_id="st_example",
+        app_id="dev",
+        kind=kind,
+        action_name="onLlmMessage",
+        payload={"messages": [{"role": "user", "content": "hi"}]},
+        flush_interval_ms=0,
+        thread=run if thread else None,
+    )
+
+
 def test_acknowledgements_match_what_the_handlers_answer() -> None:
     schemas = spec()["components"]["schemas"]
     kinds: tuple[tuple[StreamKind, str], ...] = (("chat", "ChatAck"), ("llm", "LlmQueryAck"))
@@ -301,13 +324,18 @@ def test_acknowledgements_match_what_the_handlers_answer() -> None:
     assert statuses == list(get_args(StreamStatus))
     for kind, name in kinds:
         for status in statuses:
-            answer = klai._ack(kind, "st_example", status)
+            answer = klai._ack(ack_job(kind), status)
             assert set(schemas[name]["required"]) == set(answer)
-            assert set(schemas[name]["properties"]) == set(answer)
             message = answer["message"] if kind == "chat" else answer["data"]["message"]
             assert message in schemas["AckMessage"]["enum"]
-    data = klai._ack("llm", "st_example", "pending")["data"]
+    threaded = klai._ack(ack_job("llm", thread=True), "streaming")
+    assert set(schemas["LlmQueryAck"]["properties"]) == set(threaded)
+    assert set(schemas["ChatAck"]["properties"]) == set(klai._ack(ack_job("chat"), "done"))
+    data = klai._ack(ack_job("llm"), "pending")["data"]
     assert set(schemas["LlmQueryAck"]["properties"]["data"]["required"]) == set(data)
+    created = threads.run_created(ack_job("assistants", thread=True), "pending")
+    assert set(schemas["AssistantsAck"]["properties"]) == set(created)
+    assert set(schemas["AssistantsAck"]["required"]) == set(created)
 
 
 def error_statuses() -> set[int]:
@@ -326,9 +354,11 @@ def responses_of(path: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", [*KLAI_STREAM_PATHS, "/v1/chat/completions"])
 def test_stream_routes_document_every_error_status(path: str) -> None:
-    # 501 is the Assistants routes' own, 409 the tool-response route's own.
-    statuses = error_statuses() - {errors.NotSupported.status, errors.Conflict.status}
-    assert statuses <= {400, 401, 403, 404, 413, 429, 502, 503, 504}
+    # 409 is a run on a busy thread: the routes that take threads only.
+    statuses = error_statuses()
+    if path in ("/stream/create", "/v1/chat/completions"):
+        statuses -= {errors.Conflict.status}
+    assert statuses <= {400, 401, 403, 404, 409, 413, 429, 502, 503, 504}
     documented = {int(code) for code in responses_of(path) if code != "200"}
     assert documented == statuses
     shape = "OpenAIError" if path.startswith("/v1/") else "Error"
@@ -339,12 +369,16 @@ def test_stream_routes_document_every_error_status(path: str) -> None:
         assert schema == {"$ref": f"#/components/schemas/{shape}"}, (path, code)
 
 
-@pytest.mark.parametrize("path", ["/stream/create/assistants", "/stream/create/assistants/stop"])
-def test_assistants_routes_authenticate_then_answer_not_supported(path: str) -> None:
-    # The body is read for the app key only: not JSON 400, too large 413, no key 401.
-    assert set(responses_of(path)) == {"400", "401", "413", str(errors.NotSupported.status)}
-    response = resolve(responses_of(path)["501"])
-    assert errors.NotSupported.kind in response["description"]
+def test_thread_routes_document_their_answers() -> None:
+    paths = spec()["paths"]
+    stop = paths["/stream/create/assistants/stop"]["post"]["responses"]
+    assert set(stop) == {"200", "400", "401", "404", "413", "503"}
+    status = pointer("#/components/schemas/RunStopResult")["properties"]["status"]
+    assert set(status["enum"]) == {"cancelling", *get_args(RunStatus)} - {"running"}
+    read = paths["/threads/{thread_id}/messages"]["get"]["responses"]
+    assert set(read) == {"200", "400", "401", "404", "503"}
+    erase = paths["/threads/{thread_id}"]["delete"]["responses"]
+    assert set(erase) == {"200", "401", "404", "409", "503"}
 
 
 def test_stop_answers_200_for_stopped_and_not_found() -> None:

@@ -162,6 +162,14 @@ class Settings(BaseSettings):
     token_default_ttl_seconds: int = 3600
     token_max_ttl_seconds: int = 86_400
 
+    # Threads (threads.py): kept this many days after their last run; the history a run
+    # sends is trimmed to a token budget (estimated), per model when named here.
+    thread_ttl_days: int = Field(default=30, ge=1, le=3650)
+    thread_context_tokens: int = Field(default=16_000, ge=256)
+    thread_context_tokens_by_model: dict[str, Annotated[int, Field(ge=256)]] = Field(
+        default_factory=dict
+    )
+
     log_level: str = "INFO"
     # USD per million tokens per provider and model, for each stream's estimated cost
     # (prices.py): {"openai": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}. Empty: no cost.

@@ -157,6 +157,10 @@ class Tool(BaseModel):
 ToolChoice = Annotated[native.ToolChoiceValue | None, BeforeValidator(native.tool_choice)]
 
 
+ThreadId = Annotated[str, Field(pattern=r"^thread_[A-Za-z0-9_-]{8,64}$")]
+RunId = Annotated[str, Field(pattern=r"^run_[A-Za-z0-9_-]{8,64}$")]
+
+
 class Payload(BaseModel):
     """The LLM request inside a Klai body."""
 
@@ -171,6 +175,11 @@ class Payload(BaseModel):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice = Field(default=None, alias="toolChoice")
     generation_config: dict[str, Any] | None = Field(default=None, alias="generationConfig")
+    # A thread to continue (threads.py): Assistants and LLM Query; absent -> a new thread
+    # (Assistants) or none (LLM Query).
+    thread_id: ThreadId | None = None
+    # A system message sent before the thread's history on this run, never stored in it.
+    instructions: str | None = Field(default=None, max_length=256_000)
 
     @field_validator("api_key")
     @classmethod
@@ -234,6 +243,16 @@ class StopRequest(BaseModel):
     stream_id: str = Field(alias="streamId", min_length=1, max_length=128)
     # A page stops with its subscribe token instead of the app key (Klai's llmQueryStop).
     token: StrictStr | None = None
+
+
+class RunStopRequest(BaseModel):
+    """Body of `POST /stream/create/assistants/stop` (Klai): both ids required."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, alias="apiKey")
+    thread_id: ThreadId = Field(alias="threadId")
+    run_id: RunId = Field(alias="runId")
 
 
 class TokenRequest(BaseModel):

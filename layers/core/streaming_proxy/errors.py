@@ -294,10 +294,3 @@ def upstream_http_status(upstream_status: int | None) -> int:
     if upstream_status == 504:
         return 504
     return 502
-
-
-class NotSupported(ProxyError):
-    """A contract endpoint this deployment does not offer."""
-
-    status = 501
-    kind = "not_supported"

@@ -12,7 +12,22 @@ from .events import is_frontend
 from .providers.base import LlmRequest
 from .providers.sampling import Source, normalise
 
-StreamKind = Literal["chat", "llm", "openai"]
+StreamKind = Literal["chat", "llm", "openai", "assistants"]
+
+
+class ThreadRun(BaseModel):
+    """The thread a stream runs on (threads.py): its run, the run's lease, and the messages
+    the request added, stored with the answer when the run ends (runs.py)."""
+
+    thread_id: str
+    run_id: str
+    new: bool
+    lease_until: int
+    ttl_seconds: int
+    added: list[dict[str, Any]]
+    # What trimming the history to its budget left out (history.py), for the run's log.
+    dropped: int = 0
+    tokens: int = 0
 
 
 class StreamJob(BaseModel):
@@ -28,6 +43,8 @@ class StreamJob(BaseModel):
     # The tool loop (tools/loop.py): rounds it may run, and how long a frontend tool waits.
     max_tool_rounds: int = Field(default=0, ge=0)
     tool_timeout_seconds: float = Field(default=90.0, gt=0)
+    # Set when the stream is a run on a thread (Assistants, or LLM Query with thread_id).
+    thread: ThreadRun | None = None
 
     @property
     def runs_tools(self) -> bool:

@@ -71,8 +71,11 @@ class Relay:
         gate: StartGate | None = None,
         progress: Callable[[], tuple[str, int]] | None = None,
         registration: Awaitable[None] | None = None,
+        closing: Callable[[StreamOutcome], Awaitable[None]] | None = None,
     ) -> None:
         self.job = job
+        # Runs with the outcome just before `end` (a thread run stores what was said).
+        self._closing = closing
         self.gate: StartGate = gate or AnsweredByOutcome()
         self._observers = list(observers)
         self._provider = provider
@@ -289,8 +292,13 @@ class Relay:
         await self._thread_info()
 
     async def _thread_info(self) -> None:
-        if self.job.kind != "chat":
-            await self._emit("threadInfo", content={"streamId": self.job.stream_id})
+        if self.job.kind == "chat":
+            return
+        content = {"streamId": self.job.stream_id}
+        thread = self.job.thread
+        if thread is not None:
+            content |= {"assistantThreadId": thread.thread_id, "runId": thread.run_id}
+        await self._emit("threadInfo", content=content)
 
     async def _handle(self, event: StreamEvent) -> None:
         if isinstance(event, ToolCallsReady | ToolsWaiting | RoundStarted):
@@ -390,6 +398,8 @@ class Relay:
             await self._step("function_call", self._emit("function_call", content=content))
         if outcome.error is not None:
             await self._step("error", self._emit("error", error=error_object(outcome.error)))
+        if self._closing is not None:
+            await self._step("closing", self._closing(outcome))
         await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
         for observer in self._observers:
             await self._step("observer", observer.on_finish(outcome))

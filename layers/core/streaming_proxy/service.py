@@ -32,7 +32,9 @@ from .providers.imagefetch import ImageFetcher
 from .providers.images import INLINED_FOR, ImageInliner, awaiting_fetch
 from .recorder import StreamRecorder
 from .relay import Relay
+from .runs import ThreadRuns
 from .streams import StartError, StreamRecord, StreamStatus, StreamStore
+from .threads import ThreadStore
 from .toolcalls import ToolCallStore
 from .tools.answers import accept_answer
 from .tools.frontend import FrontendTools, LocalAnswers
@@ -103,6 +105,7 @@ class StreamService:
         )
         self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
         self.tool_answers = LocalAnswers()
+        self.runs = ThreadRuns(ThreadStore(client, settings.table_name), self.store, settings)
         self.webhooks = ToolWebhooks(
             self.http,
             timeout_seconds=settings.tool_webhook_timeout_seconds,
@@ -230,9 +233,11 @@ class StreamService:
             if job.channels
             else None
         )
+        # A run on a thread stores the tool loop's rounds and the answer before `end`.
+        rounds: list[dict[str, Any]] | None = [] if job.thread is not None else None
         return Relay(
             job,
-            self._source(job),
+            self._source(job, rounds),
             all_sinks,
             settings=self.settings,
             recorder=recorder,
@@ -241,7 +246,19 @@ class StreamService:
             gate=gate,
             progress=publisher.sent_so_far if publisher else None,
             registration=registration,
+            closing=self._run_closing(job, rounds),
         )
+
+    def _run_closing(
+        self, job: StreamJob, rounds: list[dict[str, Any]] | None
+    ) -> Callable[[StreamOutcome], Awaitable[None]] | None:
+        if job.thread is None or rounds is None:
+            return None
+
+        async def closing(outcome: StreamOutcome) -> None:
+            await self.runs.finish(job, outcome, rounds)
+
+        return closing
 
     def publisher(
         self,
@@ -282,17 +299,17 @@ class StreamService:
 
         return [TokenMeter(add)]
 
-    def _source(self, job: StreamJob) -> EventSource:
+    def _source(self, job: StreamJob, rounds: list[dict[str, Any]] | None = None) -> EventSource:
         """The provider, wrapped in the tool loop when a Klai stream offers tools (the
         OpenAI face leaves tool calls to its caller, as OpenAI does), and in the image
         inliner for providers that take images only as bytes."""
-        source = self._tool_source(job)
+        source = self._tool_source(job, rounds)
         if job.provider not in INLINED_FOR:
             return source
         field = "messages" if job.kind == "openai" else "payload.messages"
         return ImageInliner(source, self.images, field)
 
-    def _tool_source(self, job: StreamJob) -> EventSource:
+    def _tool_source(self, job: StreamJob, rounds: list[dict[str, Any]] | None) -> EventSource:
         provider = self.providers.resolve(job.provider)
         if not job.runs_tools:
             return provider
@@ -304,7 +321,7 @@ class StreamService:
             app.config.tool_webhook if app else None,
             timeout_seconds=job.tool_timeout_seconds,
         )
-        return ToolLoop(provider, runner, max_rounds=job.max_tool_rounds)
+        return ToolLoop(provider, runner, max_rounds=job.max_tool_rounds, transcript=rounds)
 
     async def answer_tool(
         self,

@@ -22,6 +22,9 @@ STREAM = "STREAM#"
 META = "META"
 TOOL = "TOOL#"
 LIMIT = "LIMIT#"
+THREAD = "THREAD#"
+MSG = "MSG#"
+RUN = "RUN#"
 
 T = TypeVar("T")
 
@@ -45,6 +48,21 @@ def tool_key(app_id: str, tool_call_id: str) -> dict[str, Any]:
 def limit_key(app_id: str, window: str) -> dict[str, Any]:
     """One app's counter for one window: `LIMIT#<app>#rpm#<minute>`, `LIMIT#<app>#tpd#<day>`."""
     return {"pk": {"S": f"{LIMIT}{app_id}#{window}"}, "sk": {"S": META}}
+
+
+def thread_pk(app_id: str, thread_id: str) -> dict[str, Any]:
+    """The partition of one app's thread (`THREAD#<app>#<thread>`): its META, its messages
+    (`MSG#<n>`) and its runs (`RUN#<id>`); another app's id names another partition."""
+    return {"S": f"{THREAD}{app_id}#{thread_id}"}
+
+
+def thread_key(app_id: str, thread_id: str, sk: str = META) -> dict[str, Any]:
+    return {"pk": thread_pk(app_id, thread_id), "sk": {"S": sk}}
+
+
+def msg_sk(number: int) -> str:
+    """Message items sort in write order: the number is zero-padded."""
+    return f"{MSG}{number:08d}"
 
 
 def channel_id(app_id: str, channel: str) -> str:

@@ -16,7 +16,7 @@ from ..config import Settings, get_settings
 from ..errors import ProxyError
 from ..observability import get_logger
 from ..service import StreamService
-from . import klai, lambda_events, messages, openai_compat, tokens, tool_response
+from . import klai, lambda_events, messages, openai_compat, threads, tokens, tool_response
 from .answers import error_response
 
 
@@ -59,7 +59,9 @@ def routes() -> list[Route]:
         Route("/channels/token", tokens.channel_token, methods=["POST"]),
         Route("/stream/create", klai.chat, methods=["POST"]),
         Route("/stream/create/assistants", klai.assistants, methods=["POST"]),
-        Route("/stream/create/assistants/stop", klai.assistants, methods=["POST"]),
+        Route("/stream/create/assistants/stop", threads.assistants_stop, methods=["POST"]),
+        Route("/threads/{thread_id}/messages", threads.thread_messages, methods=["GET"]),
+        Route("/threads/{thread_id}", threads.delete_thread, methods=["DELETE"]),
         Route("/llm/query", klai.llm_query, methods=["POST"]),
         Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
         Route("/llm/tool-response", tool_response.tool_response, methods=["POST"]),

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..channels.names import check_targets
 from ..contract import StopRequest, StreamRequest
-from ..errors import NotSupported, ProxyError, ValidationFailed
+from ..errors import ProxyError, ValidationFailed
 from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
 from ..openai_format import completion
@@ -26,6 +26,7 @@ from .answers import (
     service_of,
 )
 from .sse import KlaiSseSink, sse_answer
+from .threads import held, run_created, run_done, run_ids
 
 SETUP_COMPLETE = "Streaming setup complete"
 
@@ -59,19 +60,8 @@ async def llm_query_stop(request: Request) -> Response:
 
 
 async def assistants(request: Request) -> Response:
-    service = service_of(request)
-    try:
-        # Authenticate first: an unauthenticated caller learns nothing about the deployment.
-        data = await read_json(request, service.settings.max_body_bytes, empty_is_object=True)
-        authenticate(request, data)
-    except ProxyError as e:
-        return error_response(e)
-    return error_response(
-        NotSupported(
-            "the Assistants endpoints are not offered by this deployment: use /llm/query "
-            "(OpenAI retired the Assistants API)"
-        )
-    )
+    """Klai's Assistants: a run on a thread (a new one without `payload.thread_id`)."""
+    return await _stream_endpoint(request, "assistants")
 
 
 async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
@@ -85,19 +75,52 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         job = _job(service, body, app.app_id, kind)
         service.check(job)
         await service.admit(job)
-        if not body.payload.stream:
-            return await _complete(service, job, raw=body.options.raw_response)
-        if "text/event-stream" in request.headers.get("accept", ""):
-            return await _sse(service, job)
-        detached = await service.detach(job)  # writes the stream's record first
-        if detached.error is not None:
-            raise detached.error.as_error()
+        if kind == "assistants" or body.payload.thread_id is not None:
+            job = await _on_thread(service, body, job)
+        async with held(service, job):
+            if job.thread is not None:
+                service.check(job)  # the history too must suit the provider
+            return await _answer(request, service, body, job)
     except ProxyError as e:
         return error_response(e, action_name)
-    return JSONResponse(_ack(kind, job.stream_id, detached.status))
 
 
-def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamKind) -> StreamJob:
+async def _on_thread(service: StreamService, body: StreamRequest, job: StreamJob) -> StreamJob:
+    """The job as a run on its thread: instructions, history and the new messages."""
+    if job.kind == "chat":
+        raise ValidationFailed(
+            "payload.thread_id: threads are for /llm/query and /stream/create/assistants",
+            fields=[{"field": "payload.thread_id", "message": "not accepted on Chat"}],
+        )
+    begun = await service.runs.begin(job.app_id, body.payload, job.stream_id, job.channels)
+    body = body.model_copy(update={"payload": begun.payload})
+    return _job(service, body, job.app_id, job.kind, job.stream_id).model_copy(
+        update={"thread": begun.thread}
+    )
+
+
+async def _answer(
+    request: Request, service: StreamService, body: StreamRequest, job: StreamJob
+) -> Response:
+    if not body.payload.stream:
+        return await _complete(service, job, raw=body.options.raw_response)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return await _sse(service, job)
+    detached = await service.detach(job)  # writes the stream's record first
+    if detached.error is not None:
+        raise detached.error.as_error()
+    if job.kind == "assistants":
+        return JSONResponse(run_created(job, detached.status))
+    return JSONResponse(_ack(job, detached.status))
+
+
+def _job(
+    service: StreamService,
+    body: StreamRequest,
+    app_id: str,
+    kind: StreamKind,
+    stream_id: str | None = None,
+) -> StreamJob:
     settings, options = service.settings, body.options
     # The request's own list, whatever it is used for (stream:false publishes nothing).
     check_targets(body.channels, settings.max_channels_per_request)
@@ -111,7 +134,7 @@ def _job(service: StreamService, body: StreamRequest, app_id: str, kind: StreamK
         )
     timeout = options.tool_timeout_seconds or settings.tool_timeout_seconds
     return StreamJob(
-        stream_id=new_stream_id(),
+        stream_id=stream_id or new_stream_id(),
         app_id=app_id,
         kind=kind,
         action_name=body.action_name or "",
@@ -144,20 +167,22 @@ async def _complete(service: StreamService, job: StreamJob, *, raw: bool) -> Res
         outcome = await service.run(service.relay(job))
     if outcome.error is not None:
         return error_response(outcome.error, job.action_name)
+    if job.kind == "assistants":
+        return JSONResponse(run_done(job, outcome))
     model = job.payload.model or job.provider
     data = completion("chatcmpl-" + job.stream_id.removeprefix("st_"), model, outcome)
     if raw:
         data["raw_response"] = frames.as_json()
-    return JSONResponse(
-        {"success": True, "actionName": job.action_name, "streamId": job.stream_id, "data": data}
-    )
+    answer = {"success": True, "actionName": job.action_name, "streamId": job.stream_id}
+    return JSONResponse({**answer, **run_ids(job), "data": data})
 
 
-def _ack(kind: StreamKind, stream_id: str, status: StreamStatus) -> dict[str, Any]:
+def _ack(job: StreamJob, status: StreamStatus) -> dict[str, Any]:
     """Klai's acceptance answer, saying how the stream stands: `complete` only once the
-    provider's first byte came (or the stream is over), `pending` when it had not yet."""
+    provider's first byte came (or the stream is over), `pending` when it had not yet.
+    An LLM Query on a thread also says its `threadId` and `runId`."""
     message = SETUP_COMPLETE if status in ("streaming", "done") else f"Streaming setup {status}"
-    ids = {"streamId": stream_id, "streamStatus": status}
-    if kind == "llm":
+    ids = {"streamId": job.stream_id, "streamStatus": status, **run_ids(job)}
+    if job.kind == "llm":
         return {"success": True, "data": {"message": message, **ids}, **ids}
     return {"success": True, "message": message, **ids}

@@ -155,11 +155,20 @@ class _Totals:
 class ToolLoop:
     """A provider that runs the tools its model asks for, until an answer without tools."""
 
-    def __init__(self, provider: Provider, runner: ToolRunner, *, max_rounds: int) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        runner: ToolRunner,
+        *,
+        max_rounds: int,
+        transcript: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.name = provider.name
         self._provider = provider
         self._runner = runner
         self._max_rounds = max_rounds
+        # Where each round's assistant turn and tool results go too (a thread stores them).
+        self._transcript = transcript
 
     def prepare(self, request: LlmRequest) -> None:
         self._provider.prepare(request)
@@ -197,7 +206,10 @@ class ToolLoop:
             finally:
                 await self._runner.close(calls)
             yield ToolsWaiting(False)
-            messages = [*messages, assistant_turn(turn, calls), *tool_results(calls, results)]
+            rounds = [assistant_turn(turn, calls), *tool_results(calls, results)]
+            if self._transcript is not None:
+                self._transcript.extend(rounds)
+            messages = [*messages, *rounds]
 
 
 def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:

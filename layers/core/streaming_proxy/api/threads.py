@@ -1,0 +1,149 @@
+"""Threads over HTTP: runs' answers and stop (Assistants), reading and erasing a thread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..contract import RunStopRequest, ThreadId
+from ..errors import NotFound, ProxyError, ValidationFailed, field_problems
+from ..jobs import StreamJob
+from ..observability import get_logger
+from ..outcome import StreamOutcome
+from ..service import StreamService
+from ..threads import thread_not_found
+from .answers import authenticate, error_response, parse, read_json, service_of
+
+
+@asynccontextmanager
+async def held(service: StreamService, job: StreamJob) -> AsyncIterator[None]:
+    """Release the job's thread when the request fails before its relay could (a refusal
+    after the run took the thread); a relay that ran has released it already."""
+    try:
+        yield
+    except ProxyError:
+        if job.thread is not None:
+            try:
+                await service.runs.release(job.app_id, job.thread)
+            except ProxyError:
+                get_logger().warning("thread not released", extra={"stream_id": job.stream_id})
+        raise
+
+
+def run_ids(job: StreamJob) -> dict[str, Any]:
+    """`threadId` and `runId` for an answer about a run (nothing without a thread)."""
+    if job.thread is None:
+        return {}
+    return {"threadId": job.thread.thread_id, "runId": job.thread.run_id}
+
+
+def run_created(job: StreamJob, status: str) -> dict[str, Any]:
+    """Klai's Assistants acceptance, plus the stream's id and how it stands."""
+    return {
+        "success": True,
+        **run_ids(job),
+        "status": "created",
+        "streamId": job.stream_id,
+        "streamStatus": status,
+    }
+
+
+def run_done(job: StreamJob, outcome: StreamOutcome) -> dict[str, Any]:
+    """Klai's Assistants `stream:false` answer."""
+    return {
+        "success": True,
+        "data": [{"type": "text", "text": {"value": outcome.text}}],
+        **run_ids(job),
+        "status": "done",
+        "streamId": job.stream_id,
+        "finishReason": outcome.finish_reason,
+        "usage": outcome.usage,
+    }
+
+
+async def assistants_stop(request: Request) -> Response:
+    """Stop a run: an active one is cancelled through its stream; a finished one answers
+    its status (Klai); an unknown run, or another app's, is not_found."""
+    service = service_of(request)
+    try:
+        data = await read_json(request, service.settings.max_body_bytes)
+        app = authenticate(request, data)
+        body = parse(RunStopRequest, data)
+        run = await service.store(service.runs.threads.run, app.app_id, body.thread_id, body.run_id)
+        if run is None:
+            raise NotFound(f"run {body.run_id} not found on thread {body.thread_id}")
+        status: str = run.status
+        if run.status == "running":
+            stopped = await service.stop(run.stream_id, app.app_id)
+            status = "cancelling" if stopped.status == "stopped" else run.status
+    except ProxyError as e:
+        return error_response(e)
+    ids = {"threadId": body.thread_id, "runId": body.run_id, "streamId": run.stream_id}
+    return JSONResponse({"success": True, "status": status, **ids})
+
+
+class _Page(BaseModel):
+    thread_id: ThreadId
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: int = Field(default=0, ge=0)
+
+
+async def thread_messages(request: Request) -> Response:
+    """A page of a thread's messages, oldest first; `nextCursor` while more follow."""
+    service = service_of(request)
+    try:
+        app = authenticate(request, {})
+        page = _page(request)
+        threads = service.runs.threads
+        meta = await service.store(threads.meta, app.app_id, page.thread_id)
+        if meta is None:
+            raise thread_not_found(page.thread_id)
+        messages = await service.store(threads.messages, app.app_id, page.thread_id)
+    except ProxyError as e:
+        return error_response(e)
+    end = page.cursor + page.limit
+    return JSONResponse(
+        {
+            "success": True,
+            "threadId": page.thread_id,
+            "createdAt": meta.created_at,
+            "updatedAt": meta.updated_at,
+            "activeRun": meta.active_run if meta.busy(int(time.time())) else None,
+            "messages": messages[page.cursor : end],
+            "nextCursor": str(end) if end < len(messages) else None,
+        }
+    )
+
+
+async def delete_thread(request: Request) -> Response:
+    """Erase a thread (META, messages, runs); 409 while a run holds it (stop it first)."""
+    service = service_of(request)
+    try:
+        app = authenticate(request, {})
+        thread_id = _page(request).thread_id
+        await service.store(service.runs.threads.delete, app.app_id, thread_id)
+    except ProxyError as e:
+        return error_response(e)
+    return JSONResponse({"success": True, "threadId": thread_id, "deleted": True})
+
+
+def _page(request: Request) -> _Page:
+    query = request.query_params
+    data: dict[str, Any] = {"thread_id": request.path_params["thread_id"]}
+    for name in ("limit", "cursor"):
+        if name in query:
+            data[name] = query[name]
+    try:
+        return _Page.model_validate(data)
+    except ValidationError as e:
+        problems = field_problems(e)
+        for problem in problems:
+            if problem["field"] == "thread_id":
+                raise thread_not_found(str(data["thread_id"])[:80]) from e
+        raise ValidationFailed("invalid query", fields=problems) from e

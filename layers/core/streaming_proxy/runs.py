@@ -1,0 +1,176 @@
+"""ThreadRuns: a stream as a run on a thread, from taking the thread to storing what was said.
+
+`begin` takes the thread (a lease: one run at a time), reads its history, trims it to the
+model's budget and returns the payload the provider gets (instructions, history, the new
+messages). `finish` (called by the relay before `end`, wherever the relay runs) appends the
+new messages, the tool rounds and the answer, and releases the thread, in one write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from .config import Settings
+from .contract import Message, Payload
+from .history import Messages, trim
+from .jobs import StreamJob, ThreadRun
+from .observability import get_logger
+from .outcome import StreamOutcome
+from .threads import RunStart, RunStatus, ThreadStore, new_run_id, new_thread_id
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """A blocking store call, run off the event loop (`StreamService.store`)."""
+
+    async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+
+# A run's lease outlives its stream (total timeout) by this much; then another run may take it.
+LEASE_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A run that holds its thread: the payload to send and the job's `thread`."""
+
+    payload: Payload
+    thread: ThreadRun
+
+
+def for_provider(messages: Messages) -> Messages:
+    """Stored messages as a provider request takes them: without the proxy's `status` mark,
+    and without a failed or cancelled answer that said nothing."""
+    sent = []
+    for message in messages:
+        status = message.get("status")
+        if status is not None and not message.get("content") and not message.get("tool_calls"):
+            continue
+        sent.append({k: v for k, v in message.items() if k != "status"})
+    return sent
+
+
+def run_status(outcome: StreamOutcome) -> RunStatus:
+    if outcome.finish_reason == "cancelled":
+        return "cancelled"
+    return "failed" if outcome.error is not None else "done"
+
+
+def said(job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]]) -> Messages:
+    """What the run adds to its thread: the request's new messages, the tool rounds (the
+    loop's assistant turns and tool results) and the final answer, marked when the run did
+    not end well. A run that failed before the provider said anything adds nothing."""
+    if job.thread is None or not outcome.started:
+        return []
+    earlier = "".join(str(m.get("content") or "") for m in rounds if m.get("role") == "assistant")
+    text = outcome.text
+    final = text[len(earlier) :] if text.startswith(earlier) else text
+    status = run_status(outcome)
+    answer: dict[str, Any] = {"role": "assistant", "content": final}
+    if status != "done":
+        answer["status"] = status
+    elif not final:
+        return [*job.thread.added, *rounds]
+    return [*job.thread.added, *rounds, answer]
+
+
+class ThreadRuns:
+    """The runs of every app's threads (one per process, built by the service)."""
+
+    def __init__(self, threads: ThreadStore, store: Store, settings: Settings) -> None:
+        self.threads = threads
+        self._store = store
+        self._settings = settings
+
+    def budget(self, model: str | None) -> int:
+        by_model = self._settings.thread_context_tokens_by_model
+        return by_model.get(model or "", self._settings.thread_context_tokens)
+
+    async def begin(
+        self, app_id: str, payload: Payload, stream_id: str, channels: Sequence[str] = ()
+    ) -> Begun:
+        """Take the payload's thread (or a new one) for a new run; 404 for an unknown (or
+        another app's) thread, 409 while another run holds it."""
+        settings = self._settings
+        start = RunStart(
+            thread_id=payload.thread_id or new_thread_id(),
+            run_id=new_run_id(),
+            stream_id=stream_id,
+            new=payload.thread_id is None,
+            lease_until=int(time.time() + settings.total_timeout_seconds + LEASE_MARGIN_SECONDS),
+            ttl_seconds=settings.thread_ttl_days * 86_400,
+            channels=tuple(channels),
+        )
+        await self._store(self.threads.start_run, app_id, start)
+        added = [m.model_dump(exclude_none=True) for m in payload.messages]
+        try:
+            history = (
+                []
+                if start.new
+                else await self._store(self.threads.messages, app_id, start.thread_id)
+            )
+        except Exception:
+            await self._store(self.threads.finish_run, app_id, start, [], "failed")
+            raise
+        system = (
+            [{"role": "system", "content": payload.instructions}] if payload.instructions else []
+        )
+        trimmed = trim(system, for_provider(history), added, self.budget(payload.model))
+        thread = ThreadRun(
+            thread_id=start.thread_id,
+            run_id=start.run_id,
+            new=start.new,
+            lease_until=start.lease_until,
+            ttl_seconds=start.ttl_seconds,
+            added=added,
+            dropped=trimmed.dropped,
+            tokens=trimmed.tokens,
+        )
+        messages = [Message.model_validate(m) for m in trimmed.messages]
+        return Begun(payload.model_copy(update={"messages": messages}), thread)
+
+    async def release(self, app_id: str, thread: ThreadRun) -> None:
+        """Let go of a thread whose run never started (refused after `begin`)."""
+        await self._store(self.threads.finish_run, app_id, _start(thread, ""), [], "failed")
+
+    async def finish(
+        self, job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]]
+    ) -> None:
+        """Store what the run said and release its thread (the relay calls this before
+        `end`, so a browser that sees `end` may start the next run at once)."""
+        thread = job.thread
+        if thread is None:
+            return
+        messages = said(job, outcome, rounds)
+        status = run_status(outcome) if outcome.started else "failed"
+        start = _start(thread, job.stream_id)
+        stored = await self._store(self.threads.finish_run, job.app_id, start, messages, status)
+        get_logger().info(
+            "thread run finished",
+            extra={
+                "stream_id": job.stream_id,
+                "thread_id": thread.thread_id,
+                "run_id": thread.run_id,
+                "run_status": status,
+                "messages_stored": len(messages) if stored else 0,
+                "history_dropped": thread.dropped,
+                "history_tokens": thread.tokens,
+                "lease_lost": not stored,
+            },
+        )
+
+
+def _start(thread: ThreadRun, stream_id: str) -> RunStart:
+    return RunStart(
+        thread_id=thread.thread_id,
+        run_id=thread.run_id,
+        stream_id=stream_id,
+        new=thread.new,
+        lease_until=thread.lease_until,
+        ttl_seconds=thread.ttl_seconds,
+    )

@@ -1,0 +1,207 @@
+"""ThreadStore: an app's conversation threads and their runs, in the single table.
+
+One partition per thread (`tablekeys.thread_pk`): `META` (times, counters, the active run's
+lease), `MSG#<n>` items holding the messages as JSON Lines (history.py), and `RUN#<id>`
+per run (its stream and status, for stop). A run holds the thread by a lease on META: a
+conditional write takes it when no run holds it or the holder's lease expired (a crashed
+run never locks a thread for good); its messages land in one transaction with the release.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .errors import Conflict, NotFound, PayloadTooLarge
+from .history import Messages, pack, unpack
+from .tablekeys import MSG, RUN, batch_write, now_epoch, thread_key, thread_pk
+from .threadwrites import RunStart, RunStatus, append, take
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = [
+    "RunRecord",
+    "RunStart",
+    "RunStatus",
+    "ThreadMeta",
+    "ThreadStore",
+    "new_run_id",
+    "new_thread_id",
+    "thread_not_found",
+]
+
+# One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
+MAX_ITEMS_PER_RUN = 48
+
+
+def new_thread_id() -> str:
+    return "thread_" + secrets.token_urlsafe(18)
+
+
+def new_run_id() -> str:
+    return "run_" + secrets.token_urlsafe(18)
+
+
+def thread_not_found(thread_id: str) -> NotFound:
+    return NotFound(f"thread {thread_id} not found")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadMeta:
+    thread_id: str
+    created_at: int
+    updated_at: int
+    message_count: int
+    active_run: str | None
+    lease_until: int
+    # Every channel a run of the thread published to.
+    channels: frozenset[str] = frozenset()
+
+    def busy(self, now: int) -> bool:
+        return self.active_run is not None and self.lease_until >= now
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    stream_id: str
+    status: RunStatus
+
+
+class ThreadStore:
+    """Reads and writes threads; all methods are blocking (call them via the DB pool)."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    def meta(self, app_id: str, thread_id: str) -> ThreadMeta | None:
+        item = self._db.get_item(
+            TableName=self._table, Key=thread_key(app_id, thread_id), ConsistentRead=True
+        ).get("Item")
+        return None if item is None else _meta(thread_id, item)
+
+    def start_run(self, app_id: str, start: RunStart) -> None:
+        """Take the thread for a run (creating it when `start.new`): Conflict (409) while
+        another run holds it, NotFound when it does not exist (or is another app's)."""
+        if self._transact(take(self._table, app_id, start, now_epoch())):
+            return
+        if self.meta(app_id, start.thread_id) is None:
+            raise thread_not_found(start.thread_id)
+        raise Conflict(
+            f"thread {start.thread_id} has a run in progress; wait for its end or stop it "
+            "(POST /stream/create/assistants/stop)"
+        )
+
+    def finish_run(
+        self, app_id: str, start: RunStart, messages: Messages, status: RunStatus
+    ) -> bool:
+        """Append the run's messages and release the thread, in one transaction; False when
+        the run no longer holds it (its lease expired and another run took it, or the thread
+        was deleted): then nothing is written."""
+        meta = self.meta(app_id, start.thread_id)
+        if meta is None or meta.active_run != start.run_id:
+            return False
+        datas = pack(messages)
+        if len(datas) > MAX_ITEMS_PER_RUN:
+            raise PayloadTooLarge("the run's messages are too large to store in its thread")
+        first = _next_item(self._db, self._table, app_id, start.thread_id)
+        actions = append(
+            self._table, app_id, start, datas, len(messages), status, first, now_epoch()
+        )
+        return self._transact(actions)
+
+    def messages(self, app_id: str, thread_id: str) -> Messages:
+        """Every message of the thread still within its TTL, oldest first."""
+        now = now_epoch()
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for item in self._query(app_id, thread_id, MSG):
+            if int(item.get("expiresAt", {}).get("N", now + 1)) >= now:
+                runs.setdefault(item["run"]["S"], []).append(item)
+        datas = []
+        for items in runs.values():  # in write order: a run's items are contiguous
+            if len(items) == int(items[0]["parts"]["N"]):  # a run partly expired is left out
+                datas.append("".join(item["data"]["S"] for item in items))
+        return unpack(datas)
+
+    def run(self, app_id: str, thread_id: str, run_id: str) -> RunRecord | None:
+        item = self._db.get_item(
+            TableName=self._table,
+            Key=thread_key(app_id, thread_id, RUN + run_id),
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            return None
+        status: Any = item["status"]["S"]
+        return RunRecord(run_id, item["streamId"]["S"], status)
+
+    def delete(self, app_id: str, thread_id: str) -> None:
+        """Erase the thread: META, messages, runs. NotFound when absent; Conflict while a
+        run holds it (stop the run first)."""
+        meta = self.meta(app_id, thread_id)
+        if meta is None:
+            raise thread_not_found(thread_id)
+        if meta.busy(now_epoch()):
+            raise Conflict(f"thread {thread_id} has a run in progress; stop it, then delete")
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._query(app_id, thread_id, None)]
+        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
+
+    def _query(self, app_id: str, thread_id: str, prefix: str | None) -> list[dict[str, Any]]:
+        """The partition's items (those whose sort key starts with `prefix`; with None,
+        every item's keys alone)."""
+        values: dict[str, Any] = {":pk": thread_pk(app_id, thread_id)}
+        args: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        if prefix is None:
+            args |= {"KeyConditionExpression": "pk = :pk", "ProjectionExpression": "pk, sk"}
+        else:
+            args["KeyConditionExpression"] = "pk = :pk AND begins_with(sk, :prefix)"
+            values[":prefix"] = {"S": prefix}
+        args["ExpressionAttributeValues"] = values
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._db.query(**args)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _transact(self, actions: list[dict[str, Any]]) -> bool:
+        """Send one transaction; False when one of its conditions did not hold."""
+        try:
+            self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+
+def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:
+    run = item.get("activeRun", {}).get("S")
+    return ThreadMeta(
+        thread_id=thread_id,
+        created_at=int(item["createdAt"]["N"]),
+        updated_at=int(item["updatedAt"]["N"]),
+        message_count=int(item.get("msgCount", {}).get("N", "0")),
+        active_run=run,
+        lease_until=int(item.get("leaseUntil", {}).get("N", "0")),
+        channels=frozenset(item.get("channels", {}).get("SS", [])),
+    )
+
+
+def _next_item(db: DynamoDBClient, table: str, app_id: str, thread_id: str) -> int:
+    """The number of the thread's next message item (after the last one written)."""
+    page = db.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+        ExpressionAttributeValues={":pk": thread_pk(app_id, thread_id), ":prefix": {"S": MSG}},
+        ScanIndexForward=False,
+        Limit=1,
+        ConsistentRead=True,
+    )
+    items = page.get("Items", [])
+    return int(items[0]["sk"]["S"].removeprefix(MSG)) + 1 if items else 0

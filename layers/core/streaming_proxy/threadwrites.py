@@ -1,0 +1,116 @@
+"""The transactions of a thread's runs (threads.py), built apart from the calls that send
+them: taking the thread (META's lease and the run's `RUN#` item) and appending a run's
+messages (its `MSG#` items, META's counters and release, the run's final status)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .tablekeys import RUN, msg_sk, thread_key
+
+RunStatus = Literal["running", "done", "failed", "cancelled"]
+Action = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A run about to take its thread: `new` creates the thread; the lease ends at
+    `lease_until`; every item written lives `ttl_seconds` from now."""
+
+    thread_id: str
+    run_id: str
+    stream_id: str
+    new: bool
+    lease_until: int
+    ttl_seconds: int
+    # The channels the run publishes to: the thread remembers every one (a page holding a
+    # subscribe token for one of them may read the thread).
+    channels: tuple[str, ...] = ()
+
+
+def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
+    """Create the thread holding the run's lease, or take an existing thread's lease when
+    no run holds it or the holder's lease is over; and put the run's record."""
+    key = thread_key(app_id, start.thread_id)
+    expires = {"N": str(now + start.ttl_seconds)}
+    lease = {"N": str(start.lease_until)}
+    meta: Action
+    if start.new:
+        item = {**key, "createdAt": {"N": str(now)}, "updatedAt": {"N": str(now)}}
+        item |= {"msgCount": {"N": "0"}, "expiresAt": expires}
+        item |= {"activeRun": {"S": start.run_id}, "leaseUntil": lease}
+        if start.channels:
+            item["channels"] = {"SS": sorted(set(start.channels))}
+        meta = {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+    else:
+        values: dict[str, Any] = {":run": {"S": start.run_id}, ":lease": lease}
+        values[":now"] = {"N": str(now)}
+        values[":exp"] = expires
+        update = "SET activeRun = :run, leaseUntil = :lease, updatedAt = :now, expiresAt = :exp"
+        if start.channels:
+            update += " ADD channels :channels"
+            values[":channels"] = {"SS": sorted(set(start.channels))}
+        meta = {
+            "Update": {
+                "Key": key,
+                "UpdateExpression": update,
+                "ConditionExpression": "attribute_exists(pk) AND "
+                "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
+                "ExpressionAttributeValues": values,
+            }
+        }
+    run = thread_key(app_id, start.thread_id, RUN + start.run_id)
+    run |= {"streamId": {"S": start.stream_id}, "status": {"S": "running"}}
+    run |= {"createdAt": {"N": str(now)}, "expiresAt": expires}
+    return [_in(table, meta), _in(table, {"Put": {"Item": run}})]
+
+
+def append(
+    table: str,
+    app_id: str,
+    start: RunStart,
+    datas: list[str],
+    count: int,
+    status: RunStatus,
+    first: int,
+    now: int,
+) -> list[Action]:
+    """Release the thread (only while the run holds it), count `count` more messages, put
+    the items `datas` from number `first` on, and record how the run ended."""
+    expires = {"N": str(now + start.ttl_seconds)}
+    release = {
+        "Update": {
+            "Key": thread_key(app_id, start.thread_id),
+            "UpdateExpression": "SET msgCount = msgCount + :count, updatedAt = :now, "
+            "expiresAt = :exp REMOVE activeRun, leaseUntil",
+            "ConditionExpression": "activeRun = :run",
+            "ExpressionAttributeValues": {
+                ":count": {"N": str(count)},
+                ":now": {"N": str(now)},
+                ":exp": expires,
+                ":run": {"S": start.run_id},
+            },
+        }
+    }
+    ended = {
+        "Update": {
+            "Key": thread_key(app_id, start.thread_id, RUN + start.run_id),
+            "UpdateExpression": "SET #status = :status, expiresAt = :exp",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":status": {"S": status}, ":exp": expires},
+        }
+    }
+    actions = [_in(table, release), _in(table, ended)]
+    for offset, data in enumerate(datas):
+        item = thread_key(app_id, start.thread_id, msg_sk(first + offset))
+        item |= {"run": {"S": start.run_id}, "parts": {"N": str(len(datas))}}
+        item |= {"data": {"S": data}, "expiresAt": expires}
+        put = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        actions.append(_in(table, {"Put": put}))
+    return actions
+
+
+def _in(table: str, action: Action) -> Action:
+    ((kind, body),) = action.items()
+    return {kind: {**body, "TableName": table}}
