@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     azure_openai_api_version: str = "2024-10-21"
     bedrock_region: str | None = None
     # Regions a request may pick with providerArgs.region besides BEDROCK_REGION (comma list).
-    bedrock_allowed_regions: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
+    bedrock_allowed_regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [])
     bedrock_endpoint_url: str | None = None
     compat_endpoints: dict[str, CompatEndpoint] = Field(default_factory=dict)
     # What `GET /v1/models` lists, per provider: a JSON object {"openai": ["gpt-4o-mini"]}

@@ -37,7 +37,8 @@ class StreamJob(BaseModel):
     app_id: str
     kind: StreamKind
     action_name: str
-    channels: list[str] = Field(default_factory=list)
+    # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
+    channels: list[str] = Field(default_factory=lambda: [])
     payload: Payload
     flush_interval_ms: int = Field(ge=0, le=1000)
     # The tool loop (tools/loop.py): rounds it may run, and how long a frontend tool waits.

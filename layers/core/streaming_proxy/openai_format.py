@@ -40,7 +40,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice = None
-    channels: list[ChannelName] = Field(default_factory=list)
+    # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
+    channels: list[ChannelName] = Field(default_factory=lambda: [])
     action_name: ActionName = Field(default=None, alias="actionName")
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
     # The app key may come in the body, as on the Klai routes; it never reaches a provider.

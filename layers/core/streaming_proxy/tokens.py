@@ -14,7 +14,15 @@ from collections.abc import Iterable
 from typing import Any
 
 _WORD = re.compile(r"\S+")
-_WIDE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+# One match per character of U+3040-U+30FF, U+3400-U+4DBF, U+4E00-U+9FFF and U+AC00-U+D7AF
+# (kana, CJK ideographs, Hangul), matched on the text's UTF-8 bytes by each character's first
+# two or three bytes. The same class over `str` costs ~4 ms to compile (re fills a 64K table
+# in Python), this one well under 1 ms (docs/architecture.md decision 31); a unit test checks
+# every code point against the ranges.
+_WIDE_UTF8 = re.compile(
+    rb"\xe3[\x81-\x83\x90-\xbf]|\xe4[\x80-\xb6\xb8-\xbf]|[\xe5-\xe9\xeb\xec]"
+    rb"|\xea[\xb0-\xbf]|\xed(?:[\x80-\x9d]|\x9e[\x80-\xaf])"
+)
 
 # Per-message framing tokens added by chat templates (role markers, separators).
 MESSAGE_OVERHEAD = 4
@@ -24,10 +32,15 @@ def estimate_text_tokens(text: str) -> int:
     """Estimated tokens of a piece of text (0 for empty text)."""
     if not text:
         return 0
-    wide = len(_WIDE.findall(text))
+    wide = 0 if text.isascii() else wide_characters(text)
     narrow = len(text) - wide
     words = len(_WORD.findall(text))
     return max(math.ceil(narrow / 4), math.ceil(words * 4 / 3)) + wide
+
+
+def wide_characters(text: str) -> int:
+    """How many characters of `text` are kana, CJK ideographs or Hangul (one token each)."""
+    return len(_WIDE_UTF8.findall(text.encode("utf-8", "surrogatepass")))
 
 
 def message_text(content: Any) -> str:

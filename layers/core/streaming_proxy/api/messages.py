@@ -26,7 +26,8 @@ from .answers import (
 class MessageSendRequest(BaseModel):
     """`{channels, actionName, message}`; `message` is any JSON and required (null too)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # Built on the first send, not at import: no stream needs it (decision 31).
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     channels: list[ChannelName] = Field(min_length=1)

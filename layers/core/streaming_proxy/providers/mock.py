@@ -38,7 +38,8 @@ class MockArgs(BaseModel):
     fail_after: int | None = Field(default=None, ge=0, alias="failAfter")
     fail_before_first_byte: bool = Field(default=False, alias="failBeforeFirstByte")
     fail_status: int | None = Field(default=None, ge=400, le=599, alias="failStatus")
-    tool_calls: list[MockToolCall] = Field(default_factory=list, alias="toolCalls")
+    # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
+    tool_calls: list[MockToolCall] = Field(default_factory=lambda: [], alias="toolCalls")
     thinking: str | None = None
     finish_reason: FinishReason | None = Field(default=None, alias="finishReason")
     usage: bool = True

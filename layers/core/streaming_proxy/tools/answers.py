@@ -25,7 +25,10 @@ class ToolAnswer(BaseModel):
     sends again after a reconnect (new connection id, the first ack lost) is recognised as the
     sender of the recorded answer, while another tab answering the same call is not."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    # Built on first use, not at import: answers come only from streams with frontend tools,
+    # never on a stream's first request (docs/architecture.md decision 31). Subclasses
+    # inherit it; a TypeAdapter over one (channels/session.py) builds it with itself.
+    model_config = ConfigDict(populate_by_name=True, extra="allow", defer_build=True)
 
     tool_call_id: StrictStr = Field(alias="toolCallId", min_length=1, max_length=256)
     success: StrictBool

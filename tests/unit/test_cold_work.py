@@ -1,0 +1,108 @@
+"""What importing our own code does not do (docs/architecture.md decision 31), and that the
+cheaper forms answer exactly as the ones they replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streaming_proxy.tokens import estimate_text_tokens, wide_characters
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The process records every signature pydantic has to parse from text, then imports the
+# stream function as uvicorn does.
+STREAM = (
+    "import inspect; PARSED = []; _parse = inspect._signature_fromstr\n"
+    "def _recorded(cls, obj, s, *a, **k):\n"
+    "    PARSED.append(s); return _parse(cls, obj, s, *a, **k)\n"
+    "inspect._signature_fromstr = _recorded\n"
+    "import importlib.util as u; "
+    "s = u.spec_from_file_location('stream_app', 'functions/stream/app.py'); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m)"
+)
+WIDE_RANGES = [(0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF)]
+
+
+def run_after_import(code: str) -> object:
+    """The JSON `code` prints after a fresh process imported the stream function."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [sys.executable, "-c", f"{STREAM}\n{code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_code_point_counts_as_wide_exactly_when_it_is_in_the_ranges() -> None:
+    # Lone surrogates included: text from a provider may carry them until it is checked.
+    expected = [any(lo <= c <= hi for lo, hi in WIDE_RANGES) for c in range(0x110000)]
+    counted = [wide_characters(chr(c)) == 1 for c in range(0x110000)]
+    assert [c for c in range(0x110000) if counted[c] != expected[c]] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("hello world, this is plain ASCII", 8),
+        ("日本語のテキスト", 10),
+        ("한국어 문장", 8),
+        ("mixed 漢字 and ﾃｽﾄ café \ud800", 10),
+    ],
+)
+def test_estimates_count_wide_characters_one_token_each(text: str, tokens: int) -> None:
+    assert estimate_text_tokens(text) == tokens
+
+
+def test_models_no_stream_needs_are_built_on_first_use_and_the_rest_at_import() -> None:
+    built = run_after_import(
+        "import json, sys\n"
+        "names = {'streaming_proxy.contract': 'StreamRequest',\n"
+        "         'streaming_proxy.openai_format': 'ChatCompletionRequest',\n"
+        "         'streaming_proxy.jobs': 'StreamJob',\n"
+        "         'streaming_proxy.config': 'Settings',\n"
+        "         'streaming_proxy.api.tool_response': 'ToolResponseRequest',\n"
+        "         'streaming_proxy.api.messages': 'MessageSendRequest'}\n"
+        "print(json.dumps({name: getattr(sys.modules[module], name).__pydantic_complete__\n"
+        "                  for module, name in names.items()}))"
+    )
+    assert built == {
+        "StreamRequest": True,
+        "ChatCompletionRequest": True,
+        "StreamJob": True,
+        "Settings": True,
+        "ToolResponseRequest": False,
+        "MessageSendRequest": False,
+    }
+
+
+def test_a_deferred_model_validates_on_its_first_use() -> None:
+    from streaming_proxy.api.tool_response import ToolResponseRequest
+
+    answer = ToolResponseRequest.model_validate(
+        {"toolCallId": "tc_1", "success": True, "message": "done", "token": "t"}
+    )
+    assert answer.answer() == {"toolCallId": "tc_1", "success": True, "message": "done"}
+
+
+def test_no_module_parses_builtin_signatures_at_import() -> None:
+    """pydantic inspects each `default_factory`; `list`'s signature is parsed from text
+    (the first parse ~2 ms), a lambda's is not. Modules imported on a first request (the
+    providers) count too, or the cost would only move there."""
+    parsed = run_after_import(
+        "import json, pkgutil, importlib, streaming_proxy\n"
+        "for m in pkgutil.walk_packages(streaming_proxy.__path__, 'streaming_proxy.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(json.dumps(PARSED))"
+    )
+    assert parsed == []
