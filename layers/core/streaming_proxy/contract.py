@@ -22,6 +22,7 @@ from pydantic import (
 
 from . import native
 from .channels.names import ChannelName
+from .threads import THREAD_ID
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
@@ -157,7 +158,7 @@ class Tool(BaseModel):
 ToolChoice = Annotated[native.ToolChoiceValue | None, BeforeValidator(native.tool_choice)]
 
 
-ThreadId = Annotated[str, Field(pattern=r"^thread_[A-Za-z0-9_-]{8,64}$")]
+ThreadId = Annotated[str, Field(pattern=THREAD_ID)]
 RunId = Annotated[str, Field(pattern=r"^run_[A-Za-z0-9_-]{8,64}$")]
 AssistantId = Annotated[str, Field(pattern=r"^asst_[A-Za-z0-9_-]{8,64}$")]
 
