@@ -24,6 +24,7 @@ class ThreadPage:
     thread_id: str
     meta: ThreadMeta
     messages: Messages
+    cursor: int
     next_cursor: str | None
 
     def about(self) -> dict[str, Any]:
@@ -55,13 +56,15 @@ def read_page(
     messages = threads.messages(app_id, thread_id)
     end = cursor + limit
     more = str(end) if end < len(messages) else None
-    return ThreadPage(thread_id, meta, messages[cursor:end], more)
+    return ThreadPage(thread_id, meta, messages[cursor:end], cursor, more)
 
 
 def history_replies(
     page: ThreadPage, max_bytes: int = MAX_SNAPSHOT_MESSAGE_BYTES
 ) -> list[dict[str, Any]]:
     """The `history` reply: the page's messages as JSON Lines in `content`, cut in
-    `part`/`parts` (as a snapshot is) when one WebSocket message cannot hold them."""
-    base = {"type": "history", **page.about(), "count": len(page.messages)}
+    `part`/`parts` (as a snapshot is) when one WebSocket message cannot hold them; `cursor`
+    says which page it answers."""
+    base = {"type": "history", **page.about(), "cursor": str(page.cursor)}
+    base["count"] = len(page.messages)
     return snapshot_messages(base, json_lines(page.messages), max_bytes)
