@@ -68,7 +68,7 @@ async def test_create_read_replace_list_and_delete(stack: Stack) -> None:
 async def test_invalid_assistants_are_refused_with_the_field_named(stack: Stack) -> None:
     cases = [
         ({"instructions": "no name"}, 400, "name"),
-        ({"name": "x", "provider": "nosuch"}, 400, None),
+        ({"name": "x", "provider": "nosuch"}, 400, "provider"),
         ({"name": "x", "tools": [{"type": "function", "function": {}}]}, 400, "tools.0"),
         ({"name": "x", "instructoins": "typo"}, 400, "instructoins"),
         ({"name": "x", "instructions": "é" * 200_000}, 413, None),

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..assistants import apply, assistant_not_found
 from ..contract import AssistantBody, AssistantId, StreamRequest
-from ..errors import ProxyError, ValidationFailed, field_problems
+from ..errors import ProxyError, UnknownProvider, ValidationFailed, field_problems
 from ..service import StreamService
 from .answers import authenticate, error_response, parse, read_json, service_of
 
@@ -100,8 +100,12 @@ async def _fields(request: Request, service: StreamService) -> tuple[AssistantBo
     data = await read_json(request, service.settings.max_body_bytes)
     app = authenticate(request, data)
     fields = parse(AssistantBody, data)
-    if fields.provider is not None and fields.provider not in service.providers.names():
-        service.providers.resolve(fields.provider)  # raises UnknownProvider, listing them
+    known = service.providers.names()
+    if fields.provider is not None and fields.provider not in known:
+        raise UnknownProvider(
+            f"unknown provider '{fields.provider}'",
+            fields=[{"field": "provider", "message": "known: " + ", ".join(known)}],
+        )
     return fields, app.app_id
 
 
