@@ -95,7 +95,12 @@ def demo_app(product: Starlette, dev: DevSettings) -> Starlette:
         options = {key: body[key] for key in STREAM_OPTIONS if key in body}
         if options:
             request_body["options"] = options
-        return await forward("/llm/query", request_body)
+        if not body.get("conversation"):
+            return await forward("/llm/query", request_body)
+        # Conversation mode: a run on the page's thread (a new one without threadId).
+        if body.get("threadId"):
+            payload["thread_id"] = body["threadId"]
+        return await forward("/stream/create/assistants", request_body)
 
     async def stop(request: Request) -> Response:
         body = await _json(request)

@@ -33,6 +33,9 @@ async function postJSON(path, body) {
 const config = await fetch("/demo/config").then((r) => r.json());
 const channel = params.get("channel") || config.channel;
 const saved = `streaming-proxy-demo:${channel}`;
+// Conversation mode: whether it is on, and the thread this page's questions continue.
+const conversationKey = "streaming-proxy-demo:conversation";
+const threadKey = `streaming-proxy-demo:${channel}:thread`;
 
 const bubbles = new Map(); // streamId -> elements of its answer bubble
 const sentAt = new Map(); // streamId -> performance.now() when Send was pressed
@@ -238,6 +241,61 @@ function notice(text, kind = "info") {
   $("notice").dataset.kind = kind;
 }
 
+// ---- conversation mode ---------------------------------------------------------------
+
+const conversationOn = () => $("conversation").checked;
+
+function showThread(threadId) {
+  $("thread-id").textContent = threadId ?? "–";
+  $("new-conversation").hidden = !threadId;
+}
+
+/** A stored message's text (a string, or the text parts of a list). */
+function textOf(content) {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return "";
+  return content.map((part) => (part?.type === "text" ? part.text : "")).join("");
+}
+
+/** An answer from the thread's history: a finished bubble, not a stream. */
+function showStoredAnswer(message) {
+  const bubble = el("article", "msg assistant");
+  bubble.dataset.testid = "history-answer";
+  bubble.dataset.status = message.status === "cancelled" ? "cancelled" : message.status ? "error" : "done";
+  bubble.append(el("div", "avatar", "AI"));
+  const body = el("div", "body");
+  const meta = el("div", "meta");
+  meta.append(el("span", "who", "Assistant"), el("span", "tag", "from the thread"));
+  body.append(meta, el("div", "content", textOf(message.content)));
+  bubble.append(body);
+  append(bubble);
+}
+
+/**
+ * After a reload: the thread's conversation again, read with `client.history` (this page's
+ * subscribe token is for a channel the thread published to). Returns its page, or null.
+ */
+async function showHistory(threadId) {
+  let page = null;
+  let cursor = 0;
+  do {
+    page = await client.history(threadId, { cursor });
+    for (const message of page.messages) {
+      const text = textOf(message.content);
+      if (message.role === "user") showPrompt(text);
+      else if (message.role === "assistant" && text) showStoredAnswer(message);
+    }
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return page;
+}
+
+function newConversation() {
+  localStorage.removeItem(threadKey);
+  showThread(null);
+  notice("The next question starts a new conversation.");
+}
+
 // ---- controls ------------------------------------------------------------------------
 
 function setupControls() {
@@ -271,6 +329,12 @@ function setupControls() {
   });
   $("stop").addEventListener("click", stop);
   $("tool-demo").addEventListener("click", toolDemo);
+  $("conversation").checked = localStorage.getItem(conversationKey) === "on";
+  $("conversation").addEventListener("change", () => {
+    localStorage.setItem(conversationKey, conversationOn() ? "on" : "off");
+    showThread(conversationOn() ? localStorage.getItem(threadKey) : null);
+  });
+  $("new-conversation").addEventListener("click", newConversation);
 }
 
 const delayMs = () => Number($("delay").value) || 0;
@@ -282,6 +346,10 @@ async function send() {
   const body = { prompt, provider };
   if (provider === "mock") body.providerArgs = { delayMs: delayMs() };
   else if ($("model").value.trim()) body.model = $("model").value.trim();
+  if (conversationOn()) {
+    body.conversation = true;
+    body.threadId = localStorage.getItem(threadKey) ?? undefined;
+  }
   if (await start(body)) $("prompt").value = "";
 }
 
@@ -310,6 +378,10 @@ async function start(request) {
       return false;
     }
     sentAt.set(data.streamId, started);
+    if (data.threadId) {
+      localStorage.setItem(threadKey, data.threadId); // the next question continues it
+      showThread(data.threadId);
+    }
     // Its first events can arrive before this answer does: it was ours after all.
     bubbles.get(data.streamId)?.bubble.querySelector(".meta .tag")?.remove();
     sessionStorage.setItem(saved, JSON.stringify({ streamId: data.streamId, prompt: request.prompt }));
@@ -340,9 +412,24 @@ async function stop() {
   }
 }
 
-/** After a reload, show the last stream again: a snapshot, then live messages if it still runs. */
-function restore() {
+/**
+ * After a reload, show the last stream again: a snapshot, then live messages if it still runs.
+ * In conversation mode the thread's history comes first; the last stream is resumed only while
+ * its run is still active (a finished one is in the history already).
+ */
+async function restore() {
   const known = JSON.parse(sessionStorage.getItem(saved) ?? "{}");
+  const threadId = localStorage.getItem(threadKey);
+  if (conversationOn() && threadId) {
+    showThread(threadId);
+    try {
+      const page = await showHistory(threadId);
+      if (page.activeRun === null) return;
+    } catch (error) {
+      if (error.code === "not_found") newConversation(); // erased, expired, or another channel's
+      else notice(`Could not read the conversation: ${error.message}`, "error");
+    }
+  }
   if (!known.streamId) return;
   if (known.prompt) showPrompt(known.prompt);
   showStream(known.streamId, { fromOthers: !known.prompt });

@@ -225,6 +225,32 @@ export interface StopResult {
   streamStatus: string | null;
 }
 
+/** A stored message of a thread, in OpenAI's form. */
+export interface ThreadMessage {
+  role: "system" | "user" | "assistant" | "tool" | "developer";
+  content: string | unknown[] | null;
+  tool_calls?: { id: string; type: "function"; function: { name: string; arguments: string } }[];
+  tool_call_id?: string;
+  /** set on the answer of a run that did not end well */
+  status?: "failed" | "cancelled";
+  [key: string]: unknown;
+}
+
+/** What `history` resolves: one page of a thread's messages, oldest first. */
+export interface HistoryPage {
+  threadId: string;
+  messages: ThreadMessage[];
+  /** the page asked for (a message index, as a string) */
+  cursor: string;
+  /** pass as `cursor` for the next page; null on the last page */
+  nextCursor: string | null;
+  /** epoch seconds */
+  createdAt: number;
+  updatedAt: number;
+  /** the run in progress on the thread, or null */
+  activeRun: string | null;
+}
+
 /** `stream` is null for a `message` (published, not part of a stream). */
 export type ActionHandler = (
   event: StreamEvent | SnapshotEvent | PublishedMessage,
@@ -259,6 +285,12 @@ export declare class StreamingClient {
   /** follow a stream known by id (e.g. kept across a page reload) */
   resume(streamId: string, hint?: { actionName?: string; channel?: string }): StreamState;
   stop(streamId: string): Promise<StopResult>;
+  /**
+   * a page of a thread that published to one of this connection's channels (up to `limit`
+   * messages, 200 at most and by default, from message `cursor`); rejects with `code`
+   * "not_found" for any other thread
+   */
+  history(threadId: string, options?: { cursor?: string | number; limit?: number }): Promise<HistoryPage>;
   subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
   unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
   /** rejects with `code` "conflict" (answered already), "forbidden", "not_found" or "payload_too_large" */

@@ -7,6 +7,7 @@
 //   client.on("onLlmMessage", (event, stream) => console.log(event.type, stream.text));
 //   client.onStream((stream) => render(stream));   // at most once per animation frame
 //   client.onTool("set_theme", ({ theme }) => setTheme(theme));  // answers the model's ui_ call
+//   const { messages } = await client.history(threadId);  // a thread's conversation, after a reload
 //   connect({ url, token, bfBridge: true });  // a Klai page: BF.processNamedAction gets each message
 //
 // See docs/web-client.md for the full guide.
@@ -135,6 +136,21 @@ function newStream(streamId, actionName, channel) {
 }
 
 
+/** What matches a `history` reply to its request: the thread and the page asked for. */
+function historyKey(threadId, cursor) {
+  return `${threadId}@${cursor}`;
+}
+
+/** A whole `history` reply (its parts joined) as the page `client.history` resolves. */
+function historyPage(reply, content) {
+  const { type, part, parts, count, content: _, ...about } = reply;
+  const messages = content
+    .split("\n")
+    .filter((line) => line)
+    .map((line) => JSON.parse(line));
+  return { ...about, messages };
+}
+
 /** A fresh id for one tool answer (unguessable enough to tell two tabs apart). */
 function newAnswerId() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
@@ -155,6 +171,7 @@ export class StreamingClient {
     this._tools = new Map(); // tool name as registered -> {handler, onOutcome}
     this._toolCallsTaken = new Set(); // toolCallIds this client ran a handler for
     this._messagesSeen = new Set(); // ids of published messages already handled
+    this._historyParts = new Map(); // "threadId@cursor" -> (part -> content) of a split history reply
     this._streamListeners = new Set();
     this._channels = new Map(); // extra channel -> token
     this._left = new Set(); // channels left with unsubscribe (rejoined by a new token otherwise)
@@ -257,6 +274,19 @@ export class StreamingClient {
     };
     if (data !== undefined) body.data = data;
     return this._request(body, "llmToolCallResponse", toolCallId);
+  }
+
+  /**
+   * A page of a thread's messages, oldest first (OpenAI's message shape), for a thread that
+   * published to one of this connection's channels: resolves {threadId, messages, cursor,
+   * nextCursor, createdAt, updatedAt, activeRun}. Rejects with `error.code` "not_found" for any
+   * other thread (unknown, another app's, or never on these channels). Ask again with
+   * `{cursor: page.nextCursor}` while `nextCursor` is not null.
+   */
+  history(threadId, { cursor = 0, limit } = {}) {
+    const body = { action: "history", threadId, cursor: String(cursor ?? 0) };
+    if (limit !== undefined) body.limit = limit;
+    return this._request(body, "history", historyKey(threadId, body.cursor));
   }
 
   /** Round trip to the proxy: resolves {connectionId, rttMs}. */
@@ -436,6 +466,7 @@ export class StreamingClient {
     }
     const type = message.type;
     if (type === "snapshot") return this._onSnapshotPart(message);
+    if (type === "history") return this._onHistoryPart(message);
     if (type === "not_found") return this._onNotFound(message);
     if (type === "pong") return this._answer("ping", message.id, message);
     if (type === "stopped") return this._answer("stop", message.streamId, message);
@@ -460,7 +491,36 @@ export class StreamingClient {
     }
   }
 
+  /** A `history` reply, or a part of one: the request settles once every part is in. */
+  _onHistoryPart(message) {
+    const key = historyKey(message.threadId, message.cursor);
+    const count = message.parts > 1 ? message.parts : 1;
+    let pieces = this._historyParts.get(key);
+    if (!pieces || pieces.has(message.part ?? 0)) {
+      pieces = new Map(); // a part seen twice: another copy began, start over
+      this._historyParts.set(key, pieces);
+    }
+    pieces.set(message.part ?? 0, message.content ?? "");
+    if (pieces.size < count) return;
+    this._historyParts.delete(key);
+    const content = Array.from({ length: count }, (_, i) => pieces.get(i) ?? "").join("");
+    let page;
+    try {
+      page = historyPage(message, content);
+    } catch (error) {
+      return this._answer("history", key, null, refusal({ message: `history unreadable: ${error.message}` }));
+    }
+    this._answer("history", key, page);
+  }
+
   _onNotFound(message) {
+    if (message.threadId !== undefined) {
+      const at = this._sent.findIndex((s) => s.kind === "history" && s.key.startsWith(`${message.threadId}@`));
+      if (at < 0) return;
+      const { key } = this._sent[at];
+      const gone = { message: `thread ${message.threadId} not found`, code: 404, details: "", type: "not_found" };
+      return this._answer("history", key, null, refusal(gone));
+    }
     const at = this._sent.findIndex((s) => (s.kind === "stop" || s.kind === "resume") && s.key === message.streamId);
     const head = at >= 0 ? this._sent.splice(at, 1)[0] : null;
     if (head?.kind === "resume") {

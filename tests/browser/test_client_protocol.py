@@ -435,6 +435,43 @@ def test_stop_resolves_the_status_and_the_stream_status(proxy: Proxy) -> None:
     ]
 
 
+def test_history_joins_its_parts_per_page_and_rejects_an_unknown_thread(proxy: Proxy) -> None:
+    """Two pages of a thread asked at once, the first answered in three parts (cut inside
+    a message), each settling its own request; an unknown thread rejects with not_found."""
+    results = proxy.page.evaluate(
+        """async () => {
+          const line = (t) => JSON.stringify({ role: "user", content: t }) + "\\n";
+          const lines = (...texts) => texts.map(line).join("");
+          const about = { type: "history", threadId: "thread_a", createdAt: 1, updatedAt: 2,
+                          activeRun: null };
+          const first = lines("one", "two ü", "three");
+          const cut = [0, 10, 31, first.length];
+          proxy.answer = (r) => {
+            if (r.action !== "history") return [];
+            if (r.threadId !== "thread_a") return [{ type: "not_found", threadId: r.threadId }];
+            if (r.cursor === "3") {
+              return [{ ...about, cursor: "3", nextCursor: null, content: lines("four") }];
+            }
+            return [0, 1, 2].map((i) => ({ ...about, cursor: "0", nextCursor: "3", count: 3,
+              content: first.slice(cut[i], cut[i + 1]), part: i, parts: 3 }));
+          };
+          const c = proxy.client;
+          const [page, next] = await Promise.all(
+            [c.history("thread_a"), c.history("thread_a", { cursor: 3 })]);
+          const gone = await c.history("thread_b").then(() => null, (e) => [e.code, e.status]);
+          return { page, next, gone, sent: proxy.sent("history") };
+        }"""
+    )
+    page, next_page = results["page"], results["next"]
+    assert [m["content"] for m in page["messages"]] == ["one", "two ü", "three"]
+    assert (page["cursor"], page["nextCursor"], page["threadId"]) == ("0", "3", "thread_a")
+    assert "part" not in page and "content" not in page
+    assert [m["content"] for m in next_page["messages"]] == ["four"]
+    assert next_page["nextCursor"] is None
+    assert results["gone"] == ["not_found", 404]
+    assert [r["cursor"] for r in results["sent"]] == ["0", "3", "0"]
+
+
 def test_a_catch_up_snapshot_never_counts_as_the_answer_to_its_streams_resume(
     proxy: Proxy,
 ) -> None:

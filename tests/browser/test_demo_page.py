@@ -317,3 +317,71 @@ def test_a_page_answers_a_tool_with_on_tool_and_the_model_quotes_it(
         "pick_colour",
         {"shade": "warm"},
     )
+
+
+# ---- conversation mode -------------------------------------------------------------------
+
+
+def ask(page: Page, question: str) -> None:
+    page.fill("#prompt", question)
+    page.click("#send")
+    expect(page.locator("#answer")).to_have_text(question)  # the mock echoes the question
+    expect(page.locator("#status")).to_have_text("done")
+
+
+def test_conversation_mode_keeps_a_thread_across_questions_and_a_reload(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-conversation")
+    page.check("#conversation")
+    page.fill("#delay", "5")
+    ask(page, "first question")
+    thread = page.locator("#thread-id").inner_text().strip()
+    assert thread.startswith("thread_")
+    first_prompt = int(page.locator("#tokens").inner_text().split()[0])
+
+    ask(page, "second question")
+    expect(page.locator("#thread-id")).to_have_text(thread)  # the same thread, continued
+    # The mock counts the prompt it got: the second one held the first turn too.
+    assert int(page.locator("#tokens").inner_text().split()[0]) > first_prompt + 4
+
+    page.reload()
+    open_demo(page, stack, "browser-conversation")
+    expect(page.locator("#conversation")).to_be_checked()
+    expect(page.locator("#thread-id")).to_have_text(thread)
+    answers = page.locator("[data-testid=history-answer] .content")
+    expect(answers).to_have_text(["first question", "second question"])
+    prompts = page.locator(".msg.user .content")
+    expect(prompts).to_have_text(["first question", "second question"])
+    assert page.locator("[data-testid=answer-bubble]").count() == 0  # nothing resumed twice
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-conversation.png"))
+
+    # It goes on after the reload, and "New" starts another thread.
+    ask(page, "third question")
+    expect(page.locator("#thread-id")).to_have_text(thread)
+    page.click("#new-conversation")
+    ask(page, "fresh start")
+    fresh = page.locator("#thread-id").inner_text().strip()
+    assert fresh.startswith("thread_") and fresh != thread
+
+
+def test_a_thread_the_page_cannot_read_starts_a_new_conversation(
+    stack: Stack, new_page: Callable[[], Page]
+) -> None:
+    page = open_demo(new_page(), stack, "browser-conversation-gone")
+    key = "streaming-proxy-demo:browser-conversation-gone:thread"
+    page.evaluate(
+        """([key]) => {
+          localStorage.setItem("streaming-proxy-demo:conversation", "on");
+          localStorage.setItem(key, "thread_nobodyHasThisOne");
+        }""",
+        [key],
+    )
+    page.reload()
+    open_demo(page, stack, "browser-conversation-gone")
+    expect(page.locator("[data-testid=notice]")).to_have_text(
+        "The next question starts a new conversation."
+    )
+    expect(page.locator("#thread-id")).not_to_have_text("thread_nobodyHasThisOne")
+    assert page.evaluate("key => localStorage.getItem(key)", key) is None

@@ -20,6 +20,7 @@ from .rules import Operation, Request
 SETTING_OF = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 
 KLAI_STREAM_OPERATIONS = {"chatStream", "llmQuery", "assistantsStream"}
+ASSISTANT_WRITES = {"createAssistant", "replaceAssistant"}
 # Mock providerArgs that inject failures: real upstream-style 5xx answers, not what is fuzzed here.
 MOCK_FAILURE_ARGS = ("failAfter", "failBeforeFirstByte", "failStatus")
 
@@ -94,6 +95,8 @@ def steer(operation_id: str, case: Request, steering: Steering, target: Target) 
             if _positive(case):
                 _settings_agree(body, body.get("providerArgs"))
             _name_the_action_for_header_channels(case)
+        elif operation_id in ASSISTANT_WRITES and isinstance(body.get("provider"), str):
+            body["provider"] = "mock"  # a provider name the deployment knows stays valid
         elif operation_id == "llmQueryStop" and steering.known_stream and _positive(case):
             body["streamId"] = target.stream_id  # a valid id stays valid: no check is misled
         elif operation_id == "llmToolResponse" and steering.known_stream and _positive(case):
@@ -212,6 +215,25 @@ KLAI_STREAM_FIELDS = (
     "options.flushIntervalMs",
     "extra",
 )
+ASSISTANT = {
+    "name": "Fuzz",
+    "instructions": "Be brief.",
+    "provider": "mock",
+    "model": "echo",
+    "tools": [{"type": "function", "function": {"name": "lookup"}}],
+    "providerArgs": {"delayMs": 0},
+}
+ASSISTANT_FIELDS = (
+    "apiKey",
+    "name",
+    "instructions",
+    "provider",
+    "model",
+    "tools",
+    "tools.0",
+    "providerArgs",
+    "extra",
+)
 SHAPES: dict[str, Shape] = {
     "health": Shape({}, ()),
     "listModels": Shape({}, ()),
@@ -232,8 +254,14 @@ SHAPES: dict[str, Shape] = {
     ),
     "assistantsStream": Shape(
         mock_request(["fuzz-http"]),
-        (*KLAI_STREAM_FIELDS, "payload.thread_id", "payload.instructions"),
+        (*KLAI_STREAM_FIELDS, "payload.thread_id", "payload.instructions", "payload.assistant_id"),
     ),
+    "createAssistant": Shape(ASSISTANT, ASSISTANT_FIELDS),
+    "replaceAssistant": Shape(ASSISTANT, ASSISTANT_FIELDS),
+    # No body: the assistant's id is in the path (PATH_PARAMETERS), the page in the query.
+    "listAssistants": Shape({}, ()),
+    "getAssistant": Shape({}, ()),
+    "deleteAssistant": Shape({}, ()),
     "assistantsStop": Shape(
         {"threadId": "thread_fuzzNobodyHas1", "runId": "run_fuzzNobodyHas1"},
         ("apiKey", "threadId", "runId", "extra"),
@@ -270,10 +298,13 @@ SHAPES: dict[str, Shape] = {
         ),
     ),
 }
-# Path parameters of the hand-written requests: a well-formed thread id no app has.
+# Path parameters of the hand-written requests: a well-formed id no app has.
 PATH_PARAMETERS: dict[str, dict[str, str]] = {
     "threadMessages": {"thread_id": "thread_fuzzNobodyHas1"},
     "deleteThread": {"thread_id": "thread_fuzzNobodyHas1"},
+    "getAssistant": {"assistant_id": "asst_fuzzNobodyHas1"},
+    "replaceAssistant": {"assistant_id": "asst_fuzzNobodyHas1"},
+    "deleteAssistant": {"assistant_id": "asst_fuzzNobodyHas1"},
 }
 # Raw bodies no JSON encoder writes. Each must be refused (400/413), never crash a route.
 RAW_BODIES = [
@@ -379,11 +410,13 @@ def _describe(value: Any) -> str:
 def unrouted_requests() -> st.SearchStrategy[tuple[str, str]]:
     """(method, path): a wrong method on a documented path, or a path nothing serves (the
     local stack's own demo routes `/`, `/demo/*` and `/web/*` are left out: never deployed)."""
-    documented = {op.path: op.method.upper() for op in OPERATIONS.values()}
+    documented: dict[str, set[str]] = {}
+    for op in OPERATIONS.values():
+        documented.setdefault(op.path, set()).add(op.method.upper())
     wrong_method = st.tuples(
         st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         st.sampled_from(sorted(documented)),
-    ).filter(lambda request: documented[request[1]] != request[0])
+    ).filter(lambda request: request[0] not in documented[request[1]])
     unknown_path = st.tuples(
         st.sampled_from(["GET", "POST", "DELETE"]),
         # Segments start with a letter or digit: a client folds `.` and `..` away.

@@ -14,7 +14,15 @@ from .hostile import HUGE, Deep, encode, hostile_strings, hostile_values, json_v
 T = TypeVar("T")
 # API Gateway closes a connection on a frame over 128 KB (1009), as the emulator does: stay under.
 MAX_FRAME_BYTES = 120_000
-ACTIONS = ("subscribe", "unsubscribe", "ping", "stop", "resume", "llmToolCallResponse")
+ACTIONS = (
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "stop",
+    "resume",
+    "history",
+    "llmToolCallResponse",
+)
 CHANNEL = "fuzz-ws"
 OTHER_CHANNEL = "fuzz-ws-elsewhere"  # not in the connection's token
 
@@ -38,6 +46,7 @@ ACTION_FIELDS: dict[str, tuple[str, ...]] = {
     "ping": ("id",),
     "stop": ("streamId",),
     "resume": ("streamId", "afterSeq"),
+    "history": ("threadId", "cursor", "limit"),
     "llmToolCallResponse": ("toolCallId", "success", "message", "data"),
 }
 NEAR_MISSES = ["", "PING", "Subscribe", "unknown", "$default", "llmToolCall", "snapshot"]
@@ -65,6 +74,9 @@ def field_values(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "id": text | st.integers(),
         "streamId": st.sampled_from(known.streams) | text,
         "afterSeq": st.integers(min_value=-2, max_value=100),
+        "threadId": st.sampled_from(["thread_fuzzNobodyHas1", "thread_"]) | text,
+        "cursor": st.integers(min_value=-1, max_value=300) | st.sampled_from(["0", "3", "x"]),
+        "limit": st.integers(min_value=-1, max_value=300),
         "toolCallId": st.sampled_from([*known.tool_calls, "call_fuzz"]) | text,
         "success": st.booleans(),
         "message": text,
@@ -141,6 +153,7 @@ def valid_message(known: Known, action: str) -> dict[str, Any]:
         "ping": {"id": "edge"},
         "stop": {"streamId": known.streams[0]},
         "resume": {"streamId": known.streams[0], "afterSeq": -1},
+        "history": {"threadId": "thread_fuzzNobodyHas1", "cursor": 0, "limit": 10},
         "llmToolCallResponse": {
             "toolCallId": "call_edge",
             "success": True,

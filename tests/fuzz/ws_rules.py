@@ -16,6 +16,7 @@ REPLY_TYPES = {
     "ping": {"pong"},
     "stop": {"stopped", "not_found"},
     "resume": {"snapshot", "not_found"},
+    "history": {"history", "not_found"},
     "llmToolCallResponse": {"ack"},
 }
 # docs/events.md, section 3. `internal_error` is documented too, but it is the WebSocket's 500.
@@ -97,13 +98,18 @@ def check_error(reply: dict[str, Any]) -> None:
         raise MalformedReply(f"action error needs a numeric code and string details: {error}")
 
 
+# Replies that may come in parts: a snapshot (one `seq`) and a thread's history page.
+SPLIT_TYPES = {"snapshot", "history"}
+
+
 def check_snapshot_parts(replies: list[dict[str, Any]]) -> None:
-    """A split snapshot: parts 0..parts-1 in order, one `seq`, nothing else in between."""
+    """A split snapshot or history page: parts 0..parts-1 in order, of one type and one
+    `seq` (or `threadId`), nothing else in between."""
     parts = replies[0].get("parts")
     numbered = [reply.get("part") for reply in replies]
-    same_seq = {reply.get("seq") for reply in replies}
+    same_seq = {(reply.get("type"), reply.get("seq"), reply.get("threadId")) for reply in replies}
     if (
-        any(reply.get("type") != "snapshot" for reply in replies)
+        any(reply.get("type") not in SPLIT_TYPES for reply in replies)
         or numbered != list(range(len(replies)))
         or parts != len(replies)
         or len(same_seq) != 1

@@ -23,6 +23,7 @@ from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import get_settings
 from streaming_proxy.streams import StreamRecord, StreamStore
+from streaming_proxy.threads import RunStart, ThreadStore
 from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
 
 from .template_data import conditions_used, parameter_default, props, resolve
@@ -168,6 +169,10 @@ def test_connections_function_may_make_exactly_the_calls_its_routes_make(
     setup = boto3.client("dynamodb", region_name="us-east-1")  # not recorded
     StreamStore(setup, TABLE).create(StreamRecord("st_1", APP_ID, "onLlmMessage", ["ch"]))
     ToolCallStore(setup, TABLE).open([ToolCallRecord(APP_ID, "tc_1", "st_1", "ui_pick", ["ch"])])
+    threads = ThreadStore(setup, TABLE)
+    run = RunStart("thread_guardRails1", "run_guardRails1", "st_1", True, 2**31, 600, ("ch",))
+    threads.start_run(APP_ID, run)
+    threads.finish_run(APP_ID, run, [{"role": "user", "content": "hi"}], "done")
     registry = AppRegistry.from_settings(get_settings())
     app = registry.get(APP_ID)
     assert app is not None
@@ -178,6 +183,7 @@ def test_connections_function_may_make_exactly_the_calls_its_routes_make(
         {"action": "subscribe", "channel": "late", "token": token},
         {"action": "unsubscribe", "channel": "late"},
         {"action": "resume", "streamId": "st_1"},
+        {"action": "history", "threadId": "thread_guardRails1"},
         {"action": "stop", "streamId": "st_1"},
         {"action": "llmToolCallResponse", "toolCallId": "tc_1", "success": True, "message": "ok"},
         {"action": "ping"},
@@ -190,6 +196,7 @@ def test_connections_function_may_make_exactly_the_calls_its_routes_make(
         "subscribed",
         "unsubscribed",
         "snapshot",
+        "history",
         "stopped",
         "ack",
         "pong",

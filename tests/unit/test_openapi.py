@@ -21,7 +21,13 @@ from streaming_proxy.api import klai, threads
 from streaming_proxy.api.app import routes
 from streaming_proxy.api.messages import MessageSendRequest
 from streaming_proxy.channels.session import ACTIONS
-from streaming_proxy.contract import RunStopRequest, StopRequest, StreamRequest, TokenRequest
+from streaming_proxy.contract import (
+    AssistantBody,
+    RunStopRequest,
+    StopRequest,
+    StreamRequest,
+    TokenRequest,
+)
 from streaming_proxy.jobs import StreamJob, StreamKind, ThreadRun
 from streaming_proxy.openai_format import ChatCompletionRequest
 from streaming_proxy.streams import StreamStatus
@@ -39,6 +45,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/channels/token": TokenRequest,
+    "/assistants": AssistantBody,
     "/stream/create": StreamRequest,
     "/llm/query": StreamRequest,
     "/stream/create/assistants": StreamRequest,
@@ -379,6 +386,18 @@ def test_thread_routes_document_their_answers() -> None:
     assert set(read) == {"200", "400", "401", "404", "503"}
     erase = paths["/threads/{thread_id}"]["delete"]["responses"]
     assert set(erase) == {"200", "401", "404", "409", "503"}
+
+
+def test_assistant_routes_document_their_answers() -> None:
+    paths = spec()["paths"]
+    listed, one = paths["/assistants"], paths["/assistants/{assistant_id}"]
+    assert set(listed["post"]["responses"]) == {"201", "400", "401", "413", "503"}
+    assert set(listed["get"]["responses"]) == {"200", "400", "401", "503"}
+    assert set(one["get"]["responses"]) == {"200", "401", "404", "503"}
+    assert set(one["put"]["responses"]) == {"200", "400", "401", "404", "413", "503"}
+    assert set(one["delete"]["responses"]) == {"200", "401", "404", "503"}
+    body = pointer("#/components/schemas/AssistantRequest")
+    assert body["additionalProperties"] is False  # the model refuses unknown fields too
 
 
 def test_stop_answers_200_for_stopped_and_not_found() -> None:

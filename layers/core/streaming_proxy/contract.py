@@ -22,6 +22,7 @@ from pydantic import (
 
 from . import native
 from .channels.names import ChannelName
+from .threads import THREAD_ID
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
@@ -157,8 +158,9 @@ class Tool(BaseModel):
 ToolChoice = Annotated[native.ToolChoiceValue | None, BeforeValidator(native.tool_choice)]
 
 
-ThreadId = Annotated[str, Field(pattern=r"^thread_[A-Za-z0-9_-]{8,64}$")]
+ThreadId = Annotated[str, Field(pattern=THREAD_ID)]
 RunId = Annotated[str, Field(pattern=r"^run_[A-Za-z0-9_-]{8,64}$")]
+AssistantId = Annotated[str, Field(pattern=r"^asst_[A-Za-z0-9_-]{8,64}$")]
 
 
 class Payload(BaseModel):
@@ -180,6 +182,8 @@ class Payload(BaseModel):
     thread_id: ThreadId | None = None
     # A system message sent before the thread's history on this run, never stored in it.
     instructions: str | None = Field(default=None, max_length=256_000)
+    # A stored assistant (assistants.py) whose fields this payload's own fields override.
+    assistant_id: AssistantId | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -254,6 +258,22 @@ class RunStopRequest(BaseModel):
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     thread_id: ThreadId = Field(alias="threadId")
     run_id: RunId = Field(alias="runId")
+
+
+class AssistantBody(BaseModel):
+    """Body of `POST /assistants` and `PUT /assistants/{id}`: a named assistant, its fields
+    validated as the same fields of a Klai payload. Unknown fields are refused (a typo
+    would otherwise be stored as nothing)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, alias="apiKey", exclude=True)
+    name: str = Field(min_length=1, max_length=256)
+    instructions: str | None = Field(default=None, max_length=256_000)
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    provider: str | None = Field(default=None, min_length=1, max_length=64)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    provider_args: dict[str, Any] | None = Field(default=None, alias="providerArgs")
 
 
 class TokenRequest(BaseModel):

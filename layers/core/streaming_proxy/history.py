@@ -21,9 +21,14 @@ ITEM_CHARS = 64_000
 Messages = list[dict[str, Any]]
 
 
+def json_lines(messages: Sequence[dict[str, Any]]) -> str:
+    """One message a line, ASCII-escaped (a character is a byte, so a cut anywhere is safe)."""
+    return "".join(json.dumps(m, ensure_ascii=True, separators=(",", ":")) + "\n" for m in messages)
+
+
 def pack(messages: Sequence[dict[str, Any]], item_chars: int = ITEM_CHARS) -> list[str]:
     """The `data` of the items that hold `messages`, in order."""
-    text = "".join(json.dumps(m, ensure_ascii=True, separators=(",", ":")) + "\n" for m in messages)
+    text = json_lines(messages)
     return [text[start : start + item_chars] for start in range(0, len(text), item_chars)]
 
 

@@ -12,6 +12,7 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws, nethttp, redact
+from .assistants import AssistantStore
 from .auth import AppRegistry
 from .blocking import BlockingCalls, dependency_error
 from .channels.names import check_targets
@@ -106,6 +107,7 @@ class StreamService:
         self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
         self.tool_answers = LocalAnswers()
         self.runs = ThreadRuns(ThreadStore(client, settings.table_name), self.store, settings)
+        self.assistants = AssistantStore(client, settings.table_name)
         self.webhooks = ToolWebhooks(
             self.http,
             timeout_seconds=settings.tool_webhook_timeout_seconds,

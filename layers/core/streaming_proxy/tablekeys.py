@@ -25,6 +25,7 @@ LIMIT = "LIMIT#"
 THREAD = "THREAD#"
 MSG = "MSG#"
 RUN = "RUN#"
+ASSISTANT = "ASSISTANT#"
 
 T = TypeVar("T")
 
@@ -58,6 +59,16 @@ def thread_pk(app_id: str, thread_id: str) -> dict[str, Any]:
 
 def thread_key(app_id: str, thread_id: str, sk: str = META) -> dict[str, Any]:
     return {"pk": thread_pk(app_id, thread_id), "sk": {"S": sk}}
+
+
+def assistants_pk(app_id: str) -> dict[str, Any]:
+    """The partition of one app's named assistants (`ASSISTANT#<app>`), one item each, its
+    id the sort key: listing them is one query, and another app's id is simply absent."""
+    return {"S": f"{ASSISTANT}{app_id}"}
+
+
+def assistant_key(app_id: str, assistant_id: str) -> dict[str, Any]:
+    return {"pk": assistants_pk(app_id), "sk": {"S": assistant_id}}
 
 
 def msg_sk(number: int) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "THREAD_ID",
     "RunRecord",
     "RunStart",
     "RunStatus",
@@ -34,6 +35,8 @@ __all__ = [
     "thread_not_found",
 ]
 
+# What a thread id looks like (new_thread_id; the tail's length left loose).
+THREAD_ID = r"^thread_[A-Za-z0-9_-]{8,64}$"
 # One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
 MAX_ITEMS_PER_RUN = 48
 

@@ -16,7 +16,16 @@ from ..config import Settings, get_settings
 from ..errors import ProxyError
 from ..observability import get_logger
 from ..service import StreamService
-from . import klai, lambda_events, messages, openai_compat, threads, tokens, tool_response
+from . import (
+    assistants,
+    klai,
+    lambda_events,
+    messages,
+    openai_compat,
+    threads,
+    tokens,
+    tool_response,
+)
 from .answers import error_response
 
 
@@ -62,6 +71,11 @@ def routes() -> list[Route]:
         Route("/stream/create/assistants/stop", threads.assistants_stop, methods=["POST"]),
         Route("/threads/{thread_id}/messages", threads.thread_messages, methods=["GET"]),
         Route("/threads/{thread_id}", threads.delete_thread, methods=["DELETE"]),
+        Route("/assistants", assistants.create_assistant, methods=["POST"]),
+        Route("/assistants", assistants.list_assistants, methods=["GET"]),
+        Route("/assistants/{assistant_id}", assistants.get_assistant, methods=["GET"]),
+        Route("/assistants/{assistant_id}", assistants.replace_assistant, methods=["PUT"]),
+        Route("/assistants/{assistant_id}", assistants.delete_assistant, methods=["DELETE"]),
         Route("/llm/query", klai.llm_query, methods=["POST"]),
         Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
         Route("/llm/tool-response", tool_response.tool_response, methods=["POST"]),

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..channels.names import check_targets
-from ..contract import StopRequest, StreamRequest
+from ..contract import Message, StopRequest, StreamRequest
 from ..errors import ProxyError, ValidationFailed
 from ..gate import CallerGate
 from ..jobs import StreamJob, StreamKind
@@ -25,6 +25,7 @@ from .answers import (
     read_json,
     service_of,
 )
+from .assistants import resolved
 from .sse import KlaiSseSink, sse_answer
 from .threads import held, run_created, run_done, run_ids
 
@@ -71,7 +72,7 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         data = await read_json(request, service.settings.max_body_bytes)
         action_name = action_name_in(data)
         app = authenticate(request, data)
-        body = parse(StreamRequest, data)
+        body = await _with_memory(service, app.app_id, kind, parse(StreamRequest, data))
         job = _job(service, body, app.app_id, kind)
         service.check(job)
         await service.admit(job)
@@ -85,13 +86,37 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         return error_response(e, action_name)
 
 
+async def _with_memory(
+    service: StreamService, app_id: str, kind: StreamKind, body: StreamRequest
+) -> StreamRequest:
+    """The payload completed from its assistant (404 for an unknown one). Threads and
+    assistants are for LLM Query and Assistants: Chat refuses them (400)."""
+    if kind == "chat":
+        for field in ("thread_id", "assistant_id"):
+            if getattr(body.payload, field) is not None:
+                raise ValidationFailed(
+                    f"payload.{field}: threads and assistants are for /llm/query and "
+                    "/stream/create/assistants",
+                    fields=[{"field": f"payload.{field}", "message": "not accepted on Chat"}],
+                )
+        return body
+    body = await resolved(service, app_id, body)
+    return _instructed(body) if kind == "llm" else body
+
+
+def _instructed(body: StreamRequest) -> StreamRequest:
+    """An LLM Query on no thread: its instructions (its own or its assistant's) go first,
+    as a system message (a run on a thread sends them before the history: runs.py)."""
+    payload = body.payload
+    if payload.thread_id is not None or not payload.instructions:
+        return body
+    system = Message(role="system", content=payload.instructions)
+    update = {"messages": [system, *payload.messages], "instructions": None}
+    return body.model_copy(update={"payload": payload.model_copy(update=update)})
+
+
 async def _on_thread(service: StreamService, body: StreamRequest, job: StreamJob) -> StreamJob:
     """The job as a run on its thread: instructions, history and the new messages."""
-    if job.kind == "chat":
-        raise ValidationFailed(
-            "payload.thread_id: threads are for /llm/query and /stream/create/assistants",
-            fields=[{"field": "payload.thread_id", "message": "not accepted on Chat"}],
-        )
     begun = await service.runs.begin(job.app_id, body.payload, job.stream_id, job.channels)
     body = body.model_copy(update={"payload": begun.payload})
     return _job(service, body, job.app_id, job.kind, job.stream_id).model_copy(

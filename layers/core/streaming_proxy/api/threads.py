@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +16,7 @@ from ..jobs import StreamJob
 from ..observability import get_logger
 from ..outcome import StreamOutcome
 from ..service import StreamService
+from ..threadpages import MAX_PAGE, read_page
 from ..threads import thread_not_found
 from .answers import authenticate, error_response, parse, read_json, service_of
 
@@ -90,7 +90,7 @@ async def assistants_stop(request: Request) -> Response:
 
 class _Page(BaseModel):
     thread_id: ThreadId
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     cursor: int = Field(default=0, ge=0)
 
 
@@ -99,26 +99,14 @@ async def thread_messages(request: Request) -> Response:
     service = service_of(request)
     try:
         app = authenticate(request, {})
-        page = _page(request)
+        query = _page(request)
         threads = service.runs.threads
-        meta = await service.store(threads.meta, app.app_id, page.thread_id)
-        if meta is None:
-            raise thread_not_found(page.thread_id)
-        messages = await service.store(threads.messages, app.app_id, page.thread_id)
+        page = await service.store(
+            read_page, threads, app.app_id, query.thread_id, query.cursor, query.limit
+        )
     except ProxyError as e:
         return error_response(e)
-    end = page.cursor + page.limit
-    return JSONResponse(
-        {
-            "success": True,
-            "threadId": page.thread_id,
-            "createdAt": meta.created_at,
-            "updatedAt": meta.updated_at,
-            "activeRun": meta.active_run if meta.busy(int(time.time())) else None,
-            "messages": messages[page.cursor : end],
-            "nextCursor": str(end) if end < len(messages) else None,
-        }
-    )
+    return JSONResponse({"success": True, **page.about(), "messages": page.messages})
 
 
 async def delete_thread(request: Request) -> Response:

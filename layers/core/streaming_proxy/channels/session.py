@@ -24,6 +24,7 @@ from ..errors import (
     BadRequest,
     ConnectionGone,
     Forbidden,
+    NotFound,
     ProxyError,
     ValidationFailed,
     error_object,
@@ -32,6 +33,8 @@ from ..errors import (
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
 from ..textcheck import parse_json
+from ..threadpages import MAX_PAGE, history_replies, read_page
+from ..threads import THREAD_ID, ThreadStore
 from ..toolcalls import ToolCallStore
 from ..tools.answers import ToolAnswer, accept_answer
 from .names import ChannelName, check_grantable, is_private, private_channel
@@ -76,6 +79,15 @@ class Resume(_Action):
     after_seq: StrictInt = Field(default=-1, alias="afterSeq")
 
 
+class History(_Action):
+    """A page of a thread's messages (a reloaded page shows its conversation again)."""
+
+    action: Literal["history"]
+    thread_id: StrictStr = Field(alias="threadId", pattern=THREAD_ID)
+    cursor: StrictInt | Annotated[StrictStr, Field(pattern=r"^[0-9]{1,9}$")] = Field(default=0)
+    limit: StrictInt = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+
+
 class ToolCallResponse(ToolAnswer):
     """A frontend tool's answer over the WebSocket."""
 
@@ -85,11 +97,13 @@ class ToolCallResponse(ToolAnswer):
 
 
 BrowserMessage = Annotated[
-    Subscribe | Unsubscribe | Ping | Stop | Resume | ToolCallResponse,
+    Subscribe | Unsubscribe | Ping | Stop | Resume | History | ToolCallResponse,
     Field(discriminator="action"),
 ]
 _BROWSER_MESSAGE: TypeAdapter[BrowserMessage] = TypeAdapter(BrowserMessage)
-ACTIONS = frozenset({"subscribe", "unsubscribe", "ping", "stop", "resume", "llmToolCallResponse"})
+ACTIONS = frozenset(
+    {"subscribe", "unsubscribe", "ping", "stop", "resume", "history", "llmToolCallResponse"}
+)
 
 
 def error_message(error: ProxyError) -> dict[str, Any]:
@@ -170,6 +184,7 @@ class ConnectionRoutes:
         registry: AppRegistry,
         reply: Reply,
         tool_calls: ToolCallStore,
+        threads: ThreadStore,
     ) -> None:
         self._settings = settings
         self._connections = connections
@@ -177,6 +192,7 @@ class ConnectionRoutes:
         self._registry = registry
         self._reply = reply
         self._tool_calls = tool_calls
+        self._threads = threads
 
     @classmethod
     def from_settings(cls, settings: Settings, *, reply: Reply | None = None) -> ConnectionRoutes:
@@ -194,6 +210,7 @@ class ConnectionRoutes:
                 settings.aws_region, settings.ws_management_endpoint, connections
             ),
             tool_calls=ToolCallStore(db, settings.table_name),
+            threads=ThreadStore(db, settings.table_name),
         )
 
     def connect(self, connection_id: str, token: str | None, origin: str | None) -> None:
@@ -255,6 +272,8 @@ class ConnectionRoutes:
                 if record is None:
                     return [{"type": "not_found", "streamId": msg.stream_id}]
                 return record_snapshot(record, channel)
+            case History():
+                return self._history(connection_id, app_id, msg)
             case ToolCallResponse():
                 accept_answer(
                     self._tool_calls,
@@ -267,6 +286,18 @@ class ConnectionRoutes:
                 )
                 return [{"type": "ack", "toolCallId": msg.tool_call_id}]
         raise BadRequest("unknown action")
+
+    def _history(self, connection_id: str, app_id: str, msg: History) -> list[dict[str, Any]]:
+        """A page of a thread that published to one of this connection's channels; any
+        other (another app's, unknown, never on these channels) is `not_found`."""
+        joined = self._connections.channels_of(connection_id, app_id)
+        try:
+            page = read_page(
+                self._threads, app_id, msg.thread_id, int(msg.cursor), msg.limit, joined
+            )
+        except NotFound:
+            return [{"type": "not_found", "threadId": msg.thread_id}]
+        return history_replies(page)
 
     def _live(self, connection_id: str) -> LiveConnection:
         connection = self._connections.live(connection_id)
