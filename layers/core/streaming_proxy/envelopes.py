@@ -33,6 +33,10 @@ class EnvelopeSequencer:
             **fields,
         }
 
+    def skip(self) -> None:
+        """Number a message no sink reads (its seq still counts for the stream's record)."""
+        self.last_seq += 1
+
 
 # The widest a character gets in JSON: a control character or lone surrogate as `\uXXXX`.
 MAX_CHAR_WIDTH = 6

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 import httpx
@@ -13,7 +13,7 @@ from .observability import get_logger
 from .textcheck import SURROGATE, valid_text
 
 
-async def guarded(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def guarded(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[StreamEvent, None]:
     """Transport errors of any adapter mapped onto the error tree, text made valid UTF-8
     (models emit lone surrogates too), the adapter always closed."""
     try:
