@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from ..errors import ProviderNotConfigured, UpstreamError, ValidationFailed
-from ..events import Finish, ProviderEvent
+from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
+from ..events import Usage as UsageEvent
 from .base import LlmRequest, pick_key, upstream_message
-from .openai_chunks import MalformedChunk, chunk_events, parse_chunk, stream_error_of
 from .settings import openai_settings
 from .sse import open_event_stream
 from .translate import openai_tool_choice, parse_tool_choice
@@ -21,6 +21,62 @@ from .translate import openai_tool_choice, parse_tool_choice
 _DATA_EVENTS = frozenset({"", "message", "error"})
 # Body fields a request's provider_args cannot replace: they decide what is streamed and how.
 _FIXED_FIELDS = frozenset({"model", "messages", "stream"})
+
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _FunctionDelta(_Wire):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(_Wire):
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionDelta | None = None
+
+
+class _Delta(_Wire):
+    content: str | None = None
+    # DeepSeek and vLLM say reasoning_content, OpenRouter and Ollama say reasoning.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _Choice(_Wire):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(_Wire):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _ErrorBody(_Wire):
+    message: str | None = None
+    code: int | str | None = None
+
+
+class _Chunk(_Wire):
+    """One `chat.completion.chunk`, or an error payload sent after HTTP 200."""
+
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: _ErrorBody | str | None = None
 
 
 class OpenAIProvider:
@@ -69,7 +125,7 @@ class OpenAIProvider:
                     continue  # comments never get here; pings and unknown names do
                 if data == "[DONE]":
                     return
-                for event in self._parse(sse.event, data):
+                for event in _events_of(self._parse(sse.event, data)):
                     finished = finished or isinstance(event, Finish)
                     yield event
             if not finished:
@@ -107,19 +163,17 @@ class OpenAIProvider:
         body["stream"] = True
         return body
 
-    def _parse(self, event: str, data: str) -> list[ProviderEvent]:
-        """The events of one chunk; an error payload or a malformed chunk raises."""
+    def _parse(self, event: str, data: str) -> _Chunk:
         try:
-            chunk = parse_chunk(data)
-            error = stream_error_of(chunk)
-            if error is None and event != "error":
-                return chunk_events(chunk)
-        except MalformedChunk as e:
+            chunk = _Chunk.model_validate_json(data)
+        except ValidationError as e:
             raise UpstreamError(f"{self.name} sent a stream chunk that is not a JSON chunk") from e
-        if error is not None:
-            raise _stream_error(self.name, *error)
-        message = upstream_message(data.encode("utf-8"))
-        raise UpstreamError(f"{self.name} stream error: {message}")
+        if chunk.error is not None:
+            raise _stream_error(self.name, chunk.error)
+        if event == "error":
+            message = upstream_message(data.encode("utf-8"))
+            raise UpstreamError(f"{self.name} stream error: {message}")
+        return chunk
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,7 +203,37 @@ def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _stream_error(provider: str, message: str, code: int | str | None) -> UpstreamError:
+def _events_of(chunk: _Chunk) -> Iterator[ProviderEvent]:
+    """The normalised events of one chunk; only choice 0 is followed (n > 1 is not streamed)."""
+    for choice in chunk.choices or ():
+        if choice.index != 0:
+            continue
+        delta = choice.delta or _Delta()
+        thinking = delta.reasoning_content or delta.reasoning
+        if thinking:
+            yield ThinkingDelta(thinking)
+        if delta.content:
+            yield TextDelta(delta.content)
+        for position, call in enumerate(delta.tool_calls or ()):
+            function = call.function or _FunctionDelta()
+            if call.id or function.name or function.arguments:
+                yield ToolCallDelta(
+                    index=position if call.index is None else call.index,
+                    id=call.id or None,
+                    name=function.name or None,
+                    arguments=function.arguments or "",
+                )
+        if choice.finish_reason:
+            yield Finish(_FINISH_REASONS.get(choice.finish_reason, "stop"))
+    if chunk.usage is not None:
+        yield UsageEvent(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+
+
+def _stream_error(provider: str, error: _ErrorBody | str) -> UpstreamError:
+    if isinstance(error, str):
+        return UpstreamError(f"{provider} stream error: {error}")
     # OpenRouter puts the HTTP status it would have sent in `code`; OpenAI uses names there.
-    status = code if isinstance(code, int) and 400 <= code < 600 else None
-    return UpstreamError(f"{provider} stream error: {message}", upstream_status=status)
+    status = error.code if isinstance(error.code, int) and 400 <= error.code < 600 else None
+    return UpstreamError(
+        f"{provider} stream error: {error.message or 'no message'}", upstream_status=status
+    )
