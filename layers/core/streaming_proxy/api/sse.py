@@ -167,8 +167,8 @@ class SseResponse(Response):
     """A `text/event-stream` answer: a FrameQueue written straight to the ASGI `send`.
 
     Starlette's StreamingResponse would add a task group per answer and a generator step
-    per frame; here the queue's writer calls `send` itself. A caller hanging up is seen as
-    Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops.
+    per frame; here the queue's writer task calls `send` itself. A caller hanging up is seen
+    as Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops.
     """
 
     media_type = "text/event-stream"
@@ -192,10 +192,13 @@ class SseResponse(Response):
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # The writer is a task of its own: a frame then resumes it alone, not the whole
+        # chain of the server's and Starlette's coroutines this call runs under.
+        writer = asyncio.ensure_future(self._frames.write(emit, self._keepalive, self._done))
         listener = asyncio.ensure_future(_disconnect(receive))
         listener.add_done_callback(self._heard)
         try:
-            await self._frames.write(emit, self._keepalive, self._done)
+            await writer
         finally:
             listener.cancel()
         if not self._frames.gone:
