@@ -42,7 +42,7 @@ from .recorder import StreamRecorder
 from .streams import StreamStatus
 from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
 from .turn import TurnState
-from .upstream import as_proxy_error, guarded
+from .upstream import as_proxy_error, close, valid
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
 
@@ -174,12 +174,12 @@ class Relay:
         loop = asyncio.get_running_loop()
         # The idle clock starts with the upstream request, whatever the sinks are doing.
         self._last_upstream = self._idle_since = loop.time()
-        events = guarded(self._provider.stream(self.job.llm_request))
+        events = self._provider.stream(self.job.llm_request)
         try:
             while not self._stopping:
                 self._between_events = True
                 try:
-                    event = await anext(events)
+                    event = valid(await anext(events))
                 except StopAsyncIteration:
                     return
                 except Exception as e:  # the provider's failure (a stop is a CancelledError)
@@ -198,7 +198,7 @@ class Relay:
                 raise  # the relay's own end, not a stop
         finally:
             self._stopped()
-            await events.aclose()
+            await close(events)
 
     async def _first(self, elapsed: float) -> bool:
         """Before the first event: the sinks started, the stream record written (False when
