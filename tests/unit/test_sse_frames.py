@@ -145,3 +145,24 @@ async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
     go_on.set()
     await done
     assert caller.bodies() == [b": stream open\n\n", b"data: 1\n\n"]
+
+
+async def test_an_sse_response_ends_quietly_when_the_server_says_the_caller_is_gone() -> None:
+    queue, caller = FrameQueue(), Caller()
+    bodies = 0
+
+    async def send(message: dict[str, Any]) -> None:  # an ASGI 2.4 server after a hang-up
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies > 1:
+                raise OSError("the caller is gone")
+        await caller.send(message)
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        queue.end()
+
+    answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
+    await asyncio.wait_for(answer({"type": "http"}, caller.receive, send), 5)
+    assert caller.bodies() == [b": stream open\n\n"]

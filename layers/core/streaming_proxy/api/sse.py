@@ -199,6 +199,8 @@ class SseResponse(Response):
         listener.add_done_callback(self._heard)
         try:
             await writer
+        except OSError:  # how an ASGI 2.4 server says the caller is gone
+            self._frames.hang_up()
         finally:
             listener.cancel()
         if not self._frames.gone:
