@@ -66,8 +66,9 @@ class FrameQueue:
 
         The writing ends once `done` (the whole relay, channel fan-out included) has, and
         not before: in Lambda the invocation freezes when the response ends. It ends then
-        whether or not a sink or observer closed the queue (one that failed may not have),
-        and at once when the caller hung up (`hang_up`)."""
+        whether or not a sink or observer closed the queue (one that failed may not have).
+        Once the caller hung up (`hang_up`) nothing more is written, and the end still
+        waits for `done`: the channels may still be owed the rest of the stream."""
         done.add_done_callback(lambda _: self.end())
         loop = asyncio.get_running_loop()
         self._keepalive_timer = loop.call_later(
@@ -86,16 +87,15 @@ class FrameQueue:
                 if ready and not self._gone:
                     await emit(ready)
                 if closed:
-                    if not self._gone:
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(done)
-                    return
+                    break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(done)
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
 
     def hang_up(self) -> None:
-        """The caller is gone: stop writing now (the relay runs on, detached)."""
+        """The caller is gone: write nothing more (the relay runs on, detached)."""
         self._gone = True
         self._push(None)
 
@@ -168,7 +168,8 @@ class SseResponse(Response):
 
     Starlette's StreamingResponse would add a task group per answer and a generator step
     per frame; here the queue's writer task calls `send` itself. A caller hanging up is seen
-    as Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops.
+    as Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops
+    (the answer still ends only with its relay, decision 6).
     """
 
     media_type = "text/event-stream"
@@ -201,6 +202,8 @@ class SseResponse(Response):
             await writer
         except OSError:  # how an ASGI 2.4 server says the caller is gone
             self._frames.hang_up()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._done)
         finally:
             listener.cancel()
         if not self._frames.gone:
