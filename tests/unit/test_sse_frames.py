@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from typing import Any
 
-from streaming_proxy.api.sse import FrameQueue, KlaiSseSink
+from streaming_proxy.api.sse import FrameQueue, KlaiSseSink, SseResponse
 
 
-async def read_all(queue: FrameQueue, done: asyncio.Future[object]) -> list[bytes]:
+async def read_all(
+    queue: FrameQueue, done: asyncio.Future[object], keepalive: float = 30
+) -> list[bytes]:
     """What the answer writes, in writes (frames queued together go out in one)."""
-    return [frame async for frame in queue.frames(30, done)]
+    written: list[bytes] = []
+
+    async def emit(data: bytes) -> None:
+        written.append(data)
+
+    await queue.write(emit, keepalive, done)
+    return written
 
 
 async def test_the_answer_ends_with_the_relay_even_if_nothing_closed_it() -> None:
@@ -70,11 +78,93 @@ async def test_a_quiet_stream_gets_keep_alives_and_a_busy_one_gets_none() -> Non
         queue.end()
 
     done = asyncio.ensure_future(relay())
-    frames = await asyncio.wait_for(_collect(queue.frames(0.05, done)), 5)
+    frames = await asyncio.wait_for(read_all(queue, done, 0.05), 5)
     quiet, busy = frames[1:3], frames[3:]
     assert quiet == [b": keep-alive\n\n"] * 2
     assert busy == [f"data: {n}\n\n".encode() for n in range(8)]
 
 
-async def _collect(frames: AsyncIterator[bytes]) -> list[bytes]:
-    return [frame async for frame in frames]
+class Caller:
+    """An ASGI server's side of one answer: what was sent, and a hang-up on demand."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.hung_up = asyncio.Event()
+        self.wrote = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        self.wrote.set()
+
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
+
+
+async def test_an_sse_response_writes_its_head_its_frames_and_its_end() -> None:
+    queue, caller = FrameQueue(), Caller()
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        queue.end()
+
+    answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {"X-Stream-Id": "st_1"})
+    await asyncio.wait_for(answer({"type": "http"}, caller.receive, caller.send), 5)
+    head = caller.sent[0]
+    assert head["type"] == "http.response.start" and head["status"] == 200
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in head["headers"]
+    assert (b"x-stream-id", b"st_1") in head["headers"]
+    assert not any(name == b"content-length" for name, _ in head["headers"])
+    assert caller.bodies() == [b": stream open\n\n", b"data: 1\n\n", b""]
+    assert caller.sent[-1]["more_body"] is False
+
+
+async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
+    queue, caller = FrameQueue(), Caller()
+    go_on = asyncio.Event()
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        await go_on.wait()  # the relay runs on after the caller left
+        queue.put(b"data: 2\n\n")
+        queue.end()
+
+    done = asyncio.ensure_future(relay())
+    answer = asyncio.ensure_future(
+        SseResponse(queue, 30, done, {})({"type": "http"}, caller.receive, caller.send)
+    )
+    while len(caller.bodies()) < 2:
+        caller.wrote.clear()
+        await asyncio.wait_for(caller.wrote.wait(), 5)
+    caller.hung_up.set()
+    await asyncio.sleep(0.05)
+    # Nothing more is written, and the answer ends with its relay (Lambda would freeze it).
+    assert not answer.done()
+    go_on.set()
+    await asyncio.wait_for(answer, 5)
+    assert done.done()
+    assert caller.bodies() == [b": stream open\n\n", b"data: 1\n\n"]
+
+
+async def test_an_sse_response_ends_quietly_when_the_server_says_the_caller_is_gone() -> None:
+    queue, caller = FrameQueue(), Caller()
+    bodies = 0
+
+    async def send(message: dict[str, Any]) -> None:  # an ASGI 2.4 server after a hang-up
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies > 1:
+                raise OSError("the caller is gone")
+        await caller.send(message)
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        queue.end()
+
+    answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
+    await asyncio.wait_for(answer({"type": "http"}, caller.receive, send), 5)
+    assert caller.bodies() == [b": stream open\n\n"]

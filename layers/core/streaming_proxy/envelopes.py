@@ -33,6 +33,10 @@ class EnvelopeSequencer:
             **fields,
         }
 
+    def skip(self) -> None:
+        """Number a message no sink reads (its seq still counts for the stream's record)."""
+        self.last_seq += 1
+
 
 # The widest a character gets in JSON: a control character or lone surrogate as `\uXXXX`.
 MAX_CHAR_WIDTH = 6
@@ -66,11 +70,15 @@ def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
     return pieces
 
 
+# `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` without an encoder built per
+# call (dumps builds one whenever it is given an option): one per message sent.
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One WebSocket message: compact JSON, UTF-8 (never raising: inputs are checked at the
     edge and model text repaired, so a lone surrogate here would be a bug, sent as '?')."""
-    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", errors="replace")
+    return _compact_json(message).encode("utf-8", errors="replace")
 
 
 def snapshot_messages(

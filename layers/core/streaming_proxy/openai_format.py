@@ -20,6 +20,10 @@ from .redact import scrub
 # Every name a sampling setting goes by (OpenAI's among them).
 ALIASES_BY_NAME = frozenset(alias for aliases in ALIASES.values() for alias in aliases)
 
+# A JSON string as `json.dumps(text, ensure_ascii=False)` writes it, without building an
+# encoder per call (dumps does whenever it is given an option).
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+
 # OpenAI's finish_reason values; ours map onto them.
 _FINISH = {"cancelled": "stop", "error": "stop"}
 
@@ -129,7 +133,7 @@ class ChunkBuilder:
         if self._role_sent and isinstance(event, TextDelta | ThinkingDelta) and event.text:
             key = "content" if isinstance(event, TextDelta) else "reasoning_content"
             before, after = self._around.get(key) or self._template(key)
-            text = json.dumps(event.text, ensure_ascii=False)
+            text = _json_string(event.text)
             return before + text.encode("utf-8", errors="replace") + after
         chunk = self.for_event(event)
         return None if chunk is None else sse_frame(chunk)

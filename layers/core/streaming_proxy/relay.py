@@ -1,10 +1,12 @@
 """The relay: runs one stream from a provider to its sinks (SSE caller, channels).
 
-Provider events arrive through a queue fed by a producer task, so a stop can cancel the
-producer, which closes the upstream response, at any moment. Every piece of text is
-numbered and handed to the sinks as it comes (the SSE caller never waits; the channel
-publisher coalesces its own copy). Deadlines (idle, total, snapshot) are one timer that
-queues a tick, so the per-event path awaits nothing but the queue.
+One reader task reads the provider's events and handles each as it arrives: no queue and
+no second task between the provider and the sinks. A stop (cancel, deadline) between two
+events cancels the reader where it waits for the provider, which closes the upstream
+response at once; a stop that comes while an event is being handled waits for that
+handling to end. Every piece of text is numbered and handed to the sinks as it comes (the
+SSE caller never waits; the channel publisher coalesces its own copy). Deadlines (idle,
+total, snapshot) are one timer, so the per-event path arms nothing.
 
 Whatever raises (a provider, a sink, an observer, the relay's own code), a stream
 always finishes: `end` is emitted, the final status written, the sinks closed.
@@ -40,19 +42,9 @@ from .recorder import StreamRecorder
 from .streams import StreamStatus
 from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
 from .turn import TurnState
-from .upstream import as_proxy_error, guarded
+from .upstream import as_proxy_error, close, valid
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_DONE = _Marker("done")
-_CANCEL = _Marker("cancel")
-_TICK = _Marker("tick")  # a deadline may be due: check them
 
 
 class Relay:
@@ -86,7 +78,14 @@ class Relay:
         self._progress = progress or self._published_so_far
         self.stats = stats or StreamStats.for_job(job, settings.prices)
         self._seq = EnvelopeSequencer(job.stream_id, job.action_name)
-        self._queue: asyncio.Queue[StreamEvent | _Marker | BaseException] = asyncio.Queue()
+        # The reader (`_read`): whether it waits for the provider (a stop may cancel it
+        # there), whether a stop or a timer waits for the event it handles to end.
+        self._reader: asyncio.Task[None] | None = None
+        self._sinks_started = asyncio.Event()
+        self._between_events = False
+        self._stopping = False
+        self._cancel_requested = False
+        self._timer_due = False
         self._outcome = StreamOutcome()
         self._turn = TurnState()
         self._published: list[str] = []
@@ -99,8 +98,11 @@ class Relay:
         self._tools_wait = 0.0  # seconds spent waiting for tools (not generation time)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._started = 0.0  # the loop time run() began
-        # Set by the producer: when it sent the request, then when each event arrived.
+        # Set by the reader: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
+        # Since when the reader waits for the provider's next event (the idle limit's clock:
+        # time spent handling an event is the relay's, not the provider's silence).
+        self._idle_since = 0.0
         self._silent = False  # an early failure answered to the caller: publish nothing
         # The stream record's write, running beside the provider request: nothing is
         # released (first event, early failure) before it landed; if it fails, nothing at all.
@@ -117,26 +119,34 @@ class Relay:
 
     def cancel(self) -> None:
         """Stop the stream at once (it ends with `finish_reason: cancelled`)."""
-        self._queue.put_nowait(_CANCEL)
+        if not self._stopping:
+            self._cancel_requested = True
+            self._stop()
 
     async def run(self) -> StreamOutcome:
         """Run the stream to its end; never raises for provider, delivery or relay failures."""
         loop = asyncio.get_running_loop()
-        started = self._started = loop.time()
+        started = self._started = self._idle_since = loop.time()
         with redact.active(self.job.payload.api_key):
             tasks: list[asyncio.Task[None]] = []
             try:
                 # The upstream request goes out first; sinks (channel membership) load meanwhile.
-                tasks.append(asyncio.create_task(self._produce()))
+                self._reader = asyncio.create_task(self._read())
+                tasks.append(self._reader)
                 if self._recorder is not None:
                     tasks.append(asyncio.create_task(self._watch_cancel()))
                 await self._start_sinks()
                 if self._outcome.error is None:
-                    await self._consume()
+                    self._sinks_started.set()
+                    self._arm_deadlines()
+                    await self._reader
             except Exception:
                 get_logger().exception("relay failed", extra=self._log_extra)
                 self._fail(ProxyError("internal error while streaming"))
             finally:
+                self._stopping = True  # no stop or timer acts any more
+                if self._deadline_timer is not None:
+                    self._deadline_timer.cancel()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -160,21 +170,61 @@ class Relay:
             get_logger().error("could not start delivery", extra=self._log_extra, exc_info=True)
             self._fail(DependencyUnavailable("could not read the channels' subscribers"))
 
-    # -- producing -----------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------
 
-    async def _produce(self) -> None:
+    async def _read(self) -> None:
+        """Read the provider's events and handle each; a provider's failure fails the stream."""
         loop = asyncio.get_running_loop()
         # The idle clock starts with the upstream request, whatever the sinks are doing.
-        self._last_upstream = loop.time()
+        self._last_upstream = self._idle_since = loop.time()
+        events = self._provider.stream(self.job.llm_request)
         try:
-            async for event in guarded(self._provider.stream(self.job.llm_request)):
+            while not self._stopping:
+                self._between_events = True
+                try:
+                    event = valid(await anext(events))
+                except StopAsyncIteration:
+                    return
+                except Exception as e:  # the provider's failure (a stop is a CancelledError)
+                    return self._fail(as_proxy_error(e))
+                finally:
+                    self._between_events = False
                 self._last_upstream = loop.time()
-                self._queue.put_nowait(event)
-            self._queue.put_nowait(_DONE)
+                if not self._outcome.started and not await self._first(loop.time() - self._started):
+                    return
+                await self._handle(event)
+                self._idle_since = loop.time()
+                if self._timer_due:
+                    self._deadlines_due()
         except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self._queue.put_nowait(e)
+            if not self._stopping:
+                raise  # the relay's own end, not a stop
+        finally:
+            self._stopped()
+            await close(events)
+
+    async def _first(self, elapsed: float) -> bool:
+        """Before the first event: the sinks started, the stream record written (False when
+        that failed, or when a stop came meanwhile)."""
+        await self._sinks_started.wait()
+        if self._stopping or not await self._registered():
+            return False
+        await self._on_first_event(elapsed)
+        return True
+
+    def _stop(self) -> None:
+        """End the reading: at once when the reader waits for the provider, else once the
+        event it handles was handled."""
+        self._stopping = True
+        if self._between_events and self._reader is not None:
+            self._reader.cancel()
+
+    def _stopped(self) -> None:
+        self._stopping = True
+        if self._cancel_requested and self._outcome.error is None:
+            self._outcome.finish_reason = "cancelled"
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
 
     async def _watch_cancel(self) -> None:
         assert self._recorder is not None
@@ -189,64 +239,51 @@ class Relay:
                 self.cancel()
                 return
 
-    # -- consuming -----------------------------------------------------------------------
-
-    async def _consume(self) -> None:
-        self._arm_deadlines()
-        try:
-            while True:
-                queue = self._queue
-                item = queue.get_nowait() if not queue.empty() else await queue.get()
-                if item is _TICK:
-                    if self._on_deadline() is not None:
-                        return
-                    self._snapshot_if_due()
-                    self._arm_deadlines()
-                    continue
-                if isinstance(item, _Marker):
-                    if item is _CANCEL:
-                        self._outcome.finish_reason = "cancelled"
-                    return
-                if isinstance(item, BaseException):
-                    return self._fail(as_proxy_error(item))
-                if not self._outcome.started:
-                    if not await self._registered():
-                        return
-                    await self._on_first_event(asyncio.get_running_loop().time() - self._started)
-                await self._handle(item)
-        finally:
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
+    # -- deadlines ------------------------------------------------------------------------
 
     def _arm_deadlines(self) -> None:
-        """One timer at the nearest deadline; it queues a tick behind any waiting event, so
-        a deadline is only ever judged after the events that arrived before it."""
+        """One timer at the nearest deadline. It acts between two events: a deadline is
+        only ever judged after the event that arrived before it was handled."""
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer = asyncio.get_running_loop().call_at(
-            self._next_deadline(), self._queue.put_nowait, _TICK
+            self._next_deadline(), self._on_timer
         )
+
+    def _on_timer(self) -> None:
+        """The timer: acts now between two events, else once the event being handled was."""
+        self._deadline_timer = None
+        if self._between_events:
+            self._deadlines_due()
+        else:
+            self._timer_due = True
+
+    def _deadlines_due(self) -> None:
+        self._timer_due = False
+        if self._stopping:
+            return
+        if self._on_deadline() is not None:
+            return self._stop()
+        self._snapshot_if_due()
+        self._arm_deadlines()
 
     def _next_deadline(self) -> float:
         settings, started = self._settings, self._started
-        last = self._last_upstream if self._last_upstream is not None else started
         deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
         if not self._tools_waiting:
-            deadlines.append(last + settings.idle_timeout_seconds)
+            deadlines.append(self._idle_since + settings.idle_timeout_seconds)
         return min(deadlines)
 
     def _on_deadline(self) -> ProxyError | None:
-        """Fail the stream if its total or idle time is up (only with nothing waiting)."""
+        """Fail the stream if its total or idle time is up."""
         settings, started = self._settings, self._started
         now = asyncio.get_running_loop().time()
         if now >= started + settings.total_timeout_seconds:
             limit = settings.total_timeout_seconds
             self._fail(UpstreamTimeout(f"stream exceeded its total time of {limit:g} s"))
-        elif not self._tools_waiting:
-            last = self._last_upstream if self._last_upstream is not None else started
-            if now >= last + settings.idle_timeout_seconds:
-                limit = settings.idle_timeout_seconds
-                self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
+        elif not self._tools_waiting and now >= self._idle_since + settings.idle_timeout_seconds:
+            limit = settings.idle_timeout_seconds
+            self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
         return self._outcome.error
 
     def _snapshot_if_due(self) -> None:
@@ -366,8 +403,11 @@ class Relay:
         """Number one message and hand it to every sink; a failing sink never stops the rest."""
         if self._silent:
             return
-        envelope = self._seq.envelope(type_, **fields)
         self.stats.messages += 1
+        if not self._sinks:  # the /v1 face without channels reads observers' events only
+            self._seq.skip()
+            return
+        envelope = self._seq.envelope(type_, **fields)
         for sink in self._sinks:
             try:
                 await sink.send(envelope)

@@ -1,4 +1,8 @@
-"""The provider boundary: what every adapter's events pass through before the relay."""
+"""The provider boundary: what every adapter's events and failures pass through in the relay.
+
+The relay's reader applies these to each event as it takes it from the adapter (no
+generator of its own in between: one level fewer to resume per chunk), and closes the
+adapter however the stream ends (`close`)."""
 
 from __future__ import annotations
 
@@ -13,31 +17,21 @@ from .observability import get_logger
 from .textcheck import SURROGATE, valid_text
 
 
-async def guarded(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-    """Transport errors of any adapter mapped onto the error tree, text made valid UTF-8
-    (models emit lone surrogates too), the adapter always closed."""
-    try:
-        async for event in events:
-            yield _valid(event)
-    except httpx.TimeoutException as e:
-        raise UpstreamTimeout("the provider did not answer in time") from e
-    except httpx.HTTPError as e:
-        raise UpstreamError(f"could not reach the provider: {type(e).__name__}") from e
-    finally:
-        closer = getattr(events, "aclose", None)
-        if closer is not None:
-            await closer()
-
-
 def as_proxy_error(error: BaseException) -> ProxyError:
-    """What a provider stream raised, as an error to report (never its internals)."""
+    """What a provider stream raised, as an error to report (never its internals): an
+    adapter's own errors as they are, transport errors of any adapter mapped onto the tree."""
     if isinstance(error, ProxyError):
         return error
+    if isinstance(error, httpx.TimeoutException):
+        return UpstreamTimeout("the provider did not answer in time")
+    if isinstance(error, httpx.HTTPError):
+        return UpstreamError(f"could not reach the provider: {type(error).__name__}")
     get_logger().error("unexpected error in a provider stream", exc_info=error)
     return ProxyError("internal error while streaming")
 
 
-def _valid(event: StreamEvent) -> StreamEvent:
+def valid(event: StreamEvent) -> StreamEvent:
+    """The event with its text made valid UTF-8 (models emit lone surrogates too)."""
     if isinstance(event, TextDelta | ThinkingDelta):
         text = valid_text(event.text)
         return event if text is event.text else type(event)(text)
@@ -52,3 +46,10 @@ def _valid(event: StreamEvent) -> StreamEvent:
                 arguments=valid_text(event.arguments),
             )
     return event
+
+
+async def close(events: AsyncIterator[StreamEvent]) -> None:
+    """Close an adapter's stream (and with it the upstream response), if it can be."""
+    closer = getattr(events, "aclose", None)
+    if closer is not None:
+        await closer()

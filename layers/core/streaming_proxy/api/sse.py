@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..envelopes import encode
 from ..errors import ProxyError
@@ -38,6 +39,7 @@ class FrameQueue:
         self._waiter: asyncio.Future[None] | None = None
         self._last_put = 0.0  # loop time of the last frame queued (keep-alives wait on it)
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._gone = False  # the caller hung up
 
     def put(self, frame: bytes) -> None:
         self._push(frame)
@@ -53,23 +55,28 @@ class FrameQueue:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def frames(
-        self, keepalive_seconds: float, done: asyncio.Future[Any]
-    ) -> AsyncIterator[bytes]:
-        """The frames, plus a comment whenever nothing came for a while so proxies and API
-        Gateway's idle timeout never see a silent connection.
+    async def write(
+        self,
+        emit: Callable[[bytes], Awaitable[None]],
+        keepalive_seconds: float,
+        done: asyncio.Future[Any],
+    ) -> None:
+        """Write the frames with `emit`, plus a comment whenever nothing came for a while so
+        proxies and API Gateway's idle timeout never see a silent connection.
 
-        The response ends once `done` (the whole relay, channel fan-out included) has, and
+        The writing ends once `done` (the whole relay, channel fan-out included) has, and
         not before: in Lambda the invocation freezes when the response ends. It ends then
-        whether or not a sink or observer closed the queue (one that failed may not have)."""
+        whether or not a sink or observer closed the queue (one that failed may not have).
+        Once the caller hung up (`hang_up`) nothing more is written, and the end still
+        waits for `done`: the channels may still be owed the rest of the stream."""
         done.add_done_callback(lambda _: self.end())
         loop = asyncio.get_running_loop()
         self._keepalive_timer = loop.call_later(
             keepalive_seconds, self._keep_alive, keepalive_seconds
         )
-        yield b": stream open\n\n"
         try:
-            while True:
+            await emit(b": stream open\n\n")
+            while not self._gone:
                 if not self._frames:
                     self._waiter = loop.create_future()
                     try:
@@ -77,15 +84,24 @@ class FrameQueue:
                     finally:
                         self._waiter = None
                 ready, closed = self._ready()
-                if ready:
-                    yield ready
+                if ready and not self._gone:
+                    await emit(ready)
                 if closed:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(done)
-                    return
+                    break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(done)
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
+
+    def hang_up(self) -> None:
+        """The caller is gone: write nothing more (the relay runs on, detached)."""
+        self._gone = True
+        self._push(None)
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
 
     def _ready(self) -> tuple[bytes, bool]:
         """Every frame queued, as one write, and whether the end came after them."""
@@ -144,8 +160,63 @@ async def sse_answer(
     error = await gate.wait(keepalive)
     if error is not None:
         return on_error(error)
-    return StreamingResponse(
-        frames.frames(keepalive, task),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id},
-    )
+    return SseResponse(frames, keepalive, task, {**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id})
+
+
+class SseResponse(Response):
+    """A `text/event-stream` answer: a FrameQueue written straight to the ASGI `send`.
+
+    Starlette's StreamingResponse would add a task group per answer and a generator step
+    per frame; here the queue's writer task calls `send` itself. A caller hanging up is seen
+    as Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops
+    (the answer still ends only with its relay, decision 6).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        frames: FrameQueue,
+        keepalive_seconds: float,
+        done: asyncio.Future[Any],
+        headers: Mapping[str, str],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self._frames = frames
+        self._keepalive = keepalive_seconds
+        self._done = done
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # The writer is a task of its own: a frame then resumes it alone, not the whole
+        # chain of the server's and Starlette's coroutines this call runs under.
+        writer = asyncio.ensure_future(self._frames.write(emit, self._keepalive, self._done))
+        listener = asyncio.ensure_future(_disconnect(receive))
+        listener.add_done_callback(self._heard)
+        try:
+            await writer
+        except OSError:  # how an ASGI 2.4 server says the caller is gone
+            self._frames.hang_up()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._done)
+        finally:
+            listener.cancel()
+        if not self._frames.gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _heard(self, listener: asyncio.Future[None]) -> None:
+        """The caller hung up (or the server could not say): stop writing."""
+        if not listener.cancelled():
+            listener.exception()  # retrieved: a server's failure here is only a hang-up
+            self._frames.hang_up()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the caller disconnected (a request body still arriving is read past)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

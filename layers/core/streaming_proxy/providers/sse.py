@@ -61,11 +61,24 @@ async def open_event_stream(
 async def _events(response: httpx.Response) -> AsyncGenerator[ServerSentEvent, None]:
     """The body's events as they complete (content codings undone by httpx)."""
     decoder = SseDecoder()
-    async for data in response.aiter_bytes():
+    async for data in _body(response):
         for event in decoder.feed(data):
             yield event
     for event in decoder.end():
         yield event
+
+
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes: from the transport's stream itself when there is no content coding
+    to undo (nearly always for an event stream), else through httpx's decoders. Each chunk
+    then skips two generators and their bookkeeping; the stream still closes with the
+    response (`http.stream`'s block), which also sets its `elapsed`."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    stream = response.stream
+    if coding in ("", "identity") and isinstance(stream, httpx.AsyncByteStream):
+        response.is_stream_consumed = True  # as `aiter_raw` marks it
+        return stream.__aiter__()
+    return response.aiter_bytes()
 
 
 # What the body may still hold after the adapter's last event: a terminator, not a stream.
