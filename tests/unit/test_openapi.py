@@ -100,8 +100,12 @@ def walk(node: Any, path: str = "#") -> typing.Iterator[tuple[str, Any]]:
 
 
 def request_schema(path: str) -> dict[str, Any]:
+    """A path's request body schema; an `allOf` narrowing a base schema (Chat's request
+    narrows StreamRequest) reads as its base, whose properties it documents."""
     body = spec()["paths"][path]["post"]["requestBody"]
     schema = resolve(body["content"]["application/json"]["schema"])
+    while isinstance(schema, dict) and "properties" not in schema and "allOf" in schema:
+        schema = resolve(schema["allOf"][0])
     assert isinstance(schema, dict)
     return schema
 
