@@ -235,3 +235,28 @@ async def test_resume_and_stop_read_the_exact_text_back_from_many_segments(
     record = meta(env, stream_id)
     assert record is not None and "text" not in record
     assert json.loads(record["channels"]["S"]) == [channel]
+
+
+async def test_thread_and_assistant_routes_answer_503_when_dynamodb_is_down(
+    env: Env, sub: Subscriber
+) -> None:
+    """A thread run, a thread read and an assistant write with the table failing: each is
+    a 503 in the Klai shape, and the run publishes nothing."""
+    channel: str = sub.channel  # type: ignore[attr-defined]
+    headers = {"x-api-key": env.stack.api_key}
+    run = body(channel, delayMs=0)
+    attempts = {
+        "/stream/create/assistants": ("post", run),
+        "/threads/thread_nobodyHasThisOne1/messages": ("get", None),
+        "/assistants": ("post", {"name": "down", "provider": "mock", "model": "echo"}),
+    }
+    async with httpx.AsyncClient(base_url=env.stack.http, timeout=30) as client:
+        for path, (method, data) in attempts.items():
+            rule = env.dynamodb.add_rule(server_error(500), times=30)
+            r = await client.request(method, path, json=data, headers=headers)
+            env.dynamodb.remove_rule(rule)
+            assert rule.fired >= 3, path  # botocore's own tries, then the 503
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"]["type"] == "dependency_unavailable", path
+    await asyncio.sleep(0.5)
+    assert [m for m in sub.messages if m.get("actionName") == "onRecord"] == []
