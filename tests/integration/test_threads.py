@@ -224,8 +224,13 @@ async def test_stop_a_run_then_stop_it_again_and_a_second_run_waits(stack: Stack
         stored = await history(stack, ids["threadId"])
         assert stored[-1]["role"] == "assistant" and stored[-1]["status"] == "cancelled"
         # The thread is free again.
-        _, next_run = await run(stack, sub, run_body(channel, "next", ids["threadId"]))
+        done_ack, next_run = await run(stack, sub, run_body(channel, "next", ids["threadId"]))
         assert_complete(next_run, "next")
+        # Stopping a run that finished answers gracefully with its status.
+        finished = {"threadId": done_ack["threadId"], "runId": done_ack["runId"]}
+        late = await call(stack, "POST", "/stream/create/assistants/stop", finished)
+        assert late.status_code == 200, late.text
+        assert late.json()["status"] == "done"
     finally:
         await sub.close()
 
