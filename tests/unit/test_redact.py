@@ -57,6 +57,32 @@ def test_credential_shapes_are_replaced_even_when_unknown(leak: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        '{"TimeToFirstToken":123.4,"CompletionTokens":7}',
+        '{"maxToken": 4096}',
+        "token=12 firstToken: -3 lastToken=1.5e3",
+    ],
+)
+def test_numbers_after_token_named_keys_are_counts_not_credentials(line: str) -> None:
+    assert redact.scrub(line) == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"token": "abc123def456"}',
+        "token=12ab34cd",
+        '{"access_token": "123456789012"}',
+        "password=123456",
+        '{"api_key": 12345678}',
+    ],
+)
+def test_credentials_beside_token_named_keys_are_still_replaced(line: str) -> None:
+    assert "[redacted]" in redact.scrub(line)
+
+
+@pytest.mark.parametrize(
     ("body", "expected"),
     [
         (

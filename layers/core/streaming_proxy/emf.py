@@ -47,8 +47,8 @@ def stream_record(stats: StreamStats) -> dict[str, Any]:
 def write(record: dict[str, Any]) -> None:
     """One line on stdout, flushed at once: under the Lambda Web Adapter stdout is a pipe,
     whose buffer would hold the record back until it fills (or lose it at shutdown). Not
-    scrubbed as a whole (redact.py reads `"TimeToFirstToken":` as a credential pair): the
-    one member a request names is scrubbed where it is set."""
+    scrubbed as a whole: the one member a request names (the model) is scrubbed where it is
+    set, and the rest are numbers and names the proxy chose."""
     if is_metrics_disabled():
         return
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")

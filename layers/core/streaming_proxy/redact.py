@@ -31,8 +31,11 @@ _SHAPES = re.compile(
 )
 _PAIRS = re.compile(
     r"(?i)((?:x-)?(?:api[-_]?key|access[-_]?token|secret(?:[-_]?key)?|password|"
-    r"authorization|x-goog-api-key|token)[\"']?\s*[:=]\s*[\"']?)([^\"'\s,;&}]+)"
+    r"authorization|x-goog-api-key|(?P<token>token))[\"']?\s*[:=]\s*[\"']?)([^\"'\s,;&}]+)"
 )
+# A bare `...token` key whose value is a number names a count or a time (`TimeToFirstToken`,
+# `maxToken`), not a credential: no token a provider or AWS issues is a plain number.
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 class _Secrets:
@@ -107,7 +110,14 @@ def scrub(text: str, *extra: str | SecretStr | None) -> str:
     if known is not None:
         text = known.sub(REDACTED, text)
     text = _SHAPES.sub(REDACTED, text)
-    return _PAIRS.sub(lambda m: m.group(1) + REDACTED, text)
+    return _PAIRS.sub(_redact_pair, text)
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    key, value = match.group(1), match.group(3)
+    if match.group("token") is not None and _NUMBER.fullmatch(value):
+        return key + value
+    return key + REDACTED
 
 
 def bounded(text: str, limit: int = 300) -> str:
