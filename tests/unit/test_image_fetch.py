@@ -4,8 +4,11 @@ it checked (never resolving twice), and its redirect, type, size and time limits
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -309,3 +312,90 @@ async def test_transport_failures_are_refusals() -> None:
     assert "could not be fetched (ConnectError)" in await refused(
         "https://images.example/x", broken
     )
+
+
+def self_signed(name: str) -> tuple[bytes, bytes]:
+    """A certificate for `name` and its key (PEM), made for this test run."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture
+async def tls_image_server(tmp_path: Path) -> AsyncIterator[tuple[int, bytes]]:
+    """An HTTPS server on loopback for `images.test` answering every GET with PNG."""
+    cert, key = self_signed("images.test")
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {len(PNG)}"
+            writer.write(head.encode() + b"\r\nconnection: close\r\n\r\n" + PNG)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the refused client hangs up during the handshake
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    async with server:
+        yield server.sockets[0].getsockname()[1], cert
+
+
+async def loopback(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]
+
+
+async def test_the_client_is_made_on_the_first_url_and_verifies_with_the_given_trust(
+    tls_image_server: tuple[int, bytes],
+) -> None:
+    port, cert = tls_image_server
+    trusting = ssl.create_default_context(cadata=cert.decode())
+    url = f"https://images.test:{port}/cat.png"
+    fetch = ImageFetcher(
+        timeout_seconds=5, max_bytes=1024, allow_private=True, resolver=loopback, tls=trusting
+    )
+    assert fetch._client is None  # nothing made (nor imported) before an image URL
+    image = await fetch.fetch(url)
+    assert (image.mime, image.data) == ("image/png", PNG)
+    await fetch.aclose()
+
+    default_trust = ImageFetcher(
+        timeout_seconds=5, max_bytes=1024, allow_private=True, resolver=loopback
+    )
+    with pytest.raises(ImageUrlRefused, match="could not be fetched"):
+        await default_trust.fetch(url)
+    await default_trust.aclose()
+
+
+async def test_a_fetcher_that_fetched_nothing_closes_without_making_a_client() -> None:
+    fetch = ImageFetcher(timeout_seconds=1, max_bytes=1024)
+    await fetch.aclose()
+    assert fetch._client is None

@@ -87,6 +87,8 @@ class StreamService:
         self.limits = LimitStore(client, settings.table_name)
         # DynamoDB work has a pool of its own: posts never queue behind it, nor it behind them.
         self.db = BlockingCalls(settings.db_concurrency, "dynamodb")
+        # One trust store for the provider and image clients (each load costs ~17 ms).
+        tls = httpx.create_ssl_context()
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout_seconds,
@@ -95,7 +97,7 @@ class StreamService:
                 pool=10.0,
             ),
             transport=nethttp.transport(
-                httpx.Limits(max_connections=200, max_keepalive_connections=50)
+                httpx.Limits(max_connections=200, max_keepalive_connections=50), tls
             ),
         )
         self.providers = ProviderRegistry(settings, self.http)
@@ -103,6 +105,7 @@ class StreamService:
             timeout_seconds=settings.image_fetch_timeout_seconds,
             max_bytes=settings.image_max_bytes,
             allow_private=settings.allow_private_image_urls,
+            tls=tls,
         )
         self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
         self.tool_answers = LocalAnswers()

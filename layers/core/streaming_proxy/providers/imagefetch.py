@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -113,22 +114,35 @@ class ImageFetcher:
         allow_private: bool = False,
         resolver: Resolver = system_resolver,
         http: httpx.AsyncClient | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._timeout = timeout_seconds
         self._max_bytes = max_bytes
         self._allow_private = allow_private
         self._resolve = resolver
-        # No proxies from the environment (a proxy would resolve the name again), and no
-        # kept connections: one verified for one name must not carry another name's request.
-        self._http = http or httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
-            timeout=timeout_seconds,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._tls = tls
+        self._client = http
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """Made on the first image URL, not at start: few streams fetch one, and this client
+        imports httpcore and h11 (~20 ms of a cold start). It shares the provider client's
+        TLS context when given one (loading a trust store costs ~17 ms)."""
+        if self._client is None:
+            # No proxies from the environment (a proxy would resolve the name again), and no
+            # kept connections: one verified for one name must not carry another's request.
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                follow_redirects=False,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                verify=self._tls or True,
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def fetch(self, url: str) -> FetchedImage:
         """The image at `url`; ImageUrlRefused (400) saying why not, never quoting the URL."""
