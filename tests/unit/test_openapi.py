@@ -20,7 +20,7 @@ from streaming_proxy import errors, relay
 from streaming_proxy.api import klai, threads
 from streaming_proxy.api.app import routes
 from streaming_proxy.api.messages import MessageSendRequest
-from streaming_proxy.channels.session import ACTIONS
+from streaming_proxy.channels.browser import ACTIONS
 from streaming_proxy.contract import (
     AssistantBody,
     RunStopRequest,

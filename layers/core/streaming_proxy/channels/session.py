@@ -3,41 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    TypeAdapter,
-)
-from pydantic import ValidationError as PydanticValidationError
+from typing import Any
 
 from .. import aws, redact
 from ..auth import AppRegistry
 from ..blocking import dependency_error
 from ..config import Settings
 from ..envelopes import MAX_SNAPSHOT_MESSAGE_BYTES, encode, snapshot_messages
-from ..errors import (
-    BadRequest,
-    ConnectionGone,
-    Forbidden,
-    NotFound,
-    ProxyError,
-    ValidationFailed,
-    error_object,
-    field_problems,
-)
+from ..errors import BadRequest, ConnectionGone, Forbidden, NotFound, ProxyError
 from ..observability import get_logger
 from ..streams import StreamRecord, StreamStore
-from ..textcheck import parse_json
-from ..threadpages import MAX_PAGE, history_replies, read_page
-from ..threads import THREAD_ID, ThreadStore
+from ..threadpages import history_replies, read_page
+from ..threads import ThreadStore
 from ..toolcalls import ToolCallStore
-from ..tools.answers import ToolAnswer, accept_answer
-from .names import ChannelName, check_grantable, is_private, private_channel
+from ..tools.answers import accept_answer
+from .browser import (
+    BrowserMessage,
+    History,
+    Ping,
+    Resume,
+    Stop,
+    Subscribe,
+    ToolCallResponse,
+    Unsubscribe,
+    error_message,
+    parse_browser_message,
+)
+from .names import check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
 
@@ -46,89 +38,6 @@ STORE = "the stream store (DynamoDB)"
 
 Reply = Callable[[str, dict[str, Any]], bool]
 """Sends one JSON message to one connection; False when the connection is gone (410)."""
-
-
-class _Action(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-
-class Subscribe(_Action):
-    action: Literal["subscribe"]
-    channel: ChannelName
-    token: StrictStr | None = None
-
-
-class Unsubscribe(_Action):
-    action: Literal["unsubscribe"]
-    channel: ChannelName
-
-
-class Ping(_Action):
-    action: Literal["ping"]
-    id: StrictStr | StrictInt | None = None
-
-
-class Stop(_Action):
-    action: Literal["stop"]
-    stream_id: StrictStr = Field(alias="streamId", min_length=1, max_length=128)
-
-
-class Resume(_Action):
-    action: Literal["resume"]
-    stream_id: StrictStr = Field(alias="streamId", min_length=1, max_length=128)
-    after_seq: StrictInt = Field(default=-1, alias="afterSeq")
-
-
-class History(_Action):
-    """A page of a thread's messages (a reloaded page shows its conversation again)."""
-
-    action: Literal["history"]
-    thread_id: StrictStr = Field(alias="threadId", pattern=THREAD_ID)
-    cursor: StrictInt | Annotated[StrictStr, Field(pattern=r"^[0-9]{1,9}$")] = Field(default=0)
-    limit: StrictInt = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
-
-
-class ToolCallResponse(ToolAnswer):
-    """A frontend tool's answer over the WebSocket."""
-
-    action: Literal["llmToolCallResponse"]
-
-    NOT_ANSWER: ClassVar[frozenset[str]] = frozenset({"answer_id", "action"})
-
-
-BrowserMessage = Annotated[
-    Subscribe | Unsubscribe | Ping | Stop | Resume | History | ToolCallResponse,
-    Field(discriminator="action"),
-]
-_BROWSER_MESSAGE: TypeAdapter[BrowserMessage] = TypeAdapter(BrowserMessage)
-ACTIONS = frozenset(
-    {"subscribe", "unsubscribe", "ping", "stop", "resume", "history", "llmToolCallResponse"}
-)
-
-
-def error_message(error: ProxyError) -> dict[str, Any]:
-    """The `error` reply for a refused browser message."""
-    return {"type": "error", "error": error_object(error)}
-
-
-def parse_browser_message(body: str | None) -> BrowserMessage:
-    """The browser's JSON message as a typed action; BadRequest / ValidationFailed otherwise."""
-    raw = parse_json(body or "", "message")
-    if not isinstance(raw, dict):
-        raise BadRequest("message must be a JSON object")
-    action = raw.get("action")
-    if not isinstance(action, str) or action not in ACTIONS:
-        raise BadRequest(
-            f"unknown action {action[:64]!r}"
-            if isinstance(action, str)
-            else ("missing action" if action is None else "action must be a string"),
-            details="valid actions: " + ", ".join(sorted(ACTIONS)),
-        )
-    try:
-        return _BROWSER_MESSAGE.validate_python(raw)
-    except PydanticValidationError as e:
-        # The path's first part is the union's tag (the action).
-        raise ValidationFailed(f"invalid {action} message", fields=field_problems(e, 1)) from e
 
 
 def record_snapshot(record: StreamRecord, channel: str) -> list[dict[str, Any]]:
