@@ -17,12 +17,15 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from . import deployed_shape
 from .common import Result, ms, summary
+from .deployed_shape import DeployedShape
 from .stack import ROOT
 
 RUNS = 7
@@ -38,6 +41,8 @@ LAYER_ENV = {
     ),
 }
 FIRST_REQUEST_RUNS = 5
+# Fewer: a run from sources alone compiles everything, 1-2 s each here.
+DEPLOYED_RUNS = 3
 
 
 def _entry(function: str) -> str:
@@ -86,6 +91,32 @@ TARGETS: list[tuple[str, str, str, str | None]] = [
     ("stream+openai", "stream function + `import openai`", f"{STREAM}; import openai", "openai"),
 ]
 
+# (key, label, function, with bytecode) of the deployed rows: each function imported as
+# Lambda holds it (benchmarks/deployed_shape.py), from read-only folders with
+# PYTHONDONTWRITEBYTECODE set, with the sources alone (the python3.12 build method's
+# artifacts) and with the bytecode the Makefiles' compile step writes.
+DEPLOYED = [
+    ("deployed_stream_source", "stream function, deployed, sources only", "stream", False),
+    (
+        "deployed_stream_bytecode",
+        "stream function, deployed, with the build's bytecode",
+        "stream",
+        True,
+    ),
+    (
+        "deployed_connections_source",
+        "connections function, deployed, sources only",
+        "connections",
+        False,
+    ),
+    (
+        "deployed_connections_bytecode",
+        "connections function, deployed, with the build's bytecode",
+        "connections",
+        True,
+    ),
+]
+
 # (function, timing key, label) of the first-request rows, in table order.
 FIRST_REQUESTS = [
     ("stream", "startup", "stream: lifespan startup (settings, clients, service)"),
@@ -101,7 +132,9 @@ TOKEN_SECRET = "bench-token-secret-" + "x" * 24
 TABLE = "streaming-proxy-bench"
 
 
-def _timed(code: str) -> tuple[float, float]:
+def _timed(
+    code: str, env: dict[str, str] = LAYER_ENV, cwd: Path = ROOT, flags: tuple[str, ...] = ()
+) -> tuple[float, float]:
     """(seconds inside the process around `code`, wall seconds of the whole process).
 
     The first is what a cold start pays; the second adds interpreter start-up and exit,
@@ -109,9 +142,9 @@ def _timed(code: str) -> tuple[float, float]:
     wrapped = f"import time as _t; _s = _t.perf_counter()\n{code}\nprint(_t.perf_counter() - _s)"
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", wrapped],
-        cwd=ROOT,
-        env=LAYER_ENV,
+        [sys.executable, *flags, "-c", wrapped],
+        cwd=cwd,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -251,6 +284,38 @@ def _import_rows(result: Result) -> None:
         result.data["wall"][key] = wall
 
 
+def _deployed_timings(shapes: dict[bool, DeployedShape]) -> dict[str, list[float]]:
+    """DEPLOYED_RUNS imports of each target after one warm-up (page cache), interleaved.
+
+    `-S`: the venv's site-packages stay off sys.path, so only the deployed folders serve."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    runs: dict[str, list[float]] = {key: [] for key, *_ in DEPLOYED}
+    for round_ in range(DEPLOYED_RUNS + 1):
+        for key, _, function, bytecode in DEPLOYED:
+            shape = shapes[bytecode]
+            env = {**base, "PYTHONPATH": shape.path(function), "PYTHONDONTWRITEBYTECODE": "1"}
+            seconds, _ = _timed("import app", env, shape.tasks[function], ("-S",))
+            if round_:
+                runs[key].append(seconds)
+    return runs
+
+
+def _deployed_rows(result: Result) -> None:
+    with tempfile.TemporaryDirectory(prefix="deployed-") as folder:
+        root = Path(folder)
+        source = deployed_shape.build(root / "source")
+        shapes = {False: source, True: deployed_shape.with_bytecode(source, root / "bytecode")}
+        deployed_shape.set_writable(root, False)
+        try:
+            runs = _deployed_timings(shapes)
+        finally:
+            deployed_shape.set_writable(root, True)
+    for key, label, _, _ in DEPLOYED:
+        stats = summary(runs[key])
+        result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), "-"])
+        result.data[key] = stats
+
+
 def _first_request_rows(result: Result) -> None:
     runs = first_requests()
     first: dict[str, Any] = {}
@@ -295,11 +360,20 @@ def run() -> Result:
             "deployed layer's packages: `cryptography`, which the venv has (a moto "
             "dependency) and PyJWT imports when present, is hidden "
             "(benchmarks/deployed_layer/sitecustomize.py), as layers/core/requirements.txt "
-            "does not ship it."
+            "does not ship it. Deployed rows: each function's folder and the layer's "
+            "python/ folder as `sam build` lays them out, built from the venv's installed "
+            "files of the pinned distributions (their RECORD) and our sources "
+            "(benchmarks/deployed_shape.py), made read-only, imported (`import app`, cwd = "
+            "the function's folder, `-S` so nothing else is on sys.path) with "
+            "PYTHONDONTWRITEBYTECODE set: with the sources alone every run compiles what "
+            "it imports, as a cold start from the python3.12 build method's artifacts did; "
+            "with the bytecode of the Makefiles' compile step (unchecked-hash) none does. "
+            f"{DEPLOYED_RUNS} runs each after one discarded warm-up, interleaved."
         ),
         columns=["import", "median ms", "p95 ms", "process wall minus `pass` ms"],
     )
     _import_rows(result)
+    _deployed_rows(result)
     _first_request_rows(result)
     breakdown = import_breakdown(STREAM)
     result.data["breakdown"] = breakdown

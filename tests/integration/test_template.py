@@ -96,9 +96,11 @@ def template_python_version() -> str:
             match = re.fullmatch(r"python(\d+\.\d+)", str(runtime))
             assert match, f"{name}: compatible runtime {runtime!r} is not pythonX.Y"
             versions.add(match.group(1))
-        build_method = layer.get("Metadata", {}).get("BuildMethod")
-        if build_method is not None:
-            versions.add(str(build_method).removeprefix("python"))
+        # A makefile build names no version: its Makefile's PYTHON_VERSION is checked
+        # against this one (tests/unit/test_bytecode_build.py).
+        build_method = str(layer.get("Metadata", {}).get("BuildMethod", "makefile"))
+        if build_method != "makefile":
+            versions.add(build_method.removeprefix("python"))
     assert len(versions) == 1, f"functions and layers disagree on the Python version: {versions}"
     return versions.pop()
 
