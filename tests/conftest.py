@@ -52,6 +52,9 @@ GOVERNED_APPS: dict[str, dict[str, Any]] = {
     "quota": {"tokenQuota": 100},
     "hasty": {"rateLimit": 1},
     "spent": {"tokenQuota": 1},
+    # Named assistants: a small store, and one that concurrent creates race for.
+    "capped": {"maxAssistants": 3},
+    "crowded": {"maxAssistants": 5},
 }
 
 

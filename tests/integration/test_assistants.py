@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import RIVAL_KEY, Stack
+from tests.conftest import RIVAL_KEY, Stack, governed_key
 from tests.delivery import assert_complete
 from tests.fake_llm import TEXT, FakeLlm
 from tests.integration.test_threads import call, run, run_body
@@ -162,3 +162,33 @@ async def test_unknown_and_other_apps_assistants_are_not_found(stack: Stack) -> 
     assert (
         await call(stack, "GET", f"/assistants/{theirs['id']}", key=RIVAL_KEY)
     ).status_code == 200
+
+
+async def test_an_app_stores_at_most_its_limit_and_a_delete_frees_a_place(stack: Stack) -> None:
+    key = governed_key("capped")  # maxAssistants 3
+    made = [await create(stack, {"name": f"c{i}"}, key=key) for i in range(3)]
+    refused = await call(stack, "POST", "/assistants", {"name": "one too many"}, key=key)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "conflict" and "3 assistants" in error["message"]
+    assert (await call(stack, "POST", "/assistants", {"name": "dev app"})).status_code == 201
+
+    assert (await call(stack, "DELETE", f"/assistants/{made[0]['id']}", key=key)).status_code == 200
+    again = await create(stack, {"name": "in its place"}, key=key)
+    # A delete of an absent assistant frees nothing.
+    assert (await call(stack, "DELETE", f"/assistants/{made[0]['id']}", key=key)).status_code == 404
+    refused = await call(stack, "POST", "/assistants", {"name": "still too many"}, key=key)
+    assert refused.status_code == 409
+    listed = (await call(stack, "GET", "/assistants?limit=100", key=key)).json()
+    assert {a["id"] for a in listed["assistants"]} == {made[1]["id"], made[2]["id"], again["id"]}
+
+
+async def test_concurrent_creates_never_pass_the_limit(stack: Stack) -> None:
+    key = governed_key("crowded")  # maxAssistants 5
+    answers = await asyncio.gather(
+        *(call(stack, "POST", "/assistants", {"name": f"r{i}"}, key=key) for i in range(12))
+    )
+    assert sorted(r.status_code for r in answers) == [201] * 5 + [409] * 7
+    listed = (await call(stack, "GET", "/assistants?limit=100", key=key)).json()
+    created = {r.json()["assistant"]["id"] for r in answers if r.status_code == 201}
+    assert {a["id"] for a in listed["assistants"]} == created

@@ -89,6 +89,17 @@ def dynamodb_operations() -> dict[str, str]:
     return {xform_name(name): name for name in model.operation_names}
 
 
+# IAM has no action for a transaction: each of its items is authorised as the operation it
+# runs (AWS: "Using IAM with DynamoDB transactions").
+TRANSACTION_ITEMS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+TRANSACTIONS = {"TransactWriteItems", "TransactGetItems"}
+
+
 def operations_called_by_the_layer() -> set[str]:
     """Every DynamoDB operation the streaming_proxy package calls on a client, by name."""
     methods = dynamodb_operations()
@@ -101,6 +112,27 @@ def operations_called_by_the_layer() -> set[str]:
     return called
 
 
+def item_kinds_in_the_layer() -> set[str]:
+    """The operations the layer's transaction items run: every dict written with a `Put`,
+    `Update`, `Delete` or `ConditionCheck` key (how a transaction item is spelled)."""
+    kinds: set[str] = set()
+    for path in LAYER.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Dict):
+                for key in node.keys:
+                    if isinstance(key, ast.Constant) and key.value in TRANSACTION_ITEMS:
+                        kinds.add(TRANSACTION_ITEMS[key.value])
+    return kinds
+
+
+def iam_actions(operations: set[str], item_kinds: set[str]) -> set[str]:
+    """What IAM must grant for these calls: transactions become their items' operations."""
+    plain = operations - TRANSACTIONS
+    if operations & TRANSACTIONS:
+        plain |= item_kinds
+    return {f"dynamodb:{op}" for op in plain}
+
+
 def test_no_function_may_scan_or_use_an_index() -> None:
     for function in ("StreamFunction", "ConnectionsFunction"):
         granted = table_actions(function)
@@ -110,7 +142,7 @@ def test_no_function_may_scan_or_use_an_index() -> None:
 
 def test_stream_function_may_make_exactly_the_calls_the_code_makes() -> None:
     """The stream function runs the whole layer: its grant is every call the layer makes."""
-    called = {f"dynamodb:{op}" for op in operations_called_by_the_layer()}
+    called = iam_actions(operations_called_by_the_layer(), item_kinds_in_the_layer())
     granted = table_actions("StreamFunction")
     assert granted == called, (
         f"grant {sorted(granted - called)} unused, {sorted(called - granted)} missing: "
@@ -147,9 +179,13 @@ def recorded_routes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorded]:
         create_table(boto3.client("dynamodb", region_name="us-east-1"), TABLE)
         operations: set[str] = set()
         client = aws.dynamodb("us-east-1", None)
-        client.meta.events.register(
-            "before-call.dynamodb", lambda model, **_: operations.add(model.name)
-        )
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            operations.add(model.name)
+            for item in params.get("TransactItems", []):
+                operations.update(TRANSACTION_ITEMS[kind] for kind in item)
+
+        client.meta.events.register("before-call.dynamodb", record)
         replies: list[dict[str, Any]] = []
 
         def reply(_connection_id: str, message: dict[str, Any]) -> bool:
@@ -204,7 +240,7 @@ def test_connections_function_may_make_exactly_the_calls_its_routes_make(
     assert StreamStore(setup, TABLE).cancel_requested("st_1")
     answered = ToolCallStore(setup, TABLE).get(APP_ID, "tc_1")
     assert answered is not None and answered.status == "answered"
-    used = {f"dynamodb:{op}" for op in operations}
+    used = {f"dynamodb:{op}" for op in operations - TRANSACTIONS}
     granted = table_actions("ConnectionsFunction")
     assert used == granted, f"unused {sorted(granted - used)}, missing {sorted(used - granted)}"
-    assert operations <= operations_called_by_the_layer()
+    assert operations <= (operations_called_by_the_layer() | item_kinds_in_the_layer())

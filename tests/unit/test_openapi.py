@@ -395,7 +395,7 @@ def test_thread_routes_document_their_answers() -> None:
 def test_assistant_routes_document_their_answers() -> None:
     paths = spec()["paths"]
     listed, one = paths["/assistants"], paths["/assistants/{assistant_id}"]
-    assert set(listed["post"]["responses"]) == {"201", "400", "401", "413", "503"}
+    assert set(listed["post"]["responses"]) == {"201", "400", "401", "409", "413", "503"}
     assert set(listed["get"]["responses"]) == {"200", "400", "401", "503"}
     assert set(one["get"]["responses"]) == {"200", "401", "404", "503"}
     assert set(one["put"]["responses"]) == {"200", "400", "401", "404", "413", "503"}

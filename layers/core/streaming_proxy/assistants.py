@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from .contract import AssistantBody, Payload
-from .errors import NotFound, PayloadTooLarge
+from .errors import Conflict, NotFound, PayloadTooLarge
 from .tablekeys import assistant_key, assistants_pk, now_epoch
+from .transactions import transact
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -37,6 +38,8 @@ __all__ = [
 MAX_DOCUMENT_BYTES = 300_000
 # The payload fields an assistant holds, in the order the merge takes them.
 FIELDS = ("instructions", "model", "provider", "tools", "provider_args")
+# The partition's counter item: its sort key sorts before every `asst_` id.
+COUNTER_SK = "COUNT"
 
 
 def new_assistant_id() -> str:
@@ -84,21 +87,33 @@ def apply(payload: Payload, assistant: AssistantBody) -> Payload:
 
 
 class AssistantStore:
-    """Reads and writes assistants; all methods are blocking (call them via the DB pool)."""
+    """Reads and writes assistants; all methods are blocking (call them via the DB pool).
+    A counter item per app, changed in the same transaction as each create and delete,
+    holds an app to its limit exactly, concurrent creates included."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self._table = table
 
-    def create(self, app_id: str, fields: AssistantBody) -> Assistant:
+    def create(self, app_id: str, fields: AssistantBody, limit: int) -> Assistant:
+        """Store a new assistant; Conflict (409) when the app holds `limit` already."""
         now = now_epoch()
         assistant = Assistant(new_assistant_id(), fields, now, now)
         item = assistant_key(app_id, assistant.assistant_id)
         item |= {"doc": {"S": _document(fields)}, "name": {"S": fields.name}}
         item |= {"createdAt": {"N": str(now)}, "updatedAt": {"N": str(now)}}
-        self._db.put_item(
-            TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-        )
+        count = {
+            "Key": self._counter(app_id),
+            "UpdateExpression": "ADD n :one",
+            "ConditionExpression": "attribute_not_exists(n) OR n < :max",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":max": {"N": str(limit)}},
+        }
+        put = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        if not self._transact([{"Update": count}, {"Put": put}]):
+            raise Conflict(
+                f"this app stores {limit} assistants, its limit: delete one first "
+                "(the app's maxAssistants, or MAX_ASSISTANTS_PER_APP)"
+            )
         return assistant
 
     def get(self, app_id: str, assistant_id: str) -> Assistant:
@@ -131,21 +146,26 @@ class AssistantStore:
         return _assistant(out["Attributes"])
 
     def delete(self, app_id: str, assistant_id: str) -> None:
-        try:
-            self._db.delete_item(
-                TableName=self._table,
-                Key=assistant_key(app_id, assistant_id),
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as e:
-            raise _absent(e, assistant_id) from e
+        delete = {
+            "Key": assistant_key(app_id, assistant_id),
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        # Unconditional: an assistant stored before the counter existed leaves it below
+        # the true count, never stuck above it.
+        count = {
+            "Key": self._counter(app_id),
+            "UpdateExpression": "ADD n :minus",
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+        }
+        if not self._transact([{"Delete": delete}, {"Update": count}]):
+            raise assistant_not_found(assistant_id)
 
     def page(self, app_id: str, limit: int, after: str | None) -> AssistantPage:
         """Up to `limit` assistants in id order, from after the id `after`."""
         args: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": assistants_pk(app_id)},
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :asst)",
+            "ExpressionAttributeValues": {":pk": assistants_pk(app_id), ":asst": {"S": "asst_"}},
             "ConsistentRead": True,
             "Limit": limit + 1,  # one more tells whether another page follows
         }
@@ -161,6 +181,19 @@ class AssistantStore:
         assistants = [_assistant(item) for item in items[:limit]]
         more = len(items) > limit
         return AssistantPage(assistants, assistants[-1].assistant_id if more else None)
+
+    def _counter(self, app_id: str) -> dict[str, Any]:
+        return {"pk": assistants_pk(app_id), "sk": {"S": COUNTER_SK}}
+
+    def _transact(self, actions: list[dict[str, Any]]) -> bool:
+        """One transaction of `actions` on this table; False when the first one's condition
+        did not hold (transactions.py)."""
+        items = [
+            {kind: {"TableName": self._table, **action}}
+            for a in actions
+            for kind, action in a.items()
+        ]
+        return transact(self._db, items)
 
 
 def _document(fields: AssistantBody) -> str:

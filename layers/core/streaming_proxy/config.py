@@ -30,7 +30,7 @@ class AppConfig(BaseModel):
     """One calling application: the SHA-256 of its key (never the key), its token secret and,
     optionally, the webhook its backend tools run on and its governance (policy.py and
     limits.py): the models it may use, whether callers may bring provider keys, requests
-    per minute and tokens per day."""
+    per minute, tokens per day and how many named assistants it may store."""
 
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", alias="keySha256")
     token_secret: SecretStr = Field(min_length=32, alias="tokenSecret")
@@ -40,6 +40,8 @@ class AppConfig(BaseModel):
     allow_client_provider_key: bool = Field(default=True, alias="allowClientProviderKey")
     rate_limit: int | None = Field(default=None, ge=1, alias="rateLimit")
     token_quota: int | None = Field(default=None, ge=1, alias="tokenQuota")
+    # Named assistants it may store; MAX_ASSISTANTS_PER_APP when not set.
+    max_assistants: int | None = Field(default=None, ge=0, le=100_000, alias="maxAssistants")
 
     model_config = {"populate_by_name": True}
 
@@ -170,6 +172,9 @@ class Settings(BaseSettings):
     thread_context_tokens_by_model: dict[str, Annotated[int, Field(ge=256)]] = Field(
         default_factory=dict
     )
+
+    # Named assistants (assistants.py) one app may store; creating one more is a 409.
+    max_assistants_per_app: int = Field(default=1000, ge=1, le=100_000)
 
     log_level: str = "INFO"
     # USD per million tokens per provider and model, for each stream's estimated cost

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..assistants import apply, assistant_not_found
+from ..auth import App
 from ..contract import AssistantBody, AssistantId, StreamRequest
 from ..errors import ProxyError, UnknownProvider, ValidationFailed, field_problems
 from ..service import StreamService
@@ -32,8 +33,11 @@ async def resolved(service: StreamService, app_id: str, body: StreamRequest) -> 
 async def create_assistant(request: Request) -> Response:
     service = service_of(request)
     try:
-        fields, app_id = await _fields(request, service)
-        assistant = await service.store(service.assistants.create, app_id, fields)
+        fields, app = await _fields(request, service)
+        limit = app.config.max_assistants
+        if limit is None:
+            limit = service.settings.max_assistants_per_app
+        assistant = await service.store(service.assistants.create, app.app_id, fields, limit)
     except ProxyError as e:
         return error_response(e)
     return JSONResponse({"success": True, "assistant": assistant.as_json()}, status_code=201)
@@ -54,8 +58,9 @@ async def replace_assistant(request: Request) -> Response:
     service = service_of(request)
     try:
         assistant_id = _path_id(request)
-        fields, app_id = await _fields(request, service)
-        assistant = await service.store(service.assistants.replace, app_id, assistant_id, fields)
+        fields, app = await _fields(request, service)
+        replace = service.assistants.replace
+        assistant = await service.store(replace, app.app_id, assistant_id, fields)
     except ProxyError as e:
         return error_response(e)
     return JSONResponse({"success": True, "assistant": assistant.as_json()})
@@ -95,7 +100,7 @@ async def list_assistants(request: Request) -> Response:
     )
 
 
-async def _fields(request: Request, service: StreamService) -> tuple[AssistantBody, str]:
+async def _fields(request: Request, service: StreamService) -> tuple[AssistantBody, App]:
     """The body's assistant fields and the calling app; a provider must exist (400)."""
     data = await read_json(request, service.settings.max_body_bytes)
     app = authenticate(request, data)
@@ -106,7 +111,7 @@ async def _fields(request: Request, service: StreamService) -> tuple[AssistantBo
             f"unknown provider '{fields.provider}'",
             fields=[{"field": "provider", "message": "known: " + ", ".join(known)}],
         )
-    return fields, app.app_id
+    return fields, app
 
 
 def _path_id(request: Request) -> str:
