@@ -64,6 +64,7 @@ async def _subscribed(stack: Stack, scenario: Scenario, index: int) -> tuple[lis
 
 async def _run(stack: Stack, scenario: Scenario) -> Outcome:
     text = text_of_words(scenario.chunks)
+    await stack.quiet()  # the previous scenario's `$disconnect` cleanups are done
     async with http_client(stack) as client:
         prepared = [await _subscribed(stack, scenario, i) for i in range(scenario.streams)]
         started = time.perf_counter()

@@ -7,7 +7,8 @@ client message and each close into API Gateway-shaped `$connect` / `$default` /
 real management API. Starlette routes all of it except PostToConnection, which is served in
 plain ASGI because it is the call a fan-out makes hundreds of times a second.
 The handler is synchronous and posts back to this server, so it always runs in a worker
-thread: run on the event loop it would wait for itself.
+thread: run on the event loop it would wait for itself. `$disconnect` has threads of its own,
+so a burst of closes never holds up other clients' handshakes and messages.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
+import functools
 import json
 import logging
 import secrets
 import string
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +47,12 @@ Message = MutableMapping[str, Any]  # an ASGI message
 MAX_MESSAGE_BYTES = 128 * 1024
 # How long close_all waits for one connection's $disconnect to finish.
 DISCONNECT_WAIT_SECONDS = 35.0
+# Threads for `$disconnect` alone. In AWS every route call is a Lambda invocation of its own,
+# so a burst of closes (200 subscribers leaving at once) never delays another client's
+# handshake; here cleanups queue on these threads instead of ahead of `$connect` and
+# `$default` in the loop's default executor. Few: the embedded DynamoDB answers one request
+# at a time, so more threads would only queue there.
+DISCONNECT_THREADS = 4
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +116,7 @@ class GatewayEmulator:
         )
         self._events = EventShapes(stage, self.api_id, host_header)
         self._clients: dict[str, Client] = {}
+        self._cleanups = ThreadPoolExecutor(DISCONNECT_THREADS, thread_name_prefix="disconnect")
         methods = ["GET", "DELETE"]  # POST never gets here: see `app`
         self._routes = Starlette(
             routes=[
@@ -201,7 +212,7 @@ class GatewayEmulator:
             client.closing = True
             if worker is not None:
                 await self._stop_worker(client, worker)
-            await self._invoke(self._events.disconnect(client))
+            await self._invoke(self._events.disconnect(client), self._cleanups)
             client.finished.set()
 
     async def _receive_until_closed(self, client: Client) -> None:
@@ -240,10 +251,16 @@ class GatewayEmulator:
         except TimeoutError:
             log.warning("a $default invocation outlived the integration timeout")
 
-    async def _invoke(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Run the handler in a worker thread; None when it raised."""
+    async def _invoke(
+        self, event: dict[str, Any], threads: Executor | None = None
+    ) -> dict[str, Any] | None:
+        """Run the handler in a worker thread (of `threads`, else the loop's default
+        executor), as `asyncio.to_thread` does; None when it raised."""
+        call = functools.partial(
+            contextvars.copy_context().run, self._handler, event, LambdaContext()
+        )
         try:
-            answer = await asyncio.to_thread(self._handler, event, LambdaContext())
+            answer = await asyncio.get_running_loop().run_in_executor(threads, call)
         except Exception:
             log.exception("connections handler failed on %s", event["requestContext"]["routeKey"])
             return None
