@@ -94,7 +94,7 @@ TARGETS: list[tuple[str, str, str, str | None]] = [
 # (key, label, function, with bytecode) of the deployed rows: each function imported as
 # Lambda holds it (benchmarks/deployed_shape.py), from read-only folders with
 # PYTHONDONTWRITEBYTECODE set, with the sources alone (the python3.12 build method's
-# artifacts) and with the bytecode the Makefiles' compile step writes.
+# artifacts) and with the bytecode deploy/Makefile's compile step writes.
 DEPLOYED = [
     ("deployed_stream_source", "stream function, deployed, sources only", "stream", False),
     (
@@ -367,7 +367,7 @@ def run() -> Result:
             "the function's folder, `-S` so nothing else is on sys.path) with "
             "PYTHONDONTWRITEBYTECODE set: with the sources alone every run compiles what "
             "it imports, as a cold start from the python3.12 build method's artifacts did; "
-            "with the bytecode of the Makefiles' compile step (unchecked-hash) none does. "
+            "with the bytecode of deploy/Makefile's compile step (unchecked-hash) none does. "
             f"{DEPLOYED_RUNS} runs each after one discarded warm-up, interleaved."
         ),
         columns=["import", "median ms", "p95 ms", "process wall minus `pass` ms"],

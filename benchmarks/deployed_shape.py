@@ -1,7 +1,7 @@
 """The functions as `sam build` lays them out, built from the venv without network: each
 function's folder (/var/task) and the layer's python/ folder (/opt/python), holding the
 installed files of the pinned distributions and our sources, with or without the bytecode
-the Makefiles' compile step writes (layers/core/Makefile, `compile-bytecode`).
+deploy/Makefile's compile step writes (`compile-bytecode`).
 """
 
 from __future__ import annotations
@@ -92,14 +92,11 @@ def build(root: Path) -> DeployedShape:
 
 
 def with_bytecode(shape: DeployedShape, root: Path) -> DeployedShape:
-    """A hard-linked copy of `shape` compiled by the Makefiles' compile step (this Python)."""
+    """A hard-linked copy of `shape` compiled by deploy/Makefile's compile step (this Python)."""
     shutil.copytree(shape.root, root, copy_function=os.link)
     compiled = shape.moved(root)
-    for folder, makefile in [
-        (compiled.layer, ROOT / "layers/core/Makefile"),
-        *((task, ROOT / "functions" / name / "Makefile") for name, task in compiled.tasks.items()),
-    ]:
-        make = ["make", "--no-print-directory", "--makefile", str(makefile)]
+    make = ["make", "--no-print-directory", "--makefile", str(ROOT / "deploy" / "Makefile")]
+    for folder in (compiled.layer, *compiled.tasks.values()):
         subprocess.run(
             [*make, "compile-bytecode", f"DIR={folder}", f"PYTHON={sys.executable}"],
             check=True,

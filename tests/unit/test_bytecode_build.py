@@ -1,6 +1,6 @@
-"""The deployed artifacts carry bytecode: every function and the layer are built by their
-Makefile (template.yaml, BuildMethod makefile), whose compile step writes unchecked-hash
-.pyc files the runtime loads without looking at the source.
+"""The deployed artifacts carry bytecode: every function and the layer are built by
+deploy/Makefile (template.yaml: BuildMethod makefile, ContextPath deploy), whose
+compile step writes unchecked-hash .pyc files the runtime loads without looking at the source.
 
 No network: the install step is pointed at an empty requirements file, and the build runs
 with this interpreter (PYTHON_VERSION set to its version) instead of Lambda's 3.12.
@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
 TAG = sys.implementation.cache_tag
 FLAG_UNCHECKED_HASH = 0b01  # PEP 552: hash-based, check_source off
+MAKEFILE = ROOT / "deploy" / "Makefile"
 
 
 def makefile_builds() -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Logical id -> (folder SAM runs the Makefile of, resource) for every built resource."""
+    """Logical id -> (the folder SAM copies and runs the Makefile in, resource) for every
+    built resource."""
     builds: dict[str, tuple[Path, dict[str, Any]]] = {}
     for name, resource in load_template()["Resources"].items():
         properties = resource.get("Properties", {})
@@ -50,9 +52,11 @@ OURS = {
 }
 
 
-def make(makefile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def make(folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """deploy/Makefile run in `folder`, as sam build runs it in its copy of the CodeUri."""
     return subprocess.run(
-        ["make", "--no-print-directory", "--makefile", str(makefile), *args],
+        ["make", "--no-print-directory", "--makefile", str(MAKEFILE), *args],
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=300,
@@ -64,11 +68,12 @@ def pyc_flags(pyc: Path) -> int:
     return int.from_bytes(pyc.read_bytes()[4:8], "little")
 
 
-def test_every_function_and_the_layer_are_built_by_their_makefile() -> None:
+def test_every_function_and_the_layer_are_built_by_the_deploy_makefile() -> None:
     assert set(BUILDS) == set(OURS)
     for name, (folder, resource) in BUILDS.items():
         assert resource["Metadata"]["BuildMethod"] == "makefile", name
-        assert (folder / "Makefile").is_file(), f"{name}: SAM runs {folder}/Makefile"
+        assert resource["Metadata"]["ContextPath"] == "deploy", name
+        assert not (folder / "Makefile").exists(), f"{name}: one Makefile, deploy/'s"
     layer = BUILDS["CoreLayer"][1]
     assert layer["Metadata"]["BuildArchitecture"] == "arm64"
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
@@ -81,7 +86,7 @@ def test_the_target_sam_calls_installs_arm64_wheels_for_the_runtime_and_compiles
     """`make -n` (commands printed, not run) of build-<LogicalId> with sam's ARTIFACTS_DIR."""
     folder = BUILDS[name][0]
     runtime = str(load_template()["Globals"]["Function"]["Runtime"])  # python3.12
-    done = make(folder / "Makefile", "-n", f"build-{name}", f"ARTIFACTS_DIR={tmp_path}")
+    done = make(folder, "-n", f"build-{name}", f"ARTIFACTS_DIR={tmp_path}")
     out = done.stdout
     site = tmp_path / "python" if name == "CoreLayer" else tmp_path
     compile_line = f'{runtime} -m compileall -q -f -j 0 --invalidation-mode unchecked-hash "{site}"'
@@ -112,7 +117,7 @@ def empty_requirements(tmp_path: Path) -> Path:
 
 def build(name: str, source: Path, artifacts: Path, requirements: Path) -> None:
     make(
-        source / "Makefile",
+        source,
         f"build-{name}",
         f"ARTIFACTS_DIR={artifacts}",
         f"PYTHON={sys.executable}",
@@ -155,7 +160,7 @@ def test_a_build_with_another_python_than_the_runtime_fails_and_says_why(
     tmp_path: Path, empty_requirements: Path
 ) -> None:
     done = make(
-        BUILDS["ConnectionsFunction"][0] / "Makefile",
+        BUILDS["ConnectionsFunction"][0],
         "build-ConnectionsFunction",
         f"ARTIFACTS_DIR={tmp_path / 'out'}",
         f"PYTHON={sys.executable}",
@@ -170,8 +175,8 @@ def test_a_build_with_another_python_than_the_runtime_fails_and_says_why(
 # --------------------------------------------------------------------------- compile step
 
 
-def compile_bytecode(directory: Path, makefile: Path = BUILDS["CoreLayer"][0] / "Makefile") -> None:
-    make(makefile, "compile-bytecode", f"DIR={directory}", f"PYTHON={sys.executable}")
+def compile_bytecode(directory: Path) -> None:
+    make(directory, "compile-bytecode", f"DIR={directory}", f"PYTHON={sys.executable}")
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
@@ -226,15 +231,11 @@ def edit_after_the_build(source: Path) -> None:
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
 
 
-MAKEFILES = sorted({folder / "Makefile" for folder, _ in BUILDS.values()})
-
-
-@pytest.mark.parametrize("makefile", MAKEFILES, ids=[m.parent.name for m in MAKEFILES])
 def test_the_compiled_code_runs_whatever_the_source_says_and_writes_nothing(
-    makefile: Path, read_only: Path
+    read_only: Path,
 ) -> None:
     source = write_probe(read_only)
-    compile_bytecode(read_only, makefile)
+    compile_bytecode(read_only)
     edit_after_the_build(source)
     freeze(read_only)
     before = snapshot(read_only)
