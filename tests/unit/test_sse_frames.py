@@ -28,7 +28,7 @@ async def test_the_answer_ends_with_the_relay_even_if_nothing_closed_it() -> Non
         queue.put(b"data: 1\n\n")  # and then, say, an observer raised before closing
 
     frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
-    assert frames == [b": stream open\n\n", b"data: 1\n\n"]
+    assert b"".join(frames) == b": stream open\n\ndata: 1\n\n"
 
 
 async def test_frames_put_before_the_relay_ended_all_go_out_in_order() -> None:
@@ -41,7 +41,7 @@ async def test_frames_put_before_the_relay_ended_all_go_out_in_order() -> None:
         queue.end()
 
     frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
-    assert b"".join(frames[1:]) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    assert b"".join(frames) == b": stream open\n\ndata: 0\n\ndata: 1\n\ndata: 2\n\n"
 
 
 async def test_frames_queued_while_the_answer_was_busy_go_out_in_one_write() -> None:
@@ -53,7 +53,26 @@ async def test_frames_queued_while_the_answer_was_busy_go_out_in_one_write() -> 
         queue.end()
 
     frames = await asyncio.wait_for(read_all(queue, asyncio.ensure_future(relay())), 5)
-    assert frames == [b": stream open\n\n", b"data: 0\n\ndata: 1\n\ndata: 2\n\n"]
+    assert frames == [b": stream open\n\ndata: 0\n\ndata: 1\n\ndata: 2\n\n"]
+
+
+async def test_the_opening_comment_goes_out_alone_when_no_frame_is_queued_yet() -> None:
+    queue = FrameQueue()
+    go_on = asyncio.Event()
+
+    async def relay() -> None:
+        await go_on.wait()
+        queue.put(b"data: 1\n\n")
+        queue.end()
+
+    written: list[bytes] = []
+
+    async def emit(data: bytes) -> None:
+        written.append(data)
+        go_on.set()  # the first frame comes once the answer has opened
+
+    await asyncio.wait_for(queue.write(emit, 30, asyncio.ensure_future(relay())), 5)
+    assert written == [b": stream open\n\n", b"data: 1\n\n"]
 
 
 async def test_a_klai_answer_ends_with_its_relay() -> None:
@@ -64,7 +83,7 @@ async def test_a_klai_answer_ends_with_its_relay() -> None:
         await sink.close()  # the relay's sink protocol: must not be what ends the answer
 
     frames = await asyncio.wait_for(read_all(sink, asyncio.ensure_future(relay())), 5)
-    assert frames[1].startswith(b"event: end\ndata: ")
+    assert frames[0].startswith(b": stream open\n\nevent: end\ndata: ")
 
 
 async def test_a_quiet_stream_gets_keep_alives_and_a_busy_one_gets_none() -> None:
@@ -79,6 +98,7 @@ async def test_a_quiet_stream_gets_keep_alives_and_a_busy_one_gets_none() -> Non
 
     done = asyncio.ensure_future(relay())
     frames = await asyncio.wait_for(read_all(queue, done, 0.05), 5)
+    assert frames[0] == b": stream open\n\n"
     quiet, busy = frames[1:3], frames[3:]
     assert quiet == [b": keep-alive\n\n"] * 2
     assert busy == [f"data: {n}\n\n".encode() for n in range(8)]
@@ -118,7 +138,7 @@ async def test_an_sse_response_writes_its_head_its_frames_and_its_end() -> None:
     assert (b"content-type", b"text/event-stream; charset=utf-8") in head["headers"]
     assert (b"x-stream-id", b"st_1") in head["headers"]
     assert not any(name == b"content-length" for name, _ in head["headers"])
-    assert caller.bodies() == [b": stream open\n\n", b"data: 1\n\n", b""]
+    assert caller.bodies() == [b": stream open\n\ndata: 1\n\n", b""]
     assert caller.sent[-1]["more_body"] is False
 
 
@@ -136,7 +156,7 @@ async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
     answer = asyncio.ensure_future(
         SseResponse(queue, 30, done, {})({"type": "http"}, caller.receive, caller.send)
     )
-    while len(caller.bodies()) < 2:
+    while b"data: 1" not in b"".join(caller.bodies()):
         caller.wrote.clear()
         await asyncio.wait_for(caller.wrote.wait(), 5)
     caller.hung_up.set()
@@ -146,25 +166,48 @@ async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
     go_on.set()
     await asyncio.wait_for(answer, 5)
     assert done.done()
-    assert caller.bodies() == [b": stream open\n\n", b"data: 1\n\n"]
+    assert b"".join(caller.bodies()) == b": stream open\n\ndata: 1\n\n"
+
+
+class GoneAfter(Caller):
+    """An ASGI 2.4 server whose caller hangs up after `bodies` body messages: the next
+    `send` of a body raises OSError."""
+
+    def __init__(self, bodies: int) -> None:
+        super().__init__()
+        self._left = bodies
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            if self._left == 0:
+                raise OSError("the caller is gone")
+            self._left -= 1
+        await super().send(message)
 
 
 async def test_an_sse_response_ends_quietly_when_the_server_says_the_caller_is_gone() -> None:
-    queue, caller = FrameQueue(), Caller()
-    bodies = 0
+    queue, caller = FrameQueue(), GoneAfter(bodies=1)
 
-    async def send(message: dict[str, Any]) -> None:  # an ASGI 2.4 server after a hang-up
-        nonlocal bodies
-        if message["type"] == "http.response.body":
-            bodies += 1
-            if bodies > 1:
-                raise OSError("the caller is gone")
-        await caller.send(message)
+    async def relay() -> None:
+        while not caller.bodies():  # the answer opened, then frames come
+            caller.wrote.clear()
+            await caller.wrote.wait()
+        queue.put(b"data: 1\n\n")
+        queue.put(b"data: 2\n\n")
+        queue.end()
+
+    answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
+    await asyncio.wait_for(answer({"type": "http"}, caller.receive, caller.send), 5)
+    assert caller.bodies() == [b": stream open\n\n"]
+
+
+async def test_an_sse_response_ends_quietly_when_the_caller_left_after_the_last_frame() -> None:
+    queue, caller = FrameQueue(), GoneAfter(bodies=1)
 
     async def relay() -> None:
         queue.put(b"data: 1\n\n")
         queue.end()
 
     answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
-    await asyncio.wait_for(answer({"type": "http"}, caller.receive, send), 5)
-    assert caller.bodies() == [b": stream open\n\n"]
+    await asyncio.wait_for(answer({"type": "http"}, caller.receive, caller.send), 5)
+    assert caller.bodies() == [b": stream open\n\ndata: 1\n\n"]
