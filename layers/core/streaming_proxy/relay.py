@@ -15,14 +15,13 @@ always finishes: `end` is emitted, the final status written, the sinks closed.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import redact
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import DependencyUnavailable, ProxyError, UpstreamTimeout, error_object
+from .errors import DependencyUnavailable, ProxyError, error_object
 from .events import (
     Finish,
     PlannedCall,
@@ -39,6 +38,7 @@ from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome, ToolCall, unknown_usage
 from .providers.base import EventSource
 from .recorder import StreamRecorder
+from .relayclock import RelayClock
 from .streams import StreamStatus
 from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
 from .turn import TurnState
@@ -93,28 +93,20 @@ class Relay:
         # with, and whether tools are running (the idle limit does not count that time).
         self._announced = False
         self._calls_left_over: tuple[PlannedCall, ...] = ()
-        self._tools_waiting = False
-        self._waiting_since = 0.0  # when the loop began waiting for tools
-        self._tools_wait = 0.0  # seconds spent waiting for tools (not generation time)
         self._deadline_timer: asyncio.TimerHandle | None = None
-        self._started = 0.0  # the loop time run() began
+        # Snapshots are for resuming a recorded stream; without a recorder, none.
+        snapshots = settings.snapshot_interval_seconds if recorder is not None else None
+        self._clock = RelayClock(
+            settings.total_timeout_seconds, settings.idle_timeout_seconds, snapshots
+        )
         # Set by the reader: when it sent the request, then when each event arrived.
         self._last_upstream: float | None = None
-        # Since when the reader waits for the provider's next event (the idle limit's clock:
-        # time spent handling an event is the relay's, not the provider's silence).
-        self._idle_since = 0.0
         self._silent = False  # an early failure answered to the caller: publish nothing
         # The stream record's write, running beside the provider request: nothing is
         # released (first event, early failure) before it landed; if it fails, nothing at all.
         self._record_write = asyncio.ensure_future(registration) if registration else None
         self._registration = self._record_write  # None once awaited
         self._unregistered = False
-        # Snapshots are for resuming a recorded stream; without a recorder, no wake-ups for them.
-        self._next_snapshot = (
-            asyncio.get_running_loop().time() + settings.snapshot_interval_seconds
-            if recorder is not None
-            else math.inf
-        )
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
 
     def cancel(self) -> None:
@@ -126,7 +118,8 @@ class Relay:
     async def run(self) -> StreamOutcome:
         """Run the stream to its end; never raises for provider, delivery or relay failures."""
         loop = asyncio.get_running_loop()
-        started = self._started = self._idle_since = loop.time()
+        started = loop.time()
+        self._clock.start(started)
         with redact.active(self.job.payload.api_key):
             tasks: list[asyncio.Task[None]] = []
             try:
@@ -176,7 +169,7 @@ class Relay:
         """Read the provider's events and handle each; a provider's failure fails the stream."""
         loop = asyncio.get_running_loop()
         # The idle clock starts with the upstream request, whatever the sinks are doing.
-        self._last_upstream = self._idle_since = loop.time()
+        self._last_upstream = self._clock.idle_since = loop.time()
         events = self._provider.stream(self.job.llm_request)
         try:
             while not self._stopping:
@@ -190,10 +183,11 @@ class Relay:
                 finally:
                     self._between_events = False
                 self._last_upstream = loop.time()
-                if not self._outcome.started and not await self._first(loop.time() - self._started):
+                elapsed = loop.time() - self._clock.started
+                if not self._outcome.started and not await self._first(elapsed):
                     return
                 await self._handle(event)
-                self._idle_since = loop.time()
+                self._clock.idle_since = loop.time()
                 if self._timer_due:
                     self._deadlines_due()
         except asyncio.CancelledError:
@@ -247,7 +241,7 @@ class Relay:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_timer = asyncio.get_running_loop().call_at(
-            self._next_deadline(), self._on_timer
+            self._clock.next_deadline(), self._on_timer
         )
 
     def _on_timer(self) -> None:
@@ -262,37 +256,15 @@ class Relay:
         self._timer_due = False
         if self._stopping:
             return
-        if self._on_deadline() is not None:
+        now = asyncio.get_running_loop().time()
+        expired = self._clock.expired(now)
+        if expired is not None:
+            self._fail(expired)
             return self._stop()
-        self._snapshot_if_due()
+        if self._clock.snapshot_due(now) and self._recorder is not None:
+            # Only text already sent counts: a snapshot's text must match its seq.
+            self._recorder.snapshot_soon(*self._progress())
         self._arm_deadlines()
-
-    def _next_deadline(self) -> float:
-        settings, started = self._settings, self._started
-        deadlines = [started + settings.total_timeout_seconds, self._next_snapshot]
-        if not self._tools_waiting:
-            deadlines.append(self._idle_since + settings.idle_timeout_seconds)
-        return min(deadlines)
-
-    def _on_deadline(self) -> ProxyError | None:
-        """Fail the stream if its total or idle time is up."""
-        settings, started = self._settings, self._started
-        now = asyncio.get_running_loop().time()
-        if now >= started + settings.total_timeout_seconds:
-            limit = settings.total_timeout_seconds
-            self._fail(UpstreamTimeout(f"stream exceeded its total time of {limit:g} s"))
-        elif not self._tools_waiting and now >= self._idle_since + settings.idle_timeout_seconds:
-            limit = settings.idle_timeout_seconds
-            self._fail(UpstreamTimeout(f"no data from the provider for {limit:g} s"))
-        return self._outcome.error
-
-    def _snapshot_if_due(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if now >= self._next_snapshot:
-            self._next_snapshot = now + self._settings.snapshot_interval_seconds
-            if self._recorder is not None:
-                # Only text already sent counts: a snapshot's text must match its seq.
-                self._recorder.snapshot_soon(*self._progress())
 
     def _published_so_far(self) -> tuple[str, int]:
         return "".join(self._published), self._seq.last_seq
@@ -355,21 +327,13 @@ class Relay:
 
     async def _on_loop_event(self, event: ToolCallsReady | ToolsWaiting | RoundStarted) -> None:
         if isinstance(event, ToolsWaiting):
-            self._time_tools(event.waiting)
-            self._tools_waiting = event.waiting
+            self._clock.tools(event.waiting, asyncio.get_running_loop().time())
             if self._deadline_timer is not None:  # the idle deadline comes or goes
                 self._arm_deadlines()
         elif isinstance(event, RoundStarted):
             self.stats.tool_rounds += 1
         else:
             await self._announce(event)
-
-    def _time_tools(self, waiting: bool) -> None:
-        now = asyncio.get_running_loop().time()
-        if waiting and not self._tools_waiting:
-            self._waiting_since = now
-        elif self._tools_waiting and not waiting:
-            self._tools_wait += now - self._waiting_since
 
     async def _announce(self, ready: ToolCallsReady) -> None:
         """The model asked for tools: say which (function_call), and hand each frontend call
@@ -452,8 +416,8 @@ class Relay:
         stats.error = outcome.error.kind if outcome.error is not None else None
         stats.count_usage(outcome.usage)
         if outcome.started and self._last_upstream is not None:
-            first = self._started + (stats.time_to_first_token_ms or 0.0) / 1000
-            generation = self._last_upstream - first - self._tools_wait
+            first = self._clock.started + (stats.time_to_first_token_ms or 0.0) / 1000
+            generation = self._last_upstream - first - self._clock.tools_wait
             stats.generation_ms = round(max(0.0, generation) * 1000, 1)
 
     def _sum_up(self, outcome: StreamOutcome) -> None:
