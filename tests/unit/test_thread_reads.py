@@ -106,14 +106,13 @@ def read_all(db: Any, thread_id: str) -> Messages:
     return unpack(datas)
 
 
-def expire_one_item(db: Any, thread_id: str, run: int) -> None:
-    """One item of the run past its TTL (DynamoDB deletes it some time later)."""
-    item = next(
-        i for i in raw_items(db, thread_pk(APP, thread_id)) if i["run"]["S"] == f"run_{run:04d}"
-    )
-    db.update_item(TableName=MOTO_TABLE, Key={"pk": item["pk"], "sk": item["sk"]},
-                   UpdateExpression="SET expiresAt = :past",
-                   ExpressionAttributeValues={":past": {"N": "1"}})  # fmt: skip
+def expire(db: Any, thread_id: str, run: int, *, items: int = 1) -> None:
+    """The run's first `items` items past their TTL (DynamoDB deletes them some time later)."""
+    found = raw_items(db, thread_pk(APP, thread_id))
+    for item in [i for i in found if i["run"]["S"] == f"run_{run:04d}"][:items]:
+        db.update_item(TableName=MOTO_TABLE, Key={"pk": item["pk"], "sk": item["sk"]},
+                       UpdateExpression="SET expiresAt = :past",
+                       ExpressionAttributeValues={":past": {"N": "1"}})  # fmt: skip
 
 
 # -- the same history as reading everything --------------------------------------------------
@@ -157,7 +156,7 @@ def test_a_run_sends_exactly_what_reading_the_whole_thread_sent(
     thread_id = write(store, runs, legacy=legacy)
     for run in expired:
         if run < len(runs) and runs[run]:
-            expire_one_item(db, thread_id, run)
+            expire(db, thread_id, run)
     old = trim(SYSTEM, for_provider(read_all(db, thread_id)), NEW, budget)
 
     def short(recent: Messages) -> int:
@@ -208,12 +207,7 @@ def test_numbers_stay_when_old_runs_age_out(db: Any, store: ThreadStore) -> None
         return [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}]
 
     thread_id = write(store, [turn(0), turn(1), turn(2)])
-    pk = thread_pk(APP, thread_id)
-    for item in raw_items(db, pk):  # the first run past its TTL, not yet deleted
-        if item["run"]["S"] == "run_0000":
-            db.update_item(TableName=MOTO_TABLE, Key={"pk": pk, "sk": item["sk"]},
-                           UpdateExpression="SET expiresAt = :past",
-                           ExpressionAttributeValues={":past": {"N": "1"}})  # fmt: skip
+    expire(db, thread_id, 0, items=100)  # the first run past its TTL, not yet deleted
     meta = store.meta(APP, thread_id)
     assert meta is not None
     first = store.page(APP, meta, 0, 3)  # starts at the first message still kept
