@@ -147,6 +147,12 @@ def start(
     )  # fmt: skip
 
 
+def everything(store: ThreadStore) -> list[dict[str, Any]]:
+    """Every message of the test thread still kept, in one page."""
+    meta = store.meta("app", "thread_testthread1")
+    return [] if meta is None else store.page("app", meta, 0, 10_000).messages
+
+
 def test_one_run_at_a_time_and_the_next_after_it_ends(store: ThreadStore) -> None:
     store.start_run("app", start("run_a", new=True, channels=("user-1",)))
     with pytest.raises(Conflict):
@@ -154,7 +160,7 @@ def test_one_run_at_a_time_and_the_next_after_it_ends(store: ThreadStore) -> Non
     assert store.finish_run("app", start("run_a"), [user("q"), assistant("a")], "done")
     store.start_run("app", start("run_b", channels=("user-1", "tab|c1")))
     assert store.finish_run("app", start("run_b"), [user("q2")], "cancelled")
-    assert store.messages("app", "thread_testthread1") == [user("q"), assistant("a"), user("q2")]
+    assert everything(store) == [user("q"), assistant("a"), user("q2")]
     run = store.run("app", "thread_testthread1", "run_b")
     assert run is not None and (run.stream_id, run.status) == ("st_run_b", "cancelled")
     meta = store.meta("app", "thread_testthread1")
@@ -169,7 +175,7 @@ def test_a_crashed_runs_lease_expires_and_its_late_finish_writes_nothing(
     store.start_run("app", start("run_next"))
     assert not store.finish_run("app", start("run_dead"), [user("late")], "done")
     assert store.finish_run("app", start("run_next"), [user("on time")], "done")
-    assert store.messages("app", "thread_testthread1") == [user("on time")]
+    assert everything(store) == [user("on time")]
 
 
 def test_another_apps_thread_is_not_found_and_a_new_id_is_never_reused(
@@ -191,7 +197,7 @@ def test_long_answers_span_items_and_partly_expired_runs_are_left_out(
     store.finish_run("app", start("run_a"), [user("q"), long], "done")
     store.start_run("app", start("run_b"))
     store.finish_run("app", start("run_b"), [user("q2"), assistant("short")], "done")
-    assert store.messages("app", "thread_testthread1") == [
+    assert everything(store) == [
         user("q"),
         long,
         user("q2"),
@@ -211,7 +217,7 @@ def test_long_answers_span_items_and_partly_expired_runs_are_left_out(
         UpdateExpression="SET expiresAt = :past",
         ExpressionAttributeValues={":past": {"N": "1"}},
     )
-    assert store.messages("app", "thread_testthread1") == [user("q2"), assistant("short")]
+    assert everything(store) == [user("q2"), assistant("short")]
 
 
 def test_delete_erases_everything_but_not_while_a_run_holds_it(store: ThreadStore) -> None:
@@ -221,7 +227,7 @@ def test_delete_erases_everything_but_not_while_a_run_holds_it(store: ThreadStor
     store.finish_run("app", start("run_a"), [user("q")], "done")
     store.delete("app", "thread_testthread1")
     assert store.meta("app", "thread_testthread1") is None
-    assert store.messages("app", "thread_testthread1") == []
+    assert everything(store) == []
     assert store.run("app", "thread_testthread1", "run_a") is None
     with pytest.raises(NotFound):
         store.delete("app", "thread_testthread1")

@@ -79,3 +79,23 @@ def trim(
     return Trimmed(
         [*instructions, *messages, *new], dropped=len(history) - len(messages), tokens=tokens
     )
+
+
+def shortfall(
+    instructions: Sequence[dict[str, Any]],
+    recent: Sequence[dict[str, Any]],
+    new: Sequence[dict[str, Any]],
+    budget: int,
+) -> int:
+    """How many more tokens of older history `trim` could still keep, given only the newest
+    messages `recent` of a history (cut where a run began): 0 once no older message can change
+    what it keeps, so a reader newest first may stop (threadreads.py).
+
+    Why 0 is safe: the turns of `recent` are the history's newest turns, except that its first
+    may lack the start of its turn (when it does not begin with a user message). `trim` walks
+    the turns newest first and stops at the first that does not fit. If that turn is a whole
+    one of `recent`, the history stops there too. If it is the cut first turn, the whole turn
+    costs at least as much (the estimate adds up per message), so it does not fit either.
+    Either way what is kept is the same, and older messages are never reached."""
+    trimmed = trim(instructions, recent, new, budget)
+    return 0 if trimmed.dropped else max(1, budget - trimmed.tokens)

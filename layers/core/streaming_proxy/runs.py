@@ -1,21 +1,22 @@
 """ThreadRuns: a stream as a run on a thread, from taking the thread to storing what was said.
 
-`begin` takes the thread (a lease: one run at a time), reads its history, trims it to the
-model's budget and returns the payload the provider gets (instructions, history, the new
-messages). `finish` (called by the relay before `end`, wherever the relay runs) appends the
-new messages, the tool rounds and the answer, and releases the thread, in one write.
+`begin` takes the thread (a lease: one run at a time), reads its history newest first as far
+as the model's budget can use, trims it to that budget and returns the payload the provider
+gets (instructions, history, the new messages). `finish` (called by the relay before `end`,
+wherever the relay runs) appends the new messages, the tool rounds and the answer, and
+releases the thread, in one write.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .config import Settings
 from .contract import Message, Payload
-from .history import Messages, trim
+from .history import Messages, Trimmed, shortfall, trim
 from .jobs import StreamJob, ThreadRun
 from .observability import get_logger
 from .outcome import StreamOutcome
@@ -108,19 +109,14 @@ class ThreadRuns:
         )
         await self._store(self.threads.start_run, app_id, start)
         added = [m.model_dump(exclude_none=True) for m in payload.messages]
-        try:
-            history = (
-                []
-                if start.new
-                else await self._store(self.threads.messages, app_id, start.thread_id)
-            )
-        except Exception:
-            await self._store(self.threads.finish_run, app_id, start, [], "failed")
-            raise
         system = (
             [{"role": "system", "content": payload.instructions}] if payload.instructions else []
         )
-        trimmed = trim(system, for_provider(history), added, self.budget(payload.model))
+        try:
+            trimmed = await self._history(app_id, start, system, added, payload.model)
+        except Exception:
+            await self._store(self.threads.finish_run, app_id, start, [], "failed")
+            raise
         thread = ThreadRun(
             thread_id=start.thread_id,
             run_id=start.run_id,
@@ -133,6 +129,24 @@ class ThreadRuns:
         )
         messages = [Message.model_validate(m) for m in trimmed.messages]
         return Begun(payload.model_copy(update={"messages": messages}), thread)
+
+    async def _history(
+        self, app_id: str, start: RunStart, system: Messages, added: Messages, model: str | None
+    ) -> Trimmed:
+        """What the run sends: the instructions, the newest whole turns of the thread that fit
+        the model's budget and the new messages. The thread is read newest first only until
+        older turns can no longer change that (history.shortfall); `dropped` then counts the
+        older messages never read too."""
+        budget = self.budget(model)
+        if start.new:
+            return trim(system, [], added, budget)
+
+        def short(recent: Messages) -> int:
+            return shortfall(system, for_provider(recent), added, budget)
+
+        recent = await self._store(self.threads.recent, app_id, start.thread_id, short)
+        trimmed = trim(system, for_provider(recent.messages), added, budget)
+        return replace(trimmed, dropped=trimmed.dropped + recent.older)
 
     async def release(self, app_id: str, thread: ThreadRun) -> None:
         """Let go of a thread whose run never started (refused after `begin`)."""

@@ -25,6 +25,7 @@ LIMIT = "LIMIT#"
 THREAD = "THREAD#"
 MSG = "MSG#"
 RUN = "RUN#"
+INDEX = "INDEX#"
 ASSISTANT = "ASSISTANT#"
 
 T = TypeVar("T")
@@ -53,7 +54,8 @@ def limit_key(app_id: str, window: str) -> dict[str, Any]:
 
 def thread_pk(app_id: str, thread_id: str) -> dict[str, Any]:
     """The partition of one app's thread (`THREAD#<app>#<thread>`): its META, its messages
-    (`MSG#<n>`) and its runs (`RUN#<id>`); another app's id names another partition."""
+    (`MSG#<n>`), their index (`INDEX#<message number>`) and its runs (`RUN#<id>`); another
+    app's id names another partition."""
     return {"S": f"{THREAD}{app_id}#{thread_id}"}
 
 
@@ -74,6 +76,12 @@ def assistant_key(app_id: str, assistant_id: str) -> dict[str, Any]:
 def msg_sk(number: int) -> str:
     """Message items sort in write order: the number is zero-padded."""
     return f"{MSG}{number:08d}"
+
+
+def index_sk(number: int) -> str:
+    """A run's entry in its thread's message index: the number of its first message
+    (zero-padded, so a key range finds the run holding any message)."""
+    return f"{INDEX}{number:010d}"
 
 
 def channel_id(app_id: str, channel: str) -> str:

@@ -47,16 +47,15 @@ def read_page(
     limit: int,
     channels: Collection[str] | None = None,
 ) -> ThreadPage:
-    """Messages `cursor` .. `cursor + limit` of the app's thread, oldest first (blocking).
-    With `channels` (a page's), a thread that never published to one of them is not found,
-    as another app's is."""
+    """Up to `limit` messages of the app's thread from message number `cursor` on, oldest
+    first, reading only the runs that hold them (blocking). With `channels` (a page's), a
+    thread that never published to one of them is not found, as another app's is."""
     meta = threads.meta(app_id, thread_id)
     if meta is None or (channels is not None and meta.channels.isdisjoint(channels)):
         raise thread_not_found(thread_id)
-    messages = threads.messages(app_id, thread_id)
-    end = cursor + limit
-    more = str(end) if end < len(messages) else None
-    return ThreadPage(thread_id, meta, messages[cursor:end], cursor, more)
+    page = threads.page(app_id, meta, cursor, limit)
+    more = None if page.next_cursor is None else str(page.next_cursor)
+    return ThreadPage(thread_id, meta, page.messages, cursor, more)
 
 
 def history_replies(

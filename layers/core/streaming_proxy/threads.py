@@ -1,8 +1,9 @@
 """ThreadStore: an app's conversation threads and their runs, in the single table.
 
 One partition per thread (`tablekeys.thread_pk`): `META` (times, counters, the active run's
-lease), `MSG#<n>` items holding the messages as JSON Lines (history.py), and `RUN#<id>`
-per run (its stream and status, for stop). A run holds the thread by a lease on META: a
+lease), `MSG#<n>` items holding the messages as JSON Lines (history.py), an `INDEX#<number>`
+entry per run (where its messages start: threadreads.py reads a part at a time), and
+`RUN#<id>` per run (its stream and status, for stop). A run holds the thread by a lease on META: a
 conditional write takes it when no run holds it or the holder's lease expired (a crashed
 run never locks a thread for good); its messages land in one transaction with the release.
 """
@@ -10,14 +11,17 @@ run never locks a thread for good); its messages land in one transaction with th
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
-from .history import Messages, pack, unpack
+from .history import Messages, pack
 from .tablekeys import MSG, RUN, batch_write, now_epoch, thread_key, thread_pk
+from .threadreads import Page, Recent
 from .threadwrites import RunStart, RunStatus, append, take
 
 if TYPE_CHECKING:
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "THREAD_ID",
+    "Page",
+    "Recent",
     "RunRecord",
     "RunStart",
     "RunStatus",
@@ -113,23 +119,32 @@ class ThreadStore:
         if len(datas) > MAX_ITEMS_PER_RUN:
             raise PayloadTooLarge("the run's messages are too large to store in its thread")
         first = _next_item(self._db, self._table, app_id, start.thread_id)
+        # Only the lease holder appends, so META's count is the number of its first message.
         actions = append(
-            self._table, app_id, start, datas, len(messages), status, first, now_epoch()
+            self._table,
+            app_id,
+            start,
+            datas,
+            len(messages),
+            status,
+            first,
+            now_epoch(),
+            meta.message_count,
         )
         return self._transact(actions)
 
-    def messages(self, app_id: str, thread_id: str) -> Messages:
-        """Every message of the thread still within its TTL, oldest first."""
-        now = now_epoch()
-        runs: dict[str, list[dict[str, Any]]] = {}
-        for item in self._query(app_id, thread_id, MSG):
-            if int(item.get("expiresAt", {}).get("N", now + 1)) >= now:
-                runs.setdefault(item["run"]["S"], []).append(item)
-        datas = []
-        for items in runs.values():  # in write order: a run's items are contiguous
-            if len(items) == int(items[0]["parts"]["N"]):  # a run partly expired is left out
-                datas.append("".join(item["data"]["S"] for item in items))
-        return unpack(datas)
+    def recent(self, app_id: str, thread_id: str, shortfall: Callable[[Messages], int]) -> Recent:
+        """The thread's newest whole runs within their TTL, oldest first, read newest first
+        until `shortfall` of the messages read is 0 (history.shortfall)."""
+        pk = thread_pk(app_id, thread_id)
+        return threadreads.recent(self._db, self._table, pk, shortfall, now_epoch())
+
+    def page(self, app_id: str, meta: ThreadMeta, cursor: int, limit: int) -> Page:
+        """Up to `limit` of the thread's messages numbered `cursor` on, reading only the runs
+        that hold them."""
+        pk = thread_pk(app_id, meta.thread_id)
+        args = (cursor, limit, meta.message_count, now_epoch())
+        return threadreads.page(self._db, self._table, pk, *args)
 
     def run(self, app_id: str, thread_id: str, run_id: str) -> RunRecord | None:
         item = self._db.get_item(
@@ -150,20 +165,18 @@ class ThreadStore:
             raise thread_not_found(thread_id)
         if meta.busy(now_epoch()):
             raise Conflict(f"thread {thread_id} has a run in progress; stop it, then delete")
-        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._query(app_id, thread_id, None)]
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._keys(app_id, thread_id)]
         batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
 
-    def _query(self, app_id: str, thread_id: str, prefix: str | None) -> list[dict[str, Any]]:
-        """The partition's items (those whose sort key starts with `prefix`; with None,
-        every item's keys alone)."""
-        values: dict[str, Any] = {":pk": thread_pk(app_id, thread_id)}
-        args: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
-        if prefix is None:
-            args |= {"KeyConditionExpression": "pk = :pk", "ProjectionExpression": "pk, sk"}
-        else:
-            args["KeyConditionExpression"] = "pk = :pk AND begins_with(sk, :prefix)"
-            values[":prefix"] = {"S": prefix}
-        args["ExpressionAttributeValues"] = values
+    def _keys(self, app_id: str, thread_id: str) -> list[dict[str, Any]]:
+        """The keys of every item of the thread's partition."""
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :pk",
+            "ProjectionExpression": "pk, sk",
+            "ExpressionAttributeValues": {":pk": thread_pk(app_id, thread_id)},
+        }
         items: list[dict[str, Any]] = []
         while True:
             page = self._db.query(**args)

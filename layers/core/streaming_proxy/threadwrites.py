@@ -1,13 +1,14 @@
 """The transactions of a thread's runs (threads.py), built apart from the calls that send
 them: taking the thread (META's lease and the run's `RUN#` item) and appending a run's
-messages (its `MSG#` items, META's counters and release, the run's final status)."""
+messages (its `MSG#` items, its `INDEX#` entry, META's counters and release, the run's
+final status)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .tablekeys import RUN, msg_sk, thread_key
+from .tablekeys import RUN, index_sk, msg_sk, thread_key
 
 RunStatus = Literal["running", "done", "failed", "cancelled"]
 Action = dict[str, Any]
@@ -75,9 +76,11 @@ def append(
     status: RunStatus,
     first: int,
     now: int,
+    number: int,
 ) -> list[Action]:
     """Release the thread (only while the run holds it), count `count` more messages, put
-    the items `datas` from number `first` on, and record how the run ended."""
+    the items `datas` from item number `first` on (the run's first message is the thread's
+    message `number`), and record how the run ended."""
     expires = {"N": str(now + start.ttl_seconds)}
     release = {
         "Update": {
@@ -102,13 +105,30 @@ def append(
         }
     }
     actions = [_in(table, release), _in(table, ended)]
-    for offset, data in enumerate(datas):
-        item = thread_key(app_id, start.thread_id, msg_sk(first + offset))
-        item |= {"run": {"S": start.run_id}, "parts": {"N": str(len(datas))}}
-        item |= {"data": {"S": data}, "expiresAt": expires}
+    items = _message_items(app_id, start, datas, first, number, expires)
+    for item in items:
         put = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
         actions.append(_in(table, {"Put": put}))
     return actions
+
+
+def _message_items(
+    app_id: str, start: RunStart, datas: list[str], first: int, number: int, expires: Any
+) -> list[Action]:
+    """The run's `MSG#` items, each naming the number of the run's first message (`first`),
+    and its `INDEX#<number>` entry pointing at its first item: a page finds the run holding
+    any message with one small read (threadreads.py). A run without messages has neither."""
+    items = []
+    for offset, data in enumerate(datas):
+        item = thread_key(app_id, start.thread_id, msg_sk(first + offset))
+        item |= {"run": {"S": start.run_id}, "parts": {"N": str(len(datas))}}
+        item |= {"first": {"N": str(number)}, "data": {"S": data}, "expiresAt": expires}
+        items.append(item)
+    if datas:
+        entry = thread_key(app_id, start.thread_id, index_sk(number))
+        entry |= {"item": {"N": str(first)}, "expiresAt": expires}
+        items.append(entry)
+    return items
 
 
 def _in(table: str, action: Action) -> Action:
