@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import Messages, pack
 from .tablekeys import MSG, RUN, batch_write, now_epoch, thread_key, thread_pk
 from .threadreads import Page, Recent
 from .threadwrites import RunStart, RunStatus, append, take
+from .transactions import transact
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -186,14 +185,10 @@ class ThreadStore:
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _transact(self, actions: list[dict[str, Any]]) -> bool:
-        """Send one transaction; False when one of its conditions did not hold."""
-        try:
-            self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                return False
-            raise
-        return True
+        """Send one transaction; False when its first action's condition (on META: the
+        lease) did not hold. One that collided with another is tried again
+        (transactions.py): a collision is not an answer."""
+        return transact(self._db, actions)
 
 
 def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:
