@@ -183,8 +183,7 @@ class Relay:
                 finally:
                     self._between_events = False
                 self._last_upstream = loop.time()
-                elapsed = loop.time() - self._clock.started
-                if not self._outcome.started and not await self._first(elapsed):
+                if not self._outcome.started and not await self._first(loop.time()):
                     return
                 await self._handle(event)
                 self._clock.idle_since = loop.time()
@@ -197,13 +196,13 @@ class Relay:
             self._stopped()
             await close(events)
 
-    async def _first(self, elapsed: float) -> bool:
-        """Before the first event: the sinks started, the stream record written (False when
-        that failed, or when a stop came meanwhile)."""
+    async def _first(self, arrived: float) -> bool:
+        """Before the first event (arrived at loop time `arrived`): the sinks started, the
+        stream record written (False when that failed, or when a stop came meanwhile)."""
         await self._sinks_started.wait()
         if self._stopping or not await self._registered():
             return False
-        await self._on_first_event(elapsed)
+        await self._on_first_event(arrived - self._clock.started)
         return True
 
     def _stop(self) -> None:
