@@ -12,7 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.unit_meter import UnitMeter
@@ -255,3 +255,34 @@ def test_a_long_thread_costs_a_run_and_a_page_what_they_use(db: Any, store: Thre
     assert kept >= 60 and run <= before / 4  # ~35 of 200 items, a few queries' rounding
     assert first <= 16 and last <= 16  # 25 items of 2.1 KB (13 units), plus rounding
     assert store.page(APP, meta, 350, 50).messages[-1]["role"] == "assistant"
+
+
+# -- the stopping rule on its own (no table: every cut of every history) ---------------------
+
+
+SMALL_TURN = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+BIG_TURN = [
+    {"role": "user", "content": "lorem ipsum " * 100},
+    {"role": "assistant", "content": "dolor sit " * 100},
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=st.lists(messages(), max_size=30), data=st.data(), budget=st.integers(0, 6_000))
+@example(history=SMALL_TURN + BIG_TURN, data=None, budget=606)
+def test_a_reader_may_stop_once_the_shortfall_is_0_at_any_cut(
+    history: Messages, data: st.DataObject | None, budget: int
+) -> None:
+    """Whatever the newest messages read so far (`history[cut:]`), a shortfall of 0 means the
+    older ones cannot change what the run sends; more than 0 means the read is not over.
+    The example: the newest turn fills most of the budget, and an older small one still fits."""
+    full = for_provider(history)
+    cut = data.draw(st.integers(0, len(full))) if data is not None else 2
+    recent = full[cut:]
+    whole = trim(SYSTEM, full, NEW, budget)
+    short = shortfall(SYSTEM, recent, NEW, budget)
+    if short == 0:
+        part = trim(SYSTEM, recent, NEW, budget)
+        assert (part.messages, part.tokens) == (whole.messages, whole.tokens)
+    else:
+        assert short > 0 and trim(SYSTEM, recent, NEW, budget).dropped == 0
