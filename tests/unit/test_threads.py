@@ -231,3 +231,39 @@ def test_delete_erases_everything_but_not_while_a_run_holds_it(store: ThreadStor
     assert store.run("app", "thread_testthread1", "run_a") is None
     with pytest.raises(NotFound):
         store.delete("app", "thread_testthread1")
+
+
+def test_a_run_appends_after_the_last_item_without_reading_one(store: ThreadStore) -> None:
+    """META keeps the next item's number: finishing a run reads META only (no query of the
+    newest message item, up to 16 read units for a 64 KB one)."""
+    long = assistant("word " * 40_000)  # four items
+    store.start_run("app", start("run_a", new=True))
+    assert store.finish_run("app", start("run_a"), [user("q"), long], "done")
+    calls: list[str] = []
+    store._db.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+    store.start_run("app", start("run_b"))
+    assert store.finish_run("app", start("run_b"), [user("q2"), assistant("a2")], "done")
+    assert "Query" not in calls
+    meta = store.meta("app", "thread_testthread1")
+    assert meta is not None and meta.next_item == 5  # run_a: 4 items, run_b: 1
+    assert everything(store) == [user("q"), long, user("q2"), assistant("a2")]
+
+
+def test_a_thread_stored_before_meta_kept_the_next_item_still_appends_after_its_last(
+    store: ThreadStore,
+) -> None:
+    store.start_run("app", start("run_a", new=True))
+    assert store.finish_run("app", start("run_a"), [user("q"), assistant("a")], "done")
+    db = boto3.client("dynamodb", region_name="us-east-1")
+    db.update_item(
+        TableName=MOTO_TABLE,
+        Key={"pk": thread_pk("app", "thread_testthread1"), "sk": {"S": "META"}},
+        UpdateExpression="REMOVE nextItem",
+    )
+    store.start_run("app", start("run_b"))
+    assert store.finish_run("app", start("run_b"), [user("q2")], "done")
+    assert everything(store) == [user("q"), assistant("a"), user("q2")]
+    meta = store.meta("app", "thread_testthread1")
+    assert meta is not None and meta.next_item == 2

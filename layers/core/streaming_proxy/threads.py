@@ -68,6 +68,9 @@ class ThreadMeta:
     lease_until: int
     # Every channel a run of the thread published to.
     channels: frozenset[str] = frozenset()
+    # The number of the thread's next message item (None on a thread whose runs were all
+    # stored before META kept it: then the newest item is read).
+    next_item: int | None = None
 
     def busy(self, now: int) -> bool:
         return self.active_run is not None and self.lease_until >= now
@@ -117,7 +120,9 @@ class ThreadStore:
         datas = pack(messages)
         if len(datas) > MAX_ITEMS_PER_RUN:
             raise PayloadTooLarge("the run's messages are too large to store in its thread")
-        first = _next_item(self._db, self._table, app_id, start.thread_id)
+        first = meta.next_item
+        if first is None:
+            first = _next_item(self._db, self._table, app_id, start.thread_id)
         # Only the lease holder appends, so META's count is the number of its first message.
         actions = append(
             self._table,
@@ -201,6 +206,7 @@ def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:
         active_run=run,
         lease_until=int(item.get("leaseUntil", {}).get("N", "0")),
         channels=frozenset(item.get("channels", {}).get("SS", [])),
+        next_item=int(item["nextItem"]["N"]) if "nextItem" in item else None,
     )
 
 

@@ -39,7 +39,7 @@ def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
     meta: Action
     if start.new:
         item = {**key, "createdAt": {"N": str(now)}, "updatedAt": {"N": str(now)}}
-        item |= {"msgCount": {"N": "0"}, "expiresAt": expires}
+        item |= {"msgCount": {"N": "0"}, "nextItem": {"N": "0"}, "expiresAt": expires}
         item |= {"activeRun": {"S": start.run_id}, "leaseUntil": lease}
         if start.channels:
             item["channels"] = {"SS": sorted(set(start.channels))}
@@ -80,16 +80,18 @@ def append(
 ) -> list[Action]:
     """Release the thread (only while the run holds it), count `count` more messages, put
     the items `datas` from item number `first` on (the run's first message is the thread's
-    message `number`), and record how the run ended."""
+    message `number`) and keep the next item's number on META, and record how the run
+    ended."""
     expires = {"N": str(now + start.ttl_seconds)}
     release = {
         "Update": {
             "Key": thread_key(app_id, start.thread_id),
             "UpdateExpression": "SET msgCount = msgCount + :count, updatedAt = :now, "
-            "expiresAt = :exp REMOVE activeRun, leaseUntil",
+            "expiresAt = :exp, nextItem = :next REMOVE activeRun, leaseUntil",
             "ConditionExpression": "activeRun = :run",
             "ExpressionAttributeValues": {
                 ":count": {"N": str(count)},
+                ":next": {"N": str(first + len(datas))},
                 ":now": {"N": str(now)},
                 ":exp": expires,
                 ":run": {"S": start.run_id},
