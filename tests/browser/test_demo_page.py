@@ -19,6 +19,10 @@ LONG_TEXT = " ".join(
     f"word{i}{'.' if i % 9 == 8 else ''}" for i in range(90)
 )  # 90 distinct words: any duplicate or gap shows
 
+# Longer than the client's request timeout (10 s): a history request is answered by then,
+# with its reply or an error the page shows.
+HISTORY_WAIT_MS = 15_000
+
 
 def open_demo(page: Page, stack: Stack, channel: str) -> Page:
     page.goto(f"{stack.http}/?channel={channel}")
@@ -350,7 +354,7 @@ def test_conversation_mode_keeps_a_thread_across_questions_and_a_reload(
     expect(page.locator("#conversation")).to_be_checked()
     expect(page.locator("#thread-id")).to_have_text(thread)
     answers = page.locator("[data-testid=history-answer] .content")
-    expect(answers).to_have_text(["first question", "second question"])
+    expect(answers).to_have_text(["first question", "second question"], timeout=HISTORY_WAIT_MS)
     prompts = page.locator(".msg.user .content")
     expect(prompts).to_have_text(["first question", "second question"])
     assert page.locator("[data-testid=answer-bubble]").count() == 0  # nothing resumed twice
@@ -380,8 +384,9 @@ def test_a_thread_the_page_cannot_read_starts_a_new_conversation(
     )
     page.reload()
     open_demo(page, stack, "browser-conversation-gone")
+    # At the end of a full run the local stack's one-at-a-time moto can take seconds.
     expect(page.locator("[data-testid=notice]")).to_have_text(
-        "The next question starts a new conversation."
+        "The next question starts a new conversation.", timeout=HISTORY_WAIT_MS
     )
     expect(page.locator("#thread-id")).not_to_have_text("thread_nobodyHasThisOne")
     assert page.evaluate("key => localStorage.getItem(key)", key) is None
