@@ -10,7 +10,6 @@ reported too. The first requests run in a fresh process each as well
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -127,6 +126,7 @@ FIRST_REQUESTS = [
     ("connections", "connect_again", "connections: second `$connect` (warm)"),
 ]
 
+APP = "bench"
 APP_KEY = "bench-app-key-for-cold-starts"
 TOKEN_SECRET = "bench-token-secret-" + "x" * 24
 TABLE = "streaming-proxy-bench"
@@ -173,22 +173,6 @@ def import_breakdown(code: str, top: int = 8) -> list[tuple[str, float]]:
     return sorted(per_root.items(), key=lambda item: -item[1])[:top]
 
 
-def _first_request_env(endpoint: str) -> dict[str, str]:
-    apps = {"bench": {"keySha256": hashlib.sha256(APP_KEY.encode()).hexdigest()}}
-    apps["bench"]["tokenSecret"] = TOKEN_SECRET
-    return {
-        **LAYER_ENV,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-        "DYNAMODB_ENDPOINT_URL": endpoint,
-        "DEMO_ENABLED": "true",
-        "WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/dev",  # $connect posts nothing
-        "APPS": json.dumps(apps),
-    }
-
-
 def _first_request_bodies() -> dict[str, str]:
     import jwt
 
@@ -203,7 +187,7 @@ def _first_request_bodies() -> dict[str, str]:
         },
     }
     now = int(time.time())
-    claims = {"app": "bench", "channels": ["room"], "iat": now, "exp": now + 3600}
+    claims = {"app": APP, "channels": ["room"], "iat": now, "exp": now + 3600}
     connect = json.loads((ROOT / "events" / "ws-connect.json").read_text())
     connect["queryStringParameters"]["token"] = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
     return {"stream": json.dumps(query), "connections": json.dumps(connect)}
@@ -225,27 +209,26 @@ def _first_request(function: str, env: dict[str, str], body: str) -> dict[str, f
 
 
 def first_requests() -> dict[str, dict[str, list[float]]]:
-    """Timings of FIRST_REQUEST_RUNS cold starts per function, interleaved."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
+    """Timings of FIRST_REQUEST_RUNS cold starts per function, interleaved, against the local
+    stack's DynamoDB (devstack.stack.start_dynamodb) and settings (`DevSettings.product_env`)."""
     from devstack.process import free_port
-    from devstack.template import create_table
+    from devstack.settings import DevSettings
+    from devstack.stack import start_dynamodb
 
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
+    dev = DevSettings(
+        host="127.0.0.1",
+        dynamodb_port=free_port(),
+        ws_port=9,  # $connect posts nothing
+        table_name=TABLE,
+        app_id=APP,
+        api_key=APP_KEY,
+        token_secret=TOKEN_SECRET,
+        log_level="INFO",  # template.yaml's default LogLevel
+        metrics=True,  # as deployed: each stream's EMF record is written
+    )
+    moto = start_dynamodb(dev)
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        env = _first_request_env(endpoint)
-        client = boto3.client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=endpoint,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-        create_table(client, TABLE)
+        env = {**LAYER_ENV, **dev.product_env()}
         bodies = _first_request_bodies()
         runs: dict[str, dict[str, list[float]]] = {"stream": {}, "connections": {}}
         for _ in range(FIRST_REQUEST_RUNS):
