@@ -23,13 +23,13 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
 )
-from moto.server import ThreadedMotoServer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devstack.gateway import GatewayEmulator
-from devstack.stack import load_function_module
-from devstack.template import create_table
+from devstack.process import free_port
+from devstack.settings import DevSettings
+from devstack.stack import load_function_module, start_dynamodb
 from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry
 from streaming_proxy.config import get_settings
@@ -48,20 +48,11 @@ CONNECTIONS = load_function_module("connections")
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    db = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    create_table(db, TABLE)
+    """The local stack's DynamoDB (moto, one request at a time) with its table."""
+    dev = DevSettings(host="127.0.0.1", dynamodb_port=free_port(), table_name=TABLE)
+    server = start_dynamodb(dev)
     try:
-        yield endpoint
+        yield f"http://{dev.host}:{dev.dynamodb_port}"
     finally:
         server.stop()
 
