@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.cold_import import CONNECTIONS, STREAM
 from streaming_proxy.coldstart import importing_code
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STREAM = "import streaming_proxy.api.app"
-CONNECTIONS = (
-    "import importlib.util as u; "
-    "s = u.spec_from_file_location('connections_app', 'functions/connections/app.py'); "
-    "m = u.module_from_spec(s); s.loader.exec_module(m)"
-)
 # What each costs a cold start, and why the proxy does without it.
 KEPT_OFF = {
     "boto3": "botocore's session API makes the same clients",

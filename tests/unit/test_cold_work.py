@@ -11,20 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.cold_import import STREAM
 from streaming_proxy.tokens import estimate_text_tokens, wide_characters
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # The process records every signature pydantic has to parse from text, then imports the
 # stream function as uvicorn does.
-STREAM = (
+RECORDING_STREAM = (
     "import inspect; PARSED = []; _parse = inspect._signature_fromstr\n"
     "def _recorded(cls, obj, s, *a, **k):\n"
     "    PARSED.append(s); return _parse(cls, obj, s, *a, **k)\n"
     "inspect._signature_fromstr = _recorded\n"
-    "import importlib.util as u; "
-    "s = u.spec_from_file_location('stream_app', 'functions/stream/app.py'); "
-    "m = u.module_from_spec(s); s.loader.exec_module(m)"
+    f"{STREAM}"
 )
 WIDE_RANGES = [(0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF)]
 
@@ -33,7 +32,7 @@ def run_after_import(code: str) -> object:
     """The JSON `code` prints after a fresh process imported the stream function."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}{os.pathsep}{ROOT}"}
     done = subprocess.run(
-        [sys.executable, "-c", f"{STREAM}\n{code}"],
+        [sys.executable, "-c", f"{RECORDING_STREAM}\n{code}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
