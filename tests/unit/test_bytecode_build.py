@@ -172,6 +172,35 @@ def test_a_build_with_another_python_than_the_runtime_fails_and_says_why(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_build_without_sams_artifacts_dir_fails_and_says_why(tmp_path: Path) -> None:
+    """Run by hand without ARTIFACTS_DIR, a target would write under `/` (the layer's
+    `$(ARTIFACTS_DIR)/python`): it stops before any step instead."""
+    source = tmp_path / "source"
+    shutil.copytree(BUILDS["ConnectionsFunction"][0], source)
+    before = snapshot(source)
+    done = make(
+        source,
+        "build-ConnectionsFunction",
+        "ARTIFACTS_DIR=",
+        f"PYTHON={sys.executable}",
+        f"PYTHON_VERSION={RUNNING}",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ARTIFACTS_DIR is not set (sam build sets it)" in done.stderr
+    assert snapshot(source) == before
+
+
+def test_the_compile_step_refuses_a_folder_that_is_not_there(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    done = make(
+        tmp_path, "compile-bytecode", f"DIR={missing}", f"PYTHON={sys.executable}", check=False
+    )
+    assert done.returncode != 0
+    assert f"compile-bytecode: DIR={missing} is not a directory" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- compile step
 
 
