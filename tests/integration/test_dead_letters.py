@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -200,6 +201,43 @@ async def test_a_record_the_table_cannot_take_is_reported_for_a_retry(gateway: G
     finally:
         await asyncio.to_thread(DEADLETTER.runner().run, service.aclose())
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-down"}]}
+
+
+async def test_a_gateway_that_cannot_be_reached_fails_the_stream_without_a_retry(
+    gateway: Gateway,
+) -> None:
+    """Posts that fail are counted as any stream's are, not retried as a batch failure: the
+    stream is `failed` already, so a second copy could tell nobody more (a page's `resume`
+    answers the `failed` snapshot)."""
+    registered("st_unreachable")
+    with socket.socket() as free:  # a port nothing listens on: every post is refused
+        free.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{free.getsockname()[1]}"
+    update = {"ws_management_endpoint": closed, "post_max_retries": 1}
+    service = StreamService(get_settings().model_copy(update=update))
+    tried: list[str] = []
+    post = service.poster.post
+
+    async def counted(connection_id: str, data: bytes) -> None:
+        tried.append(connection_id)
+        await post(connection_id, data)
+
+    service.poster.post = counted  # type: ignore[method-assign]
+    handler = DEADLETTER.make_handler(
+        lambda: DeadLetters(service.streams, service.publisher, service.db)
+    )
+    event = {"Records": [{"messageId": "m-unreachable", "body": dead_letter("st_unreachable")}]}
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        try:
+            answer = await asyncio.to_thread(handler, event, LambdaContext())
+        finally:
+            await asyncio.to_thread(DEADLETTER.runner().run, service.aclose())
+        await nothing_more(ws)
+    assert tried, "the subscriber's posts were tried (and refused)"
+    assert answer == {"batchItemFailures": []}
+    record = streams().get("st_unreachable")
+    assert record is not None and (record.status, record.last_seq) == ("failed", 2)
 
 
 async def test_an_event_that_is_not_an_sqs_batch_is_dropped_without_quoting_it(

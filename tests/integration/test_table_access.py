@@ -47,7 +47,10 @@ def test_table_uses_the_aws_owned_key_unless_a_kms_key_is_given() -> None:
     assert parameter_default("TableKmsKeyArn") == ""
 
 
-@pytest.mark.parametrize("function", ["StreamFunction", "ConnectionsFunction"])
+FUNCTIONS = ["StreamFunction", "RelayFunction", "ConnectionsFunction", "DeadLetterFunction"]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_kms_access_only_with_a_key_and_only_through_dynamodb(function: str) -> None:
     policies = props(function)["Policies"]
     without = json.dumps(resolve(policies, {c: False for c in conditions_used(policies)}))
@@ -100,11 +103,16 @@ TRANSACTION_ITEMS = {
 TRANSACTIONS = {"TransactWriteItems", "TransactGetItems"}
 
 
-def operations_called_by_the_layer() -> set[str]:
+def layer_sources(leave_out: frozenset[str] = frozenset()) -> list[Path]:
+    """The package's modules, but those whose paths (relative to it) are in `leave_out`."""
+    return [p for p in LAYER.rglob("*.py") if p.relative_to(LAYER).as_posix() not in leave_out]
+
+
+def operations_called_by_the_layer(leave_out: frozenset[str] = frozenset()) -> set[str]:
     """Every DynamoDB operation the streaming_proxy package calls on a client, by name."""
     methods = dynamodb_operations()
     called: set[str] = set()
-    for path in LAYER.rglob("*.py"):
+    for path in layer_sources(leave_out):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             func = node.func if isinstance(node, ast.Call) else None
             if isinstance(func, ast.Attribute) and func.attr in methods:
@@ -112,11 +120,11 @@ def operations_called_by_the_layer() -> set[str]:
     return called
 
 
-def item_kinds_in_the_layer() -> set[str]:
+def item_kinds_in_the_layer(leave_out: frozenset[str] = frozenset()) -> set[str]:
     """The operations the layer's transaction items run: every dict written with a `Put`,
     `Update`, `Delete` or `ConditionCheck` key (how a transaction item is spelled)."""
     kinds: set[str] = set()
-    for path in LAYER.rglob("*.py"):
+    for path in layer_sources(leave_out):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Dict):
                 for key in node.keys:
@@ -134,7 +142,7 @@ def iam_actions(operations: set[str], item_kinds: set[str]) -> set[str]:
 
 
 def test_no_function_may_scan_or_use_an_index() -> None:
-    for function in ("StreamFunction", "ConnectionsFunction"):
+    for function in FUNCTIONS:
         granted = table_actions(function)
         assert "dynamodb:Scan" not in granted
         assert "dynamodb:*" not in granted
@@ -148,6 +156,24 @@ def test_stream_function_may_make_exactly_the_calls_the_code_makes() -> None:
         f"grant {sorted(granted - called)} unused, {sorted(called - granted)} missing: "
         "update StreamFunction's TableItems statement in template.yaml"
     )
+
+
+# Named assistants are kept by HTTP routes only: no detached relay creates or deletes one.
+ASSISTANT_ROUTES = frozenset({"assistants.py", "api/assistants.py"})
+
+
+def test_relay_function_may_make_the_calls_of_all_but_the_assistant_routes() -> None:
+    """RelayFunction runs only detached relays (`/events`): its grant is every call the
+    layer makes but those only the named assistants' routes make (DeleteItem)."""
+    called = iam_actions(
+        operations_called_by_the_layer(ASSISTANT_ROUTES), item_kinds_in_the_layer(ASSISTANT_ROUTES)
+    )
+    granted = table_actions("RelayFunction")
+    assert granted == called, (
+        f"grant {sorted(granted - called)} unused, {sorted(called - granted)} missing: "
+        "update RelayFunction's TableItems statement in template.yaml"
+    )
+    assert granted < table_actions("StreamFunction")
 
 
 APP_ID = "app1"

@@ -117,7 +117,8 @@ class DeadLetters:
 
     async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
-        or the gateway down) are reported as batch item failures, malformed ones dropped."""
+        down before the stream was marked) are reported as batch item failures, malformed
+        ones dropped. Failed posts are not such a reason: the stream is marked by then."""
         failures: list[dict[str, str]] = []
         try:
             batch = SqsEvent.model_validate(event)

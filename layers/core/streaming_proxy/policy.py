@@ -54,7 +54,7 @@ def allowed_model(
             f"{field} is required: app '{app_id}' may use {provider} models {allowed}",
             fields=[{"field": field, "message": "required"}],
         )
-    if not any(matches(pattern, model) for pattern in rule):
+    if not _allows(rule, model):
         raise ModelNotAllowed(
             f"app '{app_id}' may not use {provider} model '{model}' (allowed: {allowed})",
             fields=[{"field": field, "message": "not in the app's allowed models"}],
@@ -67,8 +67,12 @@ def permits(app: AppConfig, provider: str, model: str) -> bool:
     if app.models is None:
         return True
     rule = app.models.get(provider)
-    if rule is None:
-        return False
+    return rule is not None and _allows(rule, model)
+
+
+def _allows(rule: str | list[str], model: str) -> bool:
+    """Whether one provider's rule (a pinned name, or a list of names and prefixes) takes
+    `model`."""
     if isinstance(rule, str):
         return model == rule
     return any(matches(pattern, model) for pattern in rule)
