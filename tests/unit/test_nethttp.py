@@ -388,3 +388,20 @@ async def test_idle_connections_beyond_the_keepalive_limit_are_closed() -> None:
         await two_at_once(client, origin)  # two connections; one stays idle
         await two_at_once(client, origin)  # the idle one, and a new one
     assert server.connections == 3
+
+
+async def test_over_the_keepalive_limit_the_connection_idle_longest_makes_way() -> None:
+    # One idle connection in all: an origin asked for once must not keep it from another
+    # origin that is asked for again and again (each would pay a new handshake).
+    one_idle = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+    once, often = Server(answer_forever), Server(answer_forever)
+    async with (
+        once as first,
+        often as second,
+        httpx.AsyncClient(transport=nethttp.transport(one_idle)) as client,
+    ):
+        await client.post(first, json={})
+        for _ in range(3):
+            await client.post(second, json={})
+        await client.post(first, json={})  # its idle connection was the one closed
+    assert (once.connections, often.connections) == (2, 1)
