@@ -291,6 +291,15 @@ def test_bad_messages_get_error_reply_not_exception(
     assert reply["error"]["message"]
 
 
+def test_a_message_event_without_a_body_gets_an_error_reply(stack: Stack) -> None:
+    # API Gateway leaves `body` out of a frame with no text: the route still answers.
+    event = load_event("ws-ping.json")
+    del event["body"]
+    assert stack.invoke(event) == {"statusCode": 200}
+    reply = stack.replies.only()
+    assert reply["type"] == "error" and reply["error"]["type"] == "bad_request"
+
+
 @pytest.mark.parametrize(
     "body",
     [

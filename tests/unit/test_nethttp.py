@@ -61,6 +61,25 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> None:
+    """Read one request and answer it with `raw`."""
+    await read_request(reader)
+    writer.write(raw)
+    await writer.drain()
+
+
+def answers_once(raw: bytes) -> Handler:
+    """Answers one request with `raw`, then closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reply(reader, writer, raw)
+
+    return handle
+
+
 def chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
@@ -99,12 +118,7 @@ async def test_bodies_arrive_byte_exact_and_connections_are_kept_alive(
 async def test_an_idle_connection_the_server_closed_is_replaced_not_reused(
     client: httpx.AsyncClient,
 ) -> None:
-    async def once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()  # then close, as a keep-alive timeout on the server does
-
-    server = Server(once_then_close)
+    server = Server(answers_once(OK))  # then closes, as a keep-alive timeout on a server does
     async with server as origin:
         assert (await client.get(origin)).text == "ok"
         await asyncio.sleep(0.05)  # the close reaches the pooled connection
@@ -125,11 +139,7 @@ async def test_a_silent_server_is_a_read_timeout(client: httpx.AsyncClient) -> N
 async def test_a_cut_body_and_a_refused_connection_are_httpx_errors(
     client: httpx.AsyncClient,
 ) -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel")
-        await writer.drain()
-
+    cut = answers_once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel")
     async with Server(cut) as origin:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(origin)
@@ -336,12 +346,7 @@ async def test_request_bodies_of_unknown_length_go_chunked_and_gzip_answers_deco
 
 
 async def test_a_malformed_answer_is_a_remote_protocol_error(client: httpx.AsyncClient) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n")
-        await writer.drain()
-
-    async with Server(garbage) as origin:
+    async with Server(answers_once(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n")) as origin:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(origin)
 
@@ -355,9 +360,7 @@ async def test_a_shorter_read_timeout_on_a_reused_connection_still_applies(
     client: httpx.AsyncClient,
 ) -> None:
     async def fast_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
+        await reply(reader, writer, OK)
         await read_request(reader)
         await asyncio.sleep(5)
 
@@ -388,3 +391,20 @@ async def test_idle_connections_beyond_the_keepalive_limit_are_closed() -> None:
         await two_at_once(client, origin)  # two connections; one stays idle
         await two_at_once(client, origin)  # the idle one, and a new one
     assert server.connections == 3
+
+
+async def test_over_the_keepalive_limit_the_connection_idle_longest_makes_way() -> None:
+    # One idle connection in all: an origin asked for once must not keep it from another
+    # origin that is asked for again and again (each would pay a new handshake).
+    one_idle = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+    once, often = Server(answer_forever), Server(answer_forever)
+    async with (
+        once as first,
+        often as second,
+        httpx.AsyncClient(transport=nethttp.transport(one_idle)) as client,
+    ):
+        await client.post(first, json={})
+        for _ in range(3):
+            await client.post(second, json={})
+        await client.post(first, json={})  # its idle connection was the one closed
+    assert (once.connections, often.connections) == (2, 1)

@@ -169,6 +169,36 @@ async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
     assert b"".join(caller.bodies()) == b": stream open\n\ndata: 1\n\n"
 
 
+async def test_a_caller_that_hung_up_holds_none_of_the_rest_of_the_stream() -> None:
+    # The relay runs on detached (its channels are owed the rest): the frames it still puts,
+    # and the keep-alives of a quiet stretch, are dropped rather than kept until it ends.
+    queue, caller = FrameQueue(), Caller()
+    go_on = asyncio.Event()
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        await caller.hung_up.wait()
+        await asyncio.sleep(0.05)  # the hang-up was heard
+        for n in range(1000):
+            queue.put(b"data: %d\n\n" % n)
+        await go_on.wait()
+        queue.end()
+
+    done = asyncio.ensure_future(relay())
+    answer = asyncio.ensure_future(
+        SseResponse(queue, 0.01, done, {})({"type": "http"}, caller.receive, caller.send)
+    )
+    while b"data: 1" not in b"".join(caller.bodies()):
+        caller.wrote.clear()
+        await asyncio.wait_for(caller.wrote.wait(), 5)
+    caller.hung_up.set()
+    await asyncio.sleep(0.2)  # the relay put its frames; keep-alives were due many times
+    assert len(queue._frames) == 0
+    go_on.set()
+    await asyncio.wait_for(answer, 5)
+    assert b"".join(caller.bodies()).endswith(b"data: 1\n\n")
+
+
 class GoneAfter(Caller):
     """An ASGI 2.4 server whose caller hangs up after `bodies` body messages: the next
     `send` of a body raises OSError."""

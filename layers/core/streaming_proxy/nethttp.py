@@ -28,7 +28,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive: at most `limits.max_connections` open at once (waiting for
     one is bounded by the pool timeout); idle ones kept per origin, at most
-    `max_keepalive_connections` in all, each for `keepalive_expiry` seconds."""
+    `max_keepalive_connections` in all (beyond that the one idle longest is closed), each
+    for `keepalive_expiry` seconds."""
 
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext) -> None:
         self._limits = limits
@@ -67,13 +68,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def give_back(self, origin: Origin, connection: Connection) -> None:
         """A request is over: keep its connection for the next one if it can be trusted."""
         self._slots.release()
-        keep = self._limits.max_keepalive_connections
-        full = keep is not None and sum(map(len, self._idle.values())) >= keep
-        if self._closed or full or not connection.reusable:
+        if self._closed or not connection.reusable:
             connection.abort()
             return
         connection.release()
         self._idle.setdefault(origin, []).append(connection)
+        keep = self._limits.max_keepalive_connections
+        if keep is not None and sum(map(len, self._idle.values())) > keep:
+            self._close_longest_idle()
+
+    def _close_longest_idle(self) -> None:
+        """Over the keep-alive limit: close the connection idle longest, whatever its origin
+        (each origin's list is oldest first), so origins no longer asked for make way."""
+        idle = min((c for c in self._idle.values() if c), key=lambda c: c[0].idle_since)
+        idle.pop(0).abort()
 
     async def _take_slot(self, timeout: float | None) -> None:  # noqa: ASYNC109
         if not self._slots.locked():

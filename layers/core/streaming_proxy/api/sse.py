@@ -46,6 +46,8 @@ class FrameQueue:
         self._gone = False  # the caller hung up
 
     def put(self, frame: bytes) -> None:
+        if self._gone:  # nobody writes it: the rest of a detached stream is not held
+            return
         self._push(frame)
         self._last_put = self._loop.time()
 
@@ -103,8 +105,12 @@ class FrameQueue:
                 self._keepalive_timer.cancel()
 
     def hang_up(self) -> None:
-        """The caller is gone: write nothing more (the relay runs on, detached)."""
+        """The caller is gone: write nothing more and hold nothing for it (the relay runs
+        on, detached: its frames and keep-alives are dropped, not queued)."""
         self._gone = True
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        self._frames.clear()
         self._push(None)
 
     @property
