@@ -279,6 +279,8 @@ async def test_messages_page_by_page_then_delete(stack: Stack) -> None:
     gone = await call(stack, "GET", f"/threads/{thread}/messages")
     assert gone.status_code == 404
     assert (await call(stack, "DELETE", f"/threads/{thread}")).status_code == 404
+    # A delete reads no page: a query it does not take is not a 400.
+    assert (await call(stack, "DELETE", f"/threads/{thread}?limit=0")).status_code == 404
 
 
 async def test_stop_needs_both_ids_and_unknown_runs_are_not_found(stack: Stack) -> None:

@@ -315,7 +315,7 @@ def ack_job(kind: StreamKind, thread: bool = False) -> StreamJob:
         new=True,
         lease_until=0,
         ttl_seconds=60,
-        added=[],
+        added=0,
     )
     return StreamJob(
         stream_id="st_example",

@@ -94,7 +94,7 @@ def job(added: list[dict[str, Any]]) -> StreamJob:
         new=False,
         lease_until=0,
         ttl_seconds=60,
-        added=added,
+        added=len(added),
     )
     return StreamJob(
         stream_id="st_1", app_id="dev", kind="assistants", action_name="onRun",
@@ -108,6 +108,19 @@ def test_a_run_stores_its_question_tool_rounds_and_final_answer() -> None:
     outcome = StreamOutcome(text="Let me pick. It is red.", started=True)
     stored = said(job([user("pick")]), outcome, rounds)
     assert stored == [user("pick"), *rounds, assistant("It is red.")]
+
+
+def test_a_detached_run_stores_only_its_new_messages_carried_once_in_its_event() -> None:
+    question = user("a long question " * 200)
+    sent = [{"role": "system", "content": "be brief"}, user("old"), assistant("old answer")]
+    base = job([question])
+    run = base.model_copy(update={"payload": base.payload.model_validate(
+        {"messages": [*sent, question]}
+    )})  # fmt: skip
+    event = run.to_event()
+    assert json.dumps(event).count(question["content"]) == 1
+    outcome = StreamOutcome(text="Short.", started=True)
+    assert said(StreamJob.from_event(event), outcome, []) == [question, assistant("Short.")]
 
 
 def test_a_cancelled_run_stores_what_was_said_marked() -> None:

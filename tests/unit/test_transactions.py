@@ -11,7 +11,9 @@ from botocore.exceptions import ClientError
 from streaming_proxy import transactions
 from streaming_proxy.transactions import TRIES, transact
 
-ITEMS: list[dict[str, Any]] = [{"Put": {"TableName": "t", "Item": {}}}]
+ACTIONS: list[dict[str, Any]] = [{"Put": {"Item": {}}}]
+# What reaches DynamoDB: each action on the table `transact` was given.
+ITEMS: list[dict[str, Any]] = [{"Put": {"Item": {}, "TableName": "t"}}]
 
 
 def cancelled(*codes: str) -> ClientError:
@@ -46,26 +48,26 @@ def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_written_transaction_is_true() -> None:
     db = Db()
-    assert transact(db, ITEMS) is True  # type: ignore[arg-type]
+    assert transact(db, "t", ACTIONS) is True  # type: ignore[arg-type]
     assert db.calls == 1
 
 
 def test_the_first_items_failed_condition_is_false_and_not_tried_again() -> None:
     db = Db(cancelled("ConditionalCheckFailed", "None"))
-    assert transact(db, ITEMS) is False  # type: ignore[arg-type]
+    assert transact(db, "t", ACTIONS) is False  # type: ignore[arg-type]
     assert db.calls == 1
 
 
 def test_a_collision_with_another_transaction_is_tried_again() -> None:
     db = Db(cancelled("None", "TransactionConflict"), cancelled("TransactionConflict", "None"))
-    assert transact(db, ITEMS) is True  # type: ignore[arg-type]
+    assert transact(db, "t", ACTIONS) is True  # type: ignore[arg-type]
     assert db.calls == 3
 
 
 def test_a_collision_that_lasts_is_raised_after_the_last_try() -> None:
     db = Db(*(cancelled("TransactionConflict") for _ in range(TRIES)))
     with pytest.raises(ClientError):
-        transact(db, ITEMS)  # type: ignore[arg-type]
+        transact(db, "t", ACTIONS)  # type: ignore[arg-type]
     assert db.calls == TRIES
 
 
@@ -80,5 +82,5 @@ def test_a_collision_that_lasts_is_raised_after_the_last_try() -> None:
 def test_every_other_failure_is_raised(error: ClientError) -> None:
     db = Db(error)
     with pytest.raises(ClientError):
-        transact(db, ITEMS)  # type: ignore[arg-type]
+        transact(db, "t", ACTIONS)  # type: ignore[arg-type]
     assert db.calls == 1

@@ -109,7 +109,7 @@ class AssistantStore:
             "ExpressionAttributeValues": {":one": {"N": "1"}, ":max": {"N": str(limit)}},
         }
         put = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
-        if not self._transact([{"Update": count}, {"Put": put}]):
+        if not transact(self._db, self._table, [{"Update": count}, {"Put": put}]):
             raise Conflict(
                 f"this app stores {limit} assistants, its limit: delete one first "
                 "(the app's maxAssistants, or MAX_ASSISTANTS_PER_APP)"
@@ -157,7 +157,7 @@ class AssistantStore:
             "UpdateExpression": "ADD n :minus",
             "ExpressionAttributeValues": {":minus": {"N": "-1"}},
         }
-        if not self._transact([{"Delete": delete}, {"Update": count}]):
+        if not transact(self._db, self._table, [{"Delete": delete}, {"Update": count}]):
             raise assistant_not_found(assistant_id)
 
     def page(self, app_id: str, limit: int, after: str | None) -> AssistantPage:
@@ -184,16 +184,6 @@ class AssistantStore:
 
     def _counter(self, app_id: str) -> dict[str, Any]:
         return {"pk": assistants_pk(app_id), "sk": {"S": COUNTER_SK}}
-
-    def _transact(self, actions: list[dict[str, Any]]) -> bool:
-        """One transaction of `actions` on this table; False when the first one's condition
-        did not hold (transactions.py)."""
-        items = [
-            {kind: {"TableName": self._table, **action}}
-            for a in actions
-            for kind, action in a.items()
-        ]
-        return transact(self._db, items)
 
 
 def _document(fields: AssistantBody) -> str:

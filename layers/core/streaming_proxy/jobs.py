@@ -16,15 +16,17 @@ StreamKind = Literal["chat", "llm", "openai", "assistants"]
 
 
 class ThreadRun(BaseModel):
-    """The thread a stream runs on (threads.py): its run, the run's lease, and the messages
-    the request added, stored with the answer when the run ends (runs.py)."""
+    """The thread a stream runs on (threads.py): its run, the run's lease, and how many of
+    the payload's messages (its last ones) the request added, stored with the answer when
+    the run ends (runs.py). A count, not a copy: the job's event (a self-invoke, 256 KB at
+    most) would carry each new message twice."""
 
     thread_id: str
     run_id: str
     new: bool
     lease_until: int
     ttl_seconds: int
-    added: list[dict[str, Any]]
+    added: int = Field(ge=0)
     # What trimming the history to its budget left out (history.py), for the run's log.
     dropped: int = 0
     tokens: int = 0

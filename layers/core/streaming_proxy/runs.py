@@ -68,6 +68,8 @@ def said(job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]
     not end well. A run that failed before the provider said anything adds nothing."""
     if job.thread is None or not outcome.started:
         return []
+    messages = job.payload.messages
+    added = [m.model_dump(exclude_none=True) for m in messages[len(messages) - job.thread.added :]]
     earlier = "".join(str(m.get("content") or "") for m in rounds if m.get("role") == "assistant")
     text = outcome.text
     final = text[len(earlier) :] if text.startswith(earlier) else text
@@ -76,8 +78,8 @@ def said(job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]
     if status != "done":
         answer["status"] = status
     elif not final:
-        return [*job.thread.added, *rounds]
-    return [*job.thread.added, *rounds, answer]
+        return [*added, *rounds]
+    return [*added, *rounds, answer]
 
 
 class ThreadRuns:
@@ -123,7 +125,7 @@ class ThreadRuns:
             new=start.new,
             lease_until=start.lease_until,
             ttl_seconds=start.ttl_seconds,
-            added=added,
+            added=len(added),
             dropped=trimmed.dropped,
             tokens=trimmed.tokens,
         )

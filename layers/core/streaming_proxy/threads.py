@@ -99,7 +99,8 @@ class ThreadStore:
     def start_run(self, app_id: str, start: RunStart) -> None:
         """Take the thread for a run (creating it when `start.new`): Conflict (409) while
         another run holds it, NotFound when it does not exist (or is another app's)."""
-        if self._transact(take(self._table, app_id, start, now_epoch())):
+        # False: META's condition (the lease) did not hold.
+        if transact(self._db, self._table, take(app_id, start, now_epoch())):
             return
         if self.meta(app_id, start.thread_id) is None:
             raise thread_not_found(start.thread_id)
@@ -125,7 +126,6 @@ class ThreadStore:
             first = _next_item(self._db, self._table, app_id, start.thread_id)
         # Only the lease holder appends, so META's count is the number of its first message.
         actions = append(
-            self._table,
             app_id,
             start,
             datas,
@@ -135,7 +135,7 @@ class ThreadStore:
             now_epoch(),
             meta.message_count,
         )
-        return self._transact(actions)
+        return transact(self._db, self._table, actions)
 
     def recent(self, app_id: str, thread_id: str, shortfall: Callable[[Messages], int]) -> Recent:
         """The thread's newest whole runs within their TTL, oldest first, read newest first
@@ -188,12 +188,6 @@ class ThreadStore:
             if "LastEvaluatedKey" not in page:
                 return items
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def _transact(self, actions: list[dict[str, Any]]) -> bool:
-        """Send one transaction; False when its first action's condition (on META: the
-        lease) did not hold. One that collided with another is tried again
-        (transactions.py): a collision is not an answer."""
-        return transact(self._db, actions)
 
 
 def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:

@@ -30,7 +30,7 @@ class RunStart:
     channels: tuple[str, ...] = ()
 
 
-def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
+def take(app_id: str, start: RunStart, now: int) -> list[Action]:
     """Create the thread holding the run's lease, or take an existing thread's lease when
     no run holds it or the holder's lease is over; and put the run's record."""
     key = thread_key(app_id, start.thread_id)
@@ -64,11 +64,10 @@ def take(table: str, app_id: str, start: RunStart, now: int) -> list[Action]:
     run = thread_key(app_id, start.thread_id, RUN + start.run_id)
     run |= {"streamId": {"S": start.stream_id}, "status": {"S": "running"}}
     run |= {"createdAt": {"N": str(now)}, "expiresAt": expires}
-    return [_in(table, meta), _in(table, {"Put": {"Item": run}})]
+    return [meta, {"Put": {"Item": run}}]
 
 
 def append(
-    table: str,
     app_id: str,
     start: RunStart,
     datas: list[str],
@@ -106,11 +105,11 @@ def append(
             "ExpressionAttributeValues": {":status": {"S": status}, ":exp": expires},
         }
     }
-    actions = [_in(table, release), _in(table, ended)]
+    actions = [release, ended]
     items = _message_items(app_id, start, datas, first, number, expires)
     for item in items:
         put = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
-        actions.append(_in(table, {"Put": put}))
+        actions.append({"Put": put})
     return actions
 
 
@@ -131,8 +130,3 @@ def _message_items(
         entry |= {"item": {"N": str(first)}, "expiresAt": expires}
         items.append(entry)
     return items
-
-
-def _in(table: str, action: Action) -> Action:
-    ((kind, body),) = action.items()
-    return {kind: {**body, "TableName": table}}

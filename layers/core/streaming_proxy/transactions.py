@@ -22,10 +22,14 @@ TRIES = 4
 FIRST_PAUSE_SECONDS = 0.02
 
 
-def transact(db: DynamoDBClient, items: list[dict[str, Any]]) -> bool:
-    """Write `items` in one transaction: True when written, False when the first item's
-    condition did not hold. Any other cancellation (another item's condition, conflicts
-    past the last try) and any other error are raised."""
+def transact(db: DynamoDBClient, table: str, actions: list[dict[str, Any]]) -> bool:
+    """Write `actions` (`{"Put": {...}}`, `{"Update": {...}}`, ... without the table) on
+    `table` in one transaction: True when written, False when the first action's condition
+    did not hold. Any other cancellation (another action's condition, conflicts past the
+    last try) and any other error are raised."""
+    items = [
+        {kind: {**body, "TableName": table}} for action in actions for kind, body in action.items()
+    ]
     attempt = 0
     while True:
         try:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -88,8 +88,10 @@ async def assistants_stop(request: Request) -> Response:
     return JSONResponse({"success": True, "status": status, **ids})
 
 
+_THREAD_ID: TypeAdapter[str] = TypeAdapter(ThreadId)
+
+
 class _Page(BaseModel):
-    thread_id: ThreadId
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     cursor: int = Field(default=0, ge=0)
 
@@ -99,10 +101,10 @@ async def thread_messages(request: Request) -> Response:
     service = service_of(request)
     try:
         app = authenticate(request, {})
-        query = _page(request)
+        thread_id, query = _thread_id(request), _page(request)
         threads = service.runs.threads
         page = await service.store(
-            read_page, threads, app.app_id, query.thread_id, query.cursor, query.limit
+            read_page, threads, app.app_id, thread_id, query.cursor, query.limit
         )
     except ProxyError as e:
         return error_response(e)
@@ -114,7 +116,7 @@ async def delete_thread(request: Request) -> Response:
     service = service_of(request)
     try:
         app = authenticate(request, {})
-        thread_id = _page(request).thread_id
+        thread_id = _thread_id(request)
         await service.store(service.runs.threads.delete, app.app_id, thread_id)
     except ProxyError as e:
         return error_response(e)
@@ -122,16 +124,20 @@ async def delete_thread(request: Request) -> Response:
 
 
 def _page(request: Request) -> _Page:
+    """The query's `limit` and `cursor` (400 when invalid)."""
     query = request.query_params
-    data: dict[str, Any] = {"thread_id": request.path_params["thread_id"]}
-    for name in ("limit", "cursor"):
-        if name in query:
-            data[name] = query[name]
+    data: dict[str, Any] = {name: query[name] for name in ("limit", "cursor") if name in query}
     try:
         return _Page.model_validate(data)
     except ValidationError as e:
-        problems = field_problems(e)
-        for problem in problems:
-            if problem["field"] == "thread_id":
-                raise thread_not_found(str(data["thread_id"])[:80]) from e
-        raise ValidationFailed("invalid query", fields=problems) from e
+        raise ValidationFailed("invalid query", fields=field_problems(e)) from e
+
+
+def _thread_id(request: Request) -> str:
+    """The path's thread id; one that is not a thread id names nothing (404)."""
+    raw = str(request.path_params["thread_id"])
+    try:
+        _THREAD_ID.validate_python(raw)
+    except ValidationError as e:
+        raise thread_not_found(raw[:80]) from e
+    return raw
