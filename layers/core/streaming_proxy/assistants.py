@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from .contract import AssistantBody, Payload
 from .errors import Conflict, NotFound, PayloadTooLarge
-from .tablekeys import assistant_key, assistants_pk, now_epoch
+from .tablekeys import assistant_key, assistants_pk, now_epoch, query_items
 from .transactions import transact
 
 if TYPE_CHECKING:
@@ -171,13 +172,7 @@ class AssistantStore:
         }
         if after is not None:
             args["ExclusiveStartKey"] = assistant_key(app_id, after)
-        items: list[dict[str, Any]] = []
-        while len(items) <= limit:
-            out = self._db.query(**args)
-            items.extend(out.get("Items", []))
-            if "LastEvaluatedKey" not in out:
-                break
-            args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        items = list(islice(query_items(self._db, **args), limit + 1))
         assistants = [_assistant(item) for item in items[:limit]]
         more = len(items) > limit
         return AssistantPage(assistants, assistants[-1].assistant_id if more else None)

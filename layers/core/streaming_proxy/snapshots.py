@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .tablekeys import STREAM
+from .tablekeys import STREAM, query_items
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -142,10 +142,4 @@ class SegmentStore:
             # A page reads (and bills) every item it returns: no more than a tail needs.
             "Limit": _PAGE_ITEMS,
         }
-        while True:
-            page = self._db.query(**kwargs)
-            yield from page.get("Items", [])
-            last_key = page.get("LastEvaluatedKey")
-            if not last_key:
-                return
-            kwargs["ExclusiveStartKey"] = last_key
+        yield from query_items(self._db, **kwargs)

@@ -111,6 +111,18 @@ def chunked(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
+def query_items(db: DynamoDBClient, **query: Any) -> Iterator[dict[str, Any]]:
+    """Every item a `Query` finds, page after page (read lazily: stop iterating and no
+    further page is read)."""
+    while True:
+        page = db.query(**query)
+        yield from page.get("Items", [])
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        query = {**query, "ExclusiveStartKey": last}
+
+
 def batch_write(db: DynamoDBClient, table: str, requests: Iterable[Any]) -> None:
     """Put/delete `requests` in batches of 25, sending again what DynamoDB leaves
     unprocessed (up to 8 tries a batch, 50 ms apart); DependencyUnavailable after that."""

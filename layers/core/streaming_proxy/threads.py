@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import Messages, pack
-from .tablekeys import MSG, RUN, batch_write, now_epoch, thread_key, thread_pk
+from .tablekeys import MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
 from .threadwrites import RunStart, RunStatus, append, take
 from .transactions import transact
@@ -174,20 +174,15 @@ class ThreadStore:
 
     def _keys(self, app_id: str, thread_id: str) -> list[dict[str, Any]]:
         """The keys of every item of the thread's partition."""
-        args: dict[str, Any] = {
-            "TableName": self._table,
-            "ConsistentRead": True,
-            "KeyConditionExpression": "pk = :pk",
-            "ProjectionExpression": "pk, sk",
-            "ExpressionAttributeValues": {":pk": thread_pk(app_id, thread_id)},
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._db.query(**args)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_items(
+            self._db,
+            TableName=self._table,
+            ConsistentRead=True,
+            KeyConditionExpression="pk = :pk",
+            ProjectionExpression="pk, sk",
+            ExpressionAttributeValues={":pk": thread_pk(app_id, thread_id)},
+        )
+        return list(items)
 
 
 def _meta(thread_id: str, item: dict[str, Any]) -> ThreadMeta:

@@ -17,6 +17,7 @@ from ..tablekeys import (
     conn_key,
     membership_items,
     now_epoch,
+    query_items,
 )
 
 if TYPE_CHECKING:
@@ -124,13 +125,7 @@ class ConnectionStore:
             "ExpressionAttributeValues": values,
             "ProjectionExpression": "pk, sk",
         }
-        while True:
-            page = self._db.query(**kwargs)
-            yield from page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return
-            kwargs["ExclusiveStartKey"] = last
+        yield from query_items(self._db, **kwargs)
 
     def _write(self, items: list[dict[str, Any]]) -> None:
         batch_write(self._db, self._table, ({"PutRequest": {"Item": item}} for item in items))
