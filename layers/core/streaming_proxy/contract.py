@@ -160,7 +160,8 @@ ToolChoice = Annotated[native.ToolChoiceValue | None, BeforeValidator(native.too
 
 ThreadId = Annotated[str, Field(pattern=THREAD_ID)]
 RunId = Annotated[str, Field(pattern=r"^run_[A-Za-z0-9_-]{8,64}$")]
-AssistantId = Annotated[str, Field(pattern=r"^asst_[A-Za-z0-9_-]{8,64}$")]
+ASSISTANT_ID = r"^asst_[A-Za-z0-9_-]{8,64}$"
+AssistantId = Annotated[str, Field(pattern=ASSISTANT_ID)]
 
 
 class Payload(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -114,3 +116,14 @@ def error_response(error: ProxyError, action_name: str | None = None) -> JSONRes
         body["actionName"] = action_name
     body["error"] = error_object(error)
     return JSONResponse(body, status_code=error.status, headers=error.headers() or None)
+
+
+def path_id(
+    request: Request, name: str, pattern: re.Pattern[str], missing: Callable[[str], ProxyError]
+) -> str:
+    """The id in the path parameter `name`; one not shaped like such an id names nothing,
+    so it is `missing` (a 404), as an unknown one is."""
+    raw = str(request.path_params[name])
+    if pattern.fullmatch(raw) is None:
+        raise missing(raw[:80])
+    return raw

@@ -3,20 +3,21 @@ payload completed from the assistant it names."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..assistants import apply, assistant_not_found
 from ..auth import App
-from ..contract import AssistantBody, AssistantId, StreamRequest
+from ..contract import ASSISTANT_ID, AssistantBody, AssistantId, StreamRequest
 from ..errors import ProxyError, UnknownProvider, ValidationFailed, field_problems
 from ..service import StreamService
-from .answers import authenticate, error_response, parse, read_json, service_of
+from .answers import authenticate, error_response, parse, path_id, read_json, service_of
 
-_ID: TypeAdapter[str] = TypeAdapter(AssistantId)
+_ID = re.compile(ASSISTANT_ID)
 
 
 async def resolved(service: StreamService, app_id: str, body: StreamRequest) -> StreamRequest:
@@ -115,13 +116,7 @@ async def _fields(request: Request, service: StreamService) -> tuple[AssistantBo
 
 
 def _path_id(request: Request) -> str:
-    """The path's assistant id; one that is not an assistant id names nothing (404)."""
-    raw = str(request.path_params["assistant_id"])
-    try:
-        _ID.validate_python(raw)
-    except ValidationError as e:
-        raise assistant_not_found(raw[:80]) from e
-    return raw
+    return path_id(request, "assistant_id", _ID, assistant_not_found)
 
 
 def _query(request: Request) -> _ListQuery:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..contract import RunStopRequest, ThreadId
+from ..contract import RunStopRequest
 from ..errors import NotFound, ProxyError, ValidationFailed, field_problems
 from ..jobs import StreamJob
 from ..observability import get_logger
 from ..outcome import StreamOutcome
 from ..service import StreamService
 from ..threadpages import MAX_PAGE, read_page
-from ..threads import thread_not_found
-from .answers import authenticate, error_response, parse, read_json, service_of
+from ..threads import THREAD_ID, thread_not_found
+from .answers import authenticate, error_response, parse, path_id, read_json, service_of
 
 
 @asynccontextmanager
@@ -88,7 +89,7 @@ async def assistants_stop(request: Request) -> Response:
     return JSONResponse({"success": True, "status": status, **ids})
 
 
-_THREAD_ID: TypeAdapter[str] = TypeAdapter(ThreadId)
+_THREAD_ID = re.compile(THREAD_ID)
 
 
 class _Page(BaseModel):
@@ -134,10 +135,4 @@ def _page(request: Request) -> _Page:
 
 
 def _thread_id(request: Request) -> str:
-    """The path's thread id; one that is not a thread id names nothing (404)."""
-    raw = str(request.path_params["thread_id"])
-    try:
-        _THREAD_ID.validate_python(raw)
-    except ValidationError as e:
-        raise thread_not_found(raw[:80]) from e
-    return raw
+    return path_id(request, "thread_id", _THREAD_ID, thread_not_found)
