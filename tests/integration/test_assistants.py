@@ -192,3 +192,20 @@ async def test_concurrent_creates_never_pass_the_limit(stack: Stack) -> None:
     listed = (await call(stack, "GET", "/assistants?limit=100", key=key)).json()
     created = {r.json()["assistant"]["id"] for r in answers if r.status_code == 201}
     assert {a["id"] for a in listed["assistants"]} == created
+
+
+async def test_ids_not_shaped_like_ids_name_nothing(stack: Stack) -> None:
+    """A path id of the wrong shape (another kind of id, a traversal, too long) is a 404, as
+    an unknown id is, whatever the method; never a 400 or 500 that tells ids apart."""
+    odd = ["thread_abcdefghijk", "asst_..%2F..%2Fx", "asst_" + "a" * 200, "asst_short"]
+    for assistant_id in odd:
+        for method in ("GET", "PUT", "DELETE"):
+            body = {"name": "x"} if method == "PUT" else None
+            r = await call(stack, method, f"/assistants/{assistant_id}", body)
+            assert r.status_code == 404, (method, assistant_id, r.text)
+            assert r.json()["error"]["type"] == "not_found"
+    for thread_id in ("asst_abcdefghijk", "thread_" + "a" * 200, "thread_x"):
+        for method, path in (("GET", "/messages"), ("DELETE", "")):
+            r = await call(stack, method, f"/threads/{thread_id}{path}")
+            assert r.status_code == 404, (method, thread_id, r.text)
+            assert r.json()["error"]["type"] == "not_found"
