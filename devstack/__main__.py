@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 
+from .servers import run_loop
 from .settings import DevSettings
 from .stack import LocalStack, PortInUse
 
@@ -13,7 +13,7 @@ from .stack import LocalStack, PortInUse
 def main() -> None:
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(LocalStack(DevSettings()).run())
+            run_loop(LocalStack(DevSettings()).run())
     except PortInUse as e:
         print(e.code, file=sys.stderr, flush=True)
         raise SystemExit(2) from None

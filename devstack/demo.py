@@ -6,8 +6,6 @@ real backend (a FileMaker script, say) would; the browser never sees the app key
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streaming_proxy.config import Settings, get_settings
 
@@ -41,7 +40,28 @@ def usable_providers(settings: Settings) -> list[str]:
     return ["mock", *(name for name, configured in keys.items() if configured)]
 
 
-def demo_app(product: Starlette, dev: DevSettings) -> Starlette:
+class DemoFront:
+    """The demo page's paths go to the demo's own small app; every other request (and the
+    lifespan) goes to the product app itself, with no middleware or routing of the demo's
+    in between: the product's requests run as in the stream function, which serves it
+    alone."""
+
+    def __init__(self, demo: ASGIApp, product: ASGIApp) -> None:
+        self.demo = demo
+        self.product = product
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and _is_demo_path(scope["path"]):
+            await self.demo(scope, receive, send)
+        else:
+            await self.product(scope, receive, send)
+
+
+def _is_demo_path(path: str) -> bool:
+    return path == "/" or path.startswith(("/demo/", "/web/")) or path == "/web"
+
+
+def demo_app(product: Starlette, dev: DevSettings) -> DemoFront:
     """The product app with the demo page and `/demo/*` routes in front of it."""
     base = f"http://{dev.host}:{dev.http_port}"
     headers = {"x-api-key": dev.api_key}
@@ -106,13 +126,7 @@ def demo_app(product: Starlette, dev: DevSettings) -> Starlette:
         body = await _json(request)
         return await forward("/llm/query/stop", {"streamId": body.get("streamId", "")})
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Mounted apps get no lifespan of their own: run the product's here.
-        async with product.router.lifespan_context(product):
-            yield
-
-    return Starlette(
+    demo = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/demo/config", config, methods=["GET"]),
@@ -120,10 +134,9 @@ def demo_app(product: Starlette, dev: DevSettings) -> Starlette:
             Route("/demo/start", start, methods=["POST"]),
             Route("/demo/stop", stop, methods=["POST"]),
             Mount("/web", StaticFiles(directory=WEB), name="web"),
-            Mount("", app=product),
-        ],
-        lifespan=lifespan,
+        ]
     )
+    return DemoFront(demo, product)
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .gateway import GatewayEmulator
-from .servers import filter_secrets, start_all, stop_all, stop_signal, uvicorn_server
+from .servers import filter_secrets, run_loop, start_all, stop_all, stop_signal, uvicorn_server
 from .settings import DevSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ async def _listening(host: str, port: int) -> bool:
 
 def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(DevSettings()))
+        run_loop(serve(DevSettings()))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 
 from .settings import DevSettings
 
@@ -36,12 +37,24 @@ class SecretsFilter(logging.Filter):
         return True
 
 
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a stack process's servers on uvloop, the event loop run.sh gives uvicorn in the
+    stream function, so local numbers and behaviour are the deployed code's."""
+    return uvloop.run(main)
+
+
 def uvicorn_server(app: Any, dev: DevSettings, port: int) -> QuietServer:
-    """One server of the stack on `dev.host:port` (WebSockets on the sans-I/O implementation)."""
+    """One server of the stack on `dev.host:port`: httptools parses HTTP, as in the stream
+    function (run.sh); WebSockets on the sans-I/O implementation. The event loop is the
+    caller's (`run_loop`)."""
     config = uvicorn.Config(
         app,
         host=dev.host,
         port=port,
+        http="httptools",
         ws="websockets-sansio",
         log_level=dev.log_level.lower(),
         access_log=False,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from devstack.process import StackProcess, start_stack
 from streaming_proxy.auth import key_digest
@@ -18,6 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 Stack = StackProcess
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on uvloop, the event loop of the stream function (run.sh) and of the
+    local stack: code that assumes asyncio's own transports or loop fails here too."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 # Fake provider keys the stack holds; tests check they never reach the logs.
