@@ -85,6 +85,8 @@ LOADED_LATER = [
     "streaming_proxy.tools.frontend",
     "streaming_proxy.tools.loop",
     "streaming_proxy.tools.webhook",
+    # Subscribe tokens (auth.py): only requests that carry or mint one.
+    "jwt",
 ]
 
 
@@ -93,6 +95,16 @@ def test_the_stream_function_imports_no_route_family_an_llm_query_does_not_use()
         f"import json, sys\nprint(json.dumps([m for m in {LOADED_LATER!r} if m in sys.modules]))"
     )
     assert imported == []
+
+
+def test_the_stream_function_builds_its_models_without_searching_for_pydantic_plugins() -> None:
+    """pydantic reads every distribution's entry points at its first model build unless
+    PYDANTIC_DISABLE_PLUGINS says no (coldstart.py); the search leaves `_plugins` set."""
+    searched = run_after_import(
+        "import json\nfrom pydantic.plugin import _loader\n"
+        "print(json.dumps(_loader._plugins is not None))"
+    )
+    assert searched is False
 
 
 def test_models_no_llm_query_needs_are_built_on_first_use_and_the_rest_at_import() -> None:
