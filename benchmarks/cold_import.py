@@ -125,6 +125,7 @@ FIRST_REQUESTS = [
     ("stream", "query", "stream: first POST /llm/query (mock, no delay, `stream: false`)"),
     ("stream", "query_again", "stream: second POST /llm/query (warm)"),
     # Route families loaded on their first request (api/app.py, decision 40), after those.
+    ("stream", "token", "stream: then first POST /channels/token (mints a subscribe token)"),
     ("stream", "v1_chat", "stream: then first POST /v1/chat/completions (mock, not streamed)"),
     ("stream", "assistant_create", "stream: then first POST /assistants"),
     ("stream", "thread_messages", "stream: then first GET /threads/{id}/messages (404)"),
@@ -344,8 +345,9 @@ def run() -> Result:
             "startup and answers GET /health and two POST /llm/query (mock provider without "
             "delay, `stream: false`, no channels) as raw ASGI calls, with no HTTP server or "
             "client, then the first request of each route family that loads on its first "
-            "use (api/app.py): a POST /v1/chat/completions, a POST /assistants, a GET "
-            "/threads/{id}/messages of a thread that does not exist (its read, then 404); "
+            "use (api/app.py): a POST /channels/token, a POST /v1/chat/completions, a POST "
+            "/assistants, a GET /threads/{id}/messages of a thread that does not exist (its "
+            "read, then 404); "
             "the connections function's handler takes two `$connect` events holding "
             "a valid token. DynamoDB is a moto server this benchmark starts on loopback, so "
             "a table write costs a local round trip, not AWS's. Every subprocess sees the "

@@ -5,7 +5,7 @@ environment (DynamoDB is a moto server the parent started). Loads the function's
 module as Lambda does, then, for the stream function, runs the ASGI lifespan (what uvicorn
 does before the adapter's readiness check passes) and sends GET /health and two
 non-streaming POST /llm/query through raw ASGI calls, then the first request of each route
-family loaded on first use (api/app.py: /v1, assistants, threads); for the connections
+family loaded on first use (api/app.py: tokens, /v1, assistants, threads); for the connections
 function, calls its handler with a `$connect` event holding a valid token. Prints the
 timings as JSON.
 Imports nothing beyond what the function imports, so nothing is warmed for it.
@@ -112,6 +112,7 @@ def family_requests(query: bytes) -> list[tuple[str, str, str, bytes, int]]:
     chat = {"model": "mock/echo", "messages": messages, "providerArgs": {"delayMs": 0}}
     assistant = {"name": "bench", "instructions": "Answer briefly."}
     return [
+        ("token", "POST", "/channels/token", json.dumps({"channels": ["room"]}).encode(), 200),
         ("v1_chat", "POST", "/v1/chat/completions", json.dumps(chat).encode(), 200),
         ("assistant_create", "POST", "/assistants", json.dumps(assistant).encode(), 201),
         # A thread of the right shape that does not exist: its read, then 404.

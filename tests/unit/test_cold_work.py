@@ -67,7 +67,6 @@ def test_estimates_count_wide_characters_one_token_each(text: str, tokens: int) 
 # decision 40), with what only they need.
 LOADED_LATER = [
     "streaming_proxy.api.assistants",
-    "streaming_proxy.api.lambda_events",
     "streaming_proxy.api.messages",
     "streaming_proxy.api.openai_compat",
     "streaming_proxy.api.threads",

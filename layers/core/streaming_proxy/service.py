@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .assistants import AssistantStore
     from .providers.imagefetch import ImageFetcher
     from .runs import ThreadRuns
+    from .threads import ThreadStore
     from .toolcalls import ToolCallStore
     from .tools.frontend import LocalAnswers
     from .tools.webhook import ToolWebhooks
@@ -116,12 +117,16 @@ class StreamService:
     # modules imported, on its first use: not by every cold start (decision 40).
 
     @cached_property
-    def runs(self) -> ThreadRuns:
-        from .runs import ThreadRuns
+    def threads(self) -> ThreadStore:
         from .threads import ThreadStore
 
-        threads = ThreadStore(self._client, self.settings.table_name)
-        return ThreadRuns(threads, self.store, self.settings)
+        return ThreadStore(self._client, self.settings.table_name)
+
+    @cached_property
+    def runs(self) -> ThreadRuns:
+        from .runs import ThreadRuns
+
+        return ThreadRuns(self.threads, self.store, self.settings)
 
     @cached_property
     def assistants(self) -> AssistantStore:

@@ -18,7 +18,7 @@ from ..config import Settings, get_settings
 from ..errors import ProxyError
 from ..observability import get_logger
 from ..service import StreamService
-from . import klai
+from . import klai, lambda_events
 from .answers import error_response, openai_error
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -102,7 +102,8 @@ def routes() -> list[Route]:
         Route("/message/send", later("messages", "send"), methods=["POST"]),
         Route("/v1/chat/completions", later("openai_compat", "chat_completions"), methods=["POST"]),
         Route("/v1/models", later("openai_compat", "list_models"), methods=["GET"]),
-        Route("/events", later("lambda_events", "pass_through"), methods=["POST"]),
+        # The relay function's only route (detached relays): imported with the code.
+        Route("/events", lambda_events.pass_through, methods=["POST"]),
     ]
 
 

@@ -25,7 +25,7 @@ async def assistants_stop(request: Request) -> Response:
         data = await read_json(request, service.settings.max_body_bytes)
         app = authenticate(request, data)
         body = parse(RunStopRequest, data)
-        run = await service.store(service.runs.threads.run, app.app_id, body.thread_id, body.run_id)
+        run = await service.store(service.threads.run, app.app_id, body.thread_id, body.run_id)
         if run is None:
             raise NotFound(f"run {body.run_id} not found on thread {body.thread_id}")
         status: str = run.status
@@ -52,7 +52,7 @@ async def thread_messages(request: Request) -> Response:
     try:
         app = authenticate(request, {})
         thread_id, query = _thread_id(request), _page(request)
-        threads = service.runs.threads
+        threads = service.threads
         page = await service.store(
             read_page, threads, app.app_id, thread_id, query.cursor, query.limit
         )
@@ -67,7 +67,7 @@ async def delete_thread(request: Request) -> Response:
     try:
         app = authenticate(request, {})
         thread_id = _thread_id(request)
-        await service.store(service.runs.threads.delete, app.app_id, thread_id)
+        await service.store(service.threads.delete, app.app_id, thread_id)
     except ProxyError as e:
         return error_response(e)
     return JSONResponse({"success": True, "threadId": thread_id, "deleted": True})
