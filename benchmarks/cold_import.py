@@ -58,10 +58,12 @@ STREAM_PACKAGE = "import streaming_proxy.api.app"
 CONNECTIONS = _entry("connections")
 
 # What no code of ours can go below: the libraries each function needs for its first
-# request, one pydantic model built, collector paused as the functions' entries pause it
-# (and the package's `__init__`, which keeps httpx's CLI out, as the functions do).
+# request, one pydantic model built, collector paused and pydantic's plugin search off as
+# the functions' entries do (coldstart.py), and the package's `__init__`, which keeps
+# httpx's CLI out, as the functions do.
 FLOOR = (
-    "import gc; gc.disable(); import streaming_proxy; "
+    "import gc, os; gc.disable(); os.environ.setdefault('PYDANTIC_DISABLE_PLUGINS', '__all__'); "
+    "import streaming_proxy; "
     "import botocore.session, botocore.config, pydantic_settings, "
     "aws_lambda_powertools.logging, aws_lambda_powertools.metrics; "
     "from pydantic import create_model; create_model('M', x=(int, 0))"
@@ -122,6 +124,11 @@ FIRST_REQUESTS = [
     ("stream", "health", "stream: first GET /health"),
     ("stream", "query", "stream: first POST /llm/query (mock, no delay, `stream: false`)"),
     ("stream", "query_again", "stream: second POST /llm/query (warm)"),
+    # Route families loaded on their first request (api/app.py, decision 40), after those.
+    ("stream", "token", "stream: then first POST /channels/token (mints a subscribe token)"),
+    ("stream", "v1_chat", "stream: then first POST /v1/chat/completions (mock, not streamed)"),
+    ("stream", "assistant_create", "stream: then first POST /assistants"),
+    ("stream", "thread_messages", "stream: then first GET /threads/{id}/messages (404)"),
     ("connections", "connect", "connections: first `$connect` (valid token)"),
     ("connections", "connect_again", "connections: second `$connect` (warm)"),
 ]
@@ -337,7 +344,11 @@ def run() -> Result:
             "each load the entry module, then the stream function runs its ASGI lifespan "
             "startup and answers GET /health and two POST /llm/query (mock provider without "
             "delay, `stream: false`, no channels) as raw ASGI calls, with no HTTP server or "
-            "client; the connections function's handler takes two `$connect` events holding "
+            "client, then the first request of each route family that loads on its first "
+            "use (api/app.py): a POST /channels/token, a POST /v1/chat/completions, a POST "
+            "/assistants, a GET /threads/{id}/messages of a thread that does not exist (its "
+            "read, then 404); "
+            "the connections function's handler takes two `$connect` events holding "
             "a valid token. DynamoDB is a moto server this benchmark starts on loopback, so "
             "a table write costs a local round trip, not AWS's. Every subprocess sees the "
             "deployed layer's packages: `cryptography`, which the venv has (a moto "

@@ -3,9 +3,11 @@
 Run as `python benchmarks/first_request.py stream|connections` with the settings in the
 environment (DynamoDB is a moto server the parent started). Loads the function's entry
 module as Lambda does, then, for the stream function, runs the ASGI lifespan (what uvicorn
-does before the adapter's readiness check passes) and sends GET /health and one
-non-streaming POST /llm/query through raw ASGI calls; for the connections function, calls
-its handler with a `$connect` event holding a valid token. Prints the timings as JSON.
+does before the adapter's readiness check passes) and sends GET /health and two
+non-streaming POST /llm/query through raw ASGI calls, then the first request of each route
+family loaded on first use (api/app.py: tokens, /v1, assistants, threads); for the connections
+function, calls its handler with a `$connect` event holding a valid token. Prints the
+timings as JSON.
 Imports nothing beyond what the function imports, so nothing is warmed for it.
 """
 
@@ -54,7 +56,9 @@ async def start_lifespan(app: Asgi) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-async def request(app: Asgi, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+async def request(
+    app: Asgi, method: str, path: str, body: bytes = b"", key: str = ""
+) -> tuple[int, bytes]:
     """One HTTP request as an ASGI server makes it; the client stays until the answer ends."""
     import asyncio
 
@@ -81,6 +85,8 @@ async def request(app: Asgi, method: str, path: str, body: bytes = b"") -> tuple
                 done.set()
 
     headers = [(b"host", b"bench"), (b"content-type", b"application/json")]
+    if key:
+        headers.append((b"x-api-key", key.encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -99,20 +105,37 @@ async def request(app: Asgi, method: str, path: str, body: bytes = b"") -> tuple
     return status, b"".join(chunks)
 
 
+def family_requests(query: bytes) -> list[tuple[str, str, str, bytes, int]]:
+    """(timing key, method, path, body, status) of the first request of each route family
+    loaded on first use, after the LLM Queries: each pays its family's import then."""
+    messages = json.loads(query)["payload"]["messages"]
+    chat = {"model": "mock/echo", "messages": messages, "providerArgs": {"delayMs": 0}}
+    assistant = {"name": "bench", "instructions": "Answer briefly."}
+    return [
+        ("token", "POST", "/channels/token", json.dumps({"channels": ["room"]}).encode(), 200),
+        ("v1_chat", "POST", "/v1/chat/completions", json.dumps(chat).encode(), 200),
+        ("assistant_create", "POST", "/assistants", json.dumps(assistant).encode(), 201),
+        # A thread of the right shape that does not exist: its read, then 404.
+        ("thread_messages", "GET", "/threads/thread_benchNoSuchThread000/messages", b"", 404),
+    ]
+
+
 async def stream_function(app: Asgi, query: bytes) -> dict[str, float]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     stop = await start_lifespan(app)
     timings["startup"] = time.perf_counter() - t0
-    for name, method, path, body in (
-        ("health", "GET", "/health", b""),
-        ("query", "POST", "/llm/query", query),
-        ("query_again", "POST", "/llm/query", query),
+    key = json.loads(query)["apiKey"]
+    for name, method, path, body, expected in (
+        ("health", "GET", "/health", b"", 200),
+        ("query", "POST", "/llm/query", query, 200),
+        ("query_again", "POST", "/llm/query", query, 200),
+        *family_requests(query),
     ):
         t0 = time.perf_counter()
-        status, answer = await request(app, method, path, body)
+        status, answer = await request(app, method, path, body, key)
         timings[name] = time.perf_counter() - t0
-        assert status == 200, (path, status, answer[:500])
+        assert status == expected, (path, status, answer[:500])
     await stop()
     return timings
 

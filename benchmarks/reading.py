@@ -83,7 +83,32 @@ def _cold(r: Result) -> list[str]:
             f"({first['connections.connect_again']['median'] * 1000:.0f} ms warm): it reads "
             "its settings and makes its DynamoDB client then, against a local moto server."
         )
+        text += _families(first)
     return [text]
+
+
+# (timing key, what) of the route families the stream function loads on first use.
+FAMILIES = [
+    ("token", "POST /channels/token"),
+    ("v1_chat", "POST /v1/chat/completions"),
+    ("assistant_create", "POST /assistants"),
+    ("thread_messages", "GET /threads/{id}/messages"),
+]
+
+
+def _families(first: dict[str, Any]) -> str:
+    """The first request of each route family no LLM Query uses: it pays that family's
+    import (api/app.py, docs/architecture.md decision 40), which the cold start no longer
+    does."""
+    rows = [(f"stream.{key}", what) for key, what in FAMILIES if f"stream.{key}" in first]
+    if not rows:
+        return ""
+    said = ", ".join(f"{what} {first[key]['median'] * 1000:.0f} ms" for key, what in rows)
+    return (
+        " Route families an LLM Query does not use load on their first request, so that "
+        f"request pays their import: after the queries, the first {said} (the last one "
+        "reads a thread that does not exist and answers 404)."
+    )
 
 
 def _ttft(r: Result) -> list[str]:

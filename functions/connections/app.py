@@ -10,6 +10,9 @@ from typing import Any
 from streaming_proxy.coldstart import importing_code
 
 with importing_code():
+    # Every `$connect` verifies a subscribe token: PyJWT (which auth.py imports on first use,
+    # as most stream requests have none) is imported here with the code, not by the first.
+    import jwt  # noqa: F401
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from streaming_proxy.channels.session import ConnectionRoutes

@@ -51,6 +51,12 @@ def test_a_cold_start_imports_none_of_the_heavy_extras(code: str) -> None:
     assert loaded == {}
 
 
+def test_the_connections_function_imports_pyjwt_with_its_code() -> None:
+    """Every `$connect` verifies a token: PyJWT, which the stream function imports on first
+    use, is no cost moved into the connections function's first event."""
+    assert "jwt" in imported_by(CONNECTIONS)
+
+
 def test_the_collector_is_paused_while_code_is_imported_and_what_it_made_is_frozen() -> None:
     assert gc.isenabled()
     frozen_before = gc.get_freeze_count()

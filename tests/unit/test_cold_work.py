@@ -63,23 +63,74 @@ def test_estimates_count_wide_characters_one_token_each(text: str, tokens: int) 
     assert estimate_text_tokens(text) == tokens
 
 
-def test_models_no_stream_needs_are_built_on_first_use_and_the_rest_at_import() -> None:
+# Route families no LLM Query uses: loaded by their own first request (api/app.py `later`,
+# decision 40), with what only they need.
+LOADED_LATER = [
+    "streaming_proxy.api.assistants",
+    "streaming_proxy.api.messages",
+    "streaming_proxy.api.openai_compat",
+    "streaming_proxy.api.threads",
+    "streaming_proxy.api.tokens",
+    "streaming_proxy.api.tool_response",
+    "streaming_proxy.assistants",
+    "streaming_proxy.messaging",
+    "streaming_proxy.providers.imagefetch",
+    "streaming_proxy.providers.images",
+    "streaming_proxy.runs",
+    "streaming_proxy.threadpages",
+    "streaming_proxy.threads",
+    "streaming_proxy.toolcalls",
+    "streaming_proxy.tools.answers",
+    "streaming_proxy.tools.frontend",
+    "streaming_proxy.tools.loop",
+    "streaming_proxy.tools.webhook",
+    # Subscribe tokens (auth.py): only requests that carry or mint one.
+    "jwt",
+]
+
+
+def test_the_stream_function_imports_no_route_family_an_llm_query_does_not_use() -> None:
+    imported = run_after_import(
+        f"import json, sys\nprint(json.dumps([m for m in {LOADED_LATER!r} if m in sys.modules]))"
+    )
+    assert imported == []
+
+
+def test_the_stream_function_builds_its_models_without_searching_for_pydantic_plugins() -> None:
+    """pydantic reads every distribution's entry points at its first model build unless
+    PYDANTIC_DISABLE_PLUGINS says no (coldstart.py); the search leaves `_plugins` set."""
+    searched = run_after_import(
+        "import json\nfrom pydantic.plugin import _loader\n"
+        "print(json.dumps(_loader._plugins is not None))"
+    )
+    assert searched is False
+
+
+def test_models_no_llm_query_needs_are_built_on_first_use_and_the_rest_at_import() -> None:
+    """Importing a route family later (as its first request does) builds its models only
+    when that request validates a body; the LLM Query's are built by the import."""
     built = run_after_import(
-        "import json, sys\n"
-        "names = {'streaming_proxy.contract': 'StreamRequest',\n"
-        "         'streaming_proxy.openai_format': 'ChatCompletionRequest',\n"
-        "         'streaming_proxy.jobs': 'StreamJob',\n"
-        "         'streaming_proxy.config': 'Settings',\n"
-        "         'streaming_proxy.api.tool_response': 'ToolResponseRequest',\n"
-        "         'streaming_proxy.api.messages': 'MessageSendRequest'}\n"
-        "print(json.dumps({name: getattr(sys.modules[module], name).__pydantic_complete__\n"
-        "                  for module, name in names.items()}))"
+        "import importlib, json, sys\n"
+        "names = {'streaming_proxy.contract': ['StreamRequest', 'StopRequest', 'AssistantBody',\n"
+        "                                      'RunStopRequest', 'TokenRequest'],\n"
+        "         'streaming_proxy.openai_format': ['ChatCompletionRequest'],\n"
+        "         'streaming_proxy.jobs': ['StreamJob'],\n"
+        "         'streaming_proxy.config': ['Settings'],\n"
+        "         'streaming_proxy.api.tool_response': ['ToolResponseRequest'],\n"
+        "         'streaming_proxy.api.messages': ['MessageSendRequest']}\n"
+        "print(json.dumps({name: getattr(importlib.import_module(module), name)\n"
+        "                  .__pydantic_complete__\n"
+        "                  for module, models in names.items() for name in models}))"
     )
     assert built == {
         "StreamRequest": True,
-        "ChatCompletionRequest": True,
+        "StopRequest": True,
         "StreamJob": True,
         "Settings": True,
+        "AssistantBody": False,
+        "RunStopRequest": False,
+        "TokenRequest": False,
+        "ChatCompletionRequest": False,
         "ToolResponseRequest": False,
         "MessageSendRequest": False,
     }
@@ -87,11 +138,14 @@ def test_models_no_stream_needs_are_built_on_first_use_and_the_rest_at_import() 
 
 def test_a_deferred_model_validates_on_its_first_use() -> None:
     from streaming_proxy.api.tool_response import ToolResponseRequest
+    from streaming_proxy.contract import RunStopRequest
 
     answer = ToolResponseRequest.model_validate(
         {"toolCallId": "tc_1", "success": True, "message": "done", "token": "t"}
     )
     assert answer.answer() == {"toolCallId": "tc_1", "success": True, "message": "done"}
+    ids = {"threadId": "thread_" + "a" * 24, "runId": "run_" + "b" * 24}
+    assert RunStopRequest.model_validate(ids).run_id == ids["runId"]
 
 
 def test_no_module_parses_builtin_signatures_at_import() -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from devstack.template import load_template
 from streaming_proxy import errors, relay
-from streaming_proxy.api import klai, threads
+from streaming_proxy.api import klai, runanswers
 from streaming_proxy.api.app import routes
 from streaming_proxy.api.messages import MessageSendRequest
 from streaming_proxy.channels.browser import ACTIONS
@@ -344,7 +344,7 @@ def test_acknowledgements_match_what_the_handlers_answer() -> None:
     assert set(schemas["ChatAck"]["properties"]) == set(klai._ack(ack_job("chat"), "done"))
     data = klai._ack(ack_job("llm"), "pending")["data"]
     assert set(schemas["LlmQueryAck"]["properties"]["data"]["required"]) == set(data)
-    created = threads.run_created(ack_job("assistants", thread=True), "pending")
+    created = runanswers.run_created(ack_job("assistants", thread=True), "pending")
     assert set(schemas["AssistantsAck"]["properties"]) == set(created)
     assert set(schemas["AssistantsAck"]["required"]) == set(created)
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import jwt
-
 from .channels.names import check_grantable, name_problem
 from .config import AppConfig, Settings
 from .errors import Forbidden, Unauthorized, ValidationFailed
@@ -92,6 +90,8 @@ class AppRegistry:
         expires = issued + ttl_seconds
         claims = {"app": app.app_id, "channels": names, "iat": issued, "exp": expires}
         secret = app.config.token_secret.get_secret_value()
+        import jwt  # on first use: an LLM Query with the app key has no token (decision 40)
+
         return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
 
     def verify_token(self, token: str | None) -> TokenClaims:
@@ -102,6 +102,8 @@ class AppRegistry:
         """
         if not token:
             raise Unauthorized("missing subscribe token")
+        import jwt  # on first use; the connections function imports it with its code
+
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as e:

@@ -6,18 +6,26 @@ made, every 700 allocations start a collection, and the older generations are se
 again and again: 15-20 % of the import time. So collection is paused while the
 code is imported, and what the import made is then frozen (`gc.freeze`): moved out of
 the collector's generations, so neither the first request nor any later one searches it.
+
+pydantic also reads every installed distribution's entry points for plugins when it
+builds its first model (~2.5 ms in the deployed layer, more where more is installed); the
+proxy uses none, so the entries turn that search off unless the environment says otherwise
+(docs/architecture.md decision 40).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 @contextmanager
 def importing_code() -> Iterator[None]:
-    """Pause collection for the `with` body, then freeze what it made and resume."""
+    """Pause collection for the `with` body, then freeze what it made and resume; no
+    pydantic plugins unless PYDANTIC_DISABLE_PLUGINS is set already."""
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     was_enabled = gc.isenabled()
     gc.disable()
     try:

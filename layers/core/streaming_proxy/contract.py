@@ -22,7 +22,7 @@ from pydantic import (
 
 from . import native
 from .channels.names import ChannelName
-from .threads import THREAD_ID
+from .ids import THREAD_ID
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
@@ -251,10 +251,14 @@ class StopRequest(BaseModel):
     token: StrictStr | None = None
 
 
+# RunStopRequest, AssistantBody and TokenRequest are the bodies of routes loaded on first
+# use (api/app.py): `defer_build` builds them then, not at every cold start (decision 40).
+
+
 class RunStopRequest(BaseModel):
     """Body of `POST /stream/create/assistants/stop` (Klai): both ids required."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     thread_id: ThreadId = Field(alias="threadId")
@@ -266,7 +270,7 @@ class AssistantBody(BaseModel):
     validated as the same fields of a Klai payload. Unknown fields are refused (a typo
     would otherwise be stored as nothing)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey", exclude=True)
     name: str = Field(min_length=1, max_length=256)
@@ -280,7 +284,7 @@ class AssistantBody(BaseModel):
 class TokenRequest(BaseModel):
     """Body of `POST /channels/token`."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     channels: list[ChannelName] = Field(min_length=1, max_length=100)

@@ -28,15 +28,16 @@ _json_string = json.JSONEncoder(ensure_ascii=False).encode
 _FINISH = {"cancelled": "stop", "error": "stop"}
 
 
+# The /v1 face loads on its first request (api/app.py): its request models are built then.
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
     """An OpenAI Chat Completions body plus this proxy's fan-out extras."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)

@@ -6,13 +6,13 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws, nethttp, redact
-from .assistants import AssistantStore
 from .auth import AppRegistry
 from .blocking import BlockingCalls, dependency_error
 from .channels.names import check_targets
@@ -29,18 +29,19 @@ from .outcome import Observer, Sink, StreamOutcome
 from .policy import apply_policy
 from .providers import ProviderRegistry
 from .providers.base import EventSource
-from .providers.imagefetch import ImageFetcher
-from .providers.images import INLINED_FOR, ImageInliner, awaiting_fetch
+from .providers.registry import INLINED_FOR
 from .recorder import StreamRecorder
 from .relay import Relay
-from .runs import ThreadRuns
 from .streams import StartError, StreamRecord, StreamStatus, StreamStore
-from .threads import ThreadStore
-from .toolcalls import ToolCallStore
-from .tools.answers import accept_answer
-from .tools.frontend import FrontendTools, LocalAnswers
-from .tools.loop import ToolLoop, ToolRunner
-from .tools.webhook import ToolWebhooks
+
+if TYPE_CHECKING:
+    from .assistants import AssistantStore
+    from .providers.imagefetch import ImageFetcher
+    from .runs import ThreadRuns
+    from .threads import ThreadStore
+    from .toolcalls import ToolCallStore
+    from .tools.frontend import LocalAnswers
+    from .tools.webhook import ToolWebhooks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class StreamService:
         self.settings = settings
         redact.remember(*settings.secret_values())
         self.apps = AppRegistry.from_settings(settings)
-        client = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
+        self._client = client = aws.dynamodb(settings.aws_region, settings.dynamodb_endpoint_url)
         self.connections = ConnectionStore(
             client, settings.table_name, settings.connection_ttl_seconds
         )
@@ -88,7 +89,7 @@ class StreamService:
         # DynamoDB work has a pool of its own: posts never queue behind it, nor it behind them.
         self.db = BlockingCalls(settings.db_concurrency, "dynamodb")
         # One trust store for the provider and image clients (each load costs ~17 ms).
-        tls = httpx.create_ssl_context()
+        self._tls = tls = httpx.create_ssl_context()
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout_seconds,
@@ -101,21 +102,6 @@ class StreamService:
             ),
         )
         self.providers = ProviderRegistry(settings, self.http)
-        self.images = ImageFetcher(
-            timeout_seconds=settings.image_fetch_timeout_seconds,
-            max_bytes=settings.image_max_bytes,
-            allow_private=settings.allow_private_image_urls,
-            tls=tls,
-        )
-        self.tool_calls = ToolCallStore(client, settings.table_name, TOOL_RECORD_TTL_SECONDS)
-        self.tool_answers = LocalAnswers()
-        self.runs = ThreadRuns(ThreadStore(client, settings.table_name), self.store, settings)
-        self.assistants = AssistantStore(client, settings.table_name)
-        self.webhooks = ToolWebhooks(
-            self.http,
-            timeout_seconds=settings.tool_webhook_timeout_seconds,
-            max_bytes=settings.tool_answer_max_bytes,
-        )
         self._poster = poster
         self._retry = RetryPolicy(
             max_retries=settings.post_max_retries,
@@ -126,6 +112,60 @@ class StreamService:
         self._slow_gate = asyncio.Semaphore(self._retry.slow_concurrency)
         self._running: dict[str, Relay] = {}
         self._detached: set[asyncio.Task[StreamOutcome]] = set()
+
+    # What only some requests use (threads, assistants, tools, image URLs) is made, and its
+    # modules imported, on its first use: not by every cold start (decision 40).
+
+    @cached_property
+    def threads(self) -> ThreadStore:
+        from .threads import ThreadStore
+
+        return ThreadStore(self._client, self.settings.table_name)
+
+    @cached_property
+    def runs(self) -> ThreadRuns:
+        from .runs import ThreadRuns
+
+        return ThreadRuns(self.threads, self.store, self.settings)
+
+    @cached_property
+    def assistants(self) -> AssistantStore:
+        from .assistants import AssistantStore
+
+        return AssistantStore(self._client, self.settings.table_name)
+
+    @cached_property
+    def images(self) -> ImageFetcher:
+        from .providers.imagefetch import ImageFetcher
+
+        return ImageFetcher(
+            timeout_seconds=self.settings.image_fetch_timeout_seconds,
+            max_bytes=self.settings.image_max_bytes,
+            allow_private=self.settings.allow_private_image_urls,
+            tls=self._tls,
+        )
+
+    @cached_property
+    def tool_calls(self) -> ToolCallStore:
+        from .toolcalls import ToolCallStore
+
+        return ToolCallStore(self._client, self.settings.table_name, TOOL_RECORD_TTL_SECONDS)
+
+    @cached_property
+    def tool_answers(self) -> LocalAnswers:
+        from .tools.frontend import LocalAnswers
+
+        return LocalAnswers()
+
+    @cached_property
+    def webhooks(self) -> ToolWebhooks:
+        from .tools.webhook import ToolWebhooks
+
+        return ToolWebhooks(
+            self.http,
+            timeout_seconds=self.settings.tool_webhook_timeout_seconds,
+            max_bytes=self.settings.tool_answer_max_bytes,
+        )
 
     @property
     def poster(self) -> Poster:
@@ -155,7 +195,8 @@ class StreamService:
         if self._detached:
             await asyncio.wait(self._detached, timeout=self.settings.drain_timeout_seconds)
         await self.http.aclose()
-        await self.images.aclose()
+        if "images" in self.__dict__:  # made on first use
+            await self.images.aclose()
         if self._poster is not None:
             await self._poster.aclose()
         self.db.shutdown()
@@ -177,6 +218,8 @@ class StreamService:
             )
         request = job.llm_request
         if job.provider in INLINED_FOR:
+            from .providers.images import awaiting_fetch
+
             request = awaiting_fetch(request)  # the relay fetches them before the provider
         self.providers.resolve(job.provider).prepare(request)
 
@@ -311,6 +354,8 @@ class StreamService:
         source = self._tool_source(job, rounds)
         if job.provider not in INLINED_FOR:
             return source
+        from .providers.images import ImageInliner
+
         field = "messages" if job.kind == "openai" else "payload.messages"
         return ImageInliner(source, self.images, field)
 
@@ -318,6 +363,9 @@ class StreamService:
         provider = self.providers.resolve(job.provider)
         if not job.runs_tools:
             return provider
+        from .tools.frontend import FrontendTools
+        from .tools.loop import ToolLoop, ToolRunner
+
         app = self.apps.get(job.app_id)
         runner = ToolRunner(
             job,
@@ -339,6 +387,8 @@ class StreamService:
     ) -> None:
         """Record a frontend tool's answer (first wins) and hand it to the stream at once
         when that stream runs in this process."""
+        from .tools.answers import accept_answer
+
         await self.store(
             accept_answer,
             self.tool_calls,

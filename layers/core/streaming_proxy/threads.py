@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import Messages, pack
+from .ids import THREAD_ID
 from .tablekeys import MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
 from .threadwrites import RunStart, RunStatus, append, take
@@ -40,8 +41,6 @@ __all__ = [
     "thread_not_found",
 ]
 
-# What a thread id looks like (new_thread_id; the tail's length left loose).
-THREAD_ID = r"^thread_[A-Za-z0-9_-]{8,64}$"
 # One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
 MAX_ITEMS_PER_RUN = 48
 

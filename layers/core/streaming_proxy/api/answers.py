@@ -1,4 +1,5 @@
-"""Reading request bodies and turning ProxyErrors into the contract's JSON error answers."""
+"""Reading request bodies and turning ProxyErrors into JSON error answers: the contract's
+(Klai routes) and OpenAI's (the /v1 face)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..errors import (
     error_object,
     field_problems,
 )
+from ..openai_format import error_body, openai_status
 from ..service import StreamService
 from ..textcheck import parse_json
 
@@ -116,6 +118,13 @@ def error_response(error: ProxyError, action_name: str | None = None) -> JSONRes
         body["actionName"] = action_name
     body["error"] = error_object(error)
     return JSONResponse(body, status_code=error.status, headers=error.headers() or None)
+
+
+def openai_error(error: ProxyError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one place a ProxyError becomes an answer on /v1: OpenAI's shape and status."""
+    body: dict[str, Any] = error_body(error)
+    headers = {**error.headers(), **(headers or {})}
+    return JSONResponse(body, status_code=openai_status(error), headers=headers or None)
 
 
 def path_id(

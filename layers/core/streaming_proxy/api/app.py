@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,17 +18,10 @@ from ..config import Settings, get_settings
 from ..errors import ProxyError
 from ..observability import get_logger
 from ..service import StreamService
-from . import (
-    assistants,
-    klai,
-    lambda_events,
-    messages,
-    openai_compat,
-    threads,
-    tokens,
-    tool_response,
-)
-from .answers import error_response
+from . import klai, lambda_events
+from .answers import error_response, openai_error
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def health(request: Request) -> Response:
@@ -43,7 +38,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if _openai_face(request):
         message = f"{exc.detail}: {request.method} {request.url.path}"
         error = ProxyError(message, status=exc.status_code, kind=kind)
-        return openai_compat.openai_error(error, dict(exc.headers or {}))
+        return openai_error(error, dict(exc.headers or {}))
     response = error_response(ProxyError(exc.detail, status=exc.status_code, kind=kind))
     # 405 carries `Allow`, as HTTP requires.
     response.headers.update(exc.headers or {})
@@ -53,7 +48,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     get_logger().exception("unhandled error", extra={"path": request.url.path})
     if _openai_face(request):
-        return openai_compat.openai_error(ProxyError("internal error"))
+        return openai_error(ProxyError("internal error"))
     return error_response(ProxyError("internal error"))
 
 
@@ -62,26 +57,52 @@ def _openai_face(request: Request) -> bool:
     return request.url.path == "/v1" or request.url.path.startswith("/v1/")
 
 
+def later(module: str, name: str) -> Endpoint:
+    """The endpoint `name` of `streaming_proxy.api.<module>`, imported on its first call:
+    a route family no LLM Query needs costs its own first request, not every cold start
+    (docs/architecture.md decision 40)."""
+    loaded: Endpoint | None = None
+
+    async def endpoint(request: Request) -> Response:
+        nonlocal loaded
+        if loaded is None:
+            loaded = cast(
+                Endpoint, getattr(importlib.import_module(f"{__package__}.{module}"), name)
+            )
+        return await loaded(request)
+
+    endpoint.__name__ = endpoint.__qualname__ = name  # the route's name, as before
+    return endpoint
+
+
 def routes() -> list[Route]:
+    assistant = "/assistants/{assistant_id}"
     return [
         Route("/health", health, methods=["GET"]),
-        Route("/channels/token", tokens.channel_token, methods=["POST"]),
+        Route("/channels/token", later("tokens", "channel_token"), methods=["POST"]),
         Route("/stream/create", klai.chat, methods=["POST"]),
         Route("/stream/create/assistants", klai.assistants, methods=["POST"]),
-        Route("/stream/create/assistants/stop", threads.assistants_stop, methods=["POST"]),
-        Route("/threads/{thread_id}/messages", threads.thread_messages, methods=["GET"]),
-        Route("/threads/{thread_id}", threads.delete_thread, methods=["DELETE"]),
-        Route("/assistants", assistants.create_assistant, methods=["POST"]),
-        Route("/assistants", assistants.list_assistants, methods=["GET"]),
-        Route("/assistants/{assistant_id}", assistants.get_assistant, methods=["GET"]),
-        Route("/assistants/{assistant_id}", assistants.replace_assistant, methods=["PUT"]),
-        Route("/assistants/{assistant_id}", assistants.delete_assistant, methods=["DELETE"]),
+        Route(
+            "/stream/create/assistants/stop",
+            later("threads", "assistants_stop"),
+            methods=["POST"],
+        ),
+        Route(
+            "/threads/{thread_id}/messages", later("threads", "thread_messages"), methods=["GET"]
+        ),
+        Route("/threads/{thread_id}", later("threads", "delete_thread"), methods=["DELETE"]),
+        Route("/assistants", later("assistants", "create_assistant"), methods=["POST"]),
+        Route("/assistants", later("assistants", "list_assistants"), methods=["GET"]),
+        Route(assistant, later("assistants", "get_assistant"), methods=["GET"]),
+        Route(assistant, later("assistants", "replace_assistant"), methods=["PUT"]),
+        Route(assistant, later("assistants", "delete_assistant"), methods=["DELETE"]),
         Route("/llm/query", klai.llm_query, methods=["POST"]),
         Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
-        Route("/llm/tool-response", tool_response.tool_response, methods=["POST"]),
-        Route("/message/send", messages.send, methods=["POST"]),
-        Route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"]),
-        Route("/v1/models", openai_compat.list_models, methods=["GET"]),
+        Route("/llm/tool-response", later("tool_response", "tool_response"), methods=["POST"]),
+        Route("/message/send", later("messages", "send"), methods=["POST"]),
+        Route("/v1/chat/completions", later("openai_compat", "chat_completions"), methods=["POST"]),
+        Route("/v1/models", later("openai_compat", "list_models"), methods=["GET"]),
+        # The relay function's only route (detached relays): imported with the code.
         Route("/events", lambda_events.pass_through, methods=["POST"]),
     ]
 

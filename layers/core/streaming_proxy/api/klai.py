@@ -25,9 +25,8 @@ from .answers import (
     read_json,
     service_of,
 )
-from .assistants import resolved
+from .runanswers import held, run_created, run_done, run_ids
 from .sse import KlaiSseSink, sse_answer
-from .threads import held, run_created, run_done, run_ids
 
 SETUP_COMPLETE = "Streaming setup complete"
 
@@ -100,7 +99,11 @@ async def _with_memory(
                     fields=[{"field": f"payload.{field}", "message": "not accepted on Chat"}],
                 )
         return body
-    body = await resolved(service, app_id, body)
+    if body.payload.assistant_id is not None:
+        # The assistants' routes load on their first use (app.py), and so on a run's.
+        from .assistants import resolved
+
+        body = await resolved(service, app_id, body)
     return _instructed(body) if kind == "llm" else body
 
 

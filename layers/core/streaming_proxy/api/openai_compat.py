@@ -19,7 +19,6 @@ from ..openai_format import (
     ChunkBuilder,
     completion,
     error_body,
-    openai_status,
     payload_of,
     split_model,
     sse_frame,
@@ -28,7 +27,7 @@ from ..outcome import StreamOutcome
 from ..policy import permits
 from ..service import StreamService
 from ..streams import new_stream_id
-from .answers import authenticate, parse, read_json, service_of
+from .answers import authenticate, openai_error, parse, read_json, service_of
 from .sse import FrameQueue, sse_answer
 
 
@@ -144,10 +143,3 @@ def _models(service: StreamService, app: AppConfig) -> list[dict[str, Any]]:
         for model in models.get(provider, [])
         if permits(app, provider, model)
     ]
-
-
-def openai_error(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
-    """The one place a ProxyError becomes an answer on /v1: OpenAI's shape and status."""
-    body: dict[str, Any] = error_body(error)
-    headers = {**error.headers(), **(headers or {})}
-    return JSONResponse(body, status_code=openai_status(error), headers=headers or None)

@@ -1,10 +1,9 @@
-"""Threads over HTTP: runs' answers and stop (Assistants), reading and erasing a thread."""
+"""Threads over HTTP: a run's stop (Assistants), reading and erasing a thread. Loaded on
+the first request to one of these routes (app.py); a run's answers are in runanswers.py."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -13,59 +12,9 @@ from starlette.responses import JSONResponse, Response
 
 from ..contract import RunStopRequest
 from ..errors import NotFound, ProxyError, ValidationFailed, field_problems
-from ..jobs import StreamJob
-from ..observability import get_logger
-from ..outcome import StreamOutcome
-from ..service import StreamService
 from ..threadpages import MAX_PAGE, read_page
 from ..threads import THREAD_ID, thread_not_found
 from .answers import authenticate, error_response, parse, path_id, read_json, service_of
-
-
-@asynccontextmanager
-async def held(service: StreamService, job: StreamJob) -> AsyncIterator[None]:
-    """Release the job's thread when the request fails before its relay could (a refusal
-    after the run took the thread); a relay that ran has released it already."""
-    try:
-        yield
-    except ProxyError:
-        if job.thread is not None:
-            try:
-                await service.runs.release(job.app_id, job.thread)
-            except ProxyError:
-                get_logger().warning("thread not released", extra={"stream_id": job.stream_id})
-        raise
-
-
-def run_ids(job: StreamJob) -> dict[str, Any]:
-    """`threadId` and `runId` for an answer about a run (nothing without a thread)."""
-    if job.thread is None:
-        return {}
-    return {"threadId": job.thread.thread_id, "runId": job.thread.run_id}
-
-
-def run_created(job: StreamJob, status: str) -> dict[str, Any]:
-    """Klai's Assistants acceptance, plus the stream's id and how it stands."""
-    return {
-        "success": True,
-        **run_ids(job),
-        "status": "created",
-        "streamId": job.stream_id,
-        "streamStatus": status,
-    }
-
-
-def run_done(job: StreamJob, outcome: StreamOutcome) -> dict[str, Any]:
-    """Klai's Assistants `stream:false` answer."""
-    return {
-        "success": True,
-        "data": [{"type": "text", "text": {"value": outcome.text}}],
-        **run_ids(job),
-        "status": "done",
-        "streamId": job.stream_id,
-        "finishReason": outcome.finish_reason,
-        "usage": outcome.usage,
-    }
 
 
 async def assistants_stop(request: Request) -> Response:
@@ -76,7 +25,7 @@ async def assistants_stop(request: Request) -> Response:
         data = await read_json(request, service.settings.max_body_bytes)
         app = authenticate(request, data)
         body = parse(RunStopRequest, data)
-        run = await service.store(service.runs.threads.run, app.app_id, body.thread_id, body.run_id)
+        run = await service.store(service.threads.run, app.app_id, body.thread_id, body.run_id)
         if run is None:
             raise NotFound(f"run {body.run_id} not found on thread {body.thread_id}")
         status: str = run.status
@@ -103,7 +52,7 @@ async def thread_messages(request: Request) -> Response:
     try:
         app = authenticate(request, {})
         thread_id, query = _thread_id(request), _page(request)
-        threads = service.runs.threads
+        threads = service.threads
         page = await service.store(
             read_page, threads, app.app_id, thread_id, query.cursor, query.limit
         )
@@ -118,7 +67,7 @@ async def delete_thread(request: Request) -> Response:
     try:
         app = authenticate(request, {})
         thread_id = _thread_id(request)
-        await service.store(service.runs.threads.delete, app.app_id, thread_id)
+        await service.store(service.threads.delete, app.app_id, thread_id)
     except ProxyError as e:
         return error_response(e)
     return JSONResponse({"success": True, "threadId": thread_id, "deleted": True})

@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 from pydantic import ValidationError as PydanticValidationError
 
 from ..errors import BadRequest, ProxyError, ValidationFailed, error_object, field_problems
+from ..ids import THREAD_ID
 from ..textcheck import parse_json
 from ..threadpages import MAX_PAGE
-from ..threads import THREAD_ID
 from ..tools.answers import ToolAnswer
 from .names import ChannelName
 

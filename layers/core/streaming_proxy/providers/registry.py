@@ -10,6 +10,9 @@ from ..errors import UnknownProvider
 from .base import Provider
 
 BUILT_IN = ("openai", "anthropic", "gemini", "bedrock", "azure", "mock")
+# The providers that take images only as bytes: http(s) image URLs are fetched and inlined
+# for them (images.py, which only their requests import).
+INLINED_FOR = frozenset({"anthropic", "gemini", "bedrock"})
 
 
 class ProviderRegistry:
