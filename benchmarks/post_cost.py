@@ -69,7 +69,7 @@ ANSWER = (
 
 # (key, label, posts reach the subscriber)
 POSTERS = [
-    ("signed", "`SignedPoster` (sigv4, keep-alive HTTP/1.1 on asyncio): the product", True),
+    ("signed", "`SignedPoster` (sigv4, keep-alive HTTP/1.1 on uvloop): the product", True),
     ("signed_no_io", "`SignedPoster`'s own work, no I/O: signing, request bytes, parsing", False),
     ("signed_loopback", "`SignedPoster`, plain HTTP to a loopback server answering 200", False),
     ("signed_tls", "`SignedPoster`, HTTPS to the same loopback server (as in AWS)", False),

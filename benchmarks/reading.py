@@ -171,7 +171,7 @@ def _posts(results: dict[str, Result]) -> list[str]:
             per_sub = _median(runs, "messages") / _median(runs, "wall")
         text = (
             f"- **Fan-out per invocation.** One PostToConnection costs {cpu * 1000:.2f} ms of "
-            "client CPU in the default poster (SigV4 and keep-alive HTTP/1.1 on asyncio; "
+            "client CPU in the default poster (SigV4 and keep-alive HTTP/1.1 on uvloop; "
             f"boto3's client costs {cost.data['boto3']['cpu'] * 1000:.2f} ms), so one Python "
             f"process (one GIL) tops out near {1 / cpu:,.0f} posts/s. At {per_sub:.0f} posts/s "
             f"per subscriber that is about {1 / cpu / per_sub:.0f} subscribers per stream "
