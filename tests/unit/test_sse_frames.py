@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from streaming_proxy.api.sse import FrameQueue, KlaiSseSink, SseResponse
@@ -123,6 +124,21 @@ class Caller:
     def bodies(self) -> list[bytes]:
         return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
 
+    async def hang_up_after_first_frame(
+        self, queue: FrameQueue, relay: Coroutine[Any, Any, None], keepalive: float
+    ) -> tuple[asyncio.Future[None], asyncio.Future[None]]:
+        """Start `relay` and an answer of `queue` to this caller, and hang up once the
+        answer wrote `data: 1`; (the relay, the answer), both running on."""
+        done = asyncio.ensure_future(relay)
+        answer = asyncio.ensure_future(
+            SseResponse(queue, keepalive, done, {})({"type": "http"}, self.receive, self.send)
+        )
+        while b"data: 1" not in b"".join(self.bodies()):
+            self.wrote.clear()
+            await asyncio.wait_for(self.wrote.wait(), 5)
+        self.hung_up.set()
+        return done, answer
+
 
 async def test_an_sse_response_writes_its_head_its_frames_and_its_end() -> None:
     queue, caller = FrameQueue(), Caller()
@@ -152,14 +168,7 @@ async def test_an_sse_response_stops_writing_when_the_caller_hangs_up() -> None:
         queue.put(b"data: 2\n\n")
         queue.end()
 
-    done = asyncio.ensure_future(relay())
-    answer = asyncio.ensure_future(
-        SseResponse(queue, 30, done, {})({"type": "http"}, caller.receive, caller.send)
-    )
-    while b"data: 1" not in b"".join(caller.bodies()):
-        caller.wrote.clear()
-        await asyncio.wait_for(caller.wrote.wait(), 5)
-    caller.hung_up.set()
+    done, answer = await caller.hang_up_after_first_frame(queue, relay(), 30)
     await asyncio.sleep(0.05)
     # Nothing more is written, and the answer ends with its relay (Lambda would freeze it).
     assert not answer.done()
@@ -184,14 +193,7 @@ async def test_a_caller_that_hung_up_holds_none_of_the_rest_of_the_stream() -> N
         await go_on.wait()
         queue.end()
 
-    done = asyncio.ensure_future(relay())
-    answer = asyncio.ensure_future(
-        SseResponse(queue, 0.01, done, {})({"type": "http"}, caller.receive, caller.send)
-    )
-    while b"data: 1" not in b"".join(caller.bodies()):
-        caller.wrote.clear()
-        await asyncio.wait_for(caller.wrote.wait(), 5)
-    caller.hung_up.set()
+    _, answer = await caller.hang_up_after_first_frame(queue, relay(), 0.01)
     await asyncio.sleep(0.2)  # the relay put its frames; keep-alives were due many times
     assert len(queue._frames) == 0
     go_on.set()

@@ -20,12 +20,12 @@ from .answers import authenticate, error_response, parse, path_id, read_json, se
 _ID = re.compile(ASSISTANT_ID)
 
 
-async def resolved(service: StreamService, app_id: str, body: StreamRequest) -> StreamRequest:
-    """The request with its payload completed from `payload.assistant_id` (404 when the app
-    has no such assistant, before anything is published); unchanged without one."""
-    assistant_id = body.payload.assistant_id
-    if assistant_id is None:
-        return body
+async def resolved(
+    service: StreamService, app_id: str, assistant_id: str, body: StreamRequest
+) -> StreamRequest:
+    """The request with its payload completed from the app's assistant `assistant_id` (its
+    `payload.assistant_id`; 404 when the app has no such assistant, before anything is
+    published)."""
     assistant = await service.store(service.assistants.get, app_id, assistant_id)
     payload = apply(body.payload, assistant.fields)
     return body.model_copy(update={"payload": payload})

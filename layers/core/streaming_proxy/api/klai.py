@@ -99,11 +99,12 @@ async def _with_memory(
                     fields=[{"field": f"payload.{field}", "message": "not accepted on Chat"}],
                 )
         return body
-    if body.payload.assistant_id is not None:
+    assistant_id = body.payload.assistant_id
+    if assistant_id is not None:
         # The assistants' routes load on their first use (app.py), and so on a run's.
         from .assistants import resolved
 
-        body = await resolved(service, app_id, body)
+        body = await resolved(service, app_id, assistant_id, body)
     return _instructed(body) if kind == "llm" else body
 
 

@@ -20,9 +20,6 @@ from ..errors import ImageUrlRefused
 from ..events import StreamEvent
 from .base import EventSource, LlmRequest
 from .imagefetch import FetchedImage, ImageFetcher
-from .registry import INLINED_FOR
-
-__all__ = ["INLINED_FOR", "ImageInliner", "awaiting_fetch", "inline_images", "remote_images"]
 
 # What prepare() checks in place of an image not fetched yet (any valid image would do).
 _PLACEHOLDER = "data:image/png;base64,iVBORw0KGgo="
