@@ -132,6 +132,13 @@ FIRST_REQUESTS = [
     ("connections", "connect", "connections: first `$connect` (valid token)"),
     ("connections", "connect_again", "connections: second `$connect` (warm)"),
 ]
+# The same runs on the deployed shape with the build's bytecode: botocore's data trimmed as
+# the layer build does (deploy/trim_botocore.py), which the clients' creation reads.
+DEPLOYED_FIRST_REQUESTS = [
+    ("stream", "startup", "stream, deployed: lifespan startup (settings, clients, service)"),
+    ("stream", "query", "stream, deployed: first POST /llm/query"),
+    ("connections", "connect", "connections, deployed: first `$connect` (valid token)"),
+]
 
 APP = "bench"
 APP_KEY = "bench-app-key-for-cold-starts"
@@ -200,11 +207,20 @@ def _first_request_bodies() -> dict[str, str]:
     return {"stream": json.dumps(query), "connections": json.dumps(connect)}
 
 
-def _first_request(function: str, env: dict[str, str], body: str) -> dict[str, float]:
-    script = str(Path("benchmarks") / "first_request.py")
+def _first_request(
+    function: str, env: dict[str, str], body: str, shape: DeployedShape | None
+) -> dict[str, float]:
+    """One cold start and first requests of `function`: from the venv (cwd = repo root), or
+    from `shape` as Lambda holds it (its folders alone on sys.path, read-only, `-S`)."""
+    script = str(ROOT / "benchmarks" / "first_request.py")
+    command, cwd = [sys.executable, script, function], ROOT
+    if shape is not None:
+        command = [sys.executable, "-S", script, function, "app.py"]
+        cwd = shape.tasks[function]
+        env = {**env, "PYTHONPATH": shape.path(function), "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
-        [sys.executable, script, function],
-        cwd=ROOT,
+        command,
+        cwd=cwd,
         env={**env, "BENCH_FIRST_REQUEST": body},
         check=True,
         capture_output=True,
@@ -215,9 +231,10 @@ def _first_request(function: str, env: dict[str, str], body: str) -> dict[str, f
     return timings
 
 
-def first_requests() -> dict[str, dict[str, list[float]]]:
-    """Timings of FIRST_REQUEST_RUNS cold starts per function, interleaved, against the local
-    stack's DynamoDB (devstack.stack.start_dynamodb) and settings (`DevSettings.product_env`)."""
+def first_requests(shape: DeployedShape) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Timings of FIRST_REQUEST_RUNS cold starts per function, from the venv ("venv") and
+    from the deployed `shape` ("deployed"), interleaved, against the local stack's DynamoDB
+    (devstack.stack.start_dynamodb) and settings (`DevSettings.product_env`)."""
     from devstack.process import free_port
     from devstack.settings import DevSettings
     from devstack.stack import start_dynamodb
@@ -237,11 +254,17 @@ def first_requests() -> dict[str, dict[str, list[float]]]:
     try:
         env = {**LAYER_ENV, **dev.product_env()}
         bodies = _first_request_bodies()
-        runs: dict[str, dict[str, list[float]]] = {"stream": {}, "connections": {}}
+        runs: dict[str, dict[str, dict[str, list[float]]]] = {
+            where: {"stream": {}, "connections": {}} for where in ("venv", "deployed")
+        }
         for _ in range(FIRST_REQUEST_RUNS):
-            for function, timings in runs.items():
-                for key, seconds in _first_request(function, env, bodies[function]).items():
-                    timings.setdefault(key, []).append(seconds)
+            for where, functions in runs.items():
+                for function, timings in functions.items():
+                    got = _first_request(
+                        function, env, bodies[function], shape if where == "deployed" else None
+                    )
+                    for key, seconds in got.items():
+                        timings.setdefault(key, []).append(seconds)
         return runs
     finally:
         moto.stop()
@@ -290,32 +313,34 @@ def _deployed_timings(shapes: dict[bool, DeployedShape]) -> dict[str, list[float
     return runs
 
 
-def _deployed_rows(result: Result) -> None:
-    with tempfile.TemporaryDirectory(prefix="deployed-") as folder:
-        root = Path(folder)
-        source = deployed_shape.build(root / "source")
-        shapes = {False: source, True: deployed_shape.with_bytecode(source, root / "bytecode")}
-        deployed_shape.set_writable(root, False)
-        try:
-            runs = _deployed_timings(shapes)
-        finally:
-            deployed_shape.set_writable(root, True)
+def _deployed_rows(result: Result, shapes: dict[bool, DeployedShape]) -> None:
+    deployed_shape.set_writable(shapes[False].root.parent, False)
+    try:
+        runs = _deployed_timings(shapes)
+    finally:
+        deployed_shape.set_writable(shapes[False].root.parent, True)
     for key, label, _, _ in DEPLOYED:
         stats = summary(runs[key])
         result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), "-"])
         result.data[key] = stats
 
 
-def _first_request_rows(result: Result) -> None:
-    runs = first_requests()
+def _first_request_rows(result: Result, shape: DeployedShape) -> None:
+    deployed_shape.set_writable(shape.root, False)
+    try:
+        runs = first_requests(shape)
+    finally:
+        deployed_shape.set_writable(shape.root, True)
     first: dict[str, Any] = {}
-    for function, key, label in FIRST_REQUESTS:
-        stats = summary(runs[function][key])
-        first[f"{function}.{key}"] = stats
-        result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), "-"])
-    # The import as timed inside the same processes (no interpreter start-up in it).
-    for function in ("stream", "connections"):
-        first[f"{function}.import"] = summary(runs[function]["import"])
+    for where, rows in (("venv", FIRST_REQUESTS), ("deployed", DEPLOYED_FIRST_REQUESTS)):
+        prefix = "" if where == "venv" else "deployed."
+        for function, key, label in rows:
+            stats = summary(runs[where][function][key])
+            first[f"{prefix}{function}.{key}"] = stats
+            result.rows.append([label, ms(stats["median"]), ms(stats["p95"]), "-"])
+        # The import as timed inside the same processes (no interpreter start-up in it).
+        for function in ("stream", "connections"):
+            first[f"{prefix}{function}.import"] = summary(runs[where][function]["import"])
     result.data["first_request"] = first
 
 
@@ -362,13 +387,21 @@ def run() -> Result:
             "PYTHONDONTWRITEBYTECODE set: with the sources alone every run compiles what "
             "it imports, as a cold start from the python3.12 build method's artifacts did; "
             "with the bytecode of deploy/Makefile's compile step (unchecked-hash) none does. "
-            f"{DEPLOYED_RUNS} runs each after one discarded warm-up, interleaved."
+            f"{DEPLOYED_RUNS} runs each after one discarded warm-up, interleaved. The layer's "
+            "botocore keeps the data of the services the proxy calls, as the layer build "
+            "trims it (deploy/trim_botocore.py). The deployed first-request rows run "
+            "benchmarks/first_request.py (`-S`) over the deployed shape with bytecode, "
+            f"{FIRST_REQUEST_RUNS} cold starts per function interleaved with the others."
         ),
         columns=["import", "median ms", "p95 ms", "process wall minus `pass` ms"],
     )
     _import_rows(result)
-    _deployed_rows(result)
-    _first_request_rows(result)
+    with tempfile.TemporaryDirectory(prefix="deployed-") as folder:
+        root = Path(folder)
+        source = deployed_shape.build(root / "source")
+        shapes = {False: source, True: deployed_shape.with_bytecode(source, root / "bytecode")}
+        _deployed_rows(result, shapes)
+        _first_request_rows(result, shapes[True])
     breakdown = import_breakdown(STREAM)
     result.data["breakdown"] = breakdown
     parts = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in breakdown)

@@ -23,6 +23,8 @@ from .stack import ROOT
 LAYER_REQUIREMENTS = ROOT / "layers/core/requirements.txt"
 STREAM_REQUIREMENTS = ROOT / "functions/stream/requirements.txt"
 NO_CACHE = shutil.ignore_patterns("__pycache__", "*.pyc")
+MAKE = ("make", "--no-print-directory", "--makefile", str(ROOT / "deploy" / "Makefile"))
+AWS_PY = ROOT / "layers/core/streaming_proxy/aws.py"
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,22 @@ def _install(dists: Iterable[importlib.metadata.Distribution], target: Path) -> 
             shutil.copy2(Path(str(dist.locate_file(file))), destination)
 
 
+def _make(*arguments: str) -> None:
+    """A target of deploy/Makefile, run with this Python."""
+    subprocess.run(
+        [*MAKE, *arguments, f"PYTHON={sys.executable}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
 def build(root: Path) -> DeployedShape:
-    """Sources and libraries only, as the python3.12 build method made them (no bytecode)."""
+    """Sources and libraries only (no bytecode), botocore's data trimmed as deploy/Makefile's
+    build-CoreLayer trims it (`trim-botocore`)."""
     layer = root / "opt" / "python"
     _install(distributions([LAYER_REQUIREMENTS]), layer)
+    _make("trim-botocore", f"TARGET={layer}", f"AWS_PY={AWS_PY}")
     shutil.copytree(
         ROOT / "layers/core/streaming_proxy", layer / "streaming_proxy", ignore=NO_CACHE
     )
@@ -95,14 +109,8 @@ def with_bytecode(shape: DeployedShape, root: Path) -> DeployedShape:
     """A hard-linked copy of `shape` compiled by deploy/Makefile's compile step (this Python)."""
     shutil.copytree(shape.root, root, copy_function=os.link)
     compiled = shape.moved(root)
-    make = ["make", "--no-print-directory", "--makefile", str(ROOT / "deploy" / "Makefile")]
     for folder in (compiled.layer, *compiled.tasks.values()):
-        subprocess.run(
-            [*make, "compile-bytecode", f"DIR={folder}", f"PYTHON={sys.executable}"],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        _make("compile-bytecode", f"DIR={folder}")
     return compiled
 
 

@@ -1,13 +1,14 @@
 """Child of benchmarks/cold_import.py: one cold start, then the first requests, timed.
 
-Run as `python benchmarks/first_request.py stream|connections` with the settings in the
-environment (DynamoDB is a moto server the parent started). Loads the function's entry
-module as Lambda does, then, for the stream function, runs the ASGI lifespan (what uvicorn
-does before the adapter's readiness check passes) and sends GET /health and two
-non-streaming POST /llm/query through raw ASGI calls, then the first request of each route
-family loaded on first use (api/app.py: tokens, /v1, assistants, threads); for the connections
-function, calls its handler with a `$connect` event holding a valid token. Prints the
-timings as JSON.
+Run as `python benchmarks/first_request.py stream|connections [path of app.py]` with the
+settings in the environment (DynamoDB is a moto server the parent started); the path is
+`functions/<function>/app.py` unless given (the deployed shape's, benchmarks/deployed_shape.py).
+Loads the function's entry module as Lambda does, then, for the stream function, runs
+the ASGI lifespan (what uvicorn does before the adapter's readiness check passes) and sends
+GET /health and two non-streaming POST /llm/query through raw ASGI calls, then the first
+request of each route family loaded on first use (api/app.py: tokens, /v1, assistants,
+threads); for the connections function, calls its handler with a `$connect` event holding a
+valid token. Prints the timings as JSON.
 Imports nothing beyond what the function imports, so nothing is warmed for it.
 """
 
@@ -28,8 +29,8 @@ Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Message, Receive, Send], Coroutine[Any, Any, None]]
 
 
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app", f"functions/{name}/app.py")
+def load(name: str, path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -162,9 +163,9 @@ def connections_function(
     return timings
 
 
-def main(target: str) -> None:
+def main(target: str, path: str) -> None:
     t0 = time.perf_counter()
-    module = load(target)
+    module = load(target, path)
     timings = {"import": time.perf_counter() - t0}
     payload = os.environ["BENCH_FIRST_REQUEST"].encode()
     if target == "stream":
@@ -177,4 +178,4 @@ def main(target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else f"functions/{sys.argv[1]}/app.py")

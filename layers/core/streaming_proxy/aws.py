@@ -32,6 +32,22 @@ _CONFIG = Config(
     read_timeout=10,
 )
 
+# Every service the proxy makes a client for. The layer's build keeps botocore's data for
+# these and for CREDENTIAL_SERVICES only (deploy/trim_botocore.py reads both tuples from
+# this file): a client of any other service would not find its model in Lambda, so
+# `_client` refuses one here, where the tests see it.
+BOTOCORE_SERVICES = (
+    "dynamodb",
+    "apigatewaymanagementapi",
+    "lambda",
+    "bedrock-runtime",
+    "secretsmanager",
+)
+# The services botocore's own credential and token providers may call (web identity and
+# assume-role, SSO, console sign-in). Lambda gives credentials in the environment, so none
+# is called there; kept so the layer's botocore resolves credentials as anywhere else.
+CREDENTIAL_SERVICES = ("sts", "sso", "sso-oidc", "signin")
+
 # A botocore session is not safe to use from several threads at once; one shared session
 # (its loader caches the service models) behind a lock is.
 _SESSION_LOCK = threading.Lock()
@@ -43,6 +59,8 @@ def _session() -> Session:
 
 
 def _client(service: str, **options: Any) -> Any:
+    if service not in BOTOCORE_SERVICES:
+        raise LookupError(f"{service}: not in BOTOCORE_SERVICES, so not in the deployed layer")
     with _SESSION_LOCK:
         return _session().create_client(service, **options)
 

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     # Named assistants (assistants.py) one app may store; creating one more is a 409.
     max_assistants_per_app: int = Field(default=1000, ge=1, le=100_000)
 
-    log_level: str = "INFO"
+    # The log level is not a setting: the logger exists before Settings do
+    # (observability.get_logger reads LOG_LEVEL / POWERTOOLS_LOG_LEVEL itself).
     # USD per million tokens per provider and model, for each stream's estimated cost
     # (prices.py): {"openai": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}. Empty: no cost.
     prices: PriceTable = Field(default_factory=dict)
