@@ -50,6 +50,12 @@ class Outgoing:
         return self.seq - self.first_seq + 1
 
     @property
+    def catch_up(self) -> bool:
+        """A part of the snapshot that catches a late joiner up: it stands for every seq up
+        to its own (a joiner that misses it misses all of them)."""
+        return self.envelope.get("catchUp") is True
+
+    @property
     def mergeable(self) -> bool:
         return self.envelope.get("type") in MERGEABLE
 
@@ -146,6 +152,8 @@ class Lane:
         self.slow = False  # its last post got no answer in time: it waits in the slow gate
         self._stats = stats
         self.in_flight: Outgoing | None = None
+        # The highest seq already counted as missed with a lost catch-up snapshot.
+        self._lost_up_to = -1
         self._deliver = deliver
         self._queue: deque[Outgoing] = deque()
         self._ready = asyncio.Event()
@@ -175,10 +183,19 @@ class Lane:
         """A message is being posted or waits to be."""
         return self.in_flight is not None or bool(self._queue)
 
+    def missed(self, message: Outgoing) -> int:
+        """The seqs this connection misses when `message` is not delivered: those it carries;
+        for a catch-up snapshot every seq up to its own, counted once whatever its parts."""
+        if not message.catch_up:
+            return message.covers
+        missed = max(0, message.seq - self._lost_up_to)
+        self._lost_up_to = max(self._lost_up_to, message.seq)
+        return missed
+
     def undelivered(self) -> int:
         """Seqs queued or in flight (what a cancelled lane failed to deliver)."""
-        pending = sum(message.covers for message in self._queue)
-        return pending + (self.in_flight.covers if self.in_flight else 0)
+        held = [*([self.in_flight] if self.in_flight else []), *self._queue]
+        return sum(self.missed(message) for message in held)
 
     async def _run(self) -> None:
         while True:

@@ -300,13 +300,13 @@ class ChannelPublisher:
                 error = e if isinstance(e, DeliveryError) else DeliveryUnreachable("post timed out")
                 lane.slow = lane.slow or isinstance(error, DeliveryUnreachable)
                 if not error.retryable or attempt == retry.max_retries:
-                    self._count_failure(lane, message.covers, error.message)
+                    self._count_failure(lane, lane.missed(message), error.message)
                     return True  # the next message may get through; the browser resumes
                 self.stats.retries += 1
                 await asyncio.sleep(retry.delay(attempt))
             except Exception as e:  # a poster bug must not kill the lane
                 get_logger().exception("post raised unexpectedly", extra=self._log)
-                self._count_failure(lane, message.covers, type(e).__name__)
+                self._count_failure(lane, lane.missed(message), type(e).__name__)
                 return True
         return True
 

@@ -70,7 +70,10 @@ class GeminiProvider:
                 if sse.data:
                     for event in state.feed(event_data(sse.data, self.name)):
                         yield event
-        # No end marker in this format: the end of the body is the end of the answer.
+        # No end marker in this format but the last response's `finishReason` (empty while
+        # the model has not stopped): a body that ends before one is a cut answer.
+        if state.reason is None and not state.blocked:
+            raise UpstreamError(f"{self.name} stream ended early")
         yield Finish(state.finish_reason())
 
 
