@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -117,6 +118,15 @@ class StackProcess:
             if record.get("message") == "stream finished" and record.get("stream_id") == stream_id:
                 return record
         return None
+
+    async def finished(self, stream_id: str, within: float = 30.0) -> dict[str, Any]:
+        """The 'stream finished' record of one stream, waited for (it is written once the
+        stream's lanes drained); AssertionError if none came `within` seconds."""
+        deadline = time.monotonic() + within
+        while (record := self.finished_record(stream_id)) is None:
+            assert time.monotonic() < deadline, f"no 'stream finished' record for {stream_id}"
+            await asyncio.sleep(0.05)
+        return record
 
     def stop(self) -> None:
         """SIGTERM (the stack shuts down cleanly), SIGKILL if it does not exit in time."""

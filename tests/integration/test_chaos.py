@@ -116,11 +116,7 @@ async def start_stream(chaos: Chaos, channel: str, **args: Any) -> str:
 
 async def finished(chaos: Chaos, stream_id: str) -> dict[str, Any]:
     """The stream's 'stream finished' log record (written once its lanes drained)."""
-    deadline = time.monotonic() + 30
-    while (record := chaos.stack.finished_record(stream_id)) is None:
-        assert time.monotonic() < deadline, f"no 'stream finished' record for {stream_id}"
-        await asyncio.sleep(0.05)
-    return record
+    return await chaos.stack.finished(stream_id)
 
 
 def openai_body(channel: str, model: str) -> dict[str, Any]:

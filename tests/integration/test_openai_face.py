@@ -216,3 +216,31 @@ async def test_failure_mid_stream_raises_an_api_error_in_the_sdk(stack: Stack) -
     )
     with pytest.raises(openai.APIError, match="mock failure"):
         await collect(stream)
+
+
+async def test_hanging_up_stops_a_stream_nobody_else_receives(stack: Stack) -> None:
+    """No channels and no thread: the rest of the answer would go nowhere and the provider
+    would still bill it, so a caller hanging up stops the stream, as closing a provider's
+    own stream does. (With channels it goes on for them: test_streaming.py.)"""
+    words = " ".join(f"w{i}" for i in range(400))
+    raw = await client(stack).chat.completions.with_raw_response.create(
+        model="mock/echo",
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        extra_body={"providerArgs": {"text": words, "delayMs": 20}},  # 8 s in all
+    )
+    stream = await parsed(raw)
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break  # the caller hangs up after its first token
+    await stream.close()
+    record = await stack.finished(raw.headers["x-stream-id"])
+    assert record["finish_reason"] == "cancelled"
+    assert record["messages"] < 100  # stopped within a few tokens, not after 400
+    stopped = [
+        r
+        for r in stack.log_records()
+        if r.get("stream_id") == raw.headers["x-stream-id"]
+        and r.get("message") == "caller hung up on a stream nobody else receives: stopped"
+    ]
+    assert len(stopped) == 1

@@ -53,12 +53,7 @@ async def start(stack: Stack, body: Any, key: str | None = None) -> str:
 
 async def finished(stack: Stack, stream_id: str) -> dict[str, Any]:
     """The stream's 'stream finished' log line (written once its lanes drained)."""
-    for _ in range(100):
-        record = stack.finished_record(stream_id)
-        if record is not None:
-            return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no 'stream finished' line for {stream_id}")
+    return await stack.finished(stream_id, within=5.0)
 
 
 async def tool_call(sub: Subscriber, stream_id: str, name: str = "get_color") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from ..envelopes import encode
 from ..errors import ProxyError
 from ..gate import CallerGate
+from ..observability import get_logger
 from ..relay import Relay
 from ..service import StreamService
 
@@ -174,7 +175,23 @@ async def sse_answer(
     error = await gate.wait(keepalive)
     if error is not None:
         return on_error(error)
-    return SseResponse(frames, keepalive, task, {**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id})
+    headers = {**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id}
+    job = relay.job
+    if job.channels or job.thread is not None:
+        return SseResponse(frames, keepalive, task, headers)  # the stream goes on without it
+
+    def stop_unheard() -> None:
+        # Nobody else receives this stream and nothing keeps its answer: the rest would go
+        # nowhere, and the provider would still bill it.
+        if task.done():
+            return
+        get_logger().info(
+            "caller hung up on a stream nobody else receives: stopped",
+            extra={"stream_id": job.stream_id, "provider": job.provider},
+        )
+        relay.cancel()
+
+    return SseResponse(frames, keepalive, task, headers, on_hang_up=stop_unheard)
 
 
 class SseResponse(Response):
@@ -183,7 +200,7 @@ class SseResponse(Response):
     Starlette's StreamingResponse would add a task group per answer and a generator step
     per frame; here the queue's writer task calls `send` itself. A caller hanging up is seen
     as Starlette sees it, by a `receive()` that returns `http.disconnect`: the writing stops
-    (the answer still ends only with its relay, decision 6).
+    (the answer still ends only with its relay, decision 6), and `on_hang_up` is called once.
     """
 
     media_type = "text/event-stream"
@@ -194,12 +211,14 @@ class SseResponse(Response):
         keepalive_seconds: float,
         done: asyncio.Future[Any],
         headers: Mapping[str, str],
+        on_hang_up: Callable[[], None] | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
         self._frames = frames
         self._keepalive = keepalive_seconds
         self._done = done
+        self._on_hang_up = on_hang_up
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -215,7 +234,7 @@ class SseResponse(Response):
         try:
             await writer
         except OSError:  # how an ASGI 2.4 server says the caller is gone
-            self._frames.hang_up()
+            self._hung_up()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._done)
         finally:
@@ -228,7 +247,14 @@ class SseResponse(Response):
         """The caller hung up (or the server could not say): stop writing."""
         if not listener.cancelled():
             listener.exception()  # retrieved: a server's failure here is only a hang-up
-            self._frames.hang_up()
+            self._hung_up()
+
+    def _hung_up(self) -> None:
+        if self._frames.gone:
+            return
+        self._frames.hang_up()
+        if self._on_hang_up is not None:
+            self._on_hang_up()
 
 
 async def _disconnect(receive: Receive) -> None:
