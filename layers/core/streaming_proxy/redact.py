@@ -2,19 +2,22 @@
 
 Two nets. Every key the process knows (server provider keys, `COMPAT_ENDPOINTS` keys,
 token secrets, and each running stream's `payload.apiKey` while it runs) is replaced
-wherever it appears; and anything shaped like a credential (bearer tokens, OpenAI- and
-Anthropic-style secret keys, Google and AWS keys, JWTs, `api_key=...` pairs) is replaced
-even when nobody told us it was one, since a provider or a proxy in front of it may echo
-what it was sent.
+wherever it appears, as it is or in the forms an echo writes it in (JSON-escaped, as an
+error quoting the request's JSON does, `/` escaped too, and URL-encoded); and anything
+shaped like a credential (bearer tokens, OpenAI- and Anthropic-style secret keys, Google
+and AWS keys, JWTs, `api_key=...` pairs) is replaced even when nobody told us it was one,
+since a provider or a proxy in front of it may echo what it was sent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
@@ -50,13 +53,13 @@ class _Secrets:
     def remember(self, values: Iterable[str | SecretStr | None]) -> None:
         with self._lock:
             before = len(self._permanent)
-            self._permanent.update(v for v in _plain(values) if len(v) >= MIN_SECRET_CHARS)
+            self._permanent.update(_forms(values))
             if len(self._permanent) != before:
                 self._pattern = None
 
     @contextmanager
     def active(self, values: Iterable[str | SecretStr | None]) -> Iterator[None]:
-        plain = [v for v in _plain(values) if len(v) >= MIN_SECRET_CHARS]
+        plain = _forms(values)
         with self._lock:
             self._active.update(plain)
             self._pattern = None
@@ -78,6 +81,33 @@ class _Secrets:
                 ordered = sorted(values, key=len, reverse=True)
                 self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
             return self._pattern
+
+
+def _forms(values: Iterable[str | SecretStr | None]) -> list[str]:
+    """Each secret long enough to replace, in every form text may hold it: as it is,
+    JSON-escaped (once and twice: an error quoting a request that quoted it), with `/`
+    escaped as PHP writes it, and URL-encoded (upper- and lower-case hex, `+` or `%20`)."""
+    forms: list[str] = []
+    for value in _plain(values):
+        if len(value) < MIN_SECRET_CHARS:
+            continue
+        escaped = json.dumps(value)[1:-1]
+        url = quote(value, safe="")
+        variants = {
+            value,
+            escaped,
+            json.dumps(value, ensure_ascii=False)[1:-1],
+            escaped.replace("/", "\\/"),
+            json.dumps(escaped)[1:-1],
+            url,
+            _LOWER_HEX.sub(lambda m: m.group().lower(), url),
+            quote_plus(value, safe=""),
+        }
+        forms.extend(sorted(variants))
+    return forms
+
+
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
 def _plain(values: Iterable[str | SecretStr | None]) -> Iterator[str]:
@@ -103,9 +133,8 @@ def active(*values: str | SecretStr | None) -> AbstractContextManager[None]:
 
 def scrub(text: str, *extra: str | SecretStr | None) -> str:
     """`text` with every known secret and every credential-shaped string replaced."""
-    for value in _plain(extra):
-        if len(value) >= MIN_SECRET_CHARS:
-            text = text.replace(value, REDACTED)
+    for value in sorted(_forms(extra), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
     known = SECRETS.pattern()
     if known is not None:
         text = known.sub(REDACTED, text)

@@ -4,13 +4,19 @@ JSON may carry a lone surrogate (`"\\ud800"`): Python decodes it, but no UTF-8 e
 takes it, so it would fail far from where it came in (a DynamoDB write, a post, a log
 line). Requests, browser messages and webhook answers with one are refused at the edge;
 text and JSON a model produces are repaired instead (a lone surrogate becomes U+FFFD).
+
+Python's parser also takes `NaN`, `Infinity` and numbers past the float range (`1e999`),
+none of them JSON: every JSON writer after it (a response, a post to a browser, httpx's
+request to a provider) refuses them or writes text no browser parses. Both parsers here
+refuse them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import BadRequest
 
@@ -42,13 +48,35 @@ def check_json(data: Any, what: str = "request body") -> None:
             _check_text(value, path or "(body)")
 
 
+class NotJsonNumber(ValueError):
+    """`NaN`, `Infinity` or a number no float holds: Python reads them, JSON has none."""
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJsonNumber(f"{text[:40]} is out of range")
+    return value
+
+
+def _loads(raw: str | bytes) -> Any:
+    return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def parse_json(raw: str | bytes, what: str = "request body") -> Any:
-    """JSON from outside, parsed and checked: BadRequest when it is not JSON, nests deeper
-    than MAX_JSON_DEPTH or holds a lone surrogate (see `check_json`)."""
+    """JSON from outside, parsed and checked: BadRequest when it is not JSON (`NaN`,
+    `Infinity` and numbers past the float range are not), nests deeper than MAX_JSON_DEPTH
+    or holds a lone surrogate (see `check_json`)."""
     try:
-        data = json.loads(raw)
+        data = _loads(raw)
     except RecursionError as e:  # far deeper than the limit: the parser gave up first
         raise too_deep(what) from e
+    except NotJsonNumber as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from e
     except ValueError as e:
         raise BadRequest(f"{what} is not valid JSON") from e
     check_json(data, what)
@@ -58,9 +86,10 @@ def parse_json(raw: str | bytes, what: str = "request body") -> Any:
 def model_json(text: str) -> Any:
     """JSON a model wrote (tool call arguments), repaired like its text: every lone
     surrogate, escaped ones too and in keys as well, becomes U+FFFD. ValueError when it is
-    not JSON or nests deeper than MAX_JSON_DEPTH (the caller treats it as unparsable)."""
+    not JSON (`NaN` and the like are not) or nests deeper than MAX_JSON_DEPTH (the caller
+    treats it as unparsable)."""
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except RecursionError as e:
         raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels") from e
     return _repaired(data, 1)

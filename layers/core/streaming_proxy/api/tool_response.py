@@ -3,8 +3,6 @@ service), from a page (subscribe token) or a backend (app key)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field, SecretStr, StrictStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,8 +18,6 @@ class ToolResponseRequest(ToolAnswer):
 
     token: StrictStr | None = None
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
-
-    NOT_ANSWER: ClassVar[frozenset[str]] = frozenset({"answer_id", "token", "api_key"})
 
 
 async def tool_response(request: Request) -> Response:

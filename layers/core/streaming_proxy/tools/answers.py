@@ -40,10 +40,14 @@ class ToolAnswer(BaseModel):
 
     # Fields of the message that are not part of the answer (credentials, the action).
     NOT_ANSWER: ClassVar[frozenset[str]] = frozenset({"answer_id"})
+    # Credentials a page may send beside its answer, on any route: the answer goes to the
+    # model and into the thread's history, which pages on other channels read.
+    CREDENTIALS: ClassVar[frozenset[str]] = frozenset({"token", "api_key", "apiKey"})
 
     def answer(self) -> dict[str, Any]:
-        """The answer as the model gets it (no `data` is no `data`, not null)."""
-        skip = set(self.NOT_ANSWER) | ({"data"} if self.data is None else set())
+        """The answer as the model gets it (no `data` is no `data`, not null), without
+        the sender's credentials."""
+        skip = {*self.NOT_ANSWER, *self.CREDENTIALS, *(["data"] if self.data is None else [])}
         return self.model_dump(by_alias=True, exclude=skip)
 
     def sender(self, fallback: str) -> str:
