@@ -49,7 +49,8 @@ CONTRACT_ROUTES = {
 WEBSOCKET_ROUTE_KEYS = {"$connect", "$disconnect", "$default"}
 
 # Variables read by the Lambda Web Adapter or Powertools, not by streaming_proxy.config.
-EXTERNAL_ENV_EXACT = {"AWS_LAMBDA_EXEC_WRAPPER"}
+# LOG_LEVEL: read by observability.get_logger, which exists before Settings do.
+EXTERNAL_ENV_EXACT = {"AWS_LAMBDA_EXEC_WRAPPER", "LOG_LEVEL"}
 EXTERNAL_ENV_PREFIXES = ("AWS_LWA_", "POWERTOOLS_")
 
 
