@@ -244,6 +244,9 @@ SHAPES: dict[str, Shape] = {
     "chatStream": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
     "llmQuery": Shape(mock_request(["fuzz-http"]), KLAI_STREAM_FIELDS),
     "llmQueryStop": Shape({"streamId": "st_nope"}, ("apiKey", "streamId", "token", "extra")),
+    # CORS preflights carry no body: hostile headers and bodies still must not break them.
+    "llmQueryStopPreflight": Shape({}, ()),
+    "llmToolResponsePreflight": Shape({}, ()),
     "llmToolResponse": Shape(
         {"toolCallId": "tc_nope", "success": True, "message": "fuzz"},
         ("toolCallId", "success", "message", "data", "answerId", "token", "apiKey", "extra"),

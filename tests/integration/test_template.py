@@ -37,6 +37,9 @@ CONTRACT_ROUTES = {
     ("POST", "/llm/query"),
     ("POST", "/llm/query/stop"),
     ("POST", "/llm/tool-response"),
+    # CORS preflights: only the two routes a page calls from its own origin (api/pagecors.py).
+    ("OPTIONS", "/llm/query/stop"),
+    ("OPTIONS", "/llm/tool-response"),
     ("POST", "/message/send"),
     ("POST", "/channels/token"),
     ("POST", "/v1/chat/completions"),
@@ -313,6 +316,14 @@ def test_every_route_is_a_contract_endpoint() -> None:
     routes = {(props["Method"].upper(), props["Path"]) for _, _, props in api_events()}
     assert routes <= CONTRACT_ROUTES, f"routes outside the contract: {routes - CONTRACT_ROUTES}"
     assert routes == CONTRACT_ROUTES, f"contract endpoints not routed: {CONTRACT_ROUTES - routes}"
+
+
+def test_only_the_page_routes_take_preflights_routed_as_their_posts() -> None:
+    events = {(props["Method"].upper(), props["Path"]): props for _, _, props in api_events()}
+    preflights = {path for method, path in events if method == "OPTIONS"}
+    assert preflights == {"/llm/query/stop", "/llm/tool-response"}
+    for path in preflights:
+        assert {**events[("OPTIONS", path)], "Method": "POST"} == events[("POST", path)], path
 
 
 def test_every_route_streams_through_the_stream_api() -> None:

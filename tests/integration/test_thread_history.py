@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from tests.conftest import RIVAL_KEY, Stack
-from tests.integration.test_threads import run, run_body
+from tests.integration.test_threads import call, run, run_body
 from tests.wsclient import Subscriber
 
 # Stored twice (question and echoed answer), ASCII-escaped: several WebSocket messages' worth.
@@ -111,3 +111,28 @@ async def test_other_channels_other_apps_and_unknown_threads_are_not_found(
     finally:
         await elsewhere.close()
         await rival.close()
+
+
+async def test_a_negative_cursor_is_refused_as_the_http_route_refuses_it(stack: Stack) -> None:
+    channel = "history-negative"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "one"))
+        thread = ack["threadId"]
+        over_http = await call(stack, "GET", f"/threads/{thread}/messages?cursor=-1")
+        assert over_http.status_code == 400
+        assert [f["field"] for f in over_http.json()["error"]["fields"]] == ["cursor"]
+        since = len(sub.messages)
+        await sub.send({"action": "history", "threadId": thread, "cursor": -1})
+        refused = await sub.wait_for(
+            lambda m: m.get("type") in ("error", "history"), 10, since=since
+        )
+        assert refused["type"] == "error", refused
+        assert refused["error"]["type"] == "invalid_request"
+        assert [f["field"] for f in refused["error"]["fields"]] == ["cursor"]
+        # A cursor of digits still reads the page, as the `nextCursor` a page hands back is one.
+        assert [m["content"] for m in (await history(sub, thread, cursor="1"))["messages"]] == [
+            "one"
+        ]
+    finally:
+        await sub.close()

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     apps: dict[str, AppConfig] = Field(default_factory=dict)
     apps_secret_arn: str | None = None
     provider_keys_secret_arn: str | None = None
+    # Browser origins allowed to open WebSockets and to call the page routes (api/pagecors.py).
     # Comma-separated in the environment (ALLOWED_ORIGINS="https://a.example,https://b.example").
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     demo_enabled: bool = False

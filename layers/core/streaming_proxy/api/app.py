@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ExceptionHandler
 
 from .. import __version__
 from ..config import Settings, get_settings
@@ -20,6 +21,7 @@ from ..observability import get_logger
 from ..service import StreamService
 from . import klai, lambda_events
 from .answers import error_response, openai_error
+from .pagecors import page_routes
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -55,6 +57,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def _openai_face(request: Request) -> bool:
     """Paths under /v1 answer in OpenAI's error shape, the rest in the contract's."""
     return request.url.path == "/v1" or request.url.path.startswith("/v1/")
+
+
+ERROR_HANDLERS: dict[Any, ExceptionHandler] = {HTTPException: _http_error, Exception: _unexpected}
 
 
 def later(module: str, name: str) -> Endpoint:
@@ -97,8 +102,9 @@ def routes() -> list[Route]:
         Route(assistant, later("assistants", "replace_assistant"), methods=["PUT"]),
         Route(assistant, later("assistants", "delete_assistant"), methods=["DELETE"]),
         Route("/llm/query", klai.llm_query, methods=["POST"]),
-        Route("/llm/query/stop", klai.llm_query_stop, methods=["POST"]),
-        Route("/llm/tool-response", later("tool_response", "tool_response"), methods=["POST"]),
+        # The two routes a page calls from its own origin: CORS (ALLOWED_ORIGINS) on them only.
+        *page_routes("/llm/query/stop", klai.llm_query_stop, ERROR_HANDLERS),
+        *page_routes("/llm/tool-response", later("tool_response", "tool_response"), ERROR_HANDLERS),
         Route("/message/send", later("messages", "send"), methods=["POST"]),
         Route("/v1/chat/completions", later("openai_compat", "chat_completions"), methods=["POST"]),
         Route("/v1/models", later("openai_compat", "list_models"), methods=["GET"]),
@@ -125,5 +131,5 @@ def create_app(
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers=ERROR_HANDLERS,
     )

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from ..errors import BadRequest, ProxyError, ValidationFailed, error_object, field_problems
@@ -60,12 +69,20 @@ class Resume(_Action):
     after_seq: StrictInt = Field(default=-1, alias="afterSeq")
 
 
+def _digits(value: object) -> object:
+    """A string of digits (what a page's `nextCursor` is) read as the number it names."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value):
+        return int(value)
+    return value
+
+
 class History(_Action):
     """A page of a thread's messages (a reloaded page shows its conversation again)."""
 
     action: Literal["history"]
     thread_id: StrictStr = Field(alias="threadId", pattern=THREAD_ID)
-    cursor: StrictInt | Annotated[StrictStr, Field(pattern=r"^[0-9]{1,9}$")] = Field(default=0)
+    # A message's number, never negative: as `GET /threads/{id}/messages?cursor=` refuses one.
+    cursor: Annotated[StrictInt, BeforeValidator(_digits), Field(ge=0)] = 0
     limit: StrictInt = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
 
 

@@ -201,9 +201,7 @@ class ConnectionRoutes:
         other (another app's, unknown, never on these channels) is `not_found`."""
         joined = self._connections.channels_of(connection_id, app_id)
         try:
-            page = read_page(
-                self._threads, app_id, msg.thread_id, int(msg.cursor), msg.limit, joined
-            )
+            page = read_page(self._threads, app_id, msg.thread_id, msg.cursor, msg.limit, joined)
         except NotFound:
             return [{"type": "not_found", "threadId": msg.thread_id}]
         return history_replies(page)
