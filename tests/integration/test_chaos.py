@@ -220,10 +220,28 @@ async def test_dynamodb_faults_lose_no_text_and_the_final_record_lands(
     record = await finished(chaos, stream_id)
     assert refresh.fired > 0 and writes.fired > 0
     assert (record["post_failures"], record["dropped"]) == (0, 0)
+    assert record["record_failed"] is False
     chaos.clear()
     await subscribers[0].send({"action": "resume", "streamId": stream_id})
     snapshot = await subscribers[0].wait_for(lambda m: m.get("type") == "snapshot")
     assert (snapshot["status"], snapshot["content"]) == ("done", WORDS)
+
+
+async def test_a_final_record_that_never_lands_is_counted(
+    chaos: Chaos, subscribers: list[Subscriber]
+) -> None:
+    # Every UpdateItem fails: marks, snapshots and each try of the final write. The live
+    # subscribers still get the whole stream; the stream's record says what it could not
+    # write, for the RecordFailures metric and its alarm.
+    writes = chaos.dynamodb.add_rule(server_error(500), operation="UpdateItem")
+    channel = subscribers[0].channel  # type: ignore[attr-defined]
+    stream_id = await start_stream(chaos, channel)
+    for sub in subscribers:
+        assert_complete(await sub.stream(stream_id, within=30), WORDS)
+    record = await finished(chaos, stream_id)
+    assert writes.fired >= 5  # the final write's five tries, at least
+    assert record["record_failed"] is True
+    assert (record["post_failures"], record["dropped"]) == (0, 0)
 
 
 async def test_a_provider_cut_mid_frame_ends_every_subscriber_with_what_was_said(

@@ -237,7 +237,9 @@ def test_each_function_has_error_and_throttle_alarms(function: str, metric: str)
     assert len(matching) == 1, f"no single {metric} alarm for {function}"
 
 
-@pytest.mark.parametrize("metric", ["PostFailures", "MessagesDropped", "StreamErrors"])
+@pytest.mark.parametrize(
+    "metric", ["PostFailures", "MessagesDropped", "StreamErrors", "RecordFailures"]
+)
 def test_stream_metric_alarms_use_the_service_aggregate(metric: str) -> None:
     matching = [
         alarm

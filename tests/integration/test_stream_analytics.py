@@ -51,6 +51,7 @@ def assert_common_emf(emf: dict[str, Any], line: dict[str, Any]) -> None:
         "PostFailures",
         "MessagesDropped",
         "StreamErrors",
+        "RecordFailures",
     ]
     assert (emf["app"], emf["provider"], emf["service"]) == (
         line["app_id"],
@@ -67,6 +68,7 @@ def assert_common_emf(emf: dict[str, Any], line: dict[str, Any]) -> None:
     assert metric(emf, "OutputTokens") == line["completion_tokens"]
     assert metric(emf, "TotalTokens") == line["total_tokens"]
     assert metric(emf, "StreamErrors") == (1 if line["status"] == "failed" else 0)
+    assert metric(emf, "RecordFailures") == (1 if line["record_failed"] else 0)
     assert metric(emf, "Channels") == line["channels"]
     assert metric(emf, "SubscribersReached") == line["subscribers"]
     assert metric(emf, "FanoutPosts") == line["posts"]

@@ -47,6 +47,7 @@ def test_stream_stats_flush_as_one_emf_record(
         "ToolRounds",
         "ToolCalls",
         "CoalescingWindow",
+        "RecordFailures",
     } <= names
     assert record["TimeToFirstToken"] in (123.0, [123.0])
     assert record["FanoutPosts"] in (34, [34])

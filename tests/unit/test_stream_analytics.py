@@ -133,6 +133,7 @@ def test_emf_record_is_by_app_and_provider_with_a_service_wide_aggregate(
         "PostFailures",
         "MessagesDropped",
         "StreamErrors",
+        "RecordFailures",
     ]
     assert all(m["Unit"] == "Count" for m in aggregate["Metrics"])
     assert (value(record, "PostFailures"), value(record, "MessagesDropped")) == (1, 3)

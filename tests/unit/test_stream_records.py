@@ -93,7 +93,7 @@ async def test_the_final_record_is_retried_until_it_is_written(store: StreamStor
     recorder = StreamRecorder(flaky, "st_1", BlockingCalls(2, "t"), final_attempts=5)  # type: ignore[arg-type]
     recorder.started()
     await recorder.final("done text", 4, "done", "stop", USAGE)
-    assert flaky.calls == 3 and recorder.final_written
+    assert flaky.calls == 3 and recorder.final_written and not recorder.final_failed
     record = store.get("st_1", text=True)
     assert record is not None and (record.status, record.text) == ("done", "done text")
 
@@ -105,7 +105,7 @@ async def test_a_final_record_that_never_lands_is_reported_not_raised(
     flaky = FlakyStore(store, failures=99)
     recorder = StreamRecorder(flaky, "st_1", BlockingCalls(2, "t"), final_attempts=2)  # type: ignore[arg-type]
     await asyncio.wait_for(recorder.final("x", 1, "failed", "error", USAGE), 10)
-    assert flaky.calls == 2 and not recorder.final_written
+    assert flaky.calls == 2 and not recorder.final_written and recorder.final_failed
 
 
 async def test_many_short_streams_all_end_in_their_final_status(store: StreamStore) -> None:

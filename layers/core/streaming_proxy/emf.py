@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # Published a second time with the single dimension set {service}: one series each for
 # the whole deployment, whatever the apps and providers (alarms need a fixed series).
-AGGREGATE = ("PostFailures", "MessagesDropped", "StreamErrors")
+AGGREGATE = ("PostFailures", "MessagesDropped", "StreamErrors", "RecordFailures")
 
 
 def stream_record(stats: StreamStats) -> dict[str, Any]:
@@ -82,6 +82,7 @@ def _metrics(stats: StreamStats) -> list[tuple[str, MetricUnit, float | None]]:
         ("ToolRounds", count, stats.tool_rounds),
         ("ToolCalls", count, stats.tool_calls),
         ("StreamErrors", count, 1 if stats.status == "failed" else 0),
+        ("RecordFailures", count, 1 if stats.record_failed else 0),
     ]
 
 

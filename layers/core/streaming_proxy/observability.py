@@ -94,6 +94,9 @@ class StreamStats:
     error: str | None = None  # the error's `type` when the stream failed
     tool_rounds: int = 0  # provider calls after the first (each one ran tools)
     tool_calls: int = 0
+    # The stream's final record could not be written (every try failed): a page that
+    # resumes may find it unfinished.
+    record_failed: bool = False
     publish: PublishStats = field(default_factory=PublishStats)
 
     @classmethod
@@ -182,6 +185,7 @@ class StreamStats:
             "merged": self.publish.merged,
             "catch_ups": self.publish.catch_ups,
             "window_ms": self.publish.window_ms,
+            "record_failed": self.record_failed,
         }
 
 

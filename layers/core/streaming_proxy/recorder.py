@@ -47,6 +47,9 @@ class StreamRecorder:
         self._background: set[asyncio.Task[Any]] = set()
         self._log_extra = {"stream_id": stream_id}
         self.final_written = False
+        # Every try of the final write failed: resume and stop may find the record
+        # unfinished, so the stream reports it (StreamStats.record_failed).
+        self.final_failed = False
 
     async def cancel_requested(self) -> bool:
         return await self._db(self._streams.cancel_requested, self._stream_id)
@@ -112,6 +115,7 @@ class StreamRecorder:
                     extra={**self._log_extra, "attempt": attempt + 1},
                     exc_info=last,
                 )
+                self.final_failed = last
                 if not last:
                     ceiling = min(FINAL_RETRY_MAX_SECONDS, FINAL_RETRY_BASE_SECONDS * 2**attempt)
                     await asyncio.sleep(random.uniform(ceiling / 2, ceiling))  # noqa: S311

@@ -465,6 +465,7 @@ class Relay:
         await self._recorder.final(
             text, self._seq.last_seq, status, outcome.finish_reason, outcome.usage
         )
+        self.stats.record_failed = self._recorder.final_failed
 
     async def _close_sinks(self) -> None:
         results = await asyncio.gather(
