@@ -22,6 +22,7 @@ import botocore
 import pytest
 
 from streaming_proxy import aws
+from tests.unit.test_bytecode_build import make
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "trim_botocore.py"
@@ -136,25 +137,10 @@ def probe(site: Path | None) -> dict[str, Any]:
 
 
 def test_the_layer_build_trims_after_installing_and_before_compiling(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-n",
-            "--makefile",
-            str(ROOT / "deploy" / "Makefile"),
-            "build-CoreLayer",
-            f"ARTIFACTS_DIR={tmp_path}",
-        ],
-        cwd=ROOT / "layers" / "core",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    """`make -n` of the target sam build calls for the layer, in the layer's folder."""
+    done = make(ROOT / "layers" / "core", "-n", "build-CoreLayer", f"ARTIFACTS_DIR={tmp_path}")
     lines = done.stdout.splitlines()
-    site = tmp_path / "python"
-    trim_line = f'python3.12 "{SCRIPT}" "{site}" "{ROOT / "layers/core/streaming_proxy/aws.py"}"'
+    trim_line = f'python3.12 "{SCRIPT}" "{tmp_path / "python"}" "{AWS_PY}"'
     assert trim_line in lines
     position = lines.index(trim_line)
     assert any("-m pip install" in line for line in lines[:position])

@@ -175,8 +175,8 @@ async def sse_answer(
     error = await gate.wait(keepalive)
     if error is not None:
         return on_error(error)
-    headers = {**SSE_HEADERS, "X-Stream-Id": relay.job.stream_id}
     job = relay.job
+    headers = {**SSE_HEADERS, "X-Stream-Id": job.stream_id}
     if job.channels or job.thread is not None:
         return SseResponse(frames, keepalive, task, headers)  # the stream goes on without it
 
