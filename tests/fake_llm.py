@@ -6,10 +6,11 @@ The model name picks the script: `fake-text`, `fake-tools`, `fake-slow`, `fake-n
 them do, echoing the request (headers, keys and all) back: `fake-echo-json` (HTTP 400 with
 the echo in `error.message`), `fake-echo-html` (HTTP 502, an HTML page), `fake-echo-text`
 (HTTP 500, plain text) and `fake-echo-stream` (HTTP 200, some text, then an in-stream error
-frame quoting the request). `fake-tool-loop`, `fake-tool-loop-parallel` and
-`fake-tool-forever` play a tool loop and check the tool round comes back in the provider's
-exact format (tests/fake_tool_loop.py). It records every request and whether the proxy
-hung up mid-stream.
+frame quoting the request); `fake-echo-key-text` succeeds, saying the credential it was sent
+twice in its answer and once in its reasoning, the text cut every 5 characters.
+`fake-tool-loop`, `fake-tool-loop-parallel` and `fake-tool-forever` play a tool loop and
+check the tool round comes back in the provider's exact format (tests/fake_tool_loop.py).
+It records every request and whether the proxy hung up mid-stream.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.routing import Route
 from tests.fake_tool_loop import TOOL_LOOP_MODELS, WrongFormat, error_body, next_turn
 from tests.fake_wire import (
     FakeCall,
+    FakeThinking,
     FakeTurn,
     Wire,
     anthropic_event,
@@ -133,6 +135,38 @@ SCRIPTS: dict[Wire, Callable[[str], Iterator[str | float]]] = {
 }
 
 
+@dataclass(frozen=True)
+class _CutTurn(FakeTurn):
+    """A turn whose text streams in pieces of 5 characters, cut anywhere (keys included)."""
+
+    def text_pieces(self) -> list[str]:
+        return [self.text[i : i + 5] for i in range(0, len(self.text), 5)]
+
+
+def sent_credential(headers: dict[str, str]) -> str:
+    """The provider key the proxy sent in `headers` (any provider's header)."""
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
+        if name in headers:
+            return headers[name]
+    return headers["authorization"].removeprefix("Bearer ")
+
+
+def echoed_key_text(key: str) -> str:
+    return f"Here is what I was sent: {key}, and again: {key}. Nothing else."
+
+
+def _echo_in_text(request: Request, wire: Wire) -> Response:
+    key = sent_credential(dict(request.headers))
+    thinking = FakeThinking(f"the caller's key is {key}", "sig-echo")
+    turn = _CutTurn(text=echoed_key_text(key), thinking=thinking if wire == "anthropic" else None)
+
+    async def frames() -> AsyncIterator[bytes]:
+        for frame in sse_frames(wire, turn, "fake-echo-key-text"):
+            yield frame.encode()
+
+    return StreamingResponse(frames(), media_type="text/event-stream")
+
+
 def _echo_failure(model: str, request: Request, body: dict[str, Any], wire: Wire) -> Response:
     """An error that repeats what the proxy sent, as careless upstreams do. The credential
     headers come first, so no length limit on the proxy's side can be what hides them."""
@@ -212,6 +246,8 @@ class FakeLlm:
         recorded = Recorded(request.url.path, dict(request.headers), body)
         self.requests.append(recorded)
         model = model or str(body.get("model", ""))
+        if model == "fake-echo-key-text":
+            return _echo_in_text(request, wire)
         if model.startswith("fake-echo-"):
             return _echo_failure(model, request, body, wire)
         if model == "fake-unauthorized":

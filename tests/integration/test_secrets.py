@@ -7,12 +7,16 @@ log line; what reaches the caller is the provider's message, bounded, or a gener
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 import pytest
 
+from streaming_proxy.redact import REDACTED
 from tests.conftest import FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, FAKE_OPENAI_KEY, Stack
+from tests.delivery import covered
+from tests.fake_llm import echoed_key_text
 from tests.wsclient import Subscriber
 
 REQUEST_KEY = "fake-request-provider-key-7f3a9c21"
@@ -26,6 +30,24 @@ PROVIDERS = [
     ("anthropic", None),
     ("anthropic", REQUEST_KEY),
 ]
+
+
+SERVER_KEYS = {
+    "openai": FAKE_OPENAI_KEY,
+    "anthropic": FAKE_ANTHROPIC_KEY,
+    "fakecompat": FAKE_COMPAT_KEY,
+}
+
+
+def assert_echo_redacted(text: str, key: str) -> None:
+    """`text` is the fake's echo with each `key` replaced, after at most the 3 characters
+    that left before the rest of the key arrived (textguard.py)."""
+    pattern = re.escape(echoed_key_text("KEYHERE")).replace(
+        "KEYHERE", "(.{0,3})" + re.escape(REDACTED)
+    )
+    match = re.fullmatch(pattern, text)
+    assert match is not None, text
+    assert all(key.startswith(opening) for opening in match.groups())
 
 
 def body(channel: str, provider: str, key: str | None, model: str) -> dict[str, Any]:
@@ -124,3 +146,59 @@ async def test_the_openai_face_scrubs_echoed_keys_too(stack: Stack, model: str) 
         assert_clean(answer.text)
         assert "error" in answer.text
     assert_clean(stack.logs())
+
+
+@pytest.mark.parametrize(("provider", "key"), PROVIDERS)
+async def test_a_key_the_model_repeats_in_its_answer_is_replaced_however_it_is_cut(
+    stack: Stack, provider: str, key: str | None
+) -> None:
+    """The fake says the key it was sent, twice, in 5-character pieces (and in its reasoning,
+    on Anthropic): the caller, every subscriber and the logs get it replaced."""
+    channel = f"secret-text-{provider}-{bool(key)}"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        async with (
+            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+            client.stream(
+                "POST",
+                "/llm/query",
+                json=body(channel, provider, key, "fake-echo-key-text"),
+                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+            ) as r,
+        ):
+            assert r.status_code == 200
+            frames = [line async for line in r.aiter_lines()]
+        events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]
+        messages = await sub.stream(events[0]["streamId"])
+        for seen in (events, messages):
+            text = "".join(m["content"] for m in seen if m["type"] == "delta")
+            assert_echo_redacted(text, key or SERVER_KEYS[provider])
+            thinking = "".join(m["content"] for m in seen if m["type"] == "thinking")
+            assert (REDACTED in thinking) == (provider == "anthropic")
+            assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "stop"
+            assert covered(seen) == list(range(seen[-1]["seq"] + 1))
+        assert_clean("\n".join(frames), json.dumps(messages))
+    finally:
+        await sub.close()
+    assert_clean(stack.logs())
+
+
+@pytest.mark.parametrize("model", ["openai/fake-echo-key-text", "fakecompat/fake-echo-key-text"])
+async def test_the_openai_face_replaces_a_key_in_the_answer_too(stack: Stack, model: str) -> None:
+    request = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+    headers = {"authorization": f"Bearer {stack.api_key}"}
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        whole = await client.post("/v1/chat/completions", json=request, headers=headers)
+        streamed = await client.post(
+            "/v1/chat/completions", json={**request, "stream": True}, headers=headers
+        )
+    key = SERVER_KEYS[model.split("/")[0]]
+    assert_echo_redacted(whole.json()["choices"][0]["message"]["content"], key)
+    chunks = [
+        json.loads(line[6:])
+        for line in streamed.text.splitlines()
+        if line.startswith("data: {") and '"choices": [{' in line.replace('":[{', '": [{')
+    ]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert_echo_redacted(text, key)
+    assert_clean(whole.text, streamed.text, stack.logs())

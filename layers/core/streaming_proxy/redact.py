@@ -53,13 +53,13 @@ class _Secrets:
     def remember(self, values: Iterable[str | SecretStr | None]) -> None:
         with self._lock:
             before = len(self._permanent)
-            self._permanent.update(_forms(values))
+            self._permanent.update(forms(values))
             if len(self._permanent) != before:
                 self._pattern = None
 
     @contextmanager
     def active(self, values: Iterable[str | SecretStr | None]) -> Iterator[None]:
-        plain = _forms(values)
+        plain = forms(values)
         with self._lock:
             self._active.update(plain)
             self._pattern = None
@@ -70,6 +70,11 @@ class _Secrets:
                 self._active.subtract(plain)
                 self._active += Counter()  # drop the values that reached zero
                 self._pattern = None
+
+    def permanent(self) -> frozenset[str]:
+        """The forms of the values remembered for the life of the process."""
+        with self._lock:
+            return frozenset(self._permanent)
 
     def pattern(self) -> re.Pattern[str] | None:
         with self._lock:
@@ -83,7 +88,7 @@ class _Secrets:
             return self._pattern
 
 
-def _forms(values: Iterable[str | SecretStr | None]) -> list[str]:
+def forms(values: Iterable[str | SecretStr | None]) -> list[str]:
     """Each secret long enough to replace, in every form text may hold it: as it is,
     JSON-escaped (once and twice: an error quoting a request that quoted it), with `/`
     escaped as PHP writes it, and URL-encoded (upper- and lower-case hex, `+` or `%20`)."""
@@ -133,7 +138,7 @@ def active(*values: str | SecretStr | None) -> AbstractContextManager[None]:
 
 def scrub(text: str, *extra: str | SecretStr | None) -> str:
     """`text` with every known secret and every credential-shaped string replaced."""
-    for value in sorted(_forms(extra), key=len, reverse=True):
+    for value in sorted(forms(extra), key=len, reverse=True):
         text = text.replace(value, REDACTED)
     known = SECRETS.pattern()
     if known is not None:

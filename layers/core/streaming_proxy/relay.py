@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import redact
+from . import redact, textguard
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
 from .errors import DependencyUnavailable, ProxyError, error_object
@@ -89,6 +89,8 @@ class Relay:
         self._outcome = StreamOutcome()
         self._turn = TurnState()
         self._published: list[str] = []
+        # Known secrets out of the text as it streams (textguard.py): answer and reasoning.
+        self._guards = (textguard.guard(job.payload.api_key), textguard.guard(job.payload.api_key))
         # The tool loop's state: calls announced (function_call sent), calls the stream ends
         # with, and whether tools are running (the idle limit does not count that time).
         self._announced = False
@@ -177,8 +179,9 @@ class Relay:
                 try:
                     event = valid(await anext(events))
                 except StopAsyncIteration:
-                    return
+                    return await self._release_held()
                 except Exception as e:  # the provider's failure (a stop is a CancelledError)
+                    await self._release_held()
                     return self._fail(as_proxy_error(e))
                 finally:
                     self._between_events = False
@@ -309,6 +312,31 @@ class Relay:
         await self._emit("threadInfo", content=content)
 
     async def _handle(self, event: StreamEvent) -> None:
+        """One event, text guarded first: held text goes out before any other event."""
+        if isinstance(event, TextDelta | ThinkingDelta):
+            guard = self._guards[isinstance(event, ThinkingDelta)]
+            if guard is not None:
+                text = guard.release(event.text)
+                if not text:
+                    return
+                if text is not event.text:
+                    event = type(event)(text)
+        elif self._holding():
+            await self._release_held()
+        await self._deliver(event)
+
+    def _holding(self) -> bool:
+        return any(guard is not None and guard.holding for guard in self._guards)
+
+    async def _release_held(self) -> None:
+        """The text the guards held, now that no more text joins it."""
+        answer, reasoning = self._guards
+        if answer is not None and answer.holding:
+            await self._deliver(TextDelta(answer.rest()))
+        if reasoning is not None and reasoning.holding:
+            await self._deliver(ThinkingDelta(reasoning.rest()))
+
+    async def _deliver(self, event: StreamEvent) -> None:
         if isinstance(event, ToolCallsReady | ToolsWaiting | RoundStarted):
             return await self._on_loop_event(event)
         for observer in self._observers:

@@ -1,0 +1,125 @@
+"""TextGuard: every secret the process knows, kept out of a stream's text as it streams.
+
+`redact.scrub` cleans whole strings (errors, logs). Streamed text comes in pieces, and a key
+that a provider, a gateway in front of it or the prompt itself makes the model repeat can be
+cut anywhere between two pieces. So a guard, one per stream and kind of text, replaces each
+secret once it is whole, and holds back the end of a piece while that end could be the
+start of one (at least `HOLD_FROM` characters of it): the held characters go out with the
+next piece, or at the next event that is not text. Shorter openings go out at once, so
+ordinary text is never held for one letter; if a secret follows them, the guard still sees
+it whole (it keeps the last characters it released) and replaces the rest of it. At most
+`HOLD_FROM - 1` characters of a secret ever leave: a known prefix such as `sk-`, or a few
+characters of a random key.
+
+Secrets are the ones `redact` knows for the whole process (server and endpoint keys, token
+and webhook secrets) plus the stream's own `payload.apiKey`, in every form `redact` writes
+them (as they are, JSON-escaped, URL-encoded); credential shapes are not, since a model's
+answer may hold example keys on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydantic import SecretStr
+
+from .redact import MIN_SECRET_CHARS, REDACTED, SECRETS, forms
+
+# Held back only from this many characters of a secret on; fewer leave at once.
+HOLD_FROM = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Patterns:
+    whole: re.Pattern[str]  # any secret, longest first
+    opening: re.Pattern[str]  # HOLD_FROM or more characters of one, but not all, at the end
+
+
+@lru_cache(maxsize=64)
+def _compiled(secrets: frozenset[str]) -> _Patterns:
+    ordered = sorted(secrets, key=len, reverse=True)
+    whole = re.compile("|".join(re.escape(s) for s in ordered))
+    return _Patterns(whole, re.compile("(?:" + "|".join(map(_opening, ordered)) + r")\Z"))
+
+
+def _opening(secret: str) -> str:
+    """A pattern for `secret[:n]`, HOLD_FROM <= n < len(secret)."""
+    rest = ""
+    for char in reversed(secret[HOLD_FROM:-1]):
+        rest = f"(?:{re.escape(char)}{rest})?"
+    return re.escape(secret[:HOLD_FROM]) + rest
+
+
+class TextGuard:
+    """One stream's text of one kind (answer or reasoning): `release` each piece in order,
+    `rest` at a break (another event, the end)."""
+
+    __slots__ = ("_held", "_patterns", "_tail")
+
+    def __init__(self, patterns: Sequence[_Patterns]) -> None:
+        self._patterns = patterns
+        self._held = ""
+        # The last characters released: a secret may have begun in them.
+        self._tail = ""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def release(self, text: str) -> str:
+        """What may go out of `text` now (with what was held before it), secrets replaced;
+        an end that could open a secret is held."""
+        tail, held = self._tail, self._held
+        window = tail + held + text  # what went out last, then what may go out now
+        same = not held
+        for patterns in self._patterns:
+            if patterns.whole.search(window) is not None:
+                window = tail + self._replaced(window, len(tail))
+                same = False
+                break
+        hold = end = len(window)
+        for patterns in self._patterns:
+            opening = patterns.opening.search(window)
+            if opening is not None and opening.start() < hold:
+                hold = opening.start()
+        hold = max(hold, len(tail))  # what went out already cannot be held
+        self._held = window[hold:]
+        self._tail = window[max(hold - HOLD_FROM + 1, 0) : hold]
+        if same and hold == end:
+            return text  # the usual case: the piece as it came
+        return window[len(tail) : hold]
+
+    def rest(self) -> str:
+        """What is held, now that no more text joins it: as it is when it is too short to be
+        a secret on its own, else replaced (the start of a key, cut off)."""
+        held, self._held = self._held, ""
+        out = REDACTED if len(held) >= MIN_SECRET_CHARS else held
+        self._tail = (self._tail + out)[1 - HOLD_FROM :]
+        return out
+
+    def _replaced(self, window: str, start: int) -> str:
+        """`window[start:]` with every secret in `window` replaced (a secret that began
+        before `start` has its part from `start` on replaced)."""
+        spans = sorted(m.span() for p in self._patterns for m in p.whole.finditer(window))
+        pieces: list[str] = []
+        done = start
+        for begin, end in spans:
+            if end <= done:  # released before, or inside one replaced already
+                continue
+            if begin >= done:
+                pieces += (window[done:begin], REDACTED)
+            elif not pieces:  # it began before `start`: its rest is replaced
+                pieces.append(REDACTED)
+            # else it overlaps the one replaced just before, which covers it
+            done = end
+        pieces.append(window[done:])
+        return "".join(pieces)
+
+
+def guard(own_key: str | SecretStr | None) -> TextGuard | None:
+    """A guard for one stream's text (None when the process knows no secret at all)."""
+    patterns = [_compiled(s) for s in (SECRETS.permanent(), frozenset(forms([own_key]))) if s]
+    return TextGuard(patterns) if patterns else None
