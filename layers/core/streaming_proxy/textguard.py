@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 from pydantic import SecretStr
@@ -32,17 +31,15 @@ from .redact import MIN_SECRET_CHARS, REDACTED, SECRETS, forms
 HOLD_FROM = 4
 
 
-@dataclass(frozen=True, slots=True)
-class _Patterns:
-    whole: re.Pattern[str]  # any secret, longest first
-    opening: re.Pattern[str]  # HOLD_FROM or more characters of one, but not all, at the end
+# (any secret, longest first; HOLD_FROM or more characters of one, but not all, at the end)
+_Patterns = tuple[re.Pattern[str], re.Pattern[str]]
 
 
 @lru_cache(maxsize=64)
 def _compiled(secrets: frozenset[str]) -> _Patterns:
     ordered = sorted(secrets, key=len, reverse=True)
     whole = re.compile("|".join(re.escape(s) for s in ordered))
-    return _Patterns(whole, re.compile("(?:" + "|".join(map(_opening, ordered)) + r")\Z"))
+    return whole, re.compile("(?:" + "|".join(map(_opening, ordered)) + r")\Z")
 
 
 def _opening(secret: str) -> str:
@@ -75,14 +72,14 @@ class TextGuard:
         tail, held = self._tail, self._held
         window = tail + held + text  # what went out last, then what may go out now
         same = not held
-        for patterns in self._patterns:
-            if patterns.whole.search(window) is not None:
+        for whole, _ in self._patterns:
+            if whole.search(window) is not None:
                 window = tail + self._replaced(window, len(tail))
                 same = False
                 break
         hold = end = len(window)
-        for patterns in self._patterns:
-            opening = patterns.opening.search(window)
+        for _, openings in self._patterns:
+            opening = openings.search(window)
             if opening is not None and opening.start() < hold:
                 hold = opening.start()
         hold = max(hold, len(tail))  # what went out already cannot be held
@@ -103,7 +100,7 @@ class TextGuard:
     def _replaced(self, window: str, start: int) -> str:
         """`window[start:]` with every secret in `window` replaced (a secret that began
         before `start` has its part from `start` on replaced)."""
-        spans = sorted(m.span() for p in self._patterns for m in p.whole.finditer(window))
+        spans = sorted(m.span() for whole, _ in self._patterns for m in whole.finditer(window))
         pieces: list[str] = []
         done = start
         for begin, end in spans:
