@@ -100,8 +100,13 @@ def test_gateway_answers_in_the_callers_error_shape(response_type: str, error: P
     assert body["error"]["code"] == error.status
     assert body["error"]["type"] == error.kind
     assert set(error_object(error)) - {"fields"} <= set(body["error"])
+    headers = response["ResponseParameters"]["Headers"]
     for name, value in error.headers().items():  # Retry-After on the 429, as the code sends
-        assert response["ResponseParameters"]["Headers"][name] == f"'{value}'"
+        assert headers[name] == f"'{value}'"
+    # A page calling the page routes reads these too (fixed texts, nothing else in them).
+    assert headers["Access-Control-Allow-Origin"] == "'*'"
+    exposed = headers.get("Access-Control-Expose-Headers", "''").strip("'").split(",")
+    assert set(error.headers()) <= {name.strip() for name in exposed if name}
 
 
 def test_usage_plan_is_optional_and_requires_no_api_key() -> None:
