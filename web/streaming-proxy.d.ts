@@ -291,6 +291,10 @@ export declare class StreamingClient {
    * "not_found" for any other thread
    */
   history(threadId: string, options?: { cursor?: string | number; limit?: number }): Promise<HistoryPage>;
+  /**
+   * Requests are WebSocket messages of 32 KB at most (`MAX_SEND_BYTES`, API Gateway's frame
+   * limit): a larger one is never sent and rejects with `code` "payload_too_large".
+   */
   subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
   unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
   /** rejects with `code` "conflict" (answered already), "forbidden", "not_found" or "payload_too_large" */
@@ -300,3 +304,5 @@ export declare class StreamingClient {
 }
 
 export declare function connect(options: ConnectOptions): StreamingClient;
+/** The most bytes (UTF-8) one message to the proxy may have: API Gateway's 32 KB frame limit. */
+export declare const MAX_SEND_BYTES: number;

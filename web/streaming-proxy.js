@@ -38,6 +38,10 @@ const REPLY_KIND = {
 const REMEMBERED_TOOL_CALLS = 1_000;
 // Published messages (`type: "message"`) seen, so a repeated post is not handled twice.
 const REMEMBERED_MESSAGES = 1_000;
+// API Gateway closes a connection that sends a frame over 32 KB (1009), and a browser sends each
+// message as one frame: a larger message is never sent (it would be sent again after every
+// reconnect, closing each new connection); its request is refused with `payload_too_large`.
+export const MAX_SEND_BYTES = 32 * 1024;
 
 /** The proxy's error object `{message, code (HTTP status), details, type, fields?}` as an Error;
  * `code` is the stable kind (`conflict`, `forbidden`, ...), `status` the number. */
@@ -53,6 +57,19 @@ function refusal(body) {
 }
 
 const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+/** Bytes of `data` as UTF-8 (encoded only when it might be over `MAX_SEND_BYTES`). */
+function oversize(data) {
+  if (data.length * 3 <= MAX_SEND_BYTES) return 0;
+  const bytes = new TextEncoder().encode(data).length;
+  return bytes > MAX_SEND_BYTES ? bytes : 0;
+}
+
+/** The refusal of a request too large to send over the WebSocket. */
+function tooLarge(kind, bytes) {
+  const message = `${kind}: message of ${bytes} bytes is over the WebSocket's ${MAX_SEND_BYTES}-byte frame limit`;
+  return refusal({ message, code: 413, details: "", type: "payload_too_large" });
+}
 
 /** Connect to the proxy's WebSocket; the returned client reconnects by itself. */
 export function connect(options) {
@@ -244,6 +261,8 @@ export class StreamingClient {
 
   /** Join one more channel; it is joined again after every reconnect. */
   subscribe(channel, token) {
+    const bytes = oversize(JSON.stringify({ action: "subscribe", channel, token }));
+    if (bytes) return Promise.reject(tooLarge("subscribe", bytes)); // not rejoined either
     this._channels.set(channel, token);
     this._left.delete(channel);
     return this._request({ action: "subscribe", channel, token }, "subscribe", channel);
@@ -412,9 +431,12 @@ export class StreamingClient {
 
   // ---- requests and replies ---------------------------------------------------------
 
+  /** True once on the wire; false while offline, and for a message too large ever to send. */
   _send(body, kind, key) {
     if (this._socket?.readyState !== 1) return false;
-    this._socket.send(JSON.stringify(body));
+    const data = JSON.stringify(body);
+    if (oversize(data)) return false; // refused by `_request`; a resume or rejoin is skipped
+    this._socket.send(data);
     this._sent.push({ kind, key });
     return true;
   }
@@ -424,6 +446,8 @@ export class StreamingClient {
   }
 
   _request(body, kind, key) {
+    const bytes = oversize(JSON.stringify(body));
+    if (bytes) return Promise.reject(tooLarge(kind, bytes));
     return new Promise((resolve, reject) => {
       const request = { body, kind, key, resolve, reject, onWire: false, timer: null };
       request.timer = setTimeout(
