@@ -190,7 +190,10 @@ export interface StreamState {
 export interface ConnectOptions {
   /** the WebSocket endpoint, e.g. "wss://abc.execute-api.eu-west-1.amazonaws.com/prod" */
   url: string;
-  /** a subscribe token, or a function returning a fresh one (called before every connect) */
+  /**
+   * a subscribe token, or a function returning a fresh one (called before every connect; one
+   * that throws or has not answered within `requestTimeoutMs` is called again after a delay)
+   */
   token: string | (() => string | Promise<string>);
   /** told about every connection change (open, reconnecting, closed; `status` starts as connecting); `detail.connectionId` once known */
   onStatus?: (status: ConnectionStatus, detail: { connectionId?: string; code?: number; reason?: string; error?: unknown }) => void;

@@ -335,8 +335,9 @@ export class StreamingClient {
     if (this._closed) return;
     let token;
     try {
-      token = typeof this._token === "function" ? await this._token() : this._token;
+      token = typeof this._token === "function" ? await this._fetchToken() : this._token;
     } catch (error) {
+      if (this._closed) return;
       this._setStatus("reconnecting", { error });
       return this._scheduleReconnect();
     }
@@ -363,6 +364,19 @@ export class StreamingClient {
       this._setStatus("reconnecting", { code: event.code, reason: event.reason });
       this._scheduleReconnect();
     };
+  }
+
+  /**
+   * The token function's answer, given `requestTimeoutMs`: one that never settles (a token fetch
+   * hanging on a dead network) would leave the client connecting forever; it is asked again.
+   */
+  _fetchToken() {
+    const ms = this._options.requestTimeoutMs;
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`token: no answer within ${ms} ms`)), ms);
+    });
+    return Promise.race([Promise.resolve().then(() => this._token()), late]).finally(() => clearTimeout(timer));
   }
 
   _scheduleReconnect() {

@@ -95,3 +95,23 @@ def test_requests_over_the_frame_limit_are_refused_and_never_sent_again(proxy: P
     assert proxy.page.evaluate("proxy.connections") == 2  # only the drop closed a connection
     assert proxy.sent("subscribe") == []
     assert proxy.sent("llmToolCallResponse") == []
+
+
+def test_a_token_function_that_never_answers_is_asked_again(proxy: Proxy) -> None:
+    proxy.page.evaluate(
+        """() => {
+          window.tokenCalls = 0;
+          window.statuses = [];
+          proxy.start({
+            requestTimeoutMs: 100,
+            // The first fetch hangs for good (a dead network); the next one answers.
+            token: () => (++window.tokenCalls === 1 ? new Promise(() => {}) : "token"),
+            onStatus: (status, { error }) => window.statuses.push([status, String(error ?? "")]),
+          });
+        }"""
+    )
+    proxy.wait("proxy.client.status === 'open' && proxy.connections === 1", timeout=3_000)
+    assert proxy.page.evaluate("window.tokenCalls") == 2
+    assert ["reconnecting", "Error: token: no answer within 100 ms"] in proxy.page.evaluate(
+        "window.statuses"
+    )
