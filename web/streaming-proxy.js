@@ -33,6 +33,19 @@ const REPLY_KIND = {
   ack: "llmToolCallResponse",
 };
 
+// An action error names its request (`request`: its action and key fields as sent); the key
+// each kind of request is matched by. Replies may come in another order than the requests:
+// API Gateway hands a connection's messages to concurrent invocations.
+const REQUEST_KEY = {
+  subscribe: (r) => r.channel,
+  unsubscribe: (r) => r.channel,
+  stop: (r) => r.streamId,
+  resume: (r) => r.streamId,
+  ping: (r) => r.id,
+  llmToolCallResponse: (r) => r.toolCallId,
+  history: (r) => historyKey(r.threadId, r.cursor),
+};
+
 // Frontend tool calls this client has taken on, remembered so a replay is not answered twice.
 // Ids are unique per call; a long-lived tab forgets the oldest past this many.
 const REMEMBERED_TOOL_CALLS = 1_000;
@@ -514,8 +527,12 @@ export class StreamingClient {
   }
 
   _onErrorReply(message) {
-    // Replies come in request order, so an error answers the oldest request on the wire.
-    const head = this._sent.shift();
+    // An error answers the request it names; one naming none (API Gateway's own "Internal
+    // server error") answers the oldest request on the wire.
+    const named = message.request;
+    const keyOf = Object.hasOwn(REQUEST_KEY, named?.action) ? REQUEST_KEY[named.action] : null;
+    const at = keyOf ? this._sent.findIndex((s) => s.kind === named.action && s.key === keyOf(named)) : -1;
+    const head = at >= 0 ? this._sent.splice(at, 1)[0] : keyOf ? null : this._sent.shift();
     const body = message.error ?? { message: message.message, code: 500, details: "", type: "internal_error" };
     const error = refusal(body);
     if (!head) return;
@@ -883,11 +900,11 @@ export class StreamingClient {
     const snapshot = this._joinParts(stream, message);
     if (!snapshot) return;
     // A pushed catch-up (this connection joined a channel mid-stream) says so with `catchUp` and
-    // answers no request. A resume answer is the reply to the oldest request waiting (replies
-    // come in request order); only then does it settle the resume in flight.
-    const head = this._sent[0];
-    if (!snapshot.catchUp && head?.kind === "resume" && head.key === stream.streamId) {
-      this._sent.shift();
+    // answers no request; any other snapshot answers this stream's resume on the wire (whatever
+    // requests sent before it are still waiting for their replies) and settles it.
+    const at = snapshot.catchUp ? -1 : this._sent.findIndex((s) => s.kind === "resume" && s.key === stream.streamId);
+    if (at >= 0) {
+      this._sent.splice(at, 1);
       stream._resumeInFlight = false;
     }
     this._applySnapshot(stream, snapshot);

@@ -115,3 +115,42 @@ def test_a_token_function_that_never_answers_is_asked_again(proxy: Proxy) -> Non
     assert ["reconnecting", "Error: token: no answer within 100 ms"] in proxy.page.evaluate(
         "window.statuses"
     )
+
+
+def test_replies_in_another_order_than_the_requests_settle_the_right_requests(
+    proxy: Proxy,
+) -> None:
+    # API Gateway runs a connection's messages concurrently: a fast refusal of a later request
+    # can overtake the reply to an earlier one. Each action error names its request.
+    outcomes = proxy.page.evaluate(
+        """async () => {
+          const stopped = proxy.client.stop("st_a");
+          const resumed = proxy.client.resume("st_b");
+          const subscribed = proxy.client.subscribe("team-9", "t");
+          const history = proxy.client.history("th_1");
+          const forbidden = { message: "no", code: 403, details: "", type: "forbidden" };
+          proxy.deliver(
+            { type: "error", error: forbidden,
+              request: { action: "subscribe", channel: "team-9" } },
+            { type: "snapshot", actionName: "a", channel: "c", streamId: "st_b", seq: 2,
+              status: "streaming", content: "ab" },
+            { type: "error", error: { ...forbidden, message: "not yours" },
+              request: { action: "history", threadId: "th_1", cursor: "0" } },
+            { type: "stopped", streamId: "st_a", streamStatus: "streaming" },
+          );
+          const settle = (p) =>
+            p.then((r) => ["ok", r.status ?? r.type], (e) => [e.code, e.message]);
+          return {
+            requests: await Promise.all([stopped, subscribed, history].map(settle)),
+            resumes: proxy.sent("resume").length,
+            text: proxy.client.stream("st_b").text,
+            inFlight: proxy.client.stream("st_b")._resumeInFlight,
+          };
+        }"""
+    )
+    assert outcomes == {
+        "requests": [["ok", "stopped"], ["forbidden", "no"], ["forbidden", "not yours"]],
+        "resumes": 1,
+        "text": "ab",
+        "inFlight": False,
+    }
