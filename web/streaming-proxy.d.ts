@@ -190,7 +190,10 @@ export interface StreamState {
 export interface ConnectOptions {
   /** the WebSocket endpoint, e.g. "wss://abc.execute-api.eu-west-1.amazonaws.com/prod" */
   url: string;
-  /** a subscribe token, or a function returning a fresh one (called before every connect) */
+  /**
+   * a subscribe token, or a function returning a fresh one (called before every connect; one
+   * that throws or has not answered within `requestTimeoutMs` is called again after a delay)
+   */
   token: string | (() => string | Promise<string>);
   /** told about every connection change (open, reconnecting, closed; `status` starts as connecting); `detail.connectionId` once known */
   onStatus?: (status: ConnectionStatus, detail: { connectionId?: string; code?: number; reason?: string; error?: unknown }) => void;
@@ -291,6 +294,10 @@ export declare class StreamingClient {
    * "not_found" for any other thread
    */
   history(threadId: string, options?: { cursor?: string | number; limit?: number }): Promise<HistoryPage>;
+  /**
+   * Requests are WebSocket messages of 32 KB at most (`MAX_SEND_BYTES`, API Gateway's frame
+   * limit): a larger one is never sent and rejects with `code` "payload_too_large".
+   */
   subscribe(channel: string, token: string): Promise<{ type: "subscribed"; channel: string }>;
   unsubscribe(channel: string): Promise<{ type: "unsubscribed"; channel: string }>;
   /** rejects with `code` "conflict" (answered already), "forbidden", "not_found" or "payload_too_large" */
@@ -300,3 +307,5 @@ export declare class StreamingClient {
 }
 
 export declare function connect(options: ConnectOptions): StreamingClient;
+/** The most bytes (UTF-8) one message to the proxy may have: API Gateway's 32 KB frame limit. */
+export declare const MAX_SEND_BYTES: number;

@@ -33,11 +33,28 @@ const REPLY_KIND = {
   ack: "llmToolCallResponse",
 };
 
+// An action error names its request (`request`: its action and key fields as sent); the key
+// each kind of request is matched by. Replies may come in another order than the requests:
+// API Gateway hands a connection's messages to concurrent invocations.
+const REQUEST_KEY = {
+  subscribe: (r) => r.channel,
+  unsubscribe: (r) => r.channel,
+  stop: (r) => r.streamId,
+  resume: (r) => r.streamId,
+  ping: (r) => r.id,
+  llmToolCallResponse: (r) => r.toolCallId,
+  history: (r) => historyKey(r.threadId, r.cursor),
+};
+
 // Frontend tool calls this client has taken on, remembered so a replay is not answered twice.
 // Ids are unique per call; a long-lived tab forgets the oldest past this many.
 const REMEMBERED_TOOL_CALLS = 1_000;
 // Published messages (`type: "message"`) seen, so a repeated post is not handled twice.
 const REMEMBERED_MESSAGES = 1_000;
+// API Gateway closes a connection that sends a frame over 32 KB (1009), and a browser sends each
+// message as one frame: a larger message is never sent (it would be sent again after every
+// reconnect, closing each new connection); its request is refused with `payload_too_large`.
+export const MAX_SEND_BYTES = 32 * 1024;
 
 /** The proxy's error object `{message, code (HTTP status), details, type, fields?}` as an Error;
  * `code` is the stable kind (`conflict`, `forbidden`, ...), `status` the number. */
@@ -53,6 +70,19 @@ function refusal(body) {
 }
 
 const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+/** Bytes of `data` as UTF-8 (encoded only when it might be over `MAX_SEND_BYTES`). */
+function oversize(data) {
+  if (data.length * 3 <= MAX_SEND_BYTES) return 0;
+  const bytes = new TextEncoder().encode(data).length;
+  return bytes > MAX_SEND_BYTES ? bytes : 0;
+}
+
+/** The refusal of a request too large to send over the WebSocket. */
+function tooLarge(kind, bytes) {
+  const message = `${kind}: message of ${bytes} bytes is over the WebSocket's ${MAX_SEND_BYTES}-byte frame limit`;
+  return refusal({ message, code: 413, details: "", type: "payload_too_large" });
+}
 
 /** Connect to the proxy's WebSocket; the returned client reconnects by itself. */
 export function connect(options) {
@@ -244,6 +274,8 @@ export class StreamingClient {
 
   /** Join one more channel; it is joined again after every reconnect. */
   subscribe(channel, token) {
+    const bytes = oversize(JSON.stringify({ action: "subscribe", channel, token }));
+    if (bytes) return Promise.reject(tooLarge("subscribe", bytes)); // not rejoined either
     this._channels.set(channel, token);
     this._left.delete(channel);
     return this._request({ action: "subscribe", channel, token }, "subscribe", channel);
@@ -316,8 +348,9 @@ export class StreamingClient {
     if (this._closed) return;
     let token;
     try {
-      token = typeof this._token === "function" ? await this._token() : this._token;
+      token = typeof this._token === "function" ? await this._fetchToken() : this._token;
     } catch (error) {
+      if (this._closed) return;
       this._setStatus("reconnecting", { error });
       return this._scheduleReconnect();
     }
@@ -344,6 +377,19 @@ export class StreamingClient {
       this._setStatus("reconnecting", { code: event.code, reason: event.reason });
       this._scheduleReconnect();
     };
+  }
+
+  /**
+   * The token function's answer, given `requestTimeoutMs`: one that never settles (a token fetch
+   * hanging on a dead network) would leave the client connecting forever; it is asked again.
+   */
+  _fetchToken() {
+    const ms = this._options.requestTimeoutMs;
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`token: no answer within ${ms} ms`)), ms);
+    });
+    return Promise.race([Promise.resolve().then(() => this._token()), late]).finally(() => clearTimeout(timer));
   }
 
   _scheduleReconnect() {
@@ -412,9 +458,12 @@ export class StreamingClient {
 
   // ---- requests and replies ---------------------------------------------------------
 
+  /** True once on the wire; false while offline, and for a message too large ever to send. */
   _send(body, kind, key) {
     if (this._socket?.readyState !== 1) return false;
-    this._socket.send(JSON.stringify(body));
+    const data = JSON.stringify(body);
+    if (oversize(data)) return false; // refused by `_request`; a resume or rejoin is skipped
+    this._socket.send(data);
     this._sent.push({ kind, key });
     return true;
   }
@@ -424,6 +473,8 @@ export class StreamingClient {
   }
 
   _request(body, kind, key) {
+    const bytes = oversize(JSON.stringify(body));
+    if (bytes) return Promise.reject(tooLarge(kind, bytes));
     return new Promise((resolve, reject) => {
       const request = { body, kind, key, resolve, reject, onWire: false, timer: null };
       request.timer = setTimeout(
@@ -476,8 +527,12 @@ export class StreamingClient {
   }
 
   _onErrorReply(message) {
-    // Replies come in request order, so an error answers the oldest request on the wire.
-    const head = this._sent.shift();
+    // An error answers the request it names; one naming none (API Gateway's own "Internal
+    // server error") answers the oldest request on the wire.
+    const named = message.request;
+    const keyOf = Object.hasOwn(REQUEST_KEY, named?.action) ? REQUEST_KEY[named.action] : null;
+    const at = keyOf ? this._sent.findIndex((s) => s.kind === named.action && s.key === keyOf(named)) : -1;
+    const head = at >= 0 ? this._sent.splice(at, 1)[0] : keyOf ? null : this._sent.shift();
     const body = message.error ?? { message: message.message, code: 500, details: "", type: "internal_error" };
     const error = refusal(body);
     if (!head) return;
@@ -845,11 +900,11 @@ export class StreamingClient {
     const snapshot = this._joinParts(stream, message);
     if (!snapshot) return;
     // A pushed catch-up (this connection joined a channel mid-stream) says so with `catchUp` and
-    // answers no request. A resume answer is the reply to the oldest request waiting (replies
-    // come in request order); only then does it settle the resume in flight.
-    const head = this._sent[0];
-    if (!snapshot.catchUp && head?.kind === "resume" && head.key === stream.streamId) {
-      this._sent.shift();
+    // answers no request; any other snapshot answers this stream's resume on the wire (whatever
+    // requests sent before it are still waiting for their replies) and settles it.
+    const at = snapshot.catchUp ? -1 : this._sent.findIndex((s) => s.kind === "resume" && s.key === stream.streamId);
+    if (at >= 0) {
+      this._sent.splice(at, 1);
       stream._resumeInFlight = false;
     }
     this._applySnapshot(stream, snapshot);

@@ -750,22 +750,24 @@ def test_ui_prefixed_names_unregistered_tools_and_unsubscribe(proxy: Proxy) -> N
 
 
 def test_a_result_over_the_size_cap_is_replaced_by_a_failure(proxy: Proxy) -> None:
+    # A deployment's TOOL_ANSWER_MAX_BYTES under the 32 KB a WebSocket message may have (a
+    # larger result is refused by the client itself: tests/browser/test_hostile_client.py).
     too_large = """r => r.action !== 'llmToolCallResponse' ? []
       : r.data !== undefined ? [{ type: 'error', error: {
-          message: 'tool answer of 70000 bytes is over the 65536-byte limit',
+          message: 'tool answer of 20000 bytes is over the 16384-byte limit',
           code: 413, details: '', type: 'payload_too_large' } }]
       : [{ type: 'ack', toolCallId: r.toolCallId }]"""
-    on_tool(proxy, "export_table", "() => ({ rows: 'x'.repeat(70000) })", replies=too_large)
+    on_tool(proxy, "export_table", "() => ({ rows: 'x'.repeat(20000) })", replies=too_large)
     proxy.deliver(thread_info(), llm_tool_call(1, "tc_big", "export_table", {}))
     proxy.wait("proxy.outcomes.length === 1")
 
     first, second = answers(proxy)
-    assert len(first["data"]["rows"]) == 70_000
+    assert len(first["data"]["rows"]) == 20_000
     assert second == {
         "toolCallId": "tc_big",
         "success": False,
         "message": "the tool's result is too large to send: "
-        "tool answer of 70000 bytes is over the 65536-byte limit",
+        "tool answer of 20000 bytes is over the 16384-byte limit",
     }
     outcome = proxy.page.evaluate("proxy.outcomes[0]")
     assert (outcome["status"], outcome["success"]) == ("accepted", False)

@@ -35,6 +35,7 @@ __all__ = [
     "Unsubscribe",
     "error_message",
     "parse_browser_message",
+    "request_of",
 ]
 
 
@@ -104,9 +105,37 @@ ACTIONS = frozenset(
 )
 
 
-def error_message(error: ProxyError) -> dict[str, Any]:
-    """The `error` reply for a refused browser message."""
-    return {"type": "error", "error": error_object(error)}
+# The fields that tell one request from another of its kind, echoed in its action error.
+REQUEST_KEYS = ("action", "channel", "streamId", "toolCallId", "threadId", "cursor", "id")
+MAX_ECHO_CHARS = 256
+
+
+def error_message(error: ProxyError, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `error` reply for a refused browser message; `request` says which one it was."""
+    reply: dict[str, Any] = {"type": "error", "error": error_object(error)}
+    if request:
+        reply["request"] = request
+    return reply
+
+
+def request_of(body: str | None) -> dict[str, Any]:
+    """What identifies a browser message (its action and key fields, as sent), so its action
+    error names it: API Gateway runs a connection's messages concurrently, so replies may come
+    in another order than the requests. Empty for a message that is not a JSON object;
+    a key that is not a short string or an integer is left out."""
+    try:
+        raw = parse_json(body or "", "message")
+    except ProxyError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {key: raw[key] for key in REQUEST_KEYS if _echoable(raw.get(key))}
+
+
+def _echoable(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_ECHO_CHARS
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53
 
 
 def parse_browser_message(body: str | None) -> BrowserMessage:

@@ -28,6 +28,7 @@ from .browser import (
     Unsubscribe,
     error_message,
     parse_browser_message,
+    request_of,
 )
 from .names import check_grantable, is_private, private_channel
 from .poster import post_blocking
@@ -140,7 +141,7 @@ class ConnectionRoutes:
         try:
             replies = self._handle(connection_id, parse_browser_message(body))
         except ProxyError as e:
-            replies = [error_message(e)]
+            replies = [error_message(e, request_of(body))]
         except Exception as e:
             # A bad message must never fail the route: the browser always gets an answer.
             # DynamoDB down is `dependency_unavailable` (503), as over HTTP, so the page knows
@@ -150,7 +151,8 @@ class ConnectionRoutes:
                 get_logger().exception("browser message failed")
             else:
                 get_logger().warning("dependency call failed", exc_info=True)
-            replies = [error_message(unavailable or ProxyError("internal error"))]
+            error = unavailable or ProxyError("internal error")
+            replies = [error_message(error, request_of(body))]
         for reply in replies:
             # A gone connection takes nothing more (the other parts of a snapshot, say).
             if not self._reply(connection_id, reply):
