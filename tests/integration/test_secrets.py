@@ -50,6 +50,30 @@ def assert_echo_redacted(text: str, key: str) -> None:
     assert all(key.startswith(opening) for opening in match.groups())
 
 
+async def sse_and_channel(
+    stack: Stack, channel: str, request: dict[str, Any]
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """POST /llm/query as SSE with a subscriber on `channel`: the SSE lines, the SSE
+    events and what the subscriber got of the stream."""
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        async with (
+            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+            client.stream(
+                "POST",
+                "/llm/query",
+                json=request,
+                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
+            ) as r,
+        ):
+            assert r.status_code == 200
+            frames = [line async for line in r.aiter_lines()]
+        events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]
+        return frames, events, await sub.stream(events[0]["streamId"])
+    finally:
+        await sub.close()
+
+
 def body(channel: str, provider: str, key: str | None, model: str) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "provider": provider,
@@ -105,29 +129,14 @@ async def test_an_echoing_error_mid_stream_is_scrubbed_on_sse_and_every_channel(
     stack: Stack, provider: str, key: str | None
 ) -> None:
     channel = f"secret-mid-{provider}-{bool(key)}"
-    sub = await Subscriber.open(stack.ws, stack.token(channel))
-    try:
-        async with (
-            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
-            client.stream(
-                "POST",
-                "/llm/query",
-                json=body(channel, provider, key, "fake-echo-stream"),
-                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
-            ) as r,
-        ):
-            assert r.status_code == 200
-            frames = [line async for line in r.aiter_lines()]
-        events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]
-        stream_id = events[0]["streamId"]
-        messages = await sub.stream(stream_id)
-        for seen in (events, messages):
-            error = next(m for m in seen if m["type"] == "error")
-            assert "failed on" in error["error"]["message"]  # the provider's message, cut
-            assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "error"
-        assert_clean("\n".join(frames), json.dumps(messages))
-    finally:
-        await sub.close()
+    frames, events, messages = await sse_and_channel(
+        stack, channel, body(channel, provider, key, "fake-echo-stream")
+    )
+    for seen in (events, messages):
+        error = next(m for m in seen if m["type"] == "error")
+        assert "failed on" in error["error"]["message"]  # the provider's message, cut
+        assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "error"
+    assert_clean("\n".join(frames), json.dumps(messages))
     assert_clean(stack.logs())
 
 
@@ -155,31 +164,17 @@ async def test_a_key_the_model_repeats_in_its_answer_is_replaced_however_it_is_c
     """The fake says the key it was sent, twice, in 5-character pieces (and in its reasoning,
     on Anthropic): the caller, every subscriber and the logs get it replaced."""
     channel = f"secret-text-{provider}-{bool(key)}"
-    sub = await Subscriber.open(stack.ws, stack.token(channel))
-    try:
-        async with (
-            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
-            client.stream(
-                "POST",
-                "/llm/query",
-                json=body(channel, provider, key, "fake-echo-key-text"),
-                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
-            ) as r,
-        ):
-            assert r.status_code == 200
-            frames = [line async for line in r.aiter_lines()]
-        events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]
-        messages = await sub.stream(events[0]["streamId"])
-        for seen in (events, messages):
-            text = "".join(m["content"] for m in seen if m["type"] == "delta")
-            assert_echo_redacted(text, key or SERVER_KEYS[provider])
-            thinking = "".join(m["content"] for m in seen if m["type"] == "thinking")
-            assert (REDACTED in thinking) == (provider == "anthropic")
-            assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "stop"
-            assert covered(seen) == list(range(seen[-1]["seq"] + 1))
-        assert_clean("\n".join(frames), json.dumps(messages))
-    finally:
-        await sub.close()
+    frames, events, messages = await sse_and_channel(
+        stack, channel, body(channel, provider, key, "fake-echo-key-text")
+    )
+    for seen in (events, messages):
+        text = "".join(m["content"] for m in seen if m["type"] == "delta")
+        assert_echo_redacted(text, key or SERVER_KEYS[provider])
+        thinking = "".join(m["content"] for m in seen if m["type"] == "thinking")
+        assert (REDACTED in thinking) == (provider == "anthropic")
+        assert seen[-1]["type"] == "end" and seen[-1]["finish_reason"] == "stop"
+        assert covered(seen) == list(range(seen[-1]["seq"] + 1))
+    assert_clean("\n".join(frames), json.dumps(messages))
     assert_clean(stack.logs())
 
 
