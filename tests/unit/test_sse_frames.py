@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
 from streaming_proxy.api.sse import FrameQueue, KlaiSseSink, SseResponse
 
 
 async def read_all(
-    queue: FrameQueue, done: asyncio.Future[object], keepalive: float = 30
+    queue: FrameQueue, done: asyncio.Future[Any], keepalive: float = 30
 ) -> list[bytes]:
     """What the answer writes, in writes (frames queued together go out in one)."""
     written: list[bytes] = []
@@ -109,7 +109,7 @@ class Caller:
     """An ASGI server's side of one answer: what was sent, and a hang-up on demand."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[MutableMapping[str, Any]] = []
         self.hung_up = asyncio.Event()
         self.wrote = asyncio.Event()
 
@@ -117,7 +117,7 @@ class Caller:
         await self.hung_up.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         self.sent.append(message)
         self.wrote.set()
 
@@ -209,7 +209,7 @@ class GoneAfter(Caller):
         super().__init__()
         self._left = bodies
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":
             if self._left == 0:
                 raise OSError("the caller is gone")
