@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
-from .history import Messages, pack
+from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
 from .tablekeys import MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "MAX_NEW_CHARS",
     "THREAD_ID",
     "Page",
     "Recent",
@@ -36,6 +37,7 @@ __all__ = [
     "RunStatus",
     "ThreadMeta",
     "ThreadStore",
+    "check_storable",
     "new_run_id",
     "new_thread_id",
     "thread_not_found",
@@ -43,6 +45,9 @@ __all__ = [
 
 # One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
 MAX_ITEMS_PER_RUN = 48
+# A run's new messages may take half of that, at most: the rest is its answer's and tool
+# rounds'.
+MAX_NEW_CHARS = MAX_ITEMS_PER_RUN * ITEM_CHARS // 2
 
 
 def new_thread_id() -> str:
@@ -51,6 +56,18 @@ def new_thread_id() -> str:
 
 def new_run_id() -> str:
     return "run_" + secrets.token_urlsafe(18)
+
+
+def check_storable(messages: Messages) -> None:
+    """PayloadTooLarge (413) when a run's new messages take more than MAX_NEW_CHARS as
+    stored (ASCII-escaped: a non-ASCII character takes 6 characters, an emoji 12), so that
+    a run is refused before it starts rather than holding a thread it cannot write to."""
+    size = len(json_lines(messages))
+    if size > MAX_NEW_CHARS:
+        raise PayloadTooLarge(
+            f"the new messages take {size} characters stored in a thread (JSON, non-ASCII "
+            f"characters escaped), more than a run may add: at most {MAX_NEW_CHARS}"
+        )
 
 
 def thread_not_found(thread_id: str) -> NotFound:

@@ -1,0 +1,78 @@
+"""Hostile cases on threads and runs through the real stack: a run whose messages are too
+large for its thread, concurrent runs, forged cursors and ids."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.conftest import Stack
+from tests.integration.test_threads import call, history, run, run_body
+from tests.wsclient import Subscriber
+
+
+async def post_raw(stack: Stack, path: str, body: Any) -> httpx.Response:
+    """A body sent as UTF-8 JSON (not ASCII-escaped): the byte count the limit sees."""
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    headers = {"x-api-key": stack.api_key, "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=stack.http, timeout=60) as client:
+        return await client.post(path, content=data, headers=headers)
+
+
+async def test_a_message_too_large_for_its_thread_is_refused_and_the_thread_stays_free(
+    stack: Stack,
+) -> None:
+    channel = "hostile-huge-run"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "small"))
+        thread = ack["threadId"]
+        # Under the body limit as UTF-8, but stored ASCII-escaped (12 characters an emoji).
+        huge = run_body(channel, "\U0001f600" * 260_000, thread)
+        huge["payload"]["providerArgs"] = {"text": "ok", "delayMs": 0}
+        r = await post_raw(stack, "/stream/create/assistants", huge)
+        assert r.status_code == 413, r.text[:300]
+        assert r.json()["success"] is False
+        # Nothing was published and the thread is free for the next run at once.
+        _, after = await run(stack, sub, run_body(channel, "next", thread))
+        assert [m["content"] for m in await history(stack, thread)] == [
+            "small",
+            "small",
+            "next",
+            "next",
+        ]
+        assert after[-1]["type"] == "end"
+    finally:
+        await sub.close()
+
+
+async def test_an_answer_too_large_for_its_thread_still_frees_the_thread(stack: Stack) -> None:
+    channel = "hostile-huge-answer"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "small"))
+        thread = ack["threadId"]
+        # A short question, an answer that takes more than a run stores (ASCII-escaped).
+        huge = run_body(channel, "tell me", thread, stream=False)
+        huge["payload"]["providerArgs"] = {"text": "\U0001f600" * 260_000, "chunks": 4}
+        r = await post_raw(stack, "/stream/create/assistants", huge)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["data"][0]["text"]["value"]) == 260_000  # the caller had it all
+        # The thread is free at once; the run is recorded failed, its question kept.
+        ids = {"threadId": thread, "runId": r.json()["runId"]}
+        stop = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert stop.json()["status"] == "failed", stop.text
+        await run(stack, sub, run_body(channel, "next", thread))
+        stored = await history(stack, thread)
+        assert [(m["content"], m.get("status")) for m in stored] == [
+            ("small", None),
+            ("small", None),
+            ("tell me", None),
+            ("", "failed"),
+            ("next", None),
+            ("next", None),
+        ]
+    finally:
+        await sub.close()
