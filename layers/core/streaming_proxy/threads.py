@@ -178,13 +178,24 @@ class ThreadStore:
         return RunRecord(run_id, item["streamId"]["S"], status)
 
     def delete(self, app_id: str, thread_id: str) -> None:
-        """Erase the thread: META, messages, runs. NotFound when absent; Conflict while a
-        run holds it (stop the run first)."""
-        meta = self.meta(app_id, thread_id)
-        if meta is None:
-            raise thread_not_found(thread_id)
-        if meta.busy(now_epoch()):
-            raise Conflict(f"thread {thread_id} has a run in progress; stop it, then delete")
+        """Erase the thread: META first, on condition that no run holds it (one write, so
+        no run can take the thread between the check and the erase: a run starting after
+        it finds no thread), then its messages and runs. NotFound when absent; Conflict
+        while a run holds it (stop the run first)."""
+        try:
+            self._db.delete_item(
+                TableName=self._table,
+                Key=thread_key(app_id, thread_id),
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
+                ExpressionAttributeValues={":now": {"N": str(now_epoch())}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            if self.meta(app_id, thread_id) is None:
+                raise thread_not_found(thread_id) from None
+            raise Conflict(
+                f"thread {thread_id} has a run in progress; stop it, then delete"
+            ) from None
         keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._keys(app_id, thread_id)]
         batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
 

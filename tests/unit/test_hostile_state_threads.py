@@ -1,0 +1,80 @@
+"""Hostile timing on the thread store (moto's DynamoDB): a run that takes a thread while
+the thread is being deleted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from streaming_proxy.errors import Conflict, NotFound
+from streaming_proxy.threads import RunStart, ThreadStore
+
+from .conftest import MOTO_TABLE
+
+THREAD = "thread_racedthread1"
+
+
+def start(run: str, *, new: bool = False) -> RunStart:
+    return RunStart(
+        thread_id=THREAD, run_id=run, stream_id="st_" + run, new=new,
+        lease_until=int(time.time()) + 600, ttl_seconds=3600,
+    )  # fmt: skip
+
+
+class _After:
+    """A DynamoDB client that runs `hook` once, right after its first call returns: another
+    process acting between two of the store's calls."""
+
+    def __init__(self, client: Any, hook: Callable[[], None]) -> None:
+        self._client = client
+        self._hook: Callable[[], None] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._client, name)
+        if not callable(found) or name == "exceptions":
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = found(*args, **kwargs)
+            hook, self._hook = self._hook, None
+            if hook is not None:
+                hook()
+            return out
+
+        return call
+
+
+def test_a_run_taking_the_thread_while_it_is_deleted_loses_nothing(aws_env: None) -> None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    other = ThreadStore(client, MOTO_TABLE)  # another request's store
+    other.start_run("app", start("run_a", new=True))
+    assert other.finish_run("app", start("run_a"), [{"role": "user", "content": "q"}], "done")
+    taken: list[str] = []
+
+    def run_starts() -> None:
+        try:
+            other.start_run("app", start("run_b"))
+            taken.append("run_b")
+        except NotFound:
+            pass
+
+    deleting = ThreadStore(_After(client, run_starts), MOTO_TABLE)  # type: ignore[arg-type]
+    try:
+        deleting.delete("app", THREAD)
+        deleted = True
+    except Conflict:
+        deleted = False
+    if taken:  # the run holds the thread: it was not deleted under it, its answer lands
+        assert not deleted
+        said = [{"role": "user", "content": "q2"}]
+        assert other.finish_run("app", start("run_b"), said, "done")
+        run = other.run("app", THREAD, "run_b")
+        assert run is not None and run.status == "done"
+    else:  # deleted first: the run found no thread, and nothing of it is left
+        assert deleted and other.meta("app", THREAD) is None
+        with pytest.raises(NotFound):
+            other.start_run("app", start("run_c"))
