@@ -4,10 +4,14 @@ large for its thread, concurrent runs, forged cursors and ids."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
 
+from streaming_proxy.outcome import unknown_usage
+from streaming_proxy.streams import StreamRecord, StreamStore, new_stream_id
+from streaming_proxy.threads import RunStart, ThreadStore, new_run_id
 from tests.conftest import Stack
 from tests.integration.test_threads import call, history, run, run_body
 from tests.wsclient import Subscriber
@@ -73,6 +77,45 @@ async def test_an_answer_too_large_for_its_thread_still_frees_the_thread(stack: 
             ("", "failed"),
             ("next", None),
             ("next", None),
+        ]
+    finally:
+        await sub.close()
+
+
+async def test_stopping_a_run_whose_relay_was_lost_frees_its_thread(stack: Stack) -> None:
+    """A detached relay Lambda gave up on: the dead letter marks its stream failed, but the
+    run still holds its thread (RUN# `running`, the lease for 15 minutes). Stop, the remedy
+    the 409 names, must say how the stream ended and free the thread."""
+    channel = "hostile-lost-relay"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "before"))
+        thread = ack["threadId"]
+        db = stack.dynamodb_client()
+        streams, threads = StreamStore(db, stack.table), ThreadStore(db, stack.table)
+        stream_id, run_id = new_stream_id(), new_run_id()
+        streams.create(StreamRecord(stream_id, stack.app_id, "onRun", [channel]))
+        lease = int(time.time()) + 900
+        threads.start_run(stack.app_id, RunStart(thread, run_id, stream_id, False, lease, 3600))
+        assert streams.mark_lost(stream_id, 1, unknown_usage())  # what the dead letter does
+
+        blocked = await call(
+            stack, "POST", "/stream/create/assistants", run_body(channel, "x", thread)
+        )
+        assert blocked.status_code == 409
+        ids = {"threadId": thread, "runId": run_id}
+        stopped = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["status"] == "failed"
+        again = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert again.json()["status"] == "failed"
+        _, after = await run(stack, sub, run_body(channel, "after", thread))
+        assert after[-1]["type"] == "end"
+        assert [m["content"] for m in await history(stack, thread)] == [
+            "before",
+            "before",
+            "after",
+            "after",
         ]
     finally:
         await sub.close()

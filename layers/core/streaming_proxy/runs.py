@@ -174,6 +174,14 @@ class ThreadRuns:
         """Let go of a thread whose run never started (refused after `begin`)."""
         await self._store(self.threads.finish_run, app_id, _start(thread, ""), [], "failed")
 
+    async def abandon(self, app_id: str, thread_id: str, run_id: str, status: RunStatus) -> None:
+        """Release a thread whose run's stream is over but never recorded the run's end (a
+        detached relay that was lost: its dead letter failed the stream): the run is
+        recorded `status`, nothing is stored. A relay still finishing finds its lease gone."""
+        ttl = self._settings.thread_ttl_days * 86_400
+        start = RunStart(thread_id, run_id, "", new=False, lease_until=0, ttl_seconds=ttl)
+        await self._store(self.threads.finish_run, app_id, start, [], status)
+
     async def finish(
         self, job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]]
     ) -> None:
