@@ -19,7 +19,7 @@ from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
-from .tablekeys import MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
+from .tablekeys import META, MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
 from .threadwrites import RunStart, RunStatus, append, take
 from .transactions import transact
@@ -48,6 +48,10 @@ MAX_ITEMS_PER_RUN = 48
 # A run's new messages may take half of that, at most: the rest is its answer's and tool
 # rounds'.
 MAX_NEW_CHARS = MAX_ITEMS_PER_RUN * ITEM_CHARS // 2
+
+
+# META's `activeRun` while the thread is being erased: no run id looks like it.
+ERASING = "erasing"
 
 
 def new_thread_id() -> str:
@@ -178,17 +182,23 @@ class ThreadStore:
         return RunRecord(run_id, item["streamId"]["S"], status)
 
     def delete(self, app_id: str, thread_id: str) -> None:
-        """Erase the thread: META first, on condition that no run holds it (one write, so
-        no run can take the thread between the check and the erase: a run starting after
-        it finds no thread), then its messages and runs. NotFound when absent; Conflict
+        """Erase the thread: META is first marked as held by the erase, on condition that no
+        run holds it (one write, so no run can take the thread between the check and the
+        erase: a run meanwhile is a 409, after it a 404); then every item is deleted, META
+        last, so a delete cut short is simply sent again. NotFound when absent; Conflict
         while a run holds it (stop the run first)."""
         try:
-            self._db.delete_item(
+            self._db.update_item(
                 TableName=self._table,
                 Key=thread_key(app_id, thread_id),
-                ConditionExpression="attribute_exists(pk) AND "
-                "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
-                ExpressionAttributeValues={":now": {"N": str(now_epoch())}},
+                UpdateExpression="SET activeRun = :erasing, leaseUntil = :forever",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(activeRun)"
+                " OR leaseUntil < :now OR activeRun = :erasing)",
+                ExpressionAttributeValues={
+                    ":erasing": {"S": ERASING},
+                    ":forever": {"N": str(2**40)},
+                    ":now": {"N": str(now_epoch())},
+                },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             if self.meta(app_id, thread_id) is None:
@@ -197,7 +207,9 @@ class ThreadStore:
                 f"thread {thread_id} has a run in progress; stop it, then delete"
             ) from None
         keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._keys(app_id, thread_id)]
-        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
+        for last in (False, True):
+            erase = ({"DeleteRequest": {"Key": k}} for k in keys if (k["sk"]["S"] == META) == last)
+            batch_write(self._db, self._table, erase)
 
     def _keys(self, app_id: str, thread_id: str) -> list[dict[str, Any]]:
         """The keys of every item of the thread's partition."""
