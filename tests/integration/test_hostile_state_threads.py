@@ -3,6 +3,7 @@ large for its thread, concurrent runs, forged cursors and ids."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -117,5 +118,28 @@ async def test_stopping_a_run_whose_relay_was_lost_frees_its_thread(stack: Stack
             "after",
             "after",
         ]
+    finally:
+        await sub.close()
+
+
+async def test_runs_started_at_once_on_one_thread_get_one_thread_and_409s(stack: Stack) -> None:
+    channel = "hostile-race"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "first"))
+        thread = ack["threadId"]
+        bodies = [run_body(channel, f"racer {i}", thread) for i in range(6)]
+        answers = await asyncio.gather(
+            *(call(stack, "POST", "/stream/create/assistants", b) for b in bodies)
+        )
+        won = [r for r in answers if r.status_code == 200]
+        lost = [r for r in answers if r.status_code != 200]
+        assert len(won) == 1, [r.status_code for r in answers]
+        assert {r.status_code for r in lost} == {409}
+        assert all(r.json()["error"]["type"] == "conflict" for r in lost)
+        await sub.stream(won[0].json()["streamId"], within=20)
+        stored = [m["content"] for m in await history(stack, thread)]
+        assert stored[:2] == ["first", "first"] and len(stored) == 4
+        assert stored[2] == stored[3] and stored[2].startswith("racer ")
     finally:
         await sub.close()
