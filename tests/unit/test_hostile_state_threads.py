@@ -1,5 +1,5 @@
-"""Hostile timing on the thread store (moto's DynamoDB): a run that takes a thread while
-the thread is being deleted."""
+"""Hostile cases on the thread store (moto's DynamoDB): a run that takes a thread while the
+thread is being deleted; runs that publish to more channels than one item could name."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from .conftest import MOTO_TABLE
 THREAD = "thread_racedthread1"
 
 
-def start(run: str, *, new: bool = False) -> RunStart:
+def start(run: str, *, new: bool = False, channels: tuple[str, ...] = ()) -> RunStart:
     return RunStart(
         thread_id=THREAD, run_id=run, stream_id="st_" + run, new=new,
-        lease_until=int(time.time()) + 600, ttl_seconds=3600,
+        lease_until=int(time.time()) + 600, ttl_seconds=3600, channels=channels,
     )  # fmt: skip
 
 
@@ -78,3 +78,28 @@ def test_a_run_taking_the_thread_while_it_is_deleted_loses_nothing(aws_env: None
         assert deleted and other.meta("app", THREAD) is None
         with pytest.raises(NotFound):
             other.start_run("app", start("run_c"))
+
+
+def test_a_thread_whose_runs_publish_to_many_long_channels_stays_writable(
+    aws_env: None,
+) -> None:
+    """50 channels of 512 bytes a run (the request maxima): a set of them on META passed
+    DynamoDB's 400 KB within 16 runs, and the thread could never be written again."""
+    store = ThreadStore(boto3.client("dynamodb", region_name="us-east-1"), MOTO_TABLE)
+
+    def channels(run: int) -> tuple[str, ...]:
+        return tuple(f"r{run:02d}c{n:02d}" + "é" * 250 for n in range(50))
+
+    for n in range(24):
+        run = start(f"run_{n:08d}", new=n == 0, channels=channels(n))
+        store.start_run("app", run)
+        assert store.finish_run("app", run, [{"role": "user", "content": f"q{n}"}], "done")
+    meta = store.meta("app", THREAD)
+    assert meta is not None and meta.message_count == 24
+    assert store.published_to("app", meta, {"elsewhere", channels(0)[7]})
+    assert store.published_to("app", meta, {channels(23)[49]})
+    assert not store.published_to("app", meta, {"elsewhere", "r99c00"})
+    store.delete("app", THREAD)  # every channel item goes with the thread
+    store.start_run("app", start("run_again", new=True))
+    renewed = store.meta("app", THREAD)
+    assert renewed is not None and not store.published_to("app", renewed, {channels(0)[7]})

@@ -3,7 +3,8 @@
 One partition per thread (`tablekeys.thread_pk`): `META` (times, counters, the active run's
 lease), `MSG#<n>` items holding the messages as JSON Lines (history.py), an `INDEX#<number>`
 entry per run (where its messages start: threadreads.py reads a part at a time), and
-`RUN#<id>` per run (its stream and status, for stop). A run holds the thread by a lease on META: a
+`RUN#<id>` per run (its stream and status, for stop), and a `CHAN#<channel>` item per channel a
+run published to (a page on one may read the thread). A run holds the thread by a lease on META: a
 conditional write takes it when no run holds it or the holder's lease expired (a crashed
 run never locks a thread for good); its messages land in one transaction with the release.
 """
@@ -11,7 +12,7 @@ run never locks a thread for good); its messages land in one transaction with th
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,15 @@ from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
 from .tablekeys import META, MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
-from .threadwrites import RunStart, RunStatus, append, take
+from .threadwrites import (
+    CHANNEL_SK,
+    CHANNELS_IN_TAKE,
+    RunStart,
+    RunStatus,
+    append,
+    channel_items,
+    take,
+)
 from .transactions import transact
 
 if TYPE_CHECKING:
@@ -86,7 +95,8 @@ class ThreadMeta:
     message_count: int
     active_run: str | None
     lease_until: int
-    # Every channel a run of the thread published to.
+    # Every channel a run of the thread published to, on a thread stored before channels
+    # were items of their own (`published_to` reads those).
     channels: frozenset[str] = frozenset()
     # The number of the thread's next message item (None on a thread whose runs were all
     # stored before META kept it: then the newest item is read).
@@ -119,14 +129,51 @@ class ThreadStore:
     def start_run(self, app_id: str, start: RunStart) -> None:
         """Take the thread for a run (creating it when `start.new`): Conflict (409) while
         another run holds it, NotFound when it does not exist (or is another app's)."""
+        now = now_epoch()
         # False: META's condition (the lease) did not hold.
-        if transact(self._db, self._table, take(app_id, start, now_epoch())):
+        if transact(self._db, self._table, take(app_id, start, now)):
+            self._more_channels(app_id, start, now)
             return
         if self.meta(app_id, start.thread_id) is None:
             raise thread_not_found(start.thread_id)
         raise Conflict(
             f"thread {start.thread_id} has a run in progress; wait for its end or stop it "
             "(POST /stream/create/assistants/stop)"
+        )
+
+    def _more_channels(self, app_id: str, start: RunStart, now: int) -> None:
+        """The run's channel items the take's transaction had no room for; the thread is
+        released when they cannot be written (the run is refused: nothing held)."""
+        rest = channel_items(app_id, start, now)[CHANNELS_IN_TAKE:]
+        if not rest:
+            return
+        try:
+            batch_write(self._db, self._table, ({"PutRequest": {"Item": i}} for i in rest))
+        except Exception:
+            self.finish_run(app_id, start, [], "failed")
+            raise
+
+    def published_to(self, app_id: str, meta: ThreadMeta, channels: Collection[str]) -> bool:
+        """Whether a run of the thread published to one of `channels` (its live `CHAN#`
+        items, read until one is found; or META's set, on a thread stored before them)."""
+        if not meta.channels.isdisjoint(channels):
+            return True
+        now = now_epoch()
+        items = query_items(
+            self._db,
+            TableName=self._table,
+            ConsistentRead=True,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :chan)",
+            ProjectionExpression="sk, expiresAt",
+            ExpressionAttributeValues={
+                ":pk": thread_pk(app_id, meta.thread_id),
+                ":chan": {"S": CHANNEL_SK},
+            },
+        )
+        return any(
+            item["sk"]["S"].removeprefix(CHANNEL_SK) in channels
+            and int(item.get("expiresAt", {}).get("N", now)) >= now
+            for item in items
         )
 
     def finish_run(
