@@ -143,3 +143,24 @@ async def test_runs_started_at_once_on_one_thread_get_one_thread_and_409s(stack:
         assert stored[2] == stored[3] and stored[2].startswith("racer ")
     finally:
         await sub.close()
+
+
+async def test_a_page_of_huge_messages_ends_at_its_size_bound_and_pages_on(stack: Stack) -> None:
+    """Runs of 700 KB questions: a page of 50 messages would be one reply of megabytes per
+    request (the WebSocket `history` posts it in hundreds of parts); it ends past 1 MB."""
+    big = [c * 700_000 for c in "abc"]
+    thread = None
+    for text in big:
+        body = run_body("hostile-huge-page", text, thread, stream=False)
+        body["payload"]["providerArgs"] = {"text": "ok", "delayMs": 0}
+        r = await post_raw(stack, "/stream/create/assistants", body)
+        assert r.status_code == 200, r.text[:300]
+        thread = r.json()["threadId"]
+    first = await call(stack, "GET", f"/threads/{thread}/messages")
+    assert first.status_code == 200 and len(first.content) < 1_600_000
+    page = first.json()
+    assert [m["content"] for m in page["messages"]] == [big[0], "ok", big[1]]
+    assert page["nextCursor"] == "3"
+    rest = (await call(stack, "GET", f"/threads/{thread}/messages?cursor=3")).json()
+    assert [m["content"] for m in rest["messages"]] == ["ok", big[2], "ok"]
+    assert rest["nextCursor"] is None
