@@ -10,7 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from streaming_proxy.errors import Conflict, NotFound
+from streaming_proxy.errors import Conflict, DependencyUnavailable, NotFound
+from streaming_proxy.tablekeys import thread_pk
 from streaming_proxy.threads import RunStart, ThreadStore
 
 from .conftest import MOTO_TABLE
@@ -103,3 +104,48 @@ def test_a_thread_whose_runs_publish_to_many_long_channels_stays_writable(
     store.start_run("app", start("run_again", new=True))
     renewed = store.meta("app", THREAD)
     assert renewed is not None and not store.published_to("app", renewed, {channels(0)[7]})
+
+
+def test_a_thread_whose_delete_was_cut_short_is_gone_until_a_delete_finishes_it(
+    aws_env: None,
+) -> None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    store = ThreadStore(client, MOTO_TABLE)
+    store.start_run("app", start("run_a", new=True, channels=("room",)))
+    assert store.finish_run("app", start("run_a"), [{"role": "user", "content": "q"}], "done")
+
+    cut_short = ThreadStore(client, MOTO_TABLE)
+    cut_short._db = _Failing(client, "batch_write_item")  # type: ignore[assignment]
+    with pytest.raises(DependencyUnavailable):
+        cut_short.delete("app", THREAD)
+    # Marked for the erase, its items still there: no run, page or stop may use it...
+    assert store.meta("app", THREAD) is None
+    with pytest.raises(NotFound):
+        store.start_run("app", start("run_b"))
+    # ... and the delete sent again finishes it.
+    store.delete("app", THREAD)
+    left = client.query(
+        TableName=MOTO_TABLE,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": thread_pk("app", THREAD)},
+    )["Items"]
+    assert left == []
+    with pytest.raises(NotFound):
+        store.delete("app", THREAD)
+
+
+class _Failing:
+    """A DynamoDB client whose `method` fails (a batch DynamoDB keeps leaving unprocessed)."""
+
+    def __init__(self, client: Any, method: str) -> None:
+        self._client = client
+        self._method = method
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._method:
+
+            def fail(*args: Any, **kwargs: Any) -> Any:
+                raise DependencyUnavailable("DynamoDB left 3 writes unprocessed")
+
+            return fail
+        return getattr(self._client, name)

@@ -121,10 +121,14 @@ class ThreadStore:
         self._table = table
 
     def meta(self, app_id: str, thread_id: str) -> ThreadMeta | None:
+        """The thread's META; None when absent, or when a delete took it (gone to every
+        reader and run from then on, even while a delete cut short leaves its items)."""
         item = self._db.get_item(
             TableName=self._table, Key=thread_key(app_id, thread_id), ConsistentRead=True
         ).get("Item")
-        return None if item is None else _meta(thread_id, item)
+        if item is None or item.get("activeRun", {}).get("S") == ERASING:
+            return None
+        return _meta(thread_id, item)
 
     def start_run(self, app_id: str, start: RunStart) -> None:
         """Take the thread for a run (creating it when `start.new`): Conflict (409) while
@@ -231,9 +235,9 @@ class ThreadStore:
     def delete(self, app_id: str, thread_id: str) -> None:
         """Erase the thread: META is first marked as held by the erase, on condition that no
         run holds it (one write, so no run can take the thread between the check and the
-        erase: a run meanwhile is a 409, after it a 404); then every item is deleted, META
-        last, so a delete cut short is simply sent again. NotFound when absent; Conflict
-        while a run holds it (stop the run first)."""
+        erase; from then on the thread is not found: `meta`); then every item is deleted,
+        META last, so a delete cut short is simply sent again. NotFound when absent;
+        Conflict while a run holds it (stop the run first)."""
         try:
             self._db.update_item(
                 TableName=self._table,
