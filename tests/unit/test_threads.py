@@ -178,7 +178,10 @@ def test_one_run_at_a_time_and_the_next_after_it_ends(store: ThreadStore) -> Non
     assert run is not None and (run.stream_id, run.status) == ("st_run_b", "cancelled")
     meta = store.meta("app", "thread_testthread1")
     assert meta is not None and meta.message_count == 3 and meta.active_run is None
-    assert meta.channels == {"user-1", "tab|c1"}  # every channel its runs published to
+    # Every channel its runs published to, and no other.
+    assert store.published_to("app", meta, {"tab|c1"})
+    assert store.published_to("app", meta, {"user-1", "user-2"})
+    assert not store.published_to("app", meta, {"user-2"})
 
 
 def test_a_crashed_runs_lease_expires_and_its_late_finish_writes_nothing(

@@ -16,11 +16,19 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .config import Settings
 from .contract import Message, Payload
+from .errors import PayloadTooLarge
 from .history import Messages, Trimmed, shortfall, trim
 from .jobs import StreamJob, ThreadRun
 from .observability import get_logger
 from .outcome import StreamOutcome
-from .threads import RunStart, RunStatus, ThreadStore, new_run_id, new_thread_id
+from .threads import (
+    RunStart,
+    RunStatus,
+    ThreadStore,
+    check_storable,
+    new_run_id,
+    new_thread_id,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,14 +70,24 @@ def run_status(outcome: StreamOutcome) -> RunStatus:
     return "failed" if outcome.error is not None else "done"
 
 
+# The answer stored when what a run said is too large for its thread.
+_UNSTORED: dict[str, Any] = {"role": "assistant", "content": "", "status": "failed"}
+
+
+def added_messages(job: StreamJob) -> Messages:
+    """The messages the run's request added to its thread (the payload's last ones)."""
+    messages = job.payload.messages
+    added = job.thread.added if job.thread is not None else 0
+    return [m.model_dump(exclude_none=True) for m in messages[len(messages) - added :]]
+
+
 def said(job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]]) -> Messages:
     """What the run adds to its thread: the request's new messages, the tool rounds (the
     loop's assistant turns and tool results) and the final answer, marked when the run did
     not end well. A run that failed before the provider said anything adds nothing."""
     if job.thread is None or not outcome.started:
         return []
-    messages = job.payload.messages
-    added = [m.model_dump(exclude_none=True) for m in messages[len(messages) - job.thread.added :]]
+    added = added_messages(job)
     earlier = "".join(str(m.get("content") or "") for m in rounds if m.get("role") == "assistant")
     text = outcome.text
     final = text[len(earlier) :] if text.startswith(earlier) else text
@@ -98,8 +116,11 @@ class ThreadRuns:
         self, app_id: str, payload: Payload, stream_id: str, channels: Sequence[str] = ()
     ) -> Begun:
         """Take the payload's thread (or a new one) for a new run; 404 for an unknown (or
-        another app's) thread, 409 while another run holds it."""
+        another app's) thread, 409 while another run holds it, 413 when the new messages
+        could not be stored in it (before the thread is taken)."""
         settings = self._settings
+        added = [m.model_dump(exclude_none=True) for m in payload.messages]
+        check_storable(added)
         start = RunStart(
             thread_id=payload.thread_id or new_thread_id(),
             run_id=new_run_id(),
@@ -110,7 +131,6 @@ class ThreadRuns:
             channels=tuple(channels),
         )
         await self._store(self.threads.start_run, app_id, start)
-        added = [m.model_dump(exclude_none=True) for m in payload.messages]
         system = (
             [{"role": "system", "content": payload.instructions}] if payload.instructions else []
         )
@@ -154,6 +174,14 @@ class ThreadRuns:
         """Let go of a thread whose run never started (refused after `begin`)."""
         await self._store(self.threads.finish_run, app_id, _start(thread, ""), [], "failed")
 
+    async def abandon(self, app_id: str, thread_id: str, run_id: str, status: RunStatus) -> None:
+        """Release a thread whose run's stream is over but never recorded the run's end (a
+        detached relay that was lost: its dead letter failed the stream): the run is
+        recorded `status`, nothing is stored. A relay still finishing finds its lease gone."""
+        ttl = self._settings.thread_ttl_days * 86_400
+        start = RunStart(thread_id, run_id, "", new=False, lease_until=0, ttl_seconds=ttl)
+        await self._store(self.threads.finish_run, app_id, start, [], status)
+
     async def finish(
         self, job: StreamJob, outcome: StreamOutcome, rounds: Sequence[dict[str, Any]]
     ) -> None:
@@ -165,7 +193,7 @@ class ThreadRuns:
         messages = said(job, outcome, rounds)
         status = run_status(outcome) if outcome.started else "failed"
         start = _start(thread, job.stream_id)
-        stored = await self._store(self.threads.finish_run, job.app_id, start, messages, status)
+        messages, status, stored = await self._stored(job, start, messages, status)
         get_logger().info(
             "thread run finished",
             extra={
@@ -179,6 +207,26 @@ class ThreadRuns:
                 "lease_lost": not stored,
             },
         )
+
+    async def _stored(
+        self, job: StreamJob, start: RunStart, messages: Messages, status: RunStatus
+    ) -> tuple[Messages, RunStatus, bool]:
+        """Append the run's messages and release its thread: what was stored, how the run
+        is recorded, and whether the run still held the thread. When the answer and tool
+        rounds outgrew what a run stores, the thread is released all the same (it would
+        stay held until its lease ends), keeping the request's messages (they fit: `begin`
+        checked) and a failed answer in place of the rest."""
+        try:
+            stored = await self._store(self.threads.finish_run, job.app_id, start, messages, status)
+            return messages, status, stored
+        except PayloadTooLarge:
+            get_logger().error(
+                "thread run too large to store",
+                extra={"stream_id": job.stream_id, "messages_lost": len(messages)},
+            )
+        kept = [*added_messages(job), _UNSTORED]
+        stored = await self._store(self.threads.finish_run, job.app_id, start, kept, "failed")
+        return kept, "failed", stored
 
 
 def _start(thread: ThreadRun, stream_id: str) -> RunStart:

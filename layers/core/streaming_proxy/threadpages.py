@@ -51,7 +51,7 @@ def read_page(
     first, reading only the runs that hold them (blocking). With `channels` (a page's), a
     thread that never published to one of them is not found, as another app's is."""
     meta = threads.meta(app_id, thread_id)
-    if meta is None or (channels is not None and meta.channels.isdisjoint(channels)):
+    if meta is None or (channels is not None and not threads.published_to(app_id, meta, channels)):
         raise thread_not_found(thread_id)
     page = threads.page(app_id, meta, cursor, limit)
     more = None if page.next_cursor is None else str(page.next_cursor)

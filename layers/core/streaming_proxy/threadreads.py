@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .history import Messages, unpack
+from .history import Messages, json_lines, unpack
 from .tablekeys import MSG, index_sk, msg_sk
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ FIRST_ITEMS = 8
 MAX_ITEMS = 100
 # The token estimate's characters per token (tokens.py): tokens wanted -> items to ask for.
 CHARS_PER_TOKEN = 4
+# A page's messages as stored (JSON, ASCII-escaped), at most: past it the page ends (with
+# at least one message), so `limit` huge messages never make one reply of hundreds of MB.
+MAX_PAGE_CHARS = 1_048_576
 LAST_ITEM = msg_sk(10**8 - 1)
 
 
@@ -94,7 +97,7 @@ def page(
     start = _start_item(db, table, pk, cursor) if cursor else 0
     values = {":pk": pk, ":from": {"S": msg_sk(start)}, ":to": {"S": LAST_ITEM}}
     reader = _Items(db, table, "pk = :pk AND sk BETWEEN :from AND :to", values, forward=True)
-    runs, pager = _Runs(now, newest_first=False), _Pager(cursor, limit)
+    runs, pager = _Runs(now, newest_first=False), _Pager(cursor, limit, MAX_PAGE_CHARS)
     ask = FIRST_ITEMS
     while not reader.done and not pager.full:
         closed = [run for item in reader.read(ask) for run in runs.add(item)]
@@ -206,20 +209,23 @@ class _Runs:
 
 class _Pager:
     """The page's messages out of whole runs read in order: those numbered `cursor` on, up
-    to `limit`; `beyond` once a message past the page was seen."""
+    to `limit` and `max_chars` as stored (one at least); `beyond` once a message past the
+    page was seen."""
 
-    def __init__(self, cursor: int, limit: int) -> None:
+    def __init__(self, cursor: int, limit: int, max_chars: int) -> None:
         self._cursor = cursor
         self._limit = limit
+        self._max_chars = max_chars
         self._next = 0  # the number after the last run's (a run without one continues it)
         self.kept: Messages = []
+        self.chars = 0
         self.end = cursor
         self.seen = 0
         self.beyond = False
 
     @property
     def full(self) -> bool:
-        return len(self.kept) >= self._limit
+        return len(self.kept) >= self._limit or self.chars >= self._max_chars
 
     def add(self, run: StoredRun) -> None:
         number = self._next if run.first is None else run.first
@@ -232,6 +238,7 @@ class _Pager:
                 self.beyond = True
                 return
             self.kept.append(message)
+            self.chars += len(json_lines([message]))
             self.end = number + offset + 1
 
 

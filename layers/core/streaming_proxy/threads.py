@@ -3,7 +3,8 @@
 One partition per thread (`tablekeys.thread_pk`): `META` (times, counters, the active run's
 lease), `MSG#<n>` items holding the messages as JSON Lines (history.py), an `INDEX#<number>`
 entry per run (where its messages start: threadreads.py reads a part at a time), and
-`RUN#<id>` per run (its stream and status, for stop). A run holds the thread by a lease on META: a
+`RUN#<id>` per run (its stream and status, for stop), and a `CHAN#<channel>` item per channel a
+run published to (a page on one may read the thread). A run holds the thread by a lease on META: a
 conditional write takes it when no run holds it or the holder's lease expired (a crashed
 run never locks a thread for good); its messages land in one transaction with the release.
 """
@@ -11,23 +12,32 @@ run never locks a thread for good); its messages land in one transaction with th
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
-from .history import Messages, pack
+from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
-from .tablekeys import MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
+from .tablekeys import META, MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
 from .threadreads import Page, Recent
-from .threadwrites import RunStart, RunStatus, append, take
+from .threadwrites import (
+    CHANNEL_SK,
+    CHANNELS_IN_TAKE,
+    RunStart,
+    RunStatus,
+    append,
+    channel_items,
+    take,
+)
 from .transactions import transact
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "MAX_NEW_CHARS",
     "THREAD_ID",
     "Page",
     "Recent",
@@ -36,6 +46,7 @@ __all__ = [
     "RunStatus",
     "ThreadMeta",
     "ThreadStore",
+    "check_storable",
     "new_run_id",
     "new_thread_id",
     "thread_not_found",
@@ -43,6 +54,13 @@ __all__ = [
 
 # One transaction holds at most 100 items and 4 MB: the run's items stay well inside.
 MAX_ITEMS_PER_RUN = 48
+# A run's new messages may take half of that, at most: the rest is its answer's and tool
+# rounds'.
+MAX_NEW_CHARS = MAX_ITEMS_PER_RUN * ITEM_CHARS // 2
+
+
+# META's `activeRun` while the thread is being erased: no run id looks like it.
+ERASING = "erasing"
 
 
 def new_thread_id() -> str:
@@ -51,6 +69,18 @@ def new_thread_id() -> str:
 
 def new_run_id() -> str:
     return "run_" + secrets.token_urlsafe(18)
+
+
+def check_storable(messages: Messages) -> None:
+    """PayloadTooLarge (413) when a run's new messages take more than MAX_NEW_CHARS as
+    stored (ASCII-escaped: a non-ASCII character takes 6 characters, an emoji 12), so that
+    a run is refused before it starts rather than holding a thread it cannot write to."""
+    size = len(json_lines(messages))
+    if size > MAX_NEW_CHARS:
+        raise PayloadTooLarge(
+            f"the new messages take {size} characters stored in a thread (JSON, non-ASCII "
+            f"characters escaped), more than a run may add: at most {MAX_NEW_CHARS}"
+        )
 
 
 def thread_not_found(thread_id: str) -> NotFound:
@@ -65,7 +95,8 @@ class ThreadMeta:
     message_count: int
     active_run: str | None
     lease_until: int
-    # Every channel a run of the thread published to.
+    # Every channel a run of the thread published to, on a thread stored before channels
+    # were items of their own (`published_to` reads those).
     channels: frozenset[str] = frozenset()
     # The number of the thread's next message item (None on a thread whose runs were all
     # stored before META kept it: then the newest item is read).
@@ -90,22 +121,63 @@ class ThreadStore:
         self._table = table
 
     def meta(self, app_id: str, thread_id: str) -> ThreadMeta | None:
+        """The thread's META; None when absent, or when a delete took it (gone to every
+        reader and run from then on, even while a delete cut short leaves its items)."""
         item = self._db.get_item(
             TableName=self._table, Key=thread_key(app_id, thread_id), ConsistentRead=True
         ).get("Item")
-        return None if item is None else _meta(thread_id, item)
+        if item is None or item.get("activeRun", {}).get("S") == ERASING:
+            return None
+        return _meta(thread_id, item)
 
     def start_run(self, app_id: str, start: RunStart) -> None:
         """Take the thread for a run (creating it when `start.new`): Conflict (409) while
         another run holds it, NotFound when it does not exist (or is another app's)."""
+        now = now_epoch()
         # False: META's condition (the lease) did not hold.
-        if transact(self._db, self._table, take(app_id, start, now_epoch())):
+        if transact(self._db, self._table, take(app_id, start, now)):
+            self._more_channels(app_id, start, now)
             return
         if self.meta(app_id, start.thread_id) is None:
             raise thread_not_found(start.thread_id)
         raise Conflict(
             f"thread {start.thread_id} has a run in progress; wait for its end or stop it "
             "(POST /stream/create/assistants/stop)"
+        )
+
+    def _more_channels(self, app_id: str, start: RunStart, now: int) -> None:
+        """The run's channel items the take's transaction had no room for; the thread is
+        released when they cannot be written (the run is refused: nothing held)."""
+        rest = channel_items(app_id, start, now)[CHANNELS_IN_TAKE:]
+        if not rest:
+            return
+        try:
+            batch_write(self._db, self._table, ({"PutRequest": {"Item": i}} for i in rest))
+        except Exception:
+            self.finish_run(app_id, start, [], "failed")
+            raise
+
+    def published_to(self, app_id: str, meta: ThreadMeta, channels: Collection[str]) -> bool:
+        """Whether a run of the thread published to one of `channels` (its live `CHAN#`
+        items, read until one is found; or META's set, on a thread stored before them)."""
+        if not meta.channels.isdisjoint(channels):
+            return True
+        now = now_epoch()
+        items = query_items(
+            self._db,
+            TableName=self._table,
+            ConsistentRead=True,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :chan)",
+            ProjectionExpression="sk, expiresAt",
+            ExpressionAttributeValues={
+                ":pk": thread_pk(app_id, meta.thread_id),
+                ":chan": {"S": CHANNEL_SK},
+            },
+        )
+        return any(
+            item["sk"]["S"].removeprefix(CHANNEL_SK) in channels
+            and int(item.get("expiresAt", {}).get("N", now)) >= now
+            for item in items
         )
 
     def finish_run(
@@ -161,15 +233,34 @@ class ThreadStore:
         return RunRecord(run_id, item["streamId"]["S"], status)
 
     def delete(self, app_id: str, thread_id: str) -> None:
-        """Erase the thread: META, messages, runs. NotFound when absent; Conflict while a
-        run holds it (stop the run first)."""
-        meta = self.meta(app_id, thread_id)
-        if meta is None:
-            raise thread_not_found(thread_id)
-        if meta.busy(now_epoch()):
-            raise Conflict(f"thread {thread_id} has a run in progress; stop it, then delete")
+        """Erase the thread: META is first marked as held by the erase, on condition that no
+        run holds it (one write, so no run can take the thread between the check and the
+        erase; from then on the thread is not found: `meta`); then every item is deleted,
+        META last, so a delete cut short is simply sent again. NotFound when absent;
+        Conflict while a run holds it (stop the run first)."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=thread_key(app_id, thread_id),
+                UpdateExpression="SET activeRun = :erasing, leaseUntil = :forever",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(activeRun)"
+                " OR leaseUntil < :now OR activeRun = :erasing)",
+                ExpressionAttributeValues={
+                    ":erasing": {"S": ERASING},
+                    ":forever": {"N": str(2**40)},
+                    ":now": {"N": str(now_epoch())},
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            if self.meta(app_id, thread_id) is None:
+                raise thread_not_found(thread_id) from None
+            raise Conflict(
+                f"thread {thread_id} has a run in progress; stop it, then delete"
+            ) from None
         keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._keys(app_id, thread_id)]
-        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
+        for last in (False, True):
+            erase = ({"DeleteRequest": {"Key": k}} for k in keys if (k["sk"]["S"] == META) == last)
+            batch_write(self._db, self._table, erase)
 
     def _keys(self, app_id: str, thread_id: str) -> list[dict[str, Any]]:
         """The keys of every item of the thread's partition."""

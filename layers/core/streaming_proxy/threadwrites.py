@@ -1,7 +1,7 @@
 """The transactions of a thread's runs (threads.py), built apart from the calls that send
-them: taking the thread (META's lease and the run's `RUN#` item) and appending a run's
-messages (its `MSG#` items, its `INDEX#` entry, META's counters and release, the run's
-final status)."""
+them: taking the thread (META's lease, the run's `RUN#` item and a `CHAN#<channel>` item per
+channel it publishes to) and appending a run's messages (its `MSG#` items, its `INDEX#`
+entry, META's counters and release, the run's final status)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from .tablekeys import RUN, index_sk, msg_sk, thread_key
 
 RunStatus = Literal["running", "done", "failed", "cancelled"]
 Action = dict[str, Any]
+
+# A channel a run of the thread published to: one item each, not a set on META, which
+# would grow with every new channel until META passed DynamoDB's 400 KB and the thread
+# could never be written again.
+CHANNEL_SK = "CHAN#"
+# Channel items in the transaction that takes the thread (100 actions at most, META and
+# RUN# beside them); a run's further channels are written right after it (threads.py).
+CHANNELS_IN_TAKE = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +49,12 @@ def take(app_id: str, start: RunStart, now: int) -> list[Action]:
         item = {**key, "createdAt": {"N": str(now)}, "updatedAt": {"N": str(now)}}
         item |= {"msgCount": {"N": "0"}, "nextItem": {"N": "0"}, "expiresAt": expires}
         item |= {"activeRun": {"S": start.run_id}, "leaseUntil": lease}
-        if start.channels:
-            item["channels"] = {"SS": sorted(set(start.channels))}
         meta = {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
     else:
         values: dict[str, Any] = {":run": {"S": start.run_id}, ":lease": lease}
         values[":now"] = {"N": str(now)}
         values[":exp"] = expires
         update = "SET activeRun = :run, leaseUntil = :lease, updatedAt = :now, expiresAt = :exp"
-        if start.channels:
-            update += " ADD channels :channels"
-            values[":channels"] = {"SS": sorted(set(start.channels))}
         meta = {
             "Update": {
                 "Key": key,
@@ -64,7 +67,19 @@ def take(app_id: str, start: RunStart, now: int) -> list[Action]:
     run = thread_key(app_id, start.thread_id, RUN + start.run_id)
     run |= {"streamId": {"S": start.stream_id}, "status": {"S": "running"}}
     run |= {"createdAt": {"N": str(now)}, "expiresAt": expires}
-    return [meta, {"Put": {"Item": run}}]
+    puts = [{"Put": {"Item": item}} for item in channel_items(app_id, start, now)]
+    return [meta, {"Put": {"Item": run}}, *puts[:CHANNELS_IN_TAKE]]
+
+
+def channel_items(app_id: str, start: RunStart, now: int) -> list[Action]:
+    """A `CHAN#<channel>` item per channel the run publishes to: a page holding a subscribe
+    token for one of them may read the thread while the item lives (each run on it puts
+    it again, with the thread's TTL)."""
+    expires = {"N": str(now + start.ttl_seconds)}
+    return [
+        thread_key(app_id, start.thread_id, CHANNEL_SK + channel) | {"expiresAt": expires}
+        for channel in sorted(set(start.channels))
+    ]
 
 
 def append(

@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 from ..contract import RunStopRequest
 from ..errors import NotFound, ProxyError, ValidationFailed, field_problems
+from ..service import StreamService
+from ..streams import TERMINAL
 from ..threadpages import MAX_PAGE, read_page
-from ..threads import THREAD_ID, thread_not_found
+from ..threads import THREAD_ID, RunStatus, thread_not_found
 from .answers import authenticate, error_response, parse, path_id, read_json, service_of
 
 
@@ -30,12 +32,27 @@ async def assistants_stop(request: Request) -> Response:
             raise NotFound(f"run {body.run_id} not found on thread {body.thread_id}")
         status: str = run.status
         if run.status == "running":
-            stopped = await service.stop(run.stream_id, app.app_id)
-            status = "cancelling" if stopped.status == "stopped" else run.status
+            status = await _stop_running(service, app.app_id, body, run.stream_id)
     except ProxyError as e:
         return error_response(e)
     ids = {"threadId": body.thread_id, "runId": body.run_id, "streamId": run.stream_id}
     return JSONResponse({"success": True, "status": status, **ids})
+
+
+async def _stop_running(
+    service: StreamService, app_id: str, body: RunStopRequest, stream_id: str
+) -> str:
+    """Cancel a running run's stream: `cancelling`. A stream over already while its run
+    still holds the thread (its relay was lost before recording the run's end) frees the
+    thread instead, and the run ends as its stream did (`failed` or `cancelled`)."""
+    stopped = await service.stop(stream_id, app_id)
+    if stopped.status != "stopped":
+        return "running"
+    if stopped.stream_status not in TERMINAL:
+        return "cancelling"
+    status: RunStatus = "cancelled" if stopped.stream_status == "cancelled" else "failed"
+    await service.runs.abandon(app_id, body.thread_id, body.run_id, status)
+    return status
 
 
 _THREAD_ID = re.compile(THREAD_ID)

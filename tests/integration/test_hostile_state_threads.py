@@ -1,0 +1,166 @@
+"""Hostile cases on threads and runs through the real stack: a run whose messages are too
+large for its thread, concurrent runs, forged cursors and ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+
+from streaming_proxy.outcome import unknown_usage
+from streaming_proxy.streams import StreamRecord, StreamStore, new_stream_id
+from streaming_proxy.threads import RunStart, ThreadStore, new_run_id
+from tests.conftest import Stack
+from tests.integration.test_threads import call, history, run, run_body
+from tests.wsclient import Subscriber
+
+
+async def post_raw(stack: Stack, path: str, body: Any) -> httpx.Response:
+    """A body sent as UTF-8 JSON (not ASCII-escaped): the byte count the limit sees."""
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    headers = {"x-api-key": stack.api_key, "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=stack.http, timeout=60) as client:
+        return await client.post(path, content=data, headers=headers)
+
+
+async def test_a_message_too_large_for_its_thread_is_refused_and_the_thread_stays_free(
+    stack: Stack,
+) -> None:
+    channel = "hostile-huge-run"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "small"))
+        thread = ack["threadId"]
+        # Under the body limit as UTF-8, but stored ASCII-escaped (12 characters an emoji).
+        huge = run_body(channel, "\U0001f600" * 260_000, thread)
+        huge["payload"]["providerArgs"] = {"text": "ok", "delayMs": 0}
+        r = await post_raw(stack, "/stream/create/assistants", huge)
+        assert r.status_code == 413, r.text[:300]
+        assert r.json()["success"] is False
+        # Nothing was published and the thread is free for the next run at once.
+        _, after = await run(stack, sub, run_body(channel, "next", thread))
+        assert [m["content"] for m in await history(stack, thread)] == [
+            "small",
+            "small",
+            "next",
+            "next",
+        ]
+        assert after[-1]["type"] == "end"
+    finally:
+        await sub.close()
+
+
+async def test_an_answer_too_large_for_its_thread_still_frees_the_thread(stack: Stack) -> None:
+    channel = "hostile-huge-answer"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "small"))
+        thread = ack["threadId"]
+        # A short question, an answer that takes more than a run stores (ASCII-escaped).
+        huge = run_body(channel, "tell me", thread, stream=False)
+        huge["payload"]["providerArgs"] = {"text": "\U0001f600" * 260_000, "chunks": 4}
+        r = await post_raw(stack, "/stream/create/assistants", huge)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["data"][0]["text"]["value"]) == 260_000  # the caller had it all
+        # The thread is free at once; the run is recorded failed, its question kept.
+        ids = {"threadId": thread, "runId": r.json()["runId"]}
+        stop = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert stop.json()["status"] == "failed", stop.text
+        await run(stack, sub, run_body(channel, "next", thread))
+        stored = await history(stack, thread)
+        assert [(m["content"], m.get("status")) for m in stored] == [
+            ("small", None),
+            ("small", None),
+            ("tell me", None),
+            ("", "failed"),
+            ("next", None),
+            ("next", None),
+        ]
+    finally:
+        await sub.close()
+
+
+async def test_stopping_a_run_whose_relay_was_lost_frees_its_thread(stack: Stack) -> None:
+    """A detached relay Lambda gave up on: the dead letter marks its stream failed, but the
+    run still holds its thread (RUN# `running`, the lease for 15 minutes). Stop, the remedy
+    the 409 names, must say how the stream ended and free the thread."""
+    channel = "hostile-lost-relay"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "before"))
+        thread = ack["threadId"]
+        db = stack.dynamodb_client()
+        streams, threads = StreamStore(db, stack.table), ThreadStore(db, stack.table)
+        stream_id, run_id = new_stream_id(), new_run_id()
+        streams.create(StreamRecord(stream_id, stack.app_id, "onRun", [channel]))
+        lease = int(time.time()) + 900
+        threads.start_run(stack.app_id, RunStart(thread, run_id, stream_id, False, lease, 3600))
+        assert streams.mark_lost(stream_id, 1, unknown_usage())  # what the dead letter does
+
+        blocked = await call(
+            stack, "POST", "/stream/create/assistants", run_body(channel, "x", thread)
+        )
+        assert blocked.status_code == 409
+        ids = {"threadId": thread, "runId": run_id}
+        stopped = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["status"] == "failed"
+        again = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+        assert again.json()["status"] == "failed"
+        _, after = await run(stack, sub, run_body(channel, "after", thread))
+        assert after[-1]["type"] == "end"
+        assert [m["content"] for m in await history(stack, thread)] == [
+            "before",
+            "before",
+            "after",
+            "after",
+        ]
+    finally:
+        await sub.close()
+
+
+async def test_runs_started_at_once_on_one_thread_get_one_thread_and_409s(stack: Stack) -> None:
+    channel = "hostile-race"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "first"))
+        thread = ack["threadId"]
+        bodies = [run_body(channel, f"racer {i}", thread) for i in range(6)]
+        answers = await asyncio.gather(
+            *(call(stack, "POST", "/stream/create/assistants", b) for b in bodies)
+        )
+        won = [r for r in answers if r.status_code == 200]
+        lost = [r for r in answers if r.status_code != 200]
+        assert len(won) == 1, [r.status_code for r in answers]
+        assert {r.status_code for r in lost} == {409}
+        assert all(r.json()["error"]["type"] == "conflict" for r in lost)
+        await sub.stream(won[0].json()["streamId"], within=20)
+        stored = [m["content"] for m in await history(stack, thread)]
+        assert stored[:2] == ["first", "first"] and len(stored) == 4
+        assert stored[2] == stored[3] and stored[2].startswith("racer ")
+    finally:
+        await sub.close()
+
+
+async def test_a_page_of_huge_messages_ends_at_its_size_bound_and_pages_on(stack: Stack) -> None:
+    """Runs of 700 KB questions: a page of 50 messages would be one reply of megabytes per
+    request (the WebSocket `history` posts it in hundreds of parts); it ends past 1 MB."""
+    big = [c * 700_000 for c in "abc"]
+    thread = None
+    for text in big:
+        body = run_body("hostile-huge-page", text, thread, stream=False)
+        body["payload"]["providerArgs"] = {"text": "ok", "delayMs": 0}
+        r = await post_raw(stack, "/stream/create/assistants", body)
+        assert r.status_code == 200, r.text[:300]
+        thread = r.json()["threadId"]
+    first = await call(stack, "GET", f"/threads/{thread}/messages")
+    assert first.status_code == 200 and len(first.content) < 1_600_000
+    page = first.json()
+    assert [m["content"] for m in page["messages"]] == [big[0], "ok", big[1]]
+    assert page["nextCursor"] == "3"
+    rest = (await call(stack, "GET", f"/threads/{thread}/messages?cursor=3")).json()
+    assert [m["content"] for m in rest["messages"]] == ["ok", big[2], "ok"]
+    assert rest["nextCursor"] is None
