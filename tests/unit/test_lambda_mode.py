@@ -15,6 +15,7 @@ import httpx
 from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
 from streaming_proxy.config import AppConfig, Settings
+from streaming_proxy.errors import PayloadTooLarge
 from streaming_proxy.jobs import StreamJob
 from streaming_proxy.service import StreamService
 
@@ -143,4 +144,28 @@ async def test_a_failed_self_invoke_is_a_clear_error_not_a_crash(aws_env: None) 
         r = await c.post("/llm/query", json=request())
     assert r.status_code == 503
     assert "could not start the stream" in r.json()["error"]["message"]
+    await service.aclose()
+
+
+async def test_a_self_invoke_that_fails_leaves_the_stream_failed_not_pending(
+    aws_env: None,
+) -> None:
+    """The record is written before the invoke (the ack polls it): when Lambda refuses the
+    event (too large, throttled), the caller gets the error and the record says so too,
+    instead of a stream `pending` for a day that no relay will ever run."""
+    service = StreamService(settings(), poster=RecordingPoster())
+    client, _ = await lambda_app(service)
+    refused: list[str] = []
+
+    def invoke(job: StreamJob) -> None:
+        refused.append(job.stream_id)
+        raise PayloadTooLarge("request too large to run detached")
+
+    service._invoke_self = invoke  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request())
+    assert r.status_code == 413, r.text
+    record = service.streams.get(refused[0])
+    assert record is not None and record.status == "failed"
+    assert record.start_error is not None and record.start_error.kind == "payload_too_large"
+    await client.aclose()
     await service.aclose()

@@ -446,7 +446,7 @@ class StreamService:
         wait = self.settings.ack_wait_seconds
         if self.settings.detach_mode == "lambda":
             await self.register(job)  # the ack polls the record: it exists before the invoke
-            await self.store(self._invoke_self, job)
+            await self._invoked(job)
             return await self._await_start(job.stream_id, wait) if wait > 0 else Detached("pending")
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -490,6 +490,18 @@ class StreamService:
             raise mapped from e
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    async def _invoked(self, job: StreamJob) -> None:
+        """Self-invoke `job`; when Lambda refuses it, its record says so (failed, with the
+        error the caller gets) rather than `pending` for a stream no relay will run."""
+        try:
+            await self.store(self._invoke_self, job)
+        except ProxyError as e:
+            try:
+                await self.store(self.streams.mark_start_failed, job.stream_id, StartError.of(e))
+            except ProxyError:
+                get_logger().warning("stream record not marked failed", exc_info=True)
+            raise
 
     def _invoke_self(self, job: StreamJob) -> None:
         if not self.settings.self_function_name:
