@@ -20,6 +20,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import redact
 from ..config import ToolWebhook
 from ..events import (
     Finish,
@@ -101,7 +102,14 @@ class ToolRunner:
         self._open.update(c.id for c in frontend)
 
     async def run(self, call: PlannedCall) -> dict[str, Any]:
-        """The result the model gets for `call` (a failure result when the tool failed)."""
+        """The result the model gets for `call` (a failure result when the tool failed),
+        without secrets: a webhook or a page may echo one (a debug answer, a page's token
+        under any key), and the result goes to the provider and into the thread's history,
+        which pages read."""
+        result: dict[str, Any] = scrubbed(await self._run(call))
+        return result
+
+    async def _run(self, call: PlannedCall) -> dict[str, Any]:
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
@@ -134,6 +142,19 @@ class ToolRunner:
         if answer is None:
             return failure(f"the tool did not answer within {self._timeout:g} seconds")
         return {k: v for k, v in answer.items() if k != "toolCallId"}
+
+
+def scrubbed(value: Any) -> Any:
+    """A JSON value with every known secret and credential-shaped string in it replaced
+    (redact.scrub), keys too. Tool results nest at most MAX_JSON_DEPTH deep (both edges
+    refuse deeper), so the recursion is bounded."""
+    if isinstance(value, str):
+        return redact.scrub(value)
+    if isinstance(value, list):
+        return [scrubbed(item) for item in value]
+    if isinstance(value, dict):
+        return {redact.scrub(key): scrubbed(item) for key, item in value.items()}
+    return value
 
 
 @dataclass
