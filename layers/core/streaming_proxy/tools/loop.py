@@ -47,10 +47,16 @@ def new_call_id() -> str:
     return "tc_" + secrets.token_urlsafe(12)
 
 
-def plan(calls: list[ToolCall]) -> list[PlannedCall]:
-    """The model's calls as the proxy runs them: own ids, parsed arguments, frontend or not."""
+def plan(calls: list[ToolCall], taken: set[str] | None = None) -> list[PlannedCall]:
+    """The model's calls as the proxy runs them: own ids, parsed arguments, frontend or not.
+    A model id that is missing, or already in `taken` (the conversation's call ids, which
+    this adds to), is replaced: a result answers its call by id, and Anthropic and Bedrock
+    refuse a repeated one, Gemini gives both results the later call's name."""
+    taken = set() if taken is None else taken
     planned = []
     for call in calls:
+        model_id = call.id if call.id and call.id not in taken else new_call_id()
+        taken.add(model_id)
         try:
             arguments: dict[str, Any] | str = model_json(call.arguments or "{}")
         except ValueError:
@@ -60,7 +66,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
         planned.append(
             PlannedCall(
                 id=new_call_id(),
-                model_id=call.id or new_call_id(),
+                model_id=model_id,
                 name=call.name,
                 arguments=arguments,
                 frontend=is_frontend(call.name),
@@ -196,6 +202,7 @@ class ToolLoop:
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         messages = list(request.messages)
+        taken = call_ids(messages)
         totals = _Totals()
         later = replace(request, tool_choice=unforced(request.tool_choice))
         for number in itertools.count(1):
@@ -210,7 +217,7 @@ class ToolLoop:
                     if not isinstance(event, Usage | Finish | ToolCallDelta):
                         yield event
             yield totals.add(turn, this_round)
-            calls = plan(turn.tool_calls())
+            calls = plan(turn.tool_calls(), taken)
             if not calls:
                 yield Finish(turn.finish or "stop")
                 return
@@ -231,6 +238,17 @@ class ToolLoop:
             if self._transcript is not None:
                 self._transcript.extend(rounds)
             messages = [*messages, *rounds]
+
+
+def call_ids(messages: list[dict[str, Any]]) -> set[str]:
+    """The ids of the tool calls the conversation's assistant turns made."""
+    return {
+        str(call.get("id"))
+        for message in messages
+        if message.get("role") == "assistant" and isinstance(message.get("tool_calls"), list)
+        for call in message["tool_calls"]
+        if isinstance(call, dict)
+    }
 
 
 def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
