@@ -7,7 +7,15 @@ from streaming_proxy.events import Finish, ToolCallsReady
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.gemini_request import gemini_contents
 from streaming_proxy.tools.loop import ToolLoop
-from tests.unit.test_tool_loop import ANSWER_ROUND, REQUEST, RoundsProvider, Runner, ask, collect
+from tests.unit.test_tool_loop import (
+    ANSWER_ROUND,
+    OFFERED,
+    REQUEST,
+    RoundsProvider,
+    Runner,
+    ask,
+    collect,
+)
 
 
 async def test_a_call_id_the_model_repeats_in_one_round_is_made_unique() -> None:
@@ -54,7 +62,7 @@ async def test_a_call_id_already_in_the_conversation_is_not_used_again() -> None
     ]
     again = [*ask(0, "call_0", "lookup_stock", '{"sku": "A1"}'), Finish("tool_calls")]
     provider = RoundsProvider([again, again, ANSWER_ROUND])
-    request = LlmRequest(model="m", messages=earlier)
+    request = LlmRequest(model="m", messages=earlier, tools=OFFERED)
     await collect(ToolLoop(provider, Runner(), max_rounds=8), request)  # type: ignore[arg-type]
     sent = provider.requests[2].messages
     ids = [c["id"] for m in sent for c in m.get("tool_calls") or []]

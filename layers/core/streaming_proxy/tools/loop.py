@@ -36,6 +36,7 @@ from ..events import (
 from ..jobs import StreamJob
 from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
+from ..providers.translate import function_tools
 from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
@@ -203,6 +204,7 @@ class ToolLoop:
     async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         messages = list(request.messages)
         taken = call_ids(messages)
+        offered = {tool.name for tool in function_tools(request.tools)}
         totals = _Totals()
         later = replace(request, tool_choice=unforced(request.tool_choice))
         for number in itertools.count(1):
@@ -217,11 +219,12 @@ class ToolLoop:
                     if not isinstance(event, Usage | Finish | ToolCallDelta):
                         yield event
             yield totals.add(turn, this_round)
-            calls = plan(turn.tool_calls(), taken)
+            calls = confined(plan(turn.tool_calls(), taken), offered)
             if not calls:
                 yield Finish(turn.finish or "stop")
                 return
-            run = number <= self._max_rounds and self._runner.can_run(calls)
+            runnable = [c for c in calls if c.name in offered]
+            run = number <= self._max_rounds and self._runner.can_run(runnable)
             if run:
                 await self._runner.open(calls)
             yield ToolCallsReady(tuple(calls), run=run)
@@ -230,7 +233,7 @@ class ToolLoop:
                 return
             yield ToolsWaiting(True)
             try:
-                results = await asyncio.gather(*(self._runner.run(c) for c in calls))
+                results = await asyncio.gather(*(self._result(c, offered) for c in calls))
             finally:
                 await self._runner.close(calls)
             yield ToolsWaiting(False)
@@ -238,6 +241,11 @@ class ToolLoop:
             if self._transcript is not None:
                 self._transcript.extend(rounds)
             messages = [*messages, *rounds]
+
+    async def _result(self, call: PlannedCall, offered: set[str]) -> dict[str, Any]:
+        if call.name not in offered:
+            return failure(f"the request offered no tool named {call.name!r}; it did not run")
+        return await self._runner.run(call)
 
 
 def call_ids(messages: list[dict[str, Any]]) -> set[str]:
@@ -249,6 +257,13 @@ def call_ids(messages: list[dict[str, Any]]) -> set[str]:
         for call in message["tool_calls"]
         if isinstance(call, dict)
     }
+
+
+def confined(calls: list[PlannedCall], offered: set[str]) -> list[PlannedCall]:
+    """Calls of tools the request did not offer run nowhere (the model is told so): not on
+    the app's webhook, which serves all its flows, nor as a `ui_` call a page may handle
+    for another flow. Not frontend, no page hears of them as `llmToolCall`."""
+    return [c if c.name in offered or not c.frontend else replace(c, frontend=False) for c in calls]
 
 
 def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
