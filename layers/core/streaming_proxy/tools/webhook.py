@@ -57,6 +57,8 @@ class ToolWebhooks:
         sent = int(time.time())
         headers = {
             "Content-Type": "application/json",
+            # A compressed answer is read as it came (see _exchange): ask for none.
+            "Accept-Encoding": "identity",
             TIMESTAMP_HEADER: str(sent),
             SIGNATURE_HEADER: signature(hook.secret.get_secret_value(), sent, body),
         }
@@ -84,6 +86,11 @@ class ToolWebhooks:
         try:
             if not answer.is_success:
                 return failure(f"the tool failed (its webhook answered HTTP {answer.status_code})")
+            # Never inflated: httpx inflates each network chunk whole, 64 KiB of gzip to
+            # 64 MiB before the size cap could look, a few calls at once past the memory.
+            encoding = answer.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                return failure(f"the tool's answer was compressed ({encoding}); send it plain")
             content = bytearray()
             async for chunk in answer.aiter_bytes():
                 content += chunk
