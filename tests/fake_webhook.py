@@ -2,7 +2,9 @@
 receiver should, records every call, and answers per tool name.
 
 `lookup_stock` answers `{"success": true, "message": "<sku>: 12 in stock"}`, `slow_tool`
-answers after 3 s (past the test stack's 1 s webhook timeout), `broken_tool` answers 500.
+answers after 3 s (past the test stack's 1 s webhook timeout), `broken_tool` answers 500,
+`leaky_tool` answers with the webhook secret in its message and `<sku>` reversed as a bearer
+token (a careless debug answer).
 A call whose signature or timestamp does not verify is answered 401 and recorded as such.
 """
 
@@ -74,6 +76,9 @@ class FakeWebhook:
         if name == "broken_tool":
             return JSONResponse({"error": "the tool fell over"}, 500)
         sku = (payload.get("arguments") or {}).get("sku", "?")
+        if name == "leaky_tool":
+            leak = {"message": f"signed with {WEBHOOK_SECRET}", "header": f"Bearer {sku[::-1]}"}
+            return JSONResponse({"success": True, **leak})
         return JSONResponse({"success": True, "message": f"{sku}: 12 in stock"})
 
     def start(self) -> None:

@@ -119,7 +119,14 @@ async def collect(loop: ToolLoop, request: LlmRequest) -> list[StreamEvent]:
     return [event async for event in loop.stream(request)]
 
 
-REQUEST = LlmRequest(model="m", messages=[{"role": "user", "content": "Which colour?"}])
+# The tools the scripted models call (the loop runs only the tools a request offers).
+OFFERED = [
+    {"type": "function", "function": {"name": name}}
+    for name in ("ui_get_color", "lookup_stock", "search", "get_weather")
+]
+REQUEST = LlmRequest(
+    model="m", messages=[{"role": "user", "content": "Which colour?"}], tools=OFFERED
+)
 
 
 async def test_one_round_runs_the_tool_and_sends_turn_and_result_back() -> None:
@@ -265,7 +272,7 @@ async def test_a_forcing_tool_choice_holds_for_the_first_round_only(
     choice: str | dict[str, Any], later: str | None
 ) -> None:
     provider = ObedientProvider()
-    request = LlmRequest(model="m", messages=REQUEST.messages, tool_choice=choice)
+    request = LlmRequest(model="m", messages=REQUEST.messages, tools=OFFERED, tool_choice=choice)
     events = await collect(ToolLoop(provider, Runner(), max_rounds=8), request)  # type: ignore[arg-type]
     assert [r.tool_choice for r in provider.requests] == [choice, later]
     assert events[-1] == Finish("stop")
@@ -330,7 +337,7 @@ def job(**options: Any) -> StreamJob:
     payload = {
         "provider": "mock",
         "messages": [{"role": "user", "content": "Which colour?"}],
-        "tools": [{"type": "function", "function": {"name": "ui_get_color"}}],
+        "tools": OFFERED,
     }
     return StreamJob(
         stream_id="st_loop",

@@ -34,10 +34,13 @@ class TurnState:
     thinking: list[str] = field(default_factory=list)
     # Signed and redacted reasoning blocks, in order, as a later turn must send them back.
     reasoning_blocks: list[dict[str, Any]] = field(default_factory=list)
-    tools: dict[int, ToolCall] = field(default_factory=dict)
+    # Keyed by (the provider's index, which call at that index): a compatible server that
+    # streams each call whole at index 0 (or with no index) names each by a new id.
+    tools: dict[tuple[int, int], ToolCall] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     finish: FinishReason | None = None
     _open_block: list[str] = field(default_factory=list)
+    _latest: dict[int, int] = field(default_factory=dict)  # index -> its latest call's number
 
     def handle(self, event: ProviderEvent) -> None:
         if isinstance(event, TextDelta):
@@ -54,7 +57,7 @@ class TurnState:
         elif isinstance(event, RedactedThinking):
             self.reasoning_blocks.append({"type": "redacted_thinking", "data": event.data})
         elif isinstance(event, ToolCallDelta):
-            call = self.tools.setdefault(event.index, ToolCall(id="", name=""))
+            call = self._tool_call(event)
             call.id = event.id or call.id
             call.name = event.name or call.name
             call.arguments += event.arguments
@@ -69,6 +72,19 @@ class TurnState:
             )
         elif isinstance(event, Finish):
             self.finish = event.reason
+
+    def _tool_call(self, event: ToolCallDelta) -> ToolCall:
+        """The call `event` adds to: the latest at its index, or a new one when there is
+        none or `event` names another id (a new call at a reused index)."""
+        number = self._latest.get(event.index)
+        if number is not None:
+            call = self.tools[(event.index, number)]
+            if not (event.id and call.id and event.id != call.id):
+                return call
+        number = 0 if number is None else number + 1
+        self._latest[event.index] = number
+        call = self.tools[(event.index, number)] = ToolCall(id="", name="")
+        return call
 
     def answer(self) -> str:
         return "".join(self.text)

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from .. import native
 from ..errors import UpstreamError, ValidationFailed
+from ..textcheck import model_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +149,16 @@ def image_part(url: str) -> ImagePart:
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:
-    """Tool call arguments (a JSON object string, or already an object) as a dict."""
+    """Tool call arguments (a JSON object string, or already an object) as a dict. The
+    string is read as a model's JSON (`model_json`): `NaN`, `1e999` or nesting past
+    MAX_JSON_DEPTH are no JSON (Python's parser takes the first two, which no encoder then
+    sends, and the last crashed it), a lone surrogate becomes U+FFFD."""
     if raw is None or raw == "":
         return {}
     value = raw
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
+            value = model_json(raw)
         except ValueError as e:
             raise ValidationFailed("tool call arguments must be a JSON object") from e
     if not isinstance(value, dict):
@@ -163,9 +167,10 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
 
 
 def parse_json_value(text: str) -> Any:
-    """A tool result text as JSON if it is JSON, else None."""
+    """A tool result text as JSON if it is clean JSON (`model_json`), else None: the text
+    then goes as it is."""
     try:
-        return json.loads(text)
+        return model_json(text)
     except ValueError:
         return None
 

@@ -20,6 +20,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import redact
 from ..config import ToolWebhook
 from ..events import (
     Finish,
@@ -35,6 +36,7 @@ from ..events import (
 from ..jobs import StreamJob
 from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
+from ..providers.translate import function_tools
 from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
@@ -46,10 +48,16 @@ def new_call_id() -> str:
     return "tc_" + secrets.token_urlsafe(12)
 
 
-def plan(calls: list[ToolCall]) -> list[PlannedCall]:
-    """The model's calls as the proxy runs them: own ids, parsed arguments, frontend or not."""
+def plan(calls: list[ToolCall], taken: set[str] | None = None) -> list[PlannedCall]:
+    """The model's calls as the proxy runs them: own ids, parsed arguments, frontend or not.
+    A model id that is missing, or already in `taken` (the conversation's call ids, which
+    this adds to), is replaced: a result answers its call by id, and Anthropic and Bedrock
+    refuse a repeated one, Gemini gives both results the later call's name."""
+    taken = set() if taken is None else taken
     planned = []
     for call in calls:
+        model_id = call.id if call.id and call.id not in taken else new_call_id()
+        taken.add(model_id)
         try:
             arguments: dict[str, Any] | str = model_json(call.arguments or "{}")
         except ValueError:
@@ -59,7 +67,7 @@ def plan(calls: list[ToolCall]) -> list[PlannedCall]:
         planned.append(
             PlannedCall(
                 id=new_call_id(),
-                model_id=call.id or new_call_id(),
+                model_id=model_id,
                 name=call.name,
                 arguments=arguments,
                 frontend=is_frontend(call.name),
@@ -101,7 +109,14 @@ class ToolRunner:
         self._open.update(c.id for c in frontend)
 
     async def run(self, call: PlannedCall) -> dict[str, Any]:
-        """The result the model gets for `call` (a failure result when the tool failed)."""
+        """The result the model gets for `call` (a failure result when the tool failed),
+        without secrets: a webhook or a page may echo one (a debug answer, a page's token
+        under any key), and the result goes to the provider and into the thread's history,
+        which pages read."""
+        result: dict[str, Any] = scrubbed(await self._run(call))
+        return result
+
+    async def _run(self, call: PlannedCall) -> dict[str, Any]:
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
@@ -134,6 +149,19 @@ class ToolRunner:
         if answer is None:
             return failure(f"the tool did not answer within {self._timeout:g} seconds")
         return {k: v for k, v in answer.items() if k != "toolCallId"}
+
+
+def scrubbed(value: Any) -> Any:
+    """A JSON value with every known secret and credential-shaped string in it replaced
+    (redact.scrub), keys too. Tool results nest at most MAX_JSON_DEPTH deep (both edges
+    refuse deeper), so the recursion is bounded."""
+    if isinstance(value, str):
+        return redact.scrub(value)
+    if isinstance(value, list):
+        return [scrubbed(item) for item in value]
+    if isinstance(value, dict):
+        return {redact.scrub(key): scrubbed(item) for key, item in value.items()}
+    return value
 
 
 @dataclass
@@ -175,6 +203,8 @@ class ToolLoop:
 
     async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         messages = list(request.messages)
+        taken = call_ids(messages)
+        offered = {tool.name for tool in function_tools(request.tools)}
         totals = _Totals()
         later = replace(request, tool_choice=unforced(request.tool_choice))
         for number in itertools.count(1):
@@ -189,11 +219,12 @@ class ToolLoop:
                     if not isinstance(event, Usage | Finish | ToolCallDelta):
                         yield event
             yield totals.add(turn, this_round)
-            calls = plan(turn.tool_calls())
+            calls = confined(plan(turn.tool_calls(), taken), offered)
             if not calls:
                 yield Finish(turn.finish or "stop")
                 return
-            run = number <= self._max_rounds and self._runner.can_run(calls)
+            runnable = [c for c in calls if c.name in offered]
+            run = number <= self._max_rounds and self._runner.can_run(runnable)
             if run:
                 await self._runner.open(calls)
             yield ToolCallsReady(tuple(calls), run=run)
@@ -202,7 +233,7 @@ class ToolLoop:
                 return
             yield ToolsWaiting(True)
             try:
-                results = await asyncio.gather(*(self._runner.run(c) for c in calls))
+                results = await asyncio.gather(*(self._result(c, offered) for c in calls))
             finally:
                 await self._runner.close(calls)
             yield ToolsWaiting(False)
@@ -210,6 +241,29 @@ class ToolLoop:
             if self._transcript is not None:
                 self._transcript.extend(rounds)
             messages = [*messages, *rounds]
+
+    async def _result(self, call: PlannedCall, offered: set[str]) -> dict[str, Any]:
+        if call.name not in offered:
+            return failure(f"the request offered no tool named {call.name!r}; it did not run")
+        return await self._runner.run(call)
+
+
+def call_ids(messages: list[dict[str, Any]]) -> set[str]:
+    """The ids of the tool calls the conversation's assistant turns made."""
+    return {
+        str(call.get("id"))
+        for message in messages
+        if message.get("role") == "assistant" and isinstance(message.get("tool_calls"), list)
+        for call in message["tool_calls"]
+        if isinstance(call, dict)
+    }
+
+
+def confined(calls: list[PlannedCall], offered: set[str]) -> list[PlannedCall]:
+    """Calls of tools the request did not offer run nowhere (the model is told so): not on
+    the app's webhook, which serves all its flows, nor as a `ui_` call a page may handle
+    for another flow. Not frontend, no page hears of them as `llmToolCall`."""
+    return [c if c.name in offered or not c.frontend else replace(c, frontend=False) for c in calls]
 
 
 def unforced(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
