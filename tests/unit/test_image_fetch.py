@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -285,6 +286,33 @@ async def test_an_oversized_body_is_refused_while_it_streams() -> None:
 
     assert "larger than 1024 bytes" in await refused("https://images.example/x", handler)
     assert len(chunks) < 10  # stopped reading, never buffered the whole body
+
+
+async def test_a_compressed_image_is_refused_and_never_inflated() -> None:
+    """httpx inflates a network chunk whole: 10 KB of gzip from the caller's URL would be
+    10 MB in memory before the size cap looked. A plain answer is asked for; any other is
+    refused."""
+    bomb = gzip.compress(b"\x00" * 10_000_000)
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding", ""))
+        headers = {"content-type": "image/png", "content-encoding": "gzip"}
+        return httpx.Response(200, headers=headers, content=bomb)
+
+    assert "compressed (gzip)" in await refused("https://images.example/x", handler)
+    assert asked == ["identity"]
+
+
+def test_the_fetchers_own_client_keeps_no_cookie() -> None:
+    """One app's image host setting a cookie must not see it come back with another app's
+    fetch (the client is the process's)."""
+    client = ImageFetcher(timeout_seconds=1, max_bytes=1024)._http
+    request = httpx.Request("GET", f"https://{PUBLIC}/x")
+    client.cookies.extract_cookies(
+        httpx.Response(200, headers={"set-cookie": "session=app-a; Path=/"}, request=request)
+    )
+    assert not client.cookies
 
 
 async def test_a_declared_oversized_body_is_refused_unread() -> None:

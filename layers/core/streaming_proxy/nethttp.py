@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
 from .http1stream import ResponseHead
 from .httpconn import Connection
 
-__all__ = ["LeanTransport", "transport"]
+__all__ = ["LeanTransport", "cookieless", "transport"]
 
 Origin = tuple[str, str, int]  # scheme, host, port
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -209,3 +210,10 @@ def transport(limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> Lea
     TLS settings, which offer HTTP/1.1 only; an `SSLContext`: that one)."""
     context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
     return LeanTransport(limits, context)
+
+
+def cookieless() -> CookieJar:
+    """A cookie jar that keeps none (no domain is allowed to set one). The proxy's clients
+    serve every app: a cookie one app's provider, webhook or image host set must never go
+    with another app's request to the same host."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=()))

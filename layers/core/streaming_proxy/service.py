@@ -100,6 +100,7 @@ class StreamService:
             transport=nethttp.transport(
                 httpx.Limits(max_connections=200, max_keepalive_connections=50), tls
             ),
+            cookies=nethttp.cookieless(),  # the client is every app's
         )
         self.providers = ProviderRegistry(settings, self.http)
         self._poster = poster

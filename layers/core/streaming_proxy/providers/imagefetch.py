@@ -21,6 +21,7 @@ import httpx
 
 from ..errors import ImageUrlRefused
 from ..native import IMAGE_TYPES
+from ..nethttp import cookieless
 
 MAX_REDIRECTS = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -137,6 +138,7 @@ class ImageFetcher:
                 timeout=self._timeout,
                 limits=httpx.Limits(max_keepalive_connections=0),
                 verify=self._tls or True,
+                cookies=cookieless(),  # a host's cookie is no other app's business
             )
         return self._client
 
@@ -178,7 +180,12 @@ class ImageFetcher:
         return self._http.build_request(
             "GET",
             url.copy_with(host=str(address)),
-            headers={"Host": url.netloc.decode("ascii"), "Accept": _ACCEPT},
+            # A compressed answer is refused (_image): ask for none.
+            headers={
+                "Host": url.netloc.decode("ascii"),
+                "Accept": _ACCEPT,
+                "Accept-Encoding": "identity",
+            },
             extensions={"sni_hostname": host} if named else {},
         )
 
@@ -203,6 +210,11 @@ class ImageFetcher:
             raise ImageUrlRefused(
                 f"the image URL is not a png, jpeg, gif or webp image ({mime or 'no type'})"
             )
+        # Never inflated: httpx inflates each network chunk whole, so a few KB of gzip
+        # from the caller's URL could become GBs before the size cap looked.
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ImageUrlRefused(f"the image URL answered compressed ({encoding}); send it plain")
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise self._too_large()
