@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvloop
 
@@ -20,6 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 Stack = StackProcess
+
+
+@asynccontextmanager
+async def sse_query(
+    stack: Stack, body: dict[str, Any], path: str = "/llm/query"
+) -> AsyncIterator[httpx.Response]:
+    """`path` POSTed with the app key, asking for SSE: the streaming answer."""
+    headers = {"x-api-key": stack.api_key, "accept": "text/event-stream"}
+    async with (
+        httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
+        client.stream("POST", path, json=body, headers=headers) as answer,
+    ):
+        yield answer
 
 
 def pytest_asyncio_loop_factories(

@@ -3,9 +3,7 @@ stream's channels must still get the whole answer and one `end`."""
 
 from __future__ import annotations
 
-import httpx
-
-from tests.conftest import Stack
+from tests.conftest import Stack, sse_query
 from tests.delivery import assert_complete
 from tests.integration.test_tool_loop import (
     ASK_COLOUR,
@@ -24,15 +22,7 @@ async def test_an_sse_caller_hanging_up_while_a_tool_waits_leaves_the_pages_whol
     channel = "hostile-sse-gone-tool"
     sub = await Subscriber.open(stack.ws, stack.token(channel))
     try:
-        async with (
-            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
-            client.stream(
-                "POST",
-                "/llm/query",
-                json=query(channel, [ASK_COLOUR, SAY_COLOUR]),
-                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
-            ) as r,
-        ):
+        async with sse_query(stack, query(channel, [ASK_COLOUR, SAY_COLOUR])) as r:
             async for line in r.aiter_lines():
                 if line == "event: llmToolCall":
                     break  # the caller hangs up while the page's tool waits

@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from streaming_proxy.redact import REDACTED
-from tests.conftest import FAKE_ANTHROPIC_KEY, FAKE_COMPAT_KEY, FAKE_OPENAI_KEY, Stack
+from tests.conftest import (
+    FAKE_ANTHROPIC_KEY,
+    FAKE_COMPAT_KEY,
+    FAKE_OPENAI_KEY,
+    Stack,
+    sse_query,
+)
 from tests.delivery import covered
 from tests.fake_llm import echoed_key_text
 from tests.wsclient import Subscriber
@@ -57,15 +63,7 @@ async def sse_and_channel(
     events and what the subscriber got of the stream."""
     sub = await Subscriber.open(stack.ws, stack.token(channel))
     try:
-        async with (
-            httpx.AsyncClient(base_url=stack.http, timeout=30) as client,
-            client.stream(
-                "POST",
-                "/llm/query",
-                json=request,
-                headers={"x-api-key": stack.api_key, "accept": "text/event-stream"},
-            ) as r,
-        ):
+        async with sse_query(stack, request) as r:
             assert r.status_code == 200
             frames = [line async for line in r.aiter_lines()]
         events = [json.loads(line[6:]) for line in frames if line.startswith("data: ")]

@@ -11,6 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from streaming_proxy.config import ToolWebhook
+from streaming_proxy.nethttp import cookieless
 from streaming_proxy.tools.webhook import ToolWebhooks
 
 
@@ -24,7 +25,9 @@ async def test_a_cookie_one_apps_webhook_sets_never_reaches_another_apps() -> No
         headers = {"set-cookie": "session=app-a-session; Path=/"}
         return httpx.Response(200, json={"success": True}, headers=headers)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    # The webhooks' client is the service's: it keeps no cookie (nethttp.cookieless).
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), cookies=cookieless())
+    async with client as http:
         hooks = ToolWebhooks(http, timeout_seconds=5, max_bytes=1024)
         for app in ("a", "b", "a"):
             hook = ToolWebhook(url=f"https://fms.example.com/{app}", secret=SecretStr("s" * 32))

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import httpx
+from botocore.exceptions import ClientError
 
 from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
@@ -167,5 +168,28 @@ async def test_a_self_invoke_that_fails_leaves_the_stream_failed_not_pending(
     record = service.streams.get(refused[0])
     assert record is not None and record.status == "failed"
     assert record.start_error is not None and record.start_error.kind == "payload_too_large"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_a_refused_self_invoke_is_still_the_callers_error_when_the_table_is_down_too(
+    aws_env: None,
+) -> None:
+    """Marking the record failed is best effort: DynamoDB failing then too leaves the caller
+    with Lambda's refusal (413), not a 503 of the table or a 500."""
+    service = StreamService(settings(), poster=RecordingPoster())
+    client, _ = await lambda_app(service)
+
+    def invoke(job: StreamJob) -> None:
+        raise PayloadTooLarge("request too large to run detached")
+
+    def table_down(stream_id: str, error: object) -> bool:
+        raise ClientError({"Error": {"Code": "InternalServerError"}}, "UpdateItem")
+
+    service._invoke_self = invoke  # type: ignore[method-assign]
+    service.streams.mark_start_failed = table_down  # type: ignore[method-assign,assignment]
+    r = await client.post("/llm/query", json=request())
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["type"] == "payload_too_large"
     await client.aclose()
     await service.aclose()

@@ -20,7 +20,7 @@ import httpx
 from .http1stream import ResponseHead
 from .httpconn import Connection
 
-__all__ = ["LeanTransport", "cookieless", "transport"]
+__all__ = ["PLAIN", "LeanTransport", "compression", "cookieless", "transport"]
 
 Origin = tuple[str, str, int]  # scheme, host, port
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -217,3 +217,15 @@ def cookieless() -> CookieJar:
     serve every app: a cookie one app's provider, webhook or image host set must never go
     with another app's request to the same host."""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=()))
+
+
+# Asked of an upstream whose answer is read under a size cap (tool webhooks, image URLs):
+# httpx inflates each network chunk whole, so a few KB of gzip would be many MB in memory
+# before the cap could look. An answer compressed all the same is refused (`compression`).
+PLAIN = {"Accept-Encoding": "identity"}
+
+
+def compression(response: httpx.Response) -> str | None:
+    """The answer's content coding, None when it is sent as it is."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return None if encoding in ("", "identity") else encoding

@@ -49,13 +49,14 @@ class _Secrets:
         self._permanent: set[str] = set()
         self._active: Counter[str] = Counter()
         self._pattern: re.Pattern[str] | None = None
+        self._frozen: frozenset[str] | None = None
 
     def remember(self, values: Iterable[str | SecretStr | None]) -> None:
         with self._lock:
             before = len(self._permanent)
             self._permanent.update(forms(values))
             if len(self._permanent) != before:
-                self._pattern = None
+                self._pattern = self._frozen = None
 
     @contextmanager
     def active(self, values: Iterable[str | SecretStr | None]) -> Iterator[None]:
@@ -72,9 +73,12 @@ class _Secrets:
                 self._pattern = None
 
     def permanent(self) -> frozenset[str]:
-        """The forms of the values remembered for the life of the process."""
+        """The forms of the values remembered for the life of the process (the same object
+        until one more is remembered: a cache key that hashes once)."""
         with self._lock:
-            return frozenset(self._permanent)
+            if self._frozen is None:
+                self._frozen = frozenset(self._permanent)
+            return self._frozen
 
     def pattern(self) -> re.Pattern[str] | None:
         with self._lock:

@@ -90,7 +90,7 @@ class Relay:
         self._turn = TurnState()
         self._published: list[str] = []
         # Known secrets out of the text as it streams (textguard.py): answer and reasoning.
-        self._guards = (textguard.guard(job.payload.api_key), textguard.guard(job.payload.api_key))
+        self._guards = textguard.guards(job.payload.api_key)
         # The tool loop's state: calls announced (function_call sent), calls the stream ends
         # with, and whether tools are running (the idle limit does not count that time).
         self._announced = False
@@ -313,27 +313,26 @@ class Relay:
 
     async def _handle(self, event: StreamEvent) -> None:
         """One event, text guarded first: held text goes out before any other event."""
-        if isinstance(event, TextDelta | ThinkingDelta):
-            guard = self._guards[isinstance(event, ThinkingDelta)]
-            if guard is not None:
-                text = guard.release(event.text)
+        guards = self._guards
+        if guards is not None:
+            if isinstance(event, TextDelta | ThinkingDelta):
+                text = guards[isinstance(event, ThinkingDelta)].release(event.text)
                 if not text:
                     return
                 if text is not event.text:
                     event = type(event)(text)
-        elif self._holding():
-            await self._release_held()
+            elif guards[0].holding or guards[1].holding:
+                await self._release_held()
         await self._deliver(event)
-
-    def _holding(self) -> bool:
-        return any(guard is not None and guard.holding for guard in self._guards)
 
     async def _release_held(self) -> None:
         """The text the guards held, now that no more text joins it."""
+        if self._guards is None:
+            return
         answer, reasoning = self._guards
-        if answer is not None and answer.holding:
+        if answer.holding:
             await self._deliver(TextDelta(answer.rest()))
-        if reasoning is not None and reasoning.holding:
+        if reasoning.holding:
             await self._deliver(ThinkingDelta(reasoning.rest()))
 
     async def _deliver(self, event: StreamEvent) -> None:

@@ -116,7 +116,18 @@ class TextGuard:
         return "".join(pieces)
 
 
+def _patterns_for(own_key: str | SecretStr | None) -> list[_Patterns]:
+    return [_compiled(s) for s in (SECRETS.permanent(), frozenset(forms([own_key]))) if s]
+
+
 def guard(own_key: str | SecretStr | None) -> TextGuard | None:
     """A guard for one stream's text (None when the process knows no secret at all)."""
-    patterns = [_compiled(s) for s in (SECRETS.permanent(), frozenset(forms([own_key]))) if s]
+    patterns = _patterns_for(own_key)
     return TextGuard(patterns) if patterns else None
+
+
+def guards(own_key: str | SecretStr | None) -> tuple[TextGuard, TextGuard] | None:
+    """A stream's guards, for its answer and its reasoning (None when the process knows no
+    secret at all)."""
+    patterns = _patterns_for(own_key)
+    return (TextGuard(patterns), TextGuard(patterns)) if patterns else None

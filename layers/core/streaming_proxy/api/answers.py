@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ class Caller:
 
     app_id: str
     channels: frozenset[str] | None
-    by: str  # "token" | "app key"
+    # Who, for the first-answer-wins rule: "app key" (an app's backend is one sender), or
+    # "token <digest>" (each page by its own token: two tabs are two senders).
+    by: str
 
 
 def service_of(request: Request) -> StreamService:
@@ -102,7 +105,8 @@ def page_or_app(request: Request, data: dict[str, Any], token: str | None) -> Ca
     token = token or request.headers.get(TOKEN_HEADER)
     if token:
         claims = service_of(request).apps.verify_token(token)
-        return Caller(claims.app_id, claims.channels, "token")
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()[:32]
+        return Caller(claims.app_id, claims.channels, "token " + digest)
     try:
         return Caller(authenticate(request, data).app_id, None, "app key")
     except Unauthorized as e:

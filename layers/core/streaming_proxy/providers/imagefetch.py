@@ -21,7 +21,7 @@ import httpx
 
 from ..errors import ImageUrlRefused
 from ..native import IMAGE_TYPES
-from ..nethttp import cookieless
+from ..nethttp import PLAIN, compression, cookieless
 
 MAX_REDIRECTS = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -180,12 +180,7 @@ class ImageFetcher:
         return self._http.build_request(
             "GET",
             url.copy_with(host=str(address)),
-            # A compressed answer is refused (_image): ask for none.
-            headers={
-                "Host": url.netloc.decode("ascii"),
-                "Accept": _ACCEPT,
-                "Accept-Encoding": "identity",
-            },
+            headers={"Host": url.netloc.decode("ascii"), "Accept": _ACCEPT, **PLAIN},
             extensions={"sni_hostname": host} if named else {},
         )
 
@@ -210,10 +205,8 @@ class ImageFetcher:
             raise ImageUrlRefused(
                 f"the image URL is not a png, jpeg, gif or webp image ({mime or 'no type'})"
             )
-        # Never inflated: httpx inflates each network chunk whole, so a few KB of gzip
-        # from the caller's URL could become GBs before the size cap looked.
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
+        encoding = compression(response)  # never inflated (nethttp.PLAIN)
+        if encoding is not None:
             raise ImageUrlRefused(f"the image URL answered compressed ({encoding}); send it plain")
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:

@@ -21,6 +21,7 @@ import httpx
 
 from ..config import ToolWebhook
 from ..errors import BadRequest
+from ..nethttp import PLAIN, compression
 from ..observability import get_logger
 from ..textcheck import parse_json
 
@@ -57,8 +58,7 @@ class ToolWebhooks:
         sent = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            # A compressed answer is read as it came (see _exchange): ask for none.
-            "Accept-Encoding": "identity",
+            **PLAIN,
             TIMESTAMP_HEADER: str(sent),
             SIGNATURE_HEADER: signature(hook.secret.get_secret_value(), sent, body),
         }
@@ -73,31 +73,26 @@ class ToolWebhooks:
             return failure(f"the tool could not be reached ({type(e).__name__})")
 
     async def _exchange(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """POST and read the answer, no further than `max_bytes` (closing the answer early
+        """POST and read the answer, no further than `max_bytes` (leaving the block early
         drops the connection, so the rest is never read)."""
-        request = self._http.build_request(
-            "POST", url, content=body, headers=headers, timeout=self._timeout
-        )
-        # The client is every app's and provider's: its cookie jar holds what other apps'
-        # webhooks (on the same host, say) and providers set, for no webhook to see.
-        request.headers.pop("Cookie", None)
-        # The URL is the app's; a redirect could point anywhere.
-        answer = await self._http.send(request, stream=True, follow_redirects=False)
-        try:
+        async with self._http.stream(
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            timeout=self._timeout,
+            follow_redirects=False,  # the URL is the app's; a redirect could point anywhere
+        ) as answer:
             if not answer.is_success:
                 return failure(f"the tool failed (its webhook answered HTTP {answer.status_code})")
-            # Never inflated: httpx inflates each network chunk whole, 64 KiB of gzip to
-            # 64 MiB before the size cap could look, a few calls at once past the memory.
-            encoding = answer.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
+            encoding = compression(answer)  # never inflated (nethttp.PLAIN)
+            if encoding is not None:
                 return failure(f"the tool's answer was compressed ({encoding}); send it plain")
             content = bytearray()
             async for chunk in answer.aiter_bytes():
                 content += chunk
                 if len(content) > self._max_bytes:
                     return failure(f"the tool's answer was over {self._max_bytes} bytes")
-        finally:
-            await answer.aclose()
         try:
             value = parse_json(bytes(content), "its body")
         except BadRequest as e:
