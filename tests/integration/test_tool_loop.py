@@ -237,6 +237,40 @@ async def test_two_frontend_calls_of_one_round_both_wait_and_both_are_quoted(sta
         await sub.close()
 
 
+async def test_a_frontend_call_too_large_for_a_page_fails_at_once_and_the_other_still_runs(
+    stack: Stack,
+) -> None:
+    """An llmToolCall over one WebSocket message would be dropped on the way and its call
+    wait the whole tool timeout: instead no page is sent it, the model is told at once, the
+    round's other call still waits for its page, and the stream stays whole."""
+    sub = await Subscriber.open(stack.ws, stack.token("tools-big"))
+    big = {"name": "ui_get_size", "arguments": {"blob": "x" * 100_000}}
+    script = [
+        {"toolCalls": [COLOUR, big]},
+        {"text": "A {{message:ui_get_color}} one; size: {{message:ui_get_size}}"},
+    ]
+    body = query("tools-big", script, "ui_get_color", "ui_get_size")
+    body["options"]["toolTimeoutSeconds"] = 20
+    try:
+        stream_id = await start(stack, body)
+        colour = await tool_call(sub, stream_id)
+        await answer(sub, colour["toolCallId"], "green")
+        messages = await sub.stream(stream_id, within=15)
+        assert_complete(
+            messages,
+            "A green one; size: the arguments are too large to hand to a page (one WebSocket "
+            "message holds 128 KB); the tool did not run",
+        )
+        assert [m["toolName"] for m in messages if m["type"] == "llmToolCall"] == ["get_color"]
+        [announced] = [m for m in messages if m["type"] == "function_call"]
+        entries = {e["name"]: e for e in announced["content"]["functions"]}
+        assert entries["ui_get_color"]["arguments"] == COLOUR["arguments"]
+        assert entries["ui_get_size"]["arguments"] is None
+        assert entries["ui_get_size"]["argumentsBytes"] > 100_000
+    finally:
+        await sub.close()
+
+
 async def test_a_backend_tool_runs_on_the_apps_webhook_signed(
     stack: Stack, webhook: FakeWebhook
 ) -> None:

@@ -10,7 +10,9 @@ import pytest
 
 from streaming_proxy import envelopes
 from streaming_proxy.channels.lane import Outgoing, compact, take_next
-from streaming_proxy.envelopes import MAX_CONTENT_BYTES, json_width, split_text
+from streaming_proxy.envelopes import MAX_CONTENT_BYTES, encode, json_width, split_text
+from streaming_proxy.events import PlannedCall
+from streaming_proxy.tools.messages import function_call_content, reaches_pages
 
 # API Gateway refuses a WebSocket message over 128 KB.
 POST_LIMIT = 128 * 1024
@@ -86,3 +88,52 @@ def test_short_text_is_not_encoded_at_all(monkeypatch: pytest.MonkeyPatch) -> No
     assert split_text("\x01" * 100, max_bytes=602) == ["\x01" * 100]
     with pytest.raises(AssertionError):
         split_text("\x01" * 100, max_bytes=601)  # might not fit: measured
+
+
+def test_a_snapshot_whose_other_fields_leave_no_room_is_not_cut_into_crumbs() -> None:
+    """A base near the message limit once split the text one character a part (tens of
+    thousands of posts, each over the limit): parts keep a floor of text instead."""
+    base = {"type": "snapshot", "seq": 3, "pendingToolCalls": [{"blob": "y" * 125_000}]}
+    parts = envelopes.snapshot_messages(base, "z" * 50_000)
+    assert len(parts) <= 50_000 // envelopes.MIN_PART_BYTES + 1
+    assert "".join(p["content"] for p in parts) == "z" * 50_000
+
+
+def planned(name: str, arguments: dict[str, object]) -> PlannedCall:
+    return PlannedCall(
+        id=f"tc_{name}", model_id=name, name=name, arguments=arguments, frontend=True
+    )
+
+
+def test_a_function_call_too_large_for_one_message_leaves_out_the_largest_arguments() -> None:
+    small = planned("ui_small", {"city": "Oslo", "userMessage": "Looking"})
+    large = planned("ui_large", {"blob": "é" * 30_000, "userMessage": "Big"})
+    larger = planned("ui_larger", {"blob": "x" * 90_000})
+    content = function_call_content([small, large, larger])
+    assert len(encode(content)) <= MAX_CONTENT_BYTES
+    by_name = {entry["name"]: entry for entry in content["functions"]}
+    assert by_name["ui_small"]["arguments"] == small.arguments
+    assert by_name["ui_small"]["userMessage"] == "Looking"
+    assert by_name["ui_large"]["arguments"] == large.arguments  # fits once the larger is out
+    left_out = by_name["ui_larger"]
+    assert (left_out["arguments"], left_out["userMessage"]) == (None, None)
+    assert left_out["argumentsBytes"] == len(json.dumps(larger.arguments, separators=(",", ":")))
+    assert [e["toolCallId"] for e in content["functions"]] == [
+        "tc_ui_small",
+        "tc_ui_large",
+        "tc_ui_larger",
+    ]
+
+
+def test_a_function_call_that_fits_is_sent_whole() -> None:
+    calls = [planned("ui_a", {"blob": "x" * 40_000}), planned("ui_b", {"blob": "x" * 40_000})]
+    content = function_call_content(calls)
+    assert all("argumentsBytes" not in e for e in content["functions"])
+
+
+def test_only_a_frontend_call_whose_llm_tool_call_fits_one_message_reaches_pages() -> None:
+    # `arguments` goes twice into an llmToolCall (arguments and functions[0].arguments).
+    assert reaches_pages(planned("ui_ok", {"blob": "x" * 40_000}))
+    assert not reaches_pages(planned("ui_big", {"blob": "x" * 50_000}))
+    # Escapes count: 20,000 quotes take 40,000 bytes each time.
+    assert not reaches_pages(planned("ui_quotes", {"blob": '"' * 25_000}))

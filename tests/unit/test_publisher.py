@@ -18,7 +18,7 @@ from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.channels.poster import BotoPoster
 from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
 from streaming_proxy.config import MAX_POST_CONCURRENCY
-from streaming_proxy.envelopes import MAX_MESSAGE_BYTES
+from streaming_proxy.envelopes import MAX_MESSAGE_BYTES, encode
 from streaming_proxy.errors import (
     ConnectionGone,
     DeliveryRejected,
@@ -506,6 +506,32 @@ async def test_a_late_joiner_during_a_tool_wait_gets_the_waiting_calls_with_its_
     assert first["type"] == "snapshot" and first["seq"] == 3
     assert first["pendingToolCalls"] == [{**call, "channel": "x"}]
     assert "pendingToolCalls" not in poster.received["later"][0]
+
+
+async def test_waiting_calls_too_large_for_one_catch_up_are_left_out_and_counted() -> None:
+    """Two waiting calls of ~60 KB each cannot ride one catch-up message (128 KB): the first
+    does, the second is counted dropped, and every message posted still fits the limit."""
+    store = FakeStore({("appA", "x"): ["early"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.05)
+    big = {"blob": "y" * 60_000}
+    calls = [
+        envelope(2 + i, "llmToolCall", toolCallId=f"tc_{i}", toolName="pick", arguments=big)
+        for i in range(2)
+    ]
+    await pub.start()
+    for e in [envelope(0, "threadInfo", content={}), envelope(1, content="z" * 50_000), *calls]:
+        await pub.send(e)
+    store.members_by_channel[("appA", "x")].append("late")
+    await asyncio.sleep(0.2)
+    await pub.send(envelope(4, "end", finish_reason="stop"))
+    await pub.close()
+    catch_up = [m for m in poster.received["late"] if m["type"] == "snapshot"]
+    assert "".join(m["content"] for m in catch_up) == "z" * 50_000
+    pending = [call for m in catch_up for call in m.get("pendingToolCalls", [])]
+    assert [call["toolCallId"] for call in pending] == ["tc_0"]
+    assert all(len(encode(m)) <= MAX_MESSAGE_BYTES for m in poster.received["late"])
+    assert pub.stats.dropped == 1
 
 
 async def test_a_connection_found_after_the_end_was_sent_gets_no_half_stream() -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blocking import BlockingCalls
-from ..envelopes import LAST_TYPES, snapshot_messages
+from ..envelopes import LAST_TYPES, encode, snapshot_messages
 from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
 from .coalescer import Coalescer
@@ -41,6 +41,11 @@ from .lane import Lane, Outgoing
 from .names import is_private
 from .poster import Poster
 from .store import ConnectionStore
+
+# What the waiting calls may take of a catch-up snapshot (envelopes.py holds one snapshot
+# message to 120,000 bytes): one call of the largest size a page is sent (tools/messages.py),
+# and the text still gets ~20 KB a part.
+PENDING_CALLS_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -275,11 +280,30 @@ class ChannelPublisher:
         }
         if self._waiting_calls:
             # A tab joining while the stream waits for a page must still be able to answer.
-            base["pendingToolCalls"] = [
-                {"actionName": call.get("actionName"), "channel": channel, **call}
-                for call in self._waiting_calls
-            ]
+            pending = self._pending_calls(channel)
+            if pending:
+                base["pendingToolCalls"] = pending
         return snapshot_messages(base, "".join(self._text))
+
+    def _pending_calls(self, channel: str) -> list[dict[str, Any]]:
+        """The waiting calls for a catch-up, as many as fit one; the rest are counted
+        dropped (the joining tab cannot answer them; the tabs that saw them live can)."""
+        pending: list[dict[str, Any]] = []
+        size = 0
+        for call in self._waiting_calls:
+            entry = {"actionName": call.get("actionName"), "channel": channel, **call}
+            size += len(encode(entry))
+            if size > PENDING_CALLS_BYTES:
+                break
+            pending.append(entry)
+        left_out = len(self._waiting_calls) - len(pending)
+        if left_out:
+            self.stats.dropped += left_out
+            get_logger().warning(
+                "waiting tool calls left out of a catch-up: too large",
+                extra={**self._log, "left_out": left_out},
+            )
+        return pending
 
     # -- delivery --------------------------------------------------------------------------
 

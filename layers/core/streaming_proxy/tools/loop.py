@@ -34,12 +34,14 @@ from ..events import (
     is_frontend,
 )
 from ..jobs import StreamJob
+from ..observability import get_logger
 from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
 from ..providers.translate import function_tools
 from ..textcheck import model_json
 from ..turn import TurnState
 from .frontend import FrontendTools
+from .messages import reaches_pages
 from .webhook import ToolWebhooks, failure
 
 
@@ -104,7 +106,8 @@ class ToolRunner:
         )
 
     async def open(self, calls: list[PlannedCall]) -> None:
-        frontend = [c for c in calls if c.frontend]
+        """Record the frontend calls a page can be told of (messages.reaches_pages)."""
+        frontend = [c for c in calls if c.frontend and reaches_pages(c)]
         await self._frontend.open(self._job, frontend)
         self._open.update(c.id for c in frontend)
 
@@ -120,6 +123,15 @@ class ToolRunner:
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
+            if not reaches_pages(call):
+                get_logger().warning(
+                    "frontend tool call too large for a page; failed",
+                    extra={"stream_id": self._job.stream_id, "tool_call_id": call.id},
+                )
+                return failure(
+                    "the arguments are too large to hand to a page (one WebSocket message "
+                    "holds 128 KB); the tool did not run"
+                )
             return await self._run_frontend(call)
         assert self._hook is not None  # can_run said so
         payload = {
