@@ -32,6 +32,7 @@ gateway = gateway_tests.gateway
 
 DEADLETTER = load_function_module("deadletter")
 PROVIDER_KEY = "provider-key-inside-a-dead-letter"
+UNREAD = "dead letter without a readable job dropped; its stream was not told"
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -184,9 +185,38 @@ async def test_malformed_records_are_logged_and_dropped_and_the_rest_handled(
         messages = await until_end(ws)
     assert answer == {"batchItemFailures": []}
     assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
-    dropped = [r for r in caplog.records if r.getMessage() == "malformed dead letter dropped"]
-    assert len(dropped) == 3
+    dropped = [r for r in caplog.records if r.getMessage() == UNREAD]
+    assert len(dropped) == 3 and all(r.levelname == "ERROR" for r in dropped)
     assert PROVIDER_KEY not in caplog.text
+
+
+async def test_a_dead_letter_lambda_sent_without_its_payload_is_logged_and_counted(
+    gateway: Gateway,
+    handle: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record too large for the queue arrives without `requestPayload` (and without
+    `responsePayload`): nobody can be told, but it is not lost without a trace."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    record = json.loads(dead_letter("st_payload_dropped", "RetriesExhausted"))
+    del record["requestPayload"], record["responsePayload"]
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        assert await handle(json.dumps(record)) == {"batchItemFailures": []}
+    (logged,) = [r for r in caplog.records if r.getMessage() == UNREAD]
+    assert logged.levelname == "ERROR"
+    assert logged.request_id == "e4b46cbf-b738-4a1e-8880-a18cdf61200e"  # type: ignore[attr-defined]
+    assert logged.condition == "RetriesExhausted"  # type: ignore[attr-defined]
+    (emf,) = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    (metrics,) = emf["_aws"]["CloudWatchMetrics"]
+    assert metrics["Namespace"] == "StreamingProxy" and metrics["Dimensions"] == [["service"]]
+    assert (emf["service"], emf["DeadLettersUnread"]) == ("streaming-proxy", [1.0])
 
 
 async def test_a_record_the_table_cannot_take_is_reported_for_a_retry(gateway: Gateway) -> None:

@@ -7,7 +7,10 @@ lands here. For each record: the stream is marked `failed` (conditionally: a str
 finished, or a duplicate of this dead letter already handled, is left alone) and its
 channels get what a relay failure publishes: `threadInfo` (when nothing was sent yet and
 the stream is not a Chat one), `error`, `end`. The event carries the job, provider key
-included: it is never logged.
+included: it is never logged. A record without a job to read (malformed, or sent by Lambda
+without its payload because it did not fit the queue: detached.py bounds the event so that
+it does) cannot be told to anyone: it is logged as an error with Lambda's request id and
+condition and counted (`DeadLettersUnread`, which an alarm watches), then dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import emf
 from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
@@ -81,20 +85,54 @@ class SqsEvent(BaseModel):
     records: list[SqsRecord] = Field(alias="Records")
 
 
+# The metric of dead letters whose job could not be read (their streams were never told).
+UNREAD_METRIC = "DeadLettersUnread"
+
+
 class MalformedDeadLetter(ValueError):
-    """A queue message that is not a stream job's invocation record: logged and dropped."""
+    """A queue message without a stream job to read: not an invocation record, or one
+    Lambda sent without its payload. `context`: the record's own, when it has one."""
+
+    def __init__(self, where: str, context: RequestContext | None = None) -> None:
+        super().__init__(where)
+        self.context = context
 
 
 def parse_record(body: str) -> InvocationRecord:
     """The invocation record in an SQS message body; MalformedDeadLetter otherwise (the
     error says which field, never its value)."""
     try:
-        return InvocationRecord.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as e:
-        where = ""
-        if isinstance(e, ValidationError):
-            where = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:3])
-        raise MalformedDeadLetter(where or "not JSON") from None
+        data = json.loads(body)
+    except ValueError:
+        raise MalformedDeadLetter("not JSON") from None
+    try:
+        return InvocationRecord.model_validate(data)
+    except ValidationError as e:
+        where = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:3])
+        raise MalformedDeadLetter(where, _context_of(data)) from None
+
+
+def _context_of(data: Any) -> RequestContext | None:
+    """The record's `requestContext` when it can be read without the rest."""
+    try:
+        return RequestContext.model_validate(data["requestContext"])
+    except (KeyError, TypeError, ValidationError):
+        return None
+
+
+def report_unread(message_id: str, error: MalformedDeadLetter) -> None:
+    """Log (field names and Lambda's ids only, never a value) and count a dead letter whose
+    stream cannot be told: it stays `pending`/`streaming` until its record expires."""
+    log = {"message_id": message_id, "fields": str(error)}
+    if error.context is not None:
+        log |= {"request_id": error.context.request_id, "condition": error.context.condition}
+    get_logger().error(
+        "dead letter without a readable job dropped; its stream was not told", extra=log
+    )
+    try:
+        emf.write(emf.count_record(UNREAD_METRIC))
+    except Exception:  # the log line above says it all the same
+        get_logger().warning("dead-letter metric not written", exc_info=True)
 
 
 def lost_error(condition: str) -> StreamLost:
@@ -131,7 +169,7 @@ class DeadLetters:
             try:
                 await self.handle(parse_record(message.body))
             except MalformedDeadLetter as e:
-                get_logger().error("malformed dead letter dropped", extra={**log, "fields": str(e)})
+                report_unread(message.message_id, e)
             except Exception:
                 get_logger().warning("dead letter not handled; retried", extra=log, exc_info=True)
                 failures.append({"itemIdentifier": message.message_id})

@@ -18,8 +18,8 @@ StreamKind = Literal["chat", "llm", "openai", "assistants"]
 class ThreadRun(BaseModel):
     """The thread a stream runs on (threads.py): its run, the run's lease, and how many of
     the payload's messages (its last ones) the request added, stored with the answer when
-    the run ends (runs.py). A count, not a copy: the job's event (a self-invoke, 256 KB at
-    most) would carry each new message twice."""
+    the run ends (runs.py). A count, not a copy: the job's event (a self-invoke, at most
+    detached.MAX_DETACHED_EVENT_BYTES, 768 KiB) would carry each new message twice."""
 
     thread_id: str
     run_id: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +19,7 @@ from .channels.poster import BotoPoster, Poster
 from .channels.publisher import ChannelPublisher, RetryPolicy
 from .channels.store import ConnectionStore
 from .config import Settings
+from .detached import job_event
 from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError, ValidationFailed
 from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
@@ -493,10 +493,13 @@ class StreamService:
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _invoked(self, job: StreamJob) -> None:
-        """Self-invoke `job`; when Lambda refuses it, its record says so (failed, with the
-        error the caller gets) rather than `pending` for a stream no relay will run."""
+        """Self-invoke `job`; when its event is too large (detached.py) or Lambda refuses it,
+        its record says so (failed, with the error the caller gets) rather than `pending`
+        for a stream no relay will run."""
         try:
-            await self.store(self._invoke_self, job)
+            # Serialising a large job is CPU: off the loop, as the invoke.
+            event = await self.store(job_event, job)  # 413 when its dead letter could not fit
+            await self.store(self._invoke_self, event)
         except ProxyError as e:
             try:
                 await self.store(self.streams.mark_start_failed, job.stream_id, StartError.of(e))
@@ -504,7 +507,8 @@ class StreamService:
                 get_logger().warning("stream record not marked failed", exc_info=True)
             raise
 
-    def _invoke_self(self, job: StreamJob) -> None:
+    def _invoke_self(self, event: bytes) -> None:
+        """Start the relay function on `event` (`detached.job_event`), asynchronously."""
         if not self.settings.self_function_name:
             raise ProxyError("DETACH_MODE=lambda needs AWS_LAMBDA_FUNCTION_NAME")
         client = aws.lambda_client(self.settings.aws_region)
@@ -512,7 +516,7 @@ class StreamService:
             client.invoke(
                 FunctionName=self.settings.self_function_name,
                 InvocationType="Event",
-                Payload=json.dumps(job.to_event()).encode("utf-8"),
+                Payload=event,
             )
         except BotoCoreError as e:
             raise DependencyUnavailable(
