@@ -6,7 +6,9 @@ sends an invocation record to the on-failure destination, an SQS queue, whose co
 lands here. For each record: the stream is marked `failed` (conditionally: a stream that
 finished, or a duplicate of this dead letter already handled, is left alone) and its
 channels get what a relay failure publishes: `threadInfo` (when nothing was sent yet and
-the stream is not a Chat one), `error`, `end`. The event carries the job, provider key
+the stream is not a Chat one), `error`, `end`. A lost run on a thread also lets go of its
+thread (the run recorded `failed`), which would otherwise stay held until the run's lease
+ends, some 15 minutes on. The event carries the job, provider key
 included: it is never logged. A record without a job to read (malformed, or sent by Lambda
 without its payload because it did not fit the queue: detached.py bounds the event so that
 it does) cannot be told to anyone: it is logged as an error with Lambda's request id and
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,8 +33,20 @@ from .observability import get_logger
 from .outcome import unknown_usage
 from .streams import StreamRecord, StreamStore
 
+if TYPE_CHECKING:
+    from .runs import ThreadRuns
+
 # The app, channels and stream id of a job, as StreamService.publisher takes them.
 PublisherFactory = Callable[[str, Sequence[str], str], ChannelPublisher]
+
+
+class LostRun(BaseModel):
+    """The run a lost job was on a thread (jobs.ThreadRun): the thread it holds."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread_id: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
 
 
 class LostJob(BaseModel):
@@ -46,6 +60,7 @@ class LostJob(BaseModel):
     action_name: str = ""
     # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
     channels: list[str] = Field(default_factory=lambda: [])
+    thread: LostRun | None = None
 
 
 class JobEvent(BaseModel):
@@ -148,10 +163,17 @@ def lost_error(condition: str) -> StreamLost:
 class DeadLetters:
     """Marks lost detached relays failed and tells their channels."""
 
-    def __init__(self, streams: StreamStore, publisher: PublisherFactory, db: BlockingCalls):
+    def __init__(
+        self,
+        streams: StreamStore,
+        publisher: PublisherFactory,
+        db: BlockingCalls,
+        runs: ThreadRuns,
+    ) -> None:
         self._streams = streams
         self._publisher = publisher
         self._db = db
+        self._runs = runs
 
     async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
@@ -195,11 +217,30 @@ class DeadLetters:
                 get_logger().info("stream finished meanwhile; nothing to do", extra=log)
                 return False
             get_logger().warning("lost detached relay reported to its channels", extra=log)
+            # Before `end`, as a relay does: a page that sees it may start the next run.
+            await self._abandon(job, log)
             for message in messages:
                 await publisher.send(message)
         finally:
             await publisher.close()
         return True
+
+    async def _abandon(self, job: LostJob, log: dict[str, str]) -> None:
+        """Release the thread the lost run holds, the run recorded `failed` (nothing when it
+        no longer holds it). Only for a stream this dead letter marked lost: a finished or
+        still running one holds or released its thread itself. A failure is logged, not
+        retried (a second copy finds the stream failed): the lease frees the thread then."""
+        if job.thread is None:
+            return
+        thread = job.thread
+        try:
+            await self._runs.abandon(job.app_id, thread.thread_id, thread.run_id, "failed")
+        except Exception:
+            get_logger().error(
+                "lost run's thread not released; it is free once the run's lease ends",
+                extra={**log, "thread_id": thread.thread_id, "run_id": thread.run_id},
+                exc_info=True,
+            )
 
     @staticmethod
     def _is_lost(stored: StreamRecord | None, condition: str) -> bool:
