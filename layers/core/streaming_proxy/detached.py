@@ -1,4 +1,4 @@
-"""A detached relay's Lambda event (DETACH_MODE=lambda): what it may weigh.
+"""A detached relay's Lambda event (DETACH_MODE=lambda): what it may weigh, what it holds.
 
 The ack runs a detached relay by an async self-invoke of RelayFunction whose event is the
 whole StreamJob. When that invocation fails or ages out, Lambda sends an invocation record
@@ -6,16 +6,29 @@ whole StreamJob. When that invocation fails or ages out, Lambda sends an invocat
 `responsePayload`) to the dead-letter queue; a record the queue cannot take arrives without
 its payload, and the dead-letter handler can then tell nobody (deadletter.py). So an event
 is refused (413) unless its record fits the queue whole.
+
+A run on a thread would carry the thread's trimmed history, as large as the model's budget
+allows: its event holds only the messages the request added instead, and the relay reads
+and trims the history itself before it starts (`event_relay`), as the request would have.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from .errors import PayloadTooLarge
+from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError
+from .events import StreamEvent
 from .jobs import StreamJob
+from .observability import get_logger
+from .providers.base import LlmRequest
 
-__all__ = ["MAX_DETACHED_EVENT_BYTES", "job_event"]
+if TYPE_CHECKING:
+    from .relay import Relay
+    from .service import StreamService
+
+__all__ = ["MAX_DETACHED_EVENT_BYTES", "Refused", "event_relay", "job_event"]
 
 # Lambda takes an async invoke's payload up to 1 MB; the dead-letter queue takes a message
 # up to 1 MiB (its MaximumMessageSize in template.yaml, SQS's maximum). The on-failure
@@ -40,3 +53,46 @@ def job_event(job: StreamJob) -> bytes:
             f"{MAX_DETACHED_EVENT_BYTES}): send it with Accept: text/event-stream"
         )
     return event
+
+
+class Refused:
+    """An event source that fails at once with `error`: the relay then ends the stream
+    as it ends one whose provider failed before its first byte (gate.py, relay.py)."""
+
+    name = "history"
+
+    def __init__(self, error: ProxyError) -> None:
+        self._error = error
+
+    def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
+        return self._fail()
+
+    async def _fail(self) -> AsyncIterator[StreamEvent]:
+        raise self._error
+        yield  # an async generator, as every source's stream is
+
+
+async def event_relay(service: StreamService, job: StreamJob) -> Relay:
+    """The relay of a self-invoke's (claimed) job. A run whose history was left to it
+    (`history_pending`) gets it first, read and trimmed as its request would have, and
+    checked against its provider as the request checks it. When that fails, the relay
+    fails the stream visibly, never silently: the error to the ack still waiting, or else
+    `error` and `end` to the channels, the record `failed`, the thread released (the
+    relay's closing step ends the run)."""
+    thread = job.thread
+    if thread is None or not thread.history_pending:
+        return service.record_gated_relay(job)
+    try:
+        whole = await service.runs.with_history(job)
+        service.check(whole)
+    except Exception as e:
+        error = e if isinstance(e, ProxyError) else None
+        get_logger().error(
+            "detached run's history not read; the stream fails",
+            extra={"stream_id": job.stream_id, "thread_id": thread.thread_id},
+            exc_info=error is None,
+        )
+        if error is None:
+            error = DependencyUnavailable("could not read the thread's history; try again")
+        return service.record_gated_relay(job, source=Refused(error))
+    return service.record_gated_relay(whole)
