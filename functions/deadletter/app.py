@@ -27,7 +27,7 @@ def runner() -> asyncio.Runner:
 @cache
 def default_dead_letters() -> DeadLetters:
     service = StreamService(get_settings())
-    return DeadLetters(service.streams, service.publisher, service.db)
+    return DeadLetters(service.streams, service.publisher, service.db, service.runs)
 
 
 def make_handler(dead_letters: Callable[[], DeadLetters]) -> Handler:

@@ -10,15 +10,19 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from devstack.gateway_events import LambdaContext
 from devstack.stack import load_function_module
 from streaming_proxy import aws
+from streaming_proxy.api.app import create_app
+from streaming_proxy.auth import key_digest
 from streaming_proxy.config import get_settings
+from streaming_proxy.contract import Payload
 from streaming_proxy.deadletter import DeadLetters
 from streaming_proxy.service import StreamService
 from streaming_proxy.streams import StreamRecord, StreamStore
@@ -32,7 +36,11 @@ gateway = gateway_tests.gateway
 
 DEADLETTER = load_function_module("deadletter")
 PROVIDER_KEY = "provider-key-inside-a-dead-letter"
+UNREAD = "dead letter without a readable job dropped; its stream was not told"
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+Client = tuple[httpx.AsyncClient, StreamService]
+APP_KEY = "app-key-for-dead-letter-tests"
+ASSISTANTS = "/stream/create/assistants"
 
 
 @pytest.fixture
@@ -63,9 +71,14 @@ def registered(stream_id: str, status: str = "pending") -> None:
         streams().save_progress(stream_id, "Half an ans", 4)
 
 
-def dead_letter(stream_id: str, condition: str = "EventAgeExceeded", kind: str = "llm") -> str:
+def dead_letter(
+    stream_id: str,
+    condition: str = "EventAgeExceeded",
+    kind: str = "llm",
+    thread: dict[str, Any] | None = None,
+) -> str:
     """Lambda's on-failure invocation record for our self-invoke event (the SQS body)."""
-    job = {
+    job: dict[str, Any] = {
         "stream_id": stream_id,
         "app_id": "app1",
         "kind": kind,
@@ -73,6 +86,7 @@ def dead_letter(stream_id: str, condition: str = "EventAgeExceeded", kind: str =
         "channels": ["room"],
         "payload": {"provider": "openai", "apiKey": PROVIDER_KEY, "messages": []},
         "flush_interval_ms": 20,
+        "thread": thread,
     }
     record = {
         "version": "1.0",
@@ -184,16 +198,45 @@ async def test_malformed_records_are_logged_and_dropped_and_the_rest_handled(
         messages = await until_end(ws)
     assert answer == {"batchItemFailures": []}
     assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
-    dropped = [r for r in caplog.records if r.getMessage() == "malformed dead letter dropped"]
-    assert len(dropped) == 3
+    dropped = [r for r in caplog.records if r.getMessage() == UNREAD]
+    assert len(dropped) == 3 and all(r.levelname == "ERROR" for r in dropped)
     assert PROVIDER_KEY not in caplog.text
+
+
+async def test_a_dead_letter_lambda_sent_without_its_payload_is_logged_and_counted(
+    gateway: Gateway,
+    handle: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record too large for the queue arrives without `requestPayload` (and without
+    `responsePayload`): nobody can be told, but it is not lost without a trace."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    record = json.loads(dead_letter("st_payload_dropped", "RetriesExhausted"))
+    del record["requestPayload"], record["responsePayload"]
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        assert await handle(json.dumps(record)) == {"batchItemFailures": []}
+    (logged,) = [r for r in caplog.records if r.getMessage() == UNREAD]
+    assert logged.levelname == "ERROR"
+    assert logged.request_id == "e4b46cbf-b738-4a1e-8880-a18cdf61200e"  # type: ignore[attr-defined]
+    assert logged.condition == "RetriesExhausted"  # type: ignore[attr-defined]
+    (emf,) = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    (metrics,) = emf["_aws"]["CloudWatchMetrics"]
+    assert metrics["Namespace"] == "StreamingProxy" and metrics["Dimensions"] == [["service"]]
+    assert (emf["service"], emf["DeadLettersUnread"]) == ("streaming-proxy", [1.0])
 
 
 async def test_a_record_the_table_cannot_take_is_reported_for_a_retry(gateway: Gateway) -> None:
     """Only that record: SQS sends it again; the batch's other records are done."""
     service = StreamService(get_settings())
     missing_table = StreamStore(service.streams._db, "no-such-table")
-    broken = DeadLetters(missing_table, service.publisher, service.db)
+    broken = DeadLetters(missing_table, service.publisher, service.db, service.runs)
     handler = DEADLETTER.make_handler(lambda: broken)
     event = {"Records": [{"messageId": "m-down", "body": dead_letter("st_any")}]}
     try:
@@ -224,7 +267,7 @@ async def test_a_gateway_that_cannot_be_reached_fails_the_stream_without_a_retry
 
     service.poster.post = counted  # type: ignore[method-assign]
     handler = DEADLETTER.make_handler(
-        lambda: DeadLetters(service.streams, service.publisher, service.db)
+        lambda: DeadLetters(service.streams, service.publisher, service.db, service.runs)
     )
     event = {"Records": [{"messageId": "m-unreachable", "body": dead_letter("st_unreachable")}]}
     async with open_client(gateway, token("room")) as ws:
@@ -248,3 +291,84 @@ async def test_an_event_that_is_not_an_sqs_batch_is_dropped_without_quoting_it(
         answer = await asyncio.to_thread(DEADLETTER.handler, event, LambdaContext())
     assert answer == {"batchItemFailures": []}
     assert "not an SQS batch" in caplog.text and PROVIDER_KEY not in caplog.text
+
+
+@pytest.fixture
+async def app_client(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    """The stream function's routes (in this process, over the same table) and its service."""
+    apps = {"app1": {"keySha256": key_digest(APP_KEY), "tokenSecret": gateway_tests.SECRET}}
+    monkeypatch.setenv("APPS", json.dumps(apps))
+    gateway_tests.clear_caches()
+    DEADLETTER.default_dead_letters.cache_clear()
+    service = StreamService(get_settings())
+    app = create_app()
+    app.state.service = service
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+        yield client, service
+    await service.aclose()
+
+
+def assistants_run(text: str, thread_id: str | None = None) -> dict[str, Any]:
+    """An Assistants run (`stream:false`), on a new thread without `thread_id`."""
+    payload: dict[str, Any] = {
+        "provider": "mock",
+        "stream": False,
+        "messages": [{"role": "user", "content": text}],
+        "providerArgs": {"delayMs": 0},
+    }
+    if thread_id is not None:
+        payload["thread_id"] = thread_id
+    return {"apiKey": APP_KEY, "channels": ["room"], "actionName": "onLlm", "payload": payload}
+
+
+async def test_a_lost_run_frees_its_thread_at_once_and_is_recorded_failed(
+    app_client: Client, handle: Callable[..., Any]
+) -> None:
+    client, service = app_client
+    first = await client.post(ASSISTANTS, json=assistants_run("hello"))
+    assert first.status_code == 200, first.text
+    thread_id = first.json()["threadId"]
+    # A detached run takes the thread, then its relay is lost (its event aged out).
+    payload = Payload.model_validate(assistants_run("lost", thread_id)["payload"])
+    begun = await service.runs.begin("app1", payload, "st_lost_run", ["room"])
+    registered("st_lost_run")
+    held = await client.post(ASSISTANTS, json=assistants_run("meanwhile", thread_id))
+    assert held.status_code == 409, held.text
+    thread = begun.thread.model_dump(mode="json")
+    lost_letter = dead_letter("st_lost_run", kind="assistants", thread=thread)
+    assert await handle(lost_letter) == {"batchItemFailures": []}
+
+    lost = service.threads.run("app1", thread_id, begun.thread.run_id)
+    assert lost is not None and lost.status == "failed"
+    after = await client.post(ASSISTANTS, json=assistants_run("again", thread_id))
+    assert after.status_code == 200, after.text  # at once: no 409, no lease to wait out
+    assert after.json()["threadId"] == thread_id
+    # A copy of the same dead letter changes nothing, even while a new run holds the thread.
+    payload = Payload.model_validate(assistants_run("next", thread_id)["payload"])
+    running = await service.runs.begin("app1", payload, "st_next_run", ["room"])
+    before = service.threads.meta("app1", thread_id)
+    assert await handle(lost_letter) == {"batchItemFailures": []}
+    assert service.threads.meta("app1", thread_id) == before
+    assert before is not None and before.active_run == running.thread.run_id
+    lost_again = service.threads.run("app1", thread_id, begun.thread.run_id)
+    assert lost_again is not None and lost_again.status == "failed"
+
+
+async def test_a_dead_letter_for_a_finished_thread_run_leaves_the_thread_alone(
+    app_client: Client, handle: Callable[..., Any]
+) -> None:
+    """Its stream is not lost: the run that holds the thread (the same one, its relay still
+    finishing) keeps it."""
+    client, service = app_client
+    first = await client.post(ASSISTANTS, json=assistants_run("hello"))
+    thread_id = first.json()["threadId"]
+    payload = Payload.model_validate(assistants_run("running", thread_id)["payload"])
+    begun = await service.runs.begin("app1", payload, "st_claimed_run", ["room"])
+    registered("st_claimed_run", "streaming")  # claimed: another delivery runs it
+    before = service.threads.meta("app1", thread_id)
+    thread = begun.thread.model_dump(mode="json")
+    letter = dead_letter("st_claimed_run", kind="assistants", thread=thread)
+    assert await handle(letter) == {"batchItemFailures": []}
+    assert service.threads.meta("app1", thread_id) == before
+    assert before is not None and before.active_run == begun.thread.run_id

@@ -19,7 +19,6 @@ import pytest
 from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
 from streaming_proxy.config import get_settings
-from streaming_proxy.jobs import StreamJob
 from streaming_proxy.service import StreamService
 from tests.fake_llm import TEXT, FakeLlm
 from tests.integration import test_gateway as gateway_tests
@@ -57,8 +56,8 @@ async def service(
 
 async def accepted_job(service: StreamService) -> dict[str, Any]:
     """POST /llm/query (acked at once); the self-invoke's event, as Lambda would deliver it."""
-    jobs: list[StreamJob] = []
-    service._invoke_self = jobs.append  # type: ignore[method-assign]
+    events: list[bytes] = []
+    service._invoke_self = events.append  # type: ignore[method-assign]
     body = {
         "apiKey": APP_KEY,
         "channels": ["room"],
@@ -73,7 +72,8 @@ async def accepted_job(service: StreamService) -> dict[str, Any]:
         ack = await client.post("/llm/query", json=body)
     assert ack.status_code == 200, ack.text
     assert ack.json()["streamStatus"] == "pending"
-    return json.loads(json.dumps(jobs[0].to_event()))
+    event: dict[str, Any] = json.loads(events[0])
+    return event
 
 
 def client_of(service: StreamService) -> httpx.AsyncClient:

@@ -281,6 +281,9 @@ def test_lost_detached_relays_raise_alarms() -> None:
     assert alarm_on("AWS/Lambda", "DestinationDeliveryFailures", relay)["Threshold"] == 1
     handler = {"Name": "FunctionName", "Value": {"Ref": "DeadLetterFunction"}}
     assert alarm_on("AWS/Lambda", "Errors", handler)["Threshold"] == 1
+    # Dead letters without a job to read: streams nobody could tell (deadletter.py).
+    unread = alarm_on(NAMESPACE, "DeadLettersUnread", {"Name": "service", "Value": SERVICE})
+    assert (unread["Statistic"], unread["Threshold"]) == ("Sum", 1)
 
 
 def test_rest_5xx_alarm_is_a_rate_of_requests() -> None:
@@ -353,6 +356,7 @@ def test_dashboard_shows_the_key_graphs() -> None:
         '"WriteThrottleEvents"',
         '"NumberOfMessagesSent"',
         '"DestinationDeliveryFailures"',
+        '"DeadLettersUnread"',
     ):
         assert metric in text, f"dashboard lacks {metric}"
     for widget in widgets:

@@ -390,6 +390,8 @@ def test_lost_detached_relays_reach_the_dead_letter_queue() -> None:
     queue = load_template()["Resources"]["DeadLetterQueue"]
     assert queue["Type"] == "AWS::SQS::Queue"
     assert queue["Properties"]["SqsManagedSseEnabled"] is True  # records hold provider keys
+    # SQS's maximum: a record over the queue's size arrives without its job (detached.py).
+    assert queue["Properties"]["MaximumMessageSize"] == 1_048_576
 
 
 def test_the_dead_letter_function_consumes_its_queue_with_least_privilege() -> None:

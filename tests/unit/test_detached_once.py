@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from streaming_proxy.jobs import StreamJob
 from streaming_proxy.service import StreamService
 from streaming_proxy.streams import StreamRecord, StreamStore
 from tests.unit.conftest import MOTO_TABLE
@@ -72,11 +71,11 @@ async def test_the_same_event_twice_runs_the_stream_once(
     service = StreamService(settings(ack_wait_seconds=0), poster=poster)
     service.connections.open("conn1", "app1", ["room"])
     client, _ = await lambda_app(service)
-    jobs: list[StreamJob] = []
-    service._invoke_self = jobs.append  # type: ignore[method-assign]  # we deliver it, twice
+    events: list[bytes] = []
+    service._invoke_self = events.append  # type: ignore[method-assign]  # we deliver it, twice
     ack = await client.post("/llm/query", json=request())
     assert ack.status_code == 200, ack.text
-    event = json.loads(json.dumps(jobs[0].to_event()))
+    event = json.loads(events[0])
     with caplog.at_level(logging.WARNING):
         answers = await deliver_twice(client, event, together=together)
     bodies = sorted((r.json() for r in answers), key=lambda b: "duplicate" in b)
@@ -104,7 +103,7 @@ async def test_the_ack_says_pending_when_the_first_byte_has_not_come(
     )
     client, _ = await lambda_app(service)
     if mode == "lambda":  # the event is never delivered: the record stays `pending`
-        service._invoke_self = lambda job: None  # type: ignore[method-assign]
+        service._invoke_self = lambda event: None  # type: ignore[method-assign]
     slow = await client.post("/llm/query", json=request(delayMs=1500))
     chat_body = {**request(delayMs=1500), "actionName": "onChat"}
     slow_chat = await client.post("/stream/create", json=chat_body)

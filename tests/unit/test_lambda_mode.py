@@ -17,7 +17,6 @@ from streaming_proxy.api.app import create_app
 from streaming_proxy.auth import key_digest
 from streaming_proxy.config import AppConfig, Settings
 from streaming_proxy.errors import PayloadTooLarge
-from streaming_proxy.jobs import StreamJob
 from streaming_proxy.service import StreamService
 
 KEY = "app-key-for-lambda-mode-tests"
@@ -55,8 +54,8 @@ async def lambda_app(service: StreamService) -> tuple[httpx.AsyncClient, list[di
     invoked: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
 
-    def invoke(job: StreamJob) -> None:  # runs in a worker thread, like the boto3 call
-        event = json.loads(json.dumps(job.to_event()))
+    def invoke(payload: bytes) -> None:  # runs in a worker thread, like the boto3 call
+        event = json.loads(payload)
         invoked.append(event)
         loop.call_soon_threadsafe(lambda: loop.create_task(client.post("/events", json=event)))
 
@@ -158,8 +157,8 @@ async def test_a_self_invoke_that_fails_leaves_the_stream_failed_not_pending(
     client, _ = await lambda_app(service)
     refused: list[str] = []
 
-    def invoke(job: StreamJob) -> None:
-        refused.append(job.stream_id)
+    def invoke(event: bytes) -> None:
+        refused.append(json.loads(event)["streamingProxyJob"]["stream_id"])
         raise PayloadTooLarge("request too large to run detached")
 
     service._invoke_self = invoke  # type: ignore[method-assign]
@@ -180,7 +179,7 @@ async def test_a_refused_self_invoke_is_still_the_callers_error_when_the_table_i
     service = StreamService(settings(), poster=RecordingPoster())
     client, _ = await lambda_app(service)
 
-    def invoke(job: StreamJob) -> None:
+    def invoke(event: bytes) -> None:
         raise PayloadTooLarge("request too large to run detached")
 
     def table_down(stream_id: str, error: object) -> bool:

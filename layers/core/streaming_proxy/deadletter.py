@@ -6,18 +6,24 @@ sends an invocation record to the on-failure destination, an SQS queue, whose co
 lands here. For each record: the stream is marked `failed` (conditionally: a stream that
 finished, or a duplicate of this dead letter already handled, is left alone) and its
 channels get what a relay failure publishes: `threadInfo` (when nothing was sent yet and
-the stream is not a Chat one), `error`, `end`. The event carries the job, provider key
-included: it is never logged.
+the stream is not a Chat one), `error`, `end`. A lost run on a thread also lets go of its
+thread (the run recorded `failed`), which would otherwise stay held until the run's lease
+ends, some 15 minutes on. The event carries the job, provider key
+included: it is never logged. A record without a job to read (malformed, or sent by Lambda
+without its payload because it did not fit the queue: detached.py bounds the event so that
+it does) cannot be told to anyone: it is logged as an error with Lambda's request id and
+condition and counted (`DeadLettersUnread`, which an alarm watches), then dropped.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import emf
 from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
@@ -27,8 +33,20 @@ from .observability import get_logger
 from .outcome import unknown_usage
 from .streams import StreamRecord, StreamStore
 
+if TYPE_CHECKING:
+    from .runs import ThreadRuns
+
 # The app, channels and stream id of a job, as StreamService.publisher takes them.
 PublisherFactory = Callable[[str, Sequence[str], str], ChannelPublisher]
+
+
+class LostRun(BaseModel):
+    """The run a lost job was on a thread (jobs.ThreadRun): the thread it holds."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread_id: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
 
 
 class LostJob(BaseModel):
@@ -42,6 +60,7 @@ class LostJob(BaseModel):
     action_name: str = ""
     # `lambda: []`, not `list`: cheaper at import (docs/architecture.md decision 31).
     channels: list[str] = Field(default_factory=lambda: [])
+    thread: LostRun | None = None
 
 
 class JobEvent(BaseModel):
@@ -81,20 +100,54 @@ class SqsEvent(BaseModel):
     records: list[SqsRecord] = Field(alias="Records")
 
 
+# The metric of dead letters whose job could not be read (their streams were never told).
+UNREAD_METRIC = "DeadLettersUnread"
+
+
 class MalformedDeadLetter(ValueError):
-    """A queue message that is not a stream job's invocation record: logged and dropped."""
+    """A queue message without a stream job to read: not an invocation record, or one
+    Lambda sent without its payload. `context`: the record's own, when it has one."""
+
+    def __init__(self, where: str, context: RequestContext | None = None) -> None:
+        super().__init__(where)
+        self.context = context
 
 
 def parse_record(body: str) -> InvocationRecord:
     """The invocation record in an SQS message body; MalformedDeadLetter otherwise (the
     error says which field, never its value)."""
     try:
-        return InvocationRecord.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as e:
-        where = ""
-        if isinstance(e, ValidationError):
-            where = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:3])
-        raise MalformedDeadLetter(where or "not JSON") from None
+        data = json.loads(body)
+    except ValueError:
+        raise MalformedDeadLetter("not JSON") from None
+    try:
+        return InvocationRecord.model_validate(data)
+    except ValidationError as e:
+        where = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:3])
+        raise MalformedDeadLetter(where, _context_of(data)) from None
+
+
+def _context_of(data: Any) -> RequestContext | None:
+    """The record's `requestContext` when it can be read without the rest."""
+    try:
+        return RequestContext.model_validate(data["requestContext"])
+    except (KeyError, TypeError, ValidationError):
+        return None
+
+
+def report_unread(message_id: str, error: MalformedDeadLetter) -> None:
+    """Log (field names and Lambda's ids only, never a value) and count a dead letter whose
+    stream cannot be told: it stays `pending`/`streaming` until its record expires."""
+    log = {"message_id": message_id, "fields": str(error)}
+    if error.context is not None:
+        log |= {"request_id": error.context.request_id, "condition": error.context.condition}
+    get_logger().error(
+        "dead letter without a readable job dropped; its stream was not told", extra=log
+    )
+    try:
+        emf.write(emf.count_record(UNREAD_METRIC))
+    except Exception:  # the log line above says it all the same
+        get_logger().warning("dead-letter metric not written", exc_info=True)
 
 
 def lost_error(condition: str) -> StreamLost:
@@ -110,10 +163,17 @@ def lost_error(condition: str) -> StreamLost:
 class DeadLetters:
     """Marks lost detached relays failed and tells their channels."""
 
-    def __init__(self, streams: StreamStore, publisher: PublisherFactory, db: BlockingCalls):
+    def __init__(
+        self,
+        streams: StreamStore,
+        publisher: PublisherFactory,
+        db: BlockingCalls,
+        runs: ThreadRuns,
+    ) -> None:
         self._streams = streams
         self._publisher = publisher
         self._db = db
+        self._runs = runs
 
     async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
@@ -131,7 +191,7 @@ class DeadLetters:
             try:
                 await self.handle(parse_record(message.body))
             except MalformedDeadLetter as e:
-                get_logger().error("malformed dead letter dropped", extra={**log, "fields": str(e)})
+                report_unread(message.message_id, e)
             except Exception:
                 get_logger().warning("dead letter not handled; retried", extra=log, exc_info=True)
                 failures.append({"itemIdentifier": message.message_id})
@@ -157,11 +217,30 @@ class DeadLetters:
                 get_logger().info("stream finished meanwhile; nothing to do", extra=log)
                 return False
             get_logger().warning("lost detached relay reported to its channels", extra=log)
+            # Before `end`, as a relay does: a page that sees it may start the next run.
+            await self._abandon(job, log)
             for message in messages:
                 await publisher.send(message)
         finally:
             await publisher.close()
         return True
+
+    async def _abandon(self, job: LostJob, log: dict[str, str]) -> None:
+        """Release the thread the lost run holds, the run recorded `failed` (nothing when it
+        no longer holds it). Only for a stream this dead letter marked lost: a finished or
+        still running one holds or released its thread itself. A failure is logged, not
+        retried (a second copy finds the stream failed): the lease frees the thread then."""
+        if job.thread is None:
+            return
+        thread = job.thread
+        try:
+            await self._runs.abandon(job.app_id, thread.thread_id, thread.run_id, "failed")
+        except Exception:
+            get_logger().error(
+                "lost run's thread not released; it is free once the run's lease ends",
+                extra={**log, "thread_id": thread.thread_id, "run_id": thread.run_id},
+                exc_info=True,
+            )
 
     @staticmethod
     def _is_lost(stored: StreamRecord | None, condition: str) -> bool:

@@ -44,6 +44,14 @@ def stream_record(stats: StreamStats) -> dict[str, Any]:
     return record
 
 
+def count_record(metric: str, value: int = 1) -> dict[str, Any]:
+    """An EMF document counting one service-wide event outside any stream (the dead-letter
+    handler's): the single dimension set {service}, the one an alarm reads."""
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    metrics.add_metric(metric, MetricUnit.Count, value)
+    return dict(metrics.serialize_metric_set())
+
+
 def write(record: dict[str, Any]) -> None:
     """One line on stdout, flushed at once: under the Lambda Web Adapter stdout is a pipe,
     whose buffer would hold the record back until it fills (or lose it at shutdown). Not

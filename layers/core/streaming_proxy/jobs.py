@@ -18,8 +18,8 @@ StreamKind = Literal["chat", "llm", "openai", "assistants"]
 class ThreadRun(BaseModel):
     """The thread a stream runs on (threads.py): its run, the run's lease, and how many of
     the payload's messages (its last ones) the request added, stored with the answer when
-    the run ends (runs.py). A count, not a copy: the job's event (a self-invoke, 256 KB at
-    most) would carry each new message twice."""
+    the run ends (runs.py). A count, not a copy: the job's event (a self-invoke, at most
+    detached.MAX_DETACHED_EVENT_BYTES, 768 KiB) would carry each new message twice."""
 
     thread_id: str
     run_id: str
@@ -30,6 +30,9 @@ class ThreadRun(BaseModel):
     # What trimming the history to its budget left out (history.py), for the run's log.
     dropped: int = 0
     tokens: int = 0
+    # The payload holds only the new messages: the relay reads and trims the history
+    # (runs.ThreadRuns.with_history), as a Lambda self-invoke's event carries no history.
+    history_pending: bool = False
 
 
 class StreamJob(BaseModel):
@@ -48,6 +51,13 @@ class StreamJob(BaseModel):
     tool_timeout_seconds: float = Field(default=90.0, gt=0)
     # Set when the stream is a run on a thread (Assistants, or LLM Query with thread_id).
     thread: ThreadRun | None = None
+
+    def replaced(self, **update: Any) -> StreamJob:
+        """A copy with `update` applied, its request built anew (`model_copy` alone would
+        keep the `llm_request` cached from the old payload)."""
+        copied = self.model_copy(update=update)
+        copied.__dict__.pop("llm_request", None)
+        return copied
 
     @property
     def runs_tools(self) -> bool:

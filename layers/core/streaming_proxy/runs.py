@@ -2,7 +2,9 @@
 
 `begin` takes the thread (a lease: one run at a time), reads its history newest first as far
 as the model's budget can use, trims it to that budget and returns the payload the provider
-gets (instructions, history, the new messages). `finish` (called by the relay before `end`,
+gets (instructions, history, the new messages). A run detached through a Lambda self-invoke
+leaves that reading to its relay (`with_history`), so that its event carries only what the
+request added, however long the thread (detached.py). `finish` (called by the relay before `end`,
 wherever the relay runs) appends the new messages, the tool rounds and the answer, and
 releases the thread, in one write.
 """
@@ -113,11 +115,19 @@ class ThreadRuns:
         return by_model.get(model or "", self._settings.thread_context_tokens)
 
     async def begin(
-        self, app_id: str, payload: Payload, stream_id: str, channels: Sequence[str] = ()
+        self,
+        app_id: str,
+        payload: Payload,
+        stream_id: str,
+        channels: Sequence[str] = (),
+        *,
+        read_history: bool = True,
     ) -> Begun:
         """Take the payload's thread (or a new one) for a new run; 404 for an unknown (or
         another app's) thread, 409 while another run holds it, 413 when the new messages
-        could not be stored in it (before the thread is taken)."""
+        could not be stored in it (before the thread is taken). Without `read_history` the
+        payload stays the new messages and the run's `history_pending` says that its relay
+        reads the history (`with_history`)."""
         settings = self._settings
         added = [m.model_dump(exclude_none=True) for m in payload.messages]
         check_storable(added)
@@ -131,14 +141,6 @@ class ThreadRuns:
             channels=tuple(channels),
         )
         await self._store(self.threads.start_run, app_id, start)
-        system = (
-            [{"role": "system", "content": payload.instructions}] if payload.instructions else []
-        )
-        try:
-            trimmed = await self._history(app_id, start, system, added, payload.model)
-        except Exception:
-            await self._store(self.threads.finish_run, app_id, start, [], "failed")
-            raise
         thread = ThreadRun(
             thread_id=start.thread_id,
             run_id=start.run_id,
@@ -146,27 +148,57 @@ class ThreadRuns:
             lease_until=start.lease_until,
             ttl_seconds=start.ttl_seconds,
             added=len(added),
-            dropped=trimmed.dropped,
-            tokens=trimmed.tokens,
+            history_pending=not read_history,
         )
+        if not read_history:
+            return Begun(payload, thread)
+        try:
+            return await self._with_history(app_id, payload, thread)
+        except Exception:
+            await self._store(self.threads.finish_run, app_id, start, [], "failed")
+            raise
+
+    async def with_history(self, job: StreamJob) -> StreamJob:
+        """The job of a run whose history was left to its relay (`history_pending`), as
+        `begin` would have made it: the instructions, the thread's history trimmed to the
+        model's budget, the new messages, and `dropped`/`tokens` for the run's log. The run
+        holds the thread, so the history is the one `begin` would have read. The thread is
+        not released on failure: the relay's end (`finish`) does that."""
+        thread = job.thread
+        if thread is None or not thread.history_pending:
+            return job
+        begun = await self._with_history(job.app_id, job.payload, thread)
+        return job.replaced(payload=begun.payload, thread=begun.thread)
+
+    async def _with_history(self, app_id: str, payload: Payload, thread: ThreadRun) -> Begun:
+        """`payload` (its last `thread.added` messages the new ones) with the history."""
+        system = (
+            [{"role": "system", "content": payload.instructions}] if payload.instructions else []
+        )
+        new = payload.messages[len(payload.messages) - thread.added :]
+        added = [m.model_dump(exclude_none=True) for m in new]
+        trimmed = await self._history(app_id, thread, system, added, payload.model)
+        done = {"dropped": trimmed.dropped, "tokens": trimmed.tokens, "history_pending": False}
         messages = [Message.model_validate(m) for m in trimmed.messages]
-        return Begun(payload.model_copy(update={"messages": messages}), thread)
+        return Begun(
+            payload.model_copy(update={"messages": messages}), thread.model_copy(update=done)
+        )
 
     async def _history(
-        self, app_id: str, start: RunStart, system: Messages, added: Messages, model: str | None
+        self, app_id: str, thread: ThreadRun, system: Messages, added: Messages, model: str | None
     ) -> Trimmed:
         """What the run sends: the instructions, the newest whole turns of the thread that fit
         the model's budget and the new messages. The thread is read newest first only until
         older turns can no longer change that (history.shortfall); `dropped` then counts the
         older messages never read too."""
         budget = self.budget(model)
-        if start.new:
+        if thread.new:
             return trim(system, [], added, budget)
 
         def short(recent: Messages) -> int:
             return shortfall(system, for_provider(recent), added, budget)
 
-        recent = await self._store(self.threads.recent, app_id, start.thread_id, short)
+        recent = await self._store(self.threads.recent, app_id, thread.thread_id, short)
         trimmed = trim(system, for_provider(recent.messages), added, budget)
         return replace(trimmed, dropped=trimmed.dropped + recent.older)
 

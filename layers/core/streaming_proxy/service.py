@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +19,7 @@ from .channels.poster import BotoPoster, Poster
 from .channels.publisher import ChannelPublisher, RetryPolicy
 from .channels.store import ConnectionStore
 from .config import Settings
+from .detached import event_relay, job_event
 from .errors import DependencyUnavailable, PayloadTooLarge, ProxyError, ValidationFailed
 from .gate import CallerGate, RecordGate, StartGate
 from .jobs import StreamJob
@@ -255,9 +255,11 @@ class StreamService:
         observers: Sequence[Observer] = (),
         gate: StartGate | None = None,
         registration: Awaitable[None] | None = None,
+        source: EventSource | None = None,
     ) -> Relay:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`;
-        `registration`: the record's write still under way (`registration()`)."""
+        `registration`: the record's write still under way (`registration()`); `source`:
+        what it reads instead of the job's provider (detached.Refused)."""
         stats = StreamStats.for_job(job, self.settings.prices)
         all_sinks: list[Sink] = list(sinks)
         observers = [*observers, *self._meters(job)]
@@ -286,7 +288,7 @@ class StreamService:
         rounds: list[dict[str, Any]] | None = [] if job.thread is not None else None
         return Relay(
             job,
-            self._source(job, rounds),
+            source or self._source(job, rounds),
             all_sinks,
             settings=self.settings,
             recorder=recorder,
@@ -402,9 +404,10 @@ class StreamService:
         )
         self.tool_answers.deliver(app_id, call_id, answer)
 
-    def record_gated_relay(self, job: StreamJob) -> Relay:
+    def record_gated_relay(self, job: StreamJob, source: EventSource | None = None) -> Relay:
         """The relay of a Lambda self-invoke: its caller's ack polls the stream record."""
-        return self.relay(job, gate=RecordGate(self.streams, job.stream_id, self.db))
+        gate = RecordGate(self.streams, job.stream_id, self.db)
+        return self.relay(job, gate=gate, source=source)
 
     async def run_claimed(self, job: StreamJob) -> StreamOutcome | None:
         """Run a self-invoke's job unless another delivery of the same event claimed it
@@ -414,7 +417,7 @@ class StreamService:
                 "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}
             )
             return None
-        return await self.run(self.record_gated_relay(job))
+        return await self.run(await event_relay(self, job))
 
     async def run(self, relay: Relay) -> StreamOutcome:
         """Run a relay to its end and report its metrics."""
@@ -493,10 +496,13 @@ class StreamService:
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _invoked(self, job: StreamJob) -> None:
-        """Self-invoke `job`; when Lambda refuses it, its record says so (failed, with the
-        error the caller gets) rather than `pending` for a stream no relay will run."""
+        """Self-invoke `job`; when its event is too large (detached.py) or Lambda refuses it,
+        its record says so (failed, with the error the caller gets) rather than `pending`
+        for a stream no relay will run."""
         try:
-            await self.store(self._invoke_self, job)
+            # Serialising a large job is CPU: off the loop, as the invoke.
+            event = await self.store(job_event, job)  # 413 when its dead letter could not fit
+            await self.store(self._invoke_self, event)
         except ProxyError as e:
             try:
                 await self.store(self.streams.mark_start_failed, job.stream_id, StartError.of(e))
@@ -504,7 +510,8 @@ class StreamService:
                 get_logger().warning("stream record not marked failed", exc_info=True)
             raise
 
-    def _invoke_self(self, job: StreamJob) -> None:
+    def _invoke_self(self, event: bytes) -> None:
+        """Start the relay function on `event` (`detached.job_event`), asynchronously."""
         if not self.settings.self_function_name:
             raise ProxyError("DETACH_MODE=lambda needs AWS_LAMBDA_FUNCTION_NAME")
         client = aws.lambda_client(self.settings.aws_region)
@@ -512,7 +519,7 @@ class StreamService:
             client.invoke(
                 FunctionName=self.settings.self_function_name,
                 InvocationType="Event",
-                Payload=json.dumps(job.to_event()).encode("utf-8"),
+                Payload=event,
             )
         except BotoCoreError as e:
             raise DependencyUnavailable(

@@ -76,7 +76,9 @@ async def _stream_endpoint(request: Request, kind: StreamKind) -> Response:
         service.check(job)
         await service.admit(job)
         if kind == "assistants" or body.payload.thread_id is not None:
-            job = await _on_thread(service, body, job)
+            # A self-invoked relay reads the history itself: its event stays small.
+            relay_reads = service.settings.detach_mode == "lambda" and _acked(request, body)
+            job = await _on_thread(service, body, job, read_history=not relay_reads)
         async with held(service, job):
             if job.thread is not None:
                 service.check(job)  # the history too must suit the provider
@@ -119,9 +121,14 @@ def _instructed(body: StreamRequest) -> StreamRequest:
     return body.model_copy(update={"payload": payload.model_copy(update=update)})
 
 
-async def _on_thread(service: StreamService, body: StreamRequest, job: StreamJob) -> StreamJob:
-    """The job as a run on its thread: instructions, history and the new messages."""
-    begun = await service.runs.begin(job.app_id, body.payload, job.stream_id, job.channels)
+async def _on_thread(
+    service: StreamService, body: StreamRequest, job: StreamJob, *, read_history: bool
+) -> StreamJob:
+    """The job as a run on its thread: instructions, history and the new messages (only
+    the new ones without `read_history`: the relay reads the rest, runs.py)."""
+    begun = await service.runs.begin(
+        job.app_id, body.payload, job.stream_id, job.channels, read_history=read_history
+    )
     body = body.model_copy(update={"payload": begun.payload})
     return _job(service, body, job.app_id, job.kind, job.stream_id).model_copy(
         update={"thread": begun.thread}
@@ -133,7 +140,7 @@ async def _answer(
 ) -> Response:
     if not body.payload.stream:
         return await _complete(service, job, raw=body.options.raw_response)
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if not _acked(request, body):
         return await _sse(service, job)
     detached = await service.detach(job)  # writes the stream's record first
     if detached.error is not None:
@@ -141,6 +148,12 @@ async def _answer(
     if job.kind == "assistants":
         return JSONResponse(run_created(job, detached.status))
     return JSONResponse(_ack(job, detached.status))
+
+
+def _acked(request: Request, body: StreamRequest) -> bool:
+    """Whether the request is answered with an ack, its relay detached from it (else the
+    answer is the stream itself, as SSE, or the whole result with `stream:false`)."""
+    return body.payload.stream and "text/event-stream" not in request.headers.get("accept", "")
 
 
 def _job(
