@@ -25,6 +25,7 @@ from streaming_proxy.auth import key_digest
 from streaming_proxy.config import get_settings
 from streaming_proxy.detached import MAX_DETACHED_EVENT_BYTES
 from streaming_proxy.history import trim
+from streaming_proxy.runs import EVENT_MAX_AGE_SECONDS, LEASE_MARGIN_SECONDS
 from streaming_proxy.service import StreamService
 from streaming_proxy.threads import RunStart, new_run_id, new_thread_id
 from tests.fake_llm import TEXT, FakeLlm
@@ -129,6 +130,10 @@ async def test_a_long_thread_runs_detached_with_its_whole_trimmed_history(
         (NEW["role"], NEW["content"])
     ]
     assert job["thread"]["history_pending"] is True
+    # The lease covers the event's wait in Lambda's queue too: a late relay still holds it.
+    settings = service.settings
+    least = time.time() + settings.total_timeout_seconds + LEASE_MARGIN_SECONDS
+    assert job["thread"]["lease_until"] >= int(least + EVENT_MAX_AGE_SECONDS) - 1
 
     async with open_client(gateway, token("room")) as ws:
         await connection_id_of(ws)

@@ -18,6 +18,7 @@ import pytest
 
 from devstack.template import load_template as template_data
 from streaming_proxy.config import Settings
+from streaming_proxy.runs import EVENT_MAX_AGE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -382,7 +383,7 @@ def test_lost_detached_relays_reach_the_dead_letter_queue() -> None:
     config = load_template()["Resources"]["RelayFunction"]["Properties"]["EventInvokeConfig"]
     # A retried relay would post the same stream twice.
     assert config["MaximumRetryAttempts"] == 0
-    assert config["MaximumEventAgeInSeconds"] == 300
+    assert config["MaximumEventAgeInSeconds"] == EVENT_MAX_AGE_SECONDS  # runs' leases cover it
     assert config["DestinationConfig"]["OnFailure"] == {
         "Type": "SQS",
         "Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},

@@ -44,6 +44,11 @@ class Store(Protocol):
 
 # A run's lease outlives its stream (total timeout) by this much; then another run may take it.
 LEASE_MARGIN_SECONDS = 60
+# How long a self-invoke's event may wait in Lambda's queue before its relay starts
+# (RelayFunction's MaximumEventAgeInSeconds in template.yaml; a test holds them equal): the
+# lease of a run detached that way covers that wait too, or a late relay would find its
+# thread taken by the next run.
+EVENT_MAX_AGE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ class ThreadRuns:
             run_id=new_run_id(),
             stream_id=stream_id,
             new=payload.thread_id is None,
-            lease_until=int(time.time() + settings.total_timeout_seconds + LEASE_MARGIN_SECONDS),
+            lease_until=int(time.time() + self._lease_seconds(queued=not read_history)),
             ttl_seconds=settings.thread_ttl_days * 86_400,
             channels=tuple(channels),
         )
@@ -157,6 +162,13 @@ class ThreadRuns:
         except Exception:
             await self._store(self.threads.finish_run, app_id, start, [], "failed")
             raise
+
+    def _lease_seconds(self, *, queued: bool) -> float:
+        """How long a run holds its thread: its stream's total timeout and a margin, plus
+        the event's wait for a run whose relay is a self-invoke (the ones that read their
+        history themselves)."""
+        seconds = self._settings.total_timeout_seconds + LEASE_MARGIN_SECONDS
+        return seconds + EVENT_MAX_AGE_SECONDS if queued else seconds
 
     async def with_history(self, job: StreamJob) -> StreamJob:
         """The job of a run whose history was left to its relay (`history_pending`), as
