@@ -37,14 +37,13 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .gateway_events import INTEGRATION_TIMEOUT_SECONDS, EventShapes, LambdaContext
+from .gateway_limits import MAX_MESSAGE_BYTES, GatewayProtocol, refusal_of
 
-__all__ = ["GatewayEmulator", "Handler", "LambdaContext", "new_connection_id"]
+__all__ = ["GatewayEmulator", "GatewayProtocol", "Handler", "LambdaContext", "new_connection_id"]
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Message = MutableMapping[str, Any]  # an ASGI message
 
-# API Gateway's limit: 128 KB per message.
-MAX_MESSAGE_BYTES = 128 * 1024
 # How long close_all waits for one connection's $disconnect to finish.
 DISCONNECT_WAIT_SECONDS = 35.0
 # Threads for `$disconnect` alone. In AWS every route call is a Lambda invocation of its own,
@@ -116,7 +115,9 @@ class GatewayEmulator:
         )
         self._events = EventShapes(stage, self.api_id, host_header)
         self._clients: dict[str, Client] = {}
-        self._cleanups = ThreadPoolExecutor(DISCONNECT_THREADS, thread_name_prefix="disconnect")
+        self._cleanups = ThreadPoolExecutor(
+            DISCONNECT_THREADS, thread_name_prefix=f"disconnect-{self.api_id}"
+        )
         methods = ["GET", "DELETE"]  # POST never gets here: see `app`
         self._routes = Starlette(
             routes=[
@@ -166,6 +167,9 @@ class GatewayEmulator:
         finally:
             sweeper.cancel()
             await self.close_all()
+            # Every `$disconnect` has run (or outlived close_all's wait): its threads go once
+            # idle, without holding up the server's exit behind a cleanup that hangs.
+            self._cleanups.shutdown(wait=False, cancel_futures=True)
 
     async def _sweep(self) -> None:
         interval = min(1.0, max(0.01, min(self.idle_timeout_seconds, self.max_age_seconds) / 4))
@@ -184,6 +188,11 @@ class GatewayEmulator:
     # --- the WebSocket side -------------------------------------------------------------
 
     async def _serve(self, websocket: WebSocket) -> None:
+        if refusal_of(websocket.scope) is None:
+            # Served without the frame limits, it would pass messages AWS refuses.
+            log.error("the gateway emulator must be served with ws=GatewayProtocol")
+            await websocket.send_denial_response(Response(status_code=500))
+            return
         peer = websocket.client
         client = Client(
             connection_id=new_connection_id(),
@@ -216,22 +225,31 @@ class GatewayEmulator:
             client.finished.set()
 
     async def _receive_until_closed(self, client: Client) -> None:
+        """Queue each text message for `$default` until the connection closes. Frames over
+        the size limits never get here (GatewayProtocol closes with 1009); a binary message
+        closes with 1003, as API Gateway answers a binary frame."""
         while True:
             message = await client.websocket.receive()
             if message["type"] == "websocket.disconnect":
-                if client.close_code is None:
-                    client.close_code = int(message.get("code") or 1005)
-                    client.close_reason = (
-                        f"Client-side close frame status set to {client.close_code}"
-                    )
+                self._closed(client, message)
                 return
-            data = message.get("text") if message.get("text") is not None else message.get("bytes")
-            size = len(data.encode("utf-8")) if isinstance(data, str) else len(data or b"")
-            if size > MAX_MESSAGE_BYTES:
-                await self._close(client, 1009, "Message too big")
+            if message.get("text") is None:
+                await self._close(client, 1003, "Binary frames are not supported")
                 continue
             client.touch()
             await client.inbox.put(message)
+
+    def _closed(self, client: Client, message: Message) -> None:
+        """Record who closed: this emulator (`_close`), its server (a frame over a limit),
+        else the client, as `$disconnect` will tell."""
+        if client.close_code is not None:
+            return
+        note = refusal_of(client.websocket.scope) or {}
+        if "code" in note:
+            client.close_code, client.close_reason = int(note["code"]), str(note["reason"])
+            return
+        client.close_code = int(message.get("code") or 1005)
+        client.close_reason = f"Client-side close frame status set to {client.close_code}"
 
     async def _run_messages(self, client: Client) -> None:
         """Invoke `$default` for each client message in arrival order."""
