@@ -9,12 +9,14 @@ plain ASGI because it is the call a fan-out makes hundreds of times a second.
 The handler is synchronous and posts back to this server, so it always runs in a worker
 thread: run on the event loop it would wait for itself. `$disconnect` has threads of its own,
 so a burst of closes never holds up other clients' handshakes and messages.
+What a client may send is held to API Gateway's limits: frames over 32 KB and messages over
+128 KB close with 1009 in the server (serve the app with `ws=GatewayProtocol`,
+gateway_limits.py; it refuses clients otherwise), binary frames with 1003 here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import functools
@@ -23,9 +25,8 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +37,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .gateway_clients import Client, Message, new_connection_id
 from .gateway_events import INTEGRATION_TIMEOUT_SECONDS, EventShapes, LambdaContext
 from .gateway_limits import MAX_MESSAGE_BYTES, GatewayProtocol, refusal_of
 
 __all__ = ["GatewayEmulator", "GatewayProtocol", "Handler", "LambdaContext", "new_connection_id"]
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-Message = MutableMapping[str, Any]  # an ASGI message
 
 # How long close_all waits for one connection's $disconnect to finish.
 DISCONNECT_WAIT_SECONDS = 35.0
@@ -56,42 +57,10 @@ DISCONNECT_THREADS = 4
 log = logging.getLogger(__name__)
 
 
-def new_connection_id() -> str:
-    """An id shaped like API Gateway's ('Ld4Zq3xwoAMCJkQ='), free of '/' and '+' for URLs."""
-    while True:
-        candidate = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
-        if "/" not in candidate and "+" not in candidate:
-            return candidate
-
-
 def _iso(wall: float) -> str:
     return (
         datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
-
-
-@dataclass
-class Client:
-    """One accepted connection and what the emulator knows about it."""
-
-    connection_id: str
-    websocket: WebSocket
-    source_ip: str
-    user_agent: str | None
-    connected_at: float = field(default_factory=time.time)  # wall clock, for events
-    last_active_at: float = field(default_factory=time.time)
-    opened: float = field(default_factory=time.monotonic)  # monotonic, for timeouts
-    last_active: float = field(default_factory=time.monotonic)
-    inbox: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    closing: bool = False
-    close_code: int | None = None
-    close_reason: str = ""
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def touch(self) -> None:
-        self.last_active = time.monotonic()
-        self.last_active_at = time.time()
 
 
 class GatewayEmulator:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
-    from .gateway import Client, Message
+    from .gateway_clients import Client, Message
 
 # API Gateway's integration timeout.
 INTEGRATION_TIMEOUT_SECONDS = 29.0
