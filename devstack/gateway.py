@@ -9,12 +9,14 @@ plain ASGI because it is the call a fan-out makes hundreds of times a second.
 The handler is synchronous and posts back to this server, so it always runs in a worker
 thread: run on the event loop it would wait for itself. `$disconnect` has threads of its own,
 so a burst of closes never holds up other clients' handshakes and messages.
+What a client may send is held to API Gateway's limits: frames over 32 KB and messages over
+128 KB close with 1009 in the server (serve the app with `ws=GatewayProtocol`,
+gateway_limits.py; it refuses clients otherwise), binary frames with 1003 here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import functools
@@ -23,9 +25,8 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,15 +37,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .gateway_clients import Client, Message, new_connection_id
 from .gateway_events import INTEGRATION_TIMEOUT_SECONDS, EventShapes, LambdaContext
+from .gateway_limits import MAX_MESSAGE_BYTES, GatewayProtocol, refusal_of
 
-__all__ = ["GatewayEmulator", "Handler", "LambdaContext", "new_connection_id"]
+__all__ = ["GatewayEmulator", "GatewayProtocol", "Handler", "LambdaContext", "new_connection_id"]
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-Message = MutableMapping[str, Any]  # an ASGI message
 
-# API Gateway's limit: 128 KB per message.
-MAX_MESSAGE_BYTES = 128 * 1024
 # How long close_all waits for one connection's $disconnect to finish.
 DISCONNECT_WAIT_SECONDS = 35.0
 # Threads for `$disconnect` alone. In AWS every route call is a Lambda invocation of its own,
@@ -57,42 +57,10 @@ DISCONNECT_THREADS = 4
 log = logging.getLogger(__name__)
 
 
-def new_connection_id() -> str:
-    """An id shaped like API Gateway's ('Ld4Zq3xwoAMCJkQ='), free of '/' and '+' for URLs."""
-    while True:
-        candidate = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
-        if "/" not in candidate and "+" not in candidate:
-            return candidate
-
-
 def _iso(wall: float) -> str:
     return (
         datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
-
-
-@dataclass
-class Client:
-    """One accepted connection and what the emulator knows about it."""
-
-    connection_id: str
-    websocket: WebSocket
-    source_ip: str
-    user_agent: str | None
-    connected_at: float = field(default_factory=time.time)  # wall clock, for events
-    last_active_at: float = field(default_factory=time.time)
-    opened: float = field(default_factory=time.monotonic)  # monotonic, for timeouts
-    last_active: float = field(default_factory=time.monotonic)
-    inbox: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    closing: bool = False
-    close_code: int | None = None
-    close_reason: str = ""
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def touch(self) -> None:
-        self.last_active = time.monotonic()
-        self.last_active_at = time.time()
 
 
 class GatewayEmulator:
@@ -116,7 +84,9 @@ class GatewayEmulator:
         )
         self._events = EventShapes(stage, self.api_id, host_header)
         self._clients: dict[str, Client] = {}
-        self._cleanups = ThreadPoolExecutor(DISCONNECT_THREADS, thread_name_prefix="disconnect")
+        self._cleanups = ThreadPoolExecutor(
+            DISCONNECT_THREADS, thread_name_prefix=f"disconnect-{self.api_id}"
+        )
         methods = ["GET", "DELETE"]  # POST never gets here: see `app`
         self._routes = Starlette(
             routes=[
@@ -166,6 +136,9 @@ class GatewayEmulator:
         finally:
             sweeper.cancel()
             await self.close_all()
+            # Every `$disconnect` has run (or outlived close_all's wait): its threads go once
+            # idle, without holding up the server's exit behind a cleanup that hangs.
+            self._cleanups.shutdown(wait=False, cancel_futures=True)
 
     async def _sweep(self) -> None:
         interval = min(1.0, max(0.01, min(self.idle_timeout_seconds, self.max_age_seconds) / 4))
@@ -184,6 +157,11 @@ class GatewayEmulator:
     # --- the WebSocket side -------------------------------------------------------------
 
     async def _serve(self, websocket: WebSocket) -> None:
+        if refusal_of(websocket.scope) is None:
+            # Served without the frame limits, it would pass messages AWS refuses.
+            log.error("the gateway emulator must be served with ws=GatewayProtocol")
+            await websocket.send_denial_response(Response(status_code=500))
+            return
         peer = websocket.client
         client = Client(
             connection_id=new_connection_id(),
@@ -216,22 +194,31 @@ class GatewayEmulator:
             client.finished.set()
 
     async def _receive_until_closed(self, client: Client) -> None:
+        """Queue each text message for `$default` until the connection closes. Frames over
+        the size limits never get here (GatewayProtocol closes with 1009); a binary message
+        closes with 1003, as API Gateway answers a binary frame."""
         while True:
             message = await client.websocket.receive()
             if message["type"] == "websocket.disconnect":
-                if client.close_code is None:
-                    client.close_code = int(message.get("code") or 1005)
-                    client.close_reason = (
-                        f"Client-side close frame status set to {client.close_code}"
-                    )
+                self._closed(client, message)
                 return
-            data = message.get("text") if message.get("text") is not None else message.get("bytes")
-            size = len(data.encode("utf-8")) if isinstance(data, str) else len(data or b"")
-            if size > MAX_MESSAGE_BYTES:
-                await self._close(client, 1009, "Message too big")
+            if message.get("text") is None:
+                await self._close(client, 1003, "Binary frames are not supported")
                 continue
             client.touch()
             await client.inbox.put(message)
+
+    def _closed(self, client: Client, message: Message) -> None:
+        """Record who closed: this emulator (`_close`), its server (a frame over a limit),
+        else the client, as `$disconnect` will tell."""
+        if client.close_code is not None:
+            return
+        note = refusal_of(client.websocket.scope) or {}
+        if "code" in note:
+            client.close_code, client.close_reason = int(note["code"]), str(note["reason"])
+            return
+        client.close_code = int(message.get("code") or 1005)
+        client.close_reason = f"Client-side close frame status set to {client.close_code}"
 
     async def _run_messages(self, client: Client) -> None:
         """Invoke `$default` for each client message in arrival order."""

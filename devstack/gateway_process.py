@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .gateway import GatewayEmulator
+from .gateway import GatewayEmulator, GatewayProtocol
 from .servers import filter_secrets, run_loop, start_all, stop_all, stop_signal, uvicorn_server
 from .settings import DevSettings
 
@@ -48,7 +48,7 @@ async def serve(dev: DevSettings) -> None:
 
     moto = start_dynamodb(dev)
     gateway = build_gateway(dev)
-    servers = [uvicorn_server(gateway.app, dev, dev.ws_port)]
+    servers = [uvicorn_server(gateway.app, dev, dev.ws_port, GatewayProtocol)]
     filter_secrets()
     stopping = stop_signal()
     tasks = await start_all(servers)

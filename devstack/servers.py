@@ -46,16 +46,18 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def uvicorn_server(app: Any, dev: DevSettings, port: int) -> QuietServer:
+def uvicorn_server(
+    app: Any, dev: DevSettings, port: int, ws: type[asyncio.Protocol] | str = "websockets-sansio"
+) -> QuietServer:
     """One server of the stack on `dev.host:port`: httptools parses HTTP, as in the stream
-    function (run.sh); WebSockets on the sans-I/O implementation. The event loop is the
-    caller's (`run_loop`)."""
+    function (run.sh); WebSockets on the sans-I/O implementation, or `ws` (the gateway
+    emulator's `GatewayProtocol`). The event loop is the caller's (`run_loop`)."""
     config = uvicorn.Config(
         app,
         host=dev.host,
         port=port,
         http="httptools",
-        ws="websockets-sansio",
+        ws=ws,
         log_level=dev.log_level.lower(),
         access_log=False,
         lifespan="on",

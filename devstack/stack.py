@@ -86,6 +86,7 @@ class LocalStack:
         from streaming_proxy.api.app import create_app
 
         from .demo import demo_app
+        from .gateway import GatewayProtocol
         from .gateway_process import GatewayProcess, build_gateway
 
         # Its own process (DEV_GATEWAY_PROCESS) or this one: the same emulator either way.
@@ -93,7 +94,7 @@ class LocalStack:
         gateway = None if child else build_gateway(self.dev)
         servers = [uvicorn_server(demo_app(create_app(), self.dev), self.dev, self.dev.http_port)]
         if gateway is not None:
-            servers.append(uvicorn_server(gateway.app, self.dev, self.dev.ws_port))
+            servers.append(uvicorn_server(gateway.app, self.dev, self.dev.ws_port, GatewayProtocol))
         filter_secrets()
         stopping = stop_signal()
         tasks = await start_all(servers)

@@ -2,11 +2,12 @@
 emulator of a local stack.
 
 Every message (any JSON, action objects with fields of every type and size, text that is
-not JSON, binary frames) must get exactly one reply (a `snapshot` may come in parts) within
+not JSON) of 32 KB at most must get exactly one reply (a `snapshot` may come in parts) within
 REPLY_TIMEOUT: JSON, of a type that answers its action, a refusal shaped
 `{"type": "error", "error": {"message", "code"}}` with a documented code other than
 `internal_error`, never API Gateway's `{"message": "Internal server error"}`, never a secret
-the browser or the backend holds; and the connection stays open.
+the browser or the backend holds; and the connection stays open. A larger message, or a
+binary frame, closes the connection as API Gateway does (1009, 1003), before any reply.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from tests.conftest import Stack
 from .budget import SCALE, seeded
 from .ledger import SecretLedger
 from .stack_log import LogWindow, assert_no_error_logged, assert_no_secret_logged
-from .ws_messages import CHANNEL, EDGE_MESSAGES, OTHER_CHANNEL, Known, edge_frame, frames
+from .ws_messages import (
+    CHANNEL,
+    EDGE_MESSAGES,
+    OTHER_CHANNEL,
+    Known,
+    edge_frame,
+    frames,
+    refusal,
+)
 from .ws_rules import check_replies
 from .ws_tab import Tab
 
@@ -41,7 +50,7 @@ class World:
     # Tool calls whose answer the connection was told was taken (`ack`).
     acked: set[str] = field(default_factory=set)
 
-    def exchange(self, frame: str | bytes) -> list[str]:
+    def exchange(self, frame: str) -> list[str]:
         replies = self.tab.exchange(frame)
         for raw in replies:
             try:
@@ -122,7 +131,12 @@ def test_every_message_gets_one_well_formed_reply(
     world: World, ledger: SecretLedger, data: st.DataObject
 ) -> None:
     frame = data.draw(frames(world.known), label="frame")
-    check_replies(frame, world.exchange(frame), ledger)
+    code = refusal(frame)
+    if code is not None:
+        assert world.tab.refused(frame) == code
+    else:
+        assert isinstance(frame, str)
+        check_replies(frame, world.exchange(frame), ledger)
 
 
 def test_the_fuzzed_answers_reached_the_waiting_calls(

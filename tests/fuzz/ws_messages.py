@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
-from .hostile import HUGE, Deep, encode, hostile_strings, hostile_values, json_values
+from .hostile import Deep, encode, hostile_strings, hostile_values, json_values
 
 T = TypeVar("T")
-# API Gateway closes a connection on a frame over 128 KB (1009), as the emulator does: stay under.
-MAX_FRAME_BYTES = 120_000
+# API Gateway closes a connection on a frame over 32 KB (1009) and on any binary frame (1003),
+# and so does the emulator; a browser sends each message as one frame.
+MAX_FRAME_BYTES = 32 * 1024
 ACTIONS = (
     "subscribe",
     "unsubscribe",
@@ -131,18 +132,44 @@ def action_messages(known: Known) -> st.SearchStrategy[dict[str, Any]]:
 
 def frames(known: Known) -> st.SearchStrategy[str | bytes]:
     """What reaches the socket: mostly action objects, then any JSON, text that is not JSON,
-    binary frames, and JSON cut off after thousands of opening braces."""
-    frame: st.SearchStrategy[str | bytes] = weighted(
-        {"action": 6, "json": 1, "text": 1, "binary": 1, "unclosed": 1},
+    binary frames, JSON cut off after thousands of opening braces, and action objects padded
+    to a size at the frame limit (just under, at, just over or a little either side)."""
+    return weighted(
+        {"action": 6, "json": 1, "text": 1, "binary": 1, "unclosed": 1, "edge": 1},
         {
             "action": action_messages(known).map(encode),
             "json": json_values().map(encode),
             "text": st.text(max_size=300),
             "binary": st.binary(max_size=300),
-            "unclosed": st.integers(min_value=1_000, max_value=HUGE).map(lambda n: "{" * n),
+            "unclosed": st.integers(min_value=1_000, max_value=MAX_FRAME_BYTES + 1).map(
+                lambda n: "{" * n
+            ),
+            "edge": st.builds(padded, action_messages(known), edge_sizes()),
         },
     )
-    return frame.filter(lambda frame: len(frame) <= MAX_FRAME_BYTES)
+
+
+def edge_sizes() -> st.SearchStrategy[int]:
+    exact = st.sampled_from([MAX_FRAME_BYTES - 1, MAX_FRAME_BYTES, MAX_FRAME_BYTES + 1])
+    near = st.integers(min_value=MAX_FRAME_BYTES - 2_000, max_value=MAX_FRAME_BYTES + 2_000)
+    return exact | near
+
+
+def padded(message: dict[str, Any], size: int) -> str:
+    """`message` as JSON of `size` bytes, with a `pad` field the routes ignore (as it is when
+    it is already larger)."""
+    bare = encode({**message, "pad": ""})
+    if len(bare) >= size:
+        return encode(message)
+    return encode({**message, "pad": "x" * (size - len(bare))})
+
+
+def refusal(frame: str | bytes) -> int | None:
+    """The close code the gateway answers `frame` with, before any route sees it; None when
+    it reaches the route."""
+    if isinstance(frame, bytes):
+        return 1003
+    return 1009 if len(frame.encode("utf-8")) > MAX_FRAME_BYTES else None
 
 
 def valid_message(known: Known, action: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from .ws_rules import ConnectionLost, NoReply
+from .ws_rules import ConnectionLost, NoReply, NotRefused
 
 REPLY_TIMEOUT = 5.0
 
@@ -25,7 +25,7 @@ class Tab:
     _ws: ClientConnection | None = field(default=None, init=False)
     _opened: ExitStack = field(default_factory=ExitStack, init=False)
 
-    def exchange(self, frame: str | bytes) -> list[str]:
+    def exchange(self, frame: str) -> list[str]:
         """Send `frame`, then a fence `ping`; return what came before the fence's `pong`, as
         received (replies come in the order messages were sent, so that is `frame`'s).
         Nothing is judged here: an exchange always reads up to its fence."""
@@ -47,6 +47,23 @@ class Tab:
             self._drop()
             raise ConnectionLost(f"connection closed ({e}); received: {received}") from None
         return received
+
+    def refused(self, frame: str | bytes) -> int:
+        """Send `frame`, which the gateway must refuse: the code of the close it answers
+        with, nothing coming before it. The next exchange opens a new connection."""
+        ws = self._open()
+        try:
+            ws.send(frame)
+            extra = ws.recv(timeout=REPLY_TIMEOUT)
+        except TimeoutError:
+            raise NotRefused(f"still open {REPLY_TIMEOUT} s after the frame") from None
+        except ConnectionClosed as e:
+            if e.rcvd is None:
+                raise NotRefused(f"dropped without a close frame ({e})") from None
+            return e.rcvd.code
+        finally:
+            self._drop()
+        raise NotRefused(f"the frame reached a route: {extra!r}")
 
     def close(self) -> None:
         self._drop()

@@ -66,18 +66,21 @@ async def tool_call(sub: Subscriber, stream_id: str, name: str = "get_color") ->
     )
 
 
+def tool_answer(call_id: str, message: str, **extra: Any) -> dict[str, Any]:
+    """A successful tool answer, as a browser sends it (over HTTPS, `action` is ignored)."""
+    return {
+        "action": "llmToolCallResponse",
+        "toolCallId": call_id,
+        "success": True,
+        "message": message,
+        **extra,
+    }
+
+
 async def answer(sub: Subscriber, call_id: str, message: str, **extra: Any) -> dict[str, Any]:
     """Send a tool answer; return the reply to it (ack or action error)."""
     since = len(sub.messages)
-    await sub.send(
-        {
-            "action": "llmToolCallResponse",
-            "toolCallId": call_id,
-            "success": True,
-            "message": message,
-            **extra,
-        }
-    )
+    await sub.send(tool_answer(call_id, message, **extra))
     return await sub.wait_for(
         lambda m: (
             (m.get("toolCallId") == call_id and m.get("type") == "ack")
@@ -166,7 +169,11 @@ async def test_an_answer_over_https_with_a_subscribe_token(stack: Stack) -> None
 async def test_answers_from_another_channel_another_app_or_too_large_are_refused(
     stack: Stack,
 ) -> None:
+    """A large answer cannot go over the WebSocket (API Gateway closes a connection whose
+    frame is over 32 KB, and a browser sends a message as one frame): it goes to
+    `POST /llm/tool-response`, which takes up to 64 KB (`TOOL_ANSWER_MAX_BYTES`)."""
     sub = await Subscriber.open(stack.ws, stack.token("tools-d"))
+    tab = await Subscriber.open(stack.ws, stack.token("tools-d"))
     elsewhere = await Subscriber.open(stack.ws, stack.token("tools-d-other"))
     rival = await Subscriber.open(stack.ws, stack.token("tools-d", api_key=RIVAL_KEY))
     try:
@@ -176,13 +183,27 @@ async def test_answers_from_another_channel_another_app_or_too_large_are_refused
         assert refused["error"]["type"] == "forbidden"
         unknown = await answer(rival, call_id, "from another app")
         assert unknown["error"]["type"] == "not_found"
-        big = await answer(sub, call_id, "big", data="x" * 70_000)
-        assert big["error"]["type"] == "payload_too_large"
-        accepted = await answer(sub, call_id, "amber")
-        assert accepted["type"] == "ack"
+        await tab.send(tool_answer(call_id, "big", data="x" * 40_000))
+        await asyncio.wait_for(tab.ws.wait_closed(), 10)
+        assert tab.ws.close_code == 1009  # the gateway's, before the answer reached anyone
+        headers = {"x-subscribe-token": stack.token("tools-d")}
+        async with httpx.AsyncClient(base_url=stack.http, timeout=10) as client:
+            big = await client.post(
+                "/llm/tool-response",
+                json=tool_answer(call_id, "too big", data="x" * 70_000),
+                headers=headers,
+            )
+            assert big.status_code == 413, big.text
+            assert big.json()["error"]["type"] == "payload_too_large"
+            ok = await client.post(
+                "/llm/tool-response",
+                json=tool_answer(call_id, "amber", data="x" * 40_000),
+                headers=headers,
+            )
+            assert ok.status_code == 200 and ok.json()["status"] == "accepted", ok.text
         assert_complete(await sub.stream(stream_id), "Let me pick. The colour is amber.")
     finally:
-        for s in (sub, elsewhere, rival):
+        for s in (sub, tab, elsewhere, rival):
             await s.close()
 
 

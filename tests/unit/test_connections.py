@@ -553,6 +553,9 @@ def test_a_tool_answer_from_outside_the_streams_channels_or_app_is_refused(
 
 
 def test_an_answer_to_no_waiting_call_or_too_large_is_refused(stack: Stack) -> None:
+    """70 KB reaches `$default` only from a client that fragments (API Gateway takes up to
+    128 KB in frames of 32 KB); a browser's one-frame message over 32 KB closes the
+    connection before the handler (tests/integration/test_gateway_limits.py)."""
     stack.connect("user-42")
     assert stack.send(tool_answer("tc_unknown"))["error"]["type"] == "not_found"
     open_call("tc_big", ["user-42"])
