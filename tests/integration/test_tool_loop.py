@@ -15,16 +15,19 @@ from tests.delivery import assert_complete
 from tests.fake_webhook import FakeWebhook
 from tests.wsclient import Subscriber
 
-COLOUR = {"name": "ui_get_color", "arguments": {"userMessage": "Picking a colour", "shade": "warm"}}
-ASK_COLOUR = {"text": "Let me pick. ", "toolCalls": [COLOUR]}
-SAY_COLOUR = {"text": "The colour is {{message:ui_get_color}}."}
+COLOUR: dict[str, Any] = {
+    "name": "ui_get_color",
+    "arguments": {"userMessage": "Picking a colour", "shade": "warm"},
+}
+ASK_COLOUR: dict[str, Any] = {"text": "Let me pick. ", "toolCalls": [COLOUR]}
+SAY_COLOUR: dict[str, Any] = {"text": "The colour is {{message:ui_get_color}}."}
 
 
 def tool(name: str) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
 
 
-def query(channel: str, script: list[dict[str, Any]], *tools: str, **extra: Any) -> Any:
+def query(channel: str, script: list[Any], *tools: str, **extra: Any) -> Any:
     options = extra.pop("options", {})
     return {
         "channels": [channel],
