@@ -4,13 +4,14 @@ WebSocket clients) or a backend webhook answer, and the stream carries on in one
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import HOOKED_APP, HOOKED_KEY, RIVAL_KEY, Stack
+from tests.conftest import HOOKED_APP, HOOKED_KEY, RIVAL_KEY, Stack, sse_query
 from tests.delivery import assert_complete
 from tests.fake_webhook import FakeWebhook
 from tests.wsclient import Subscriber
@@ -357,6 +358,36 @@ async def test_with_no_webhook_the_stream_ends_with_the_calls_for_the_backend(
         assert entry["name"] == "lookup_stock" and entry["arguments"] == {"sku": "B2"}
         assert entry["toolCallId"].startswith("tc_")
         assert messages[-1]["finish_reason"] == "tool_calls"
+    finally:
+        await sub.close()
+
+
+async def test_backend_calls_too_large_for_a_page_reach_the_sse_caller_whole(
+    stack: Stack,
+) -> None:
+    """The SSE caller (the backend that runs the calls) gets every argument; the pages get
+    the same function_call with the arguments left out and their size, in one message."""
+    sub = await Subscriber.open(stack.ws, stack.token("tools-jj"))
+    stock = {"name": "lookup_stock", "arguments": {"skus": ["B2"] * 40_000}}
+    body = query("tools-jj", [{"text": "One moment. ", "toolCalls": [stock]}], "lookup_stock")
+    try:
+        async with sse_query(stack, body) as answer:
+            frames = [
+                json.loads(line[6:])
+                async for line in answer.aiter_lines()
+                if line.startswith("data: ")
+            ]
+        [called] = [f for f in frames if f.get("type") == "function_call"]
+        [whole] = called["content"]["functions"]
+        assert whole["arguments"] == stock["arguments"]
+        messages = await sub.stream(called["streamId"])
+        assert_complete(messages, "One moment. ")
+        [left_out] = messages[-2]["content"]["functions"]
+        assert (left_out["name"], left_out["toolCallId"]) == ("lookup_stock", whole["toolCallId"])
+        assert left_out["arguments"] is None
+        assert left_out["argumentsBytes"] == len(
+            json.dumps(stock["arguments"], separators=(",", ":"))
+        )
     finally:
         await sub.close()
 

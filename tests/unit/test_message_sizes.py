@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from typing import Any
 
 import pytest
 
@@ -105,30 +106,47 @@ def planned(name: str, arguments: dict[str, object]) -> PlannedCall:
     )
 
 
+def function_call(*calls: PlannedCall) -> dict[str, Any]:
+    return {
+        "actionName": "a",
+        "streamId": "st_1",
+        "seq": 4,
+        "type": "function_call",
+        "content": function_call_content(list(calls)),
+    }
+
+
 def test_a_function_call_too_large_for_one_message_leaves_out_the_largest_arguments() -> None:
     small = planned("ui_small", {"city": "Oslo", "userMessage": "Looking"})
     large = planned("ui_large", {"blob": "é" * 30_000, "userMessage": "Big"})
     larger = planned("ui_larger", {"blob": "x" * 90_000})
-    content = function_call_content([small, large, larger])
-    assert len(encode(content)) <= MAX_CONTENT_BYTES
-    by_name = {entry["name"]: entry for entry in content["functions"]}
+    whole = function_call(small, large, larger)
+    fitted = envelopes.fitted_function_call(whole)
+    assert len(encode(fitted)) <= envelopes.MAX_MESSAGE_BYTES
+    assert {k: v for k, v in fitted.items() if k != "content"} == {
+        k: v for k, v in whole.items() if k != "content"
+    }
+    by_name = {entry["name"]: entry for entry in fitted["content"]["functions"]}
     assert by_name["ui_small"]["arguments"] == small.arguments
     assert by_name["ui_small"]["userMessage"] == "Looking"
     assert by_name["ui_large"]["arguments"] == large.arguments  # fits once the larger is out
     left_out = by_name["ui_larger"]
     assert (left_out["arguments"], left_out["userMessage"]) == (None, None)
     assert left_out["argumentsBytes"] == len(json.dumps(larger.arguments, separators=(",", ":")))
-    assert [e["toolCallId"] for e in content["functions"]] == [
+    assert [e["toolCallId"] for e in fitted["content"]["functions"]] == [
         "tc_ui_small",
         "tc_ui_large",
         "tc_ui_larger",
     ]
+    # The relay's own envelope (the SSE caller's) is untouched.
+    assert whole["content"]["functions"][2]["arguments"] == larger.arguments
 
 
 def test_a_function_call_that_fits_is_sent_whole() -> None:
-    calls = [planned("ui_a", {"blob": "x" * 40_000}), planned("ui_b", {"blob": "x" * 40_000})]
-    content = function_call_content(calls)
-    assert all("argumentsBytes" not in e for e in content["functions"])
+    whole = function_call(
+        planned("ui_a", {"blob": "x" * 40_000}), planned("ui_b", {"blob": "x" * 40_000})
+    )
+    assert envelopes.fitted_function_call(whole) is whole
 
 
 def test_only_a_frontend_call_whose_llm_tool_call_fits_one_message_reaches_pages() -> None:

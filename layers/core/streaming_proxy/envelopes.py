@@ -101,3 +101,25 @@ def snapshot_messages(
         {**base, "content": piece, "part": i, "parts": len(pieces)}
         for i, piece in enumerate(pieces)
     ]
+
+
+def fits_message(fields: dict[str, Any]) -> bool:
+    """Whether an envelope's own fields leave room for the rest of it in one message."""
+    return len(encode(fields)) <= MAX_CONTENT_BYTES
+
+
+def fitted_function_call(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A `function_call` envelope as one WebSocket message can carry it: when its calls'
+    arguments together are too large, the largest are left out until it fits, each such
+    entry saying how large they were (`arguments: null`, `userMessage: null`,
+    `argumentsBytes`). The envelope itself when it fits (nearly always)."""
+    content = envelope.get("content")
+    if not isinstance(content, dict) or fits_message(content):
+        return envelope
+    entries = [dict(entry) for entry in content.get("functions", [])]
+    sizes = [len(encode({"a": entry.get("arguments")})) - len('{"a":}') for entry in entries]
+    for i in sorted(range(len(entries)), key=sizes.__getitem__, reverse=True):
+        entries[i].update(userMessage=None, arguments=None, argumentsBytes=sizes[i])
+        if fits_message({"functions": entries}):
+            break
+    return {**envelope, "content": {**content, "functions": entries}}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blocking import BlockingCalls
-from ..envelopes import LAST_TYPES, encode, snapshot_messages
+from ..envelopes import LAST_TYPES, encode, fitted_function_call, snapshot_messages
 from ..errors import ConnectionGone, DeliveryError, DeliveryUnreachable
 from ..observability import PublishStats, get_logger
 from .coalescer import Coalescer
@@ -140,6 +140,8 @@ class ChannelPublisher:
         """Queue one message for every member (text waits for its window); returns without
         waiting for any post."""
         loop = asyncio.get_running_loop()
+        if envelope.get("type") == "function_call":  # the SSE caller gets every argument
+            envelope = fitted_function_call(envelope)
         ready = self._coalescer.push(Outgoing(envelope), loop.time())
         for message in ready:
             self._dispatch(message)

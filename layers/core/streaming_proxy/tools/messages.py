@@ -1,11 +1,10 @@
 """What the pages hear of a tool round: `function_call` and `llmToolCall` bodies.
 
-Both must fit one WebSocket message (API Gateway refuses a post over 128 KB, and a lane
-counts such a message dropped, leaving its seq missing for every page). A call whose
-arguments are too large for that never reaches a page: its `function_call` entry says how
-large they were instead of carrying them, no `llmToolCall` is sent for it, and a frontend
-call fails at once (the model is told) instead of waiting its whole timeout for an answer
-no page can give.
+An `llmToolCall` must fit one WebSocket message (API Gateway refuses a post over 128 KB, and
+a lane counts such a message dropped): a frontend call whose event would not is sent to no
+page and fails at once (tools/loop.py), the model told why, instead of waiting its whole
+timeout for an answer no page can give. (`function_call` is fitted on the way to the
+channels, envelopes.fitted_function_call: the SSE caller gets every argument.)
 """
 
 from __future__ import annotations
@@ -14,24 +13,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..envelopes import MAX_CONTENT_BYTES, encode
+from ..envelopes import fits_message
 from ..events import PlannedCall
 from ..outcome import ToolCall, function_entry
 
 
 def function_call_content(calls: Sequence[PlannedCall | ToolCall]) -> dict[str, Any]:
     """`function_call.content`: the calls of a round (the proxy's ids), or the calls a
-    stream ends with; the largest arguments left out (`argumentsBytes`) until it fits."""
-    entries = [function_entry(c.name, c.arguments, c.id) for c in calls]
-    if fits({"functions": entries}):
-        return {"functions": entries}
-    sizes = [json_bytes(entry["arguments"]) for entry in entries]
-    for i in sorted(range(len(entries)), key=sizes.__getitem__, reverse=True):
-        left_out = {"userMessage": None, "arguments": None, "argumentsBytes": sizes[i]}
-        entries[i] = {**entries[i], **left_out}
-        if fits({"functions": entries}):
-            break
-    return {"functions": entries}
+    stream ends with."""
+    return {"functions": [function_entry(c.name, c.arguments, c.id) for c in calls]}
 
 
 def llm_tool_call_fields(call: PlannedCall) -> dict[str, Any]:
@@ -46,20 +36,9 @@ def llm_tool_call_fields(call: PlannedCall) -> dict[str, Any]:
     }
 
 
-def json_bytes(value: Any) -> int:
-    """Bytes `value` takes as compact JSON in a message."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return len(text.encode("utf-8", "replace"))
-
-
-def fits(fields: dict[str, Any]) -> bool:
-    """Whether an envelope's own fields leave room for the rest of it in one message."""
-    return len(encode(fields)) <= MAX_CONTENT_BYTES
-
-
 def reaches_pages(call: PlannedCall) -> bool:
     """Whether a frontend call's `llmToolCall` fits one WebSocket message."""
-    return fits(llm_tool_call_fields(call))
+    return fits_message(llm_tool_call_fields(call))
 
 
 def as_tool_calls(calls: tuple[PlannedCall, ...]) -> list[ToolCall]:
