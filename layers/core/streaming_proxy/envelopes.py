@@ -9,7 +9,8 @@ from typing import Any
 MAX_CONTENT_BYTES = 96 * 1024
 # A snapshot above this is split in parts: API Gateway refuses messages over 128 KB.
 MAX_SNAPSHOT_MESSAGE_BYTES = 120_000
-# The least text one snapshot part carries, whatever its other fields take.
+# The least text one snapshot part carries, whatever its other fields take (at most half
+# of the part's size).
 MIN_PART_BYTES = 16 * 1024
 # API Gateway's limit on one WebSocket message: a published message must fit it whole.
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -96,7 +97,8 @@ def snapshot_messages(
     overhead = len(encode({**base, "content": "", "part": widest, "parts": widest}))
     # Never cut the text in crumbs: a base that leaves less room (callers bound theirs) gets
     # parts over `max_bytes` (a lane counts them dropped) rather than one per character.
-    pieces = split_text(text, max(max_bytes - overhead, MIN_PART_BYTES))
+    floor = min(MIN_PART_BYTES, max_bytes // 2)
+    pieces = split_text(text, max(max_bytes - overhead, floor))
     return [
         {**base, "content": piece, "part": i, "parts": len(pieces)}
         for i, piece in enumerate(pieces)
