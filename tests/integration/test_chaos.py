@@ -66,7 +66,10 @@ def chaos(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLlm) -> Iterat
             "DEV_PRODUCT_DYNAMODB_URL": dynamodb.base_url,
             "OPENAI_BASE_URL": llm.base_url,
             "OPENAI_API_KEY": FAKE_OPENAI_KEY,
-            "POST_TIMEOUT_SECONDS": "0.5",
+            # The fault proxies run in this (pytest) process: late in a long suite a pause of
+            # it (a collection of its heap) outlasted 0.5 s, the app retried a post the
+            # gateway had delivered, and a healthy page got a duplicate seq.
+            "POST_TIMEOUT_SECONDS": "1.5",
             "POST_MAX_RETRIES": "6",
             "DRAIN_TIMEOUT_SECONDS": "8",
         },
