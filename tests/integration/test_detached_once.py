@@ -17,12 +17,16 @@ import httpx
 import pytest
 
 from streaming_proxy.api.app import create_app
-from streaming_proxy.auth import key_digest
-from streaming_proxy.config import get_settings
 from streaming_proxy.service import StreamService
 from tests.fake_llm import TEXT, FakeLlm
 from tests.integration import test_gateway as gateway_tests
-from tests.integration.test_gateway import Gateway, connection_id_of, open_client, token
+from tests.integration.test_gateway import (
+    Gateway,
+    connection_id_of,
+    lambda_mode_service,
+    open_client,
+    token,
+)
 from tests.wsclient import nothing_more, until_end
 
 moto_endpoint = gateway_tests.moto_endpoint
@@ -36,28 +40,14 @@ APP_KEY = "app-key-for-duplicate-event-tests"
 async def service(
     gateway: Gateway, fake_llm: FakeLlm, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StreamService]:
-    apps = {"app1": {"keySha256": key_digest(APP_KEY), "tokenSecret": gateway_tests.SECRET}}
-    for name, value in {
-        "APPS": json.dumps(apps),
-        "DETACH_MODE": "lambda",
-        "SELF_FUNCTION_NAME": "stack-relay",
-        "ACK_WAIT_SECONDS": "0",
-        "OPENAI_BASE_URL": fake_llm.base_url,
-        "OPENAI_API_KEY": "fake-openai-key-for-duplicate-tests",
-    }.items():
-        monkeypatch.setenv(name, value)
-    gateway_tests.clear_caches()
-    running = StreamService(get_settings())
-    try:
+    async with lambda_mode_service(monkeypatch, APP_KEY, fake_llm.base_url) as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 async def accepted_job(service: StreamService) -> dict[str, Any]:
     """POST /llm/query (acked at once); the self-invoke's event, as Lambda would deliver it."""
     events: list[bytes] = []
-    service._invoke_self = events.append  # type: ignore[method-assign]
+    service._invoke_self = events.append  # type: ignore[method-assign,assignment]
     body = {
         "apiKey": APP_KEY,
         "channels": ["room"],

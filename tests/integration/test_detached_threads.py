@@ -21,8 +21,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from streaming_proxy.api.app import create_app
-from streaming_proxy.auth import key_digest
-from streaming_proxy.config import get_settings
 from streaming_proxy.detached import MAX_DETACHED_EVENT_BYTES
 from streaming_proxy.history import trim
 from streaming_proxy.runs import EVENT_MAX_AGE_SECONDS, LEASE_MARGIN_SECONDS
@@ -30,7 +28,13 @@ from streaming_proxy.service import StreamService
 from streaming_proxy.threads import RunStart, new_run_id, new_thread_id
 from tests.fake_llm import TEXT, FakeLlm
 from tests.integration import test_gateway as gateway_tests
-from tests.integration.test_gateway import Gateway, connection_id_of, open_client, token
+from tests.integration.test_gateway import (
+    Gateway,
+    connection_id_of,
+    lambda_mode_service,
+    open_client,
+    token,
+)
 from tests.wsclient import until_end
 
 moto_endpoint = gateway_tests.moto_endpoint
@@ -55,23 +59,11 @@ NEW = {"role": "user", "content": "and now?"}
 async def service(
     gateway: Gateway, fake_llm: FakeLlm, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StreamService]:
-    apps = {"app1": {"keySha256": key_digest(APP_KEY), "tokenSecret": gateway_tests.SECRET}}
-    for name, value in {
-        "APPS": json.dumps(apps),
-        "DETACH_MODE": "lambda",
-        "SELF_FUNCTION_NAME": "stack-relay",
-        "ACK_WAIT_SECONDS": "0",
-        "OPENAI_BASE_URL": fake_llm.base_url,
-        "OPENAI_API_KEY": "fake-openai-key-for-detached-thread-tests",
-        "THREAD_CONTEXT_TOKENS_BY_MODEL": json.dumps({MODEL: BUDGET}),
-    }.items():
-        monkeypatch.setenv(name, value)
-    gateway_tests.clear_caches()
-    running = StreamService(get_settings())
-    try:
+    by_model = json.dumps({MODEL: BUDGET})
+    async with lambda_mode_service(
+        monkeypatch, APP_KEY, fake_llm.base_url, THREAD_CONTEXT_TOKENS_BY_MODEL=by_model
+    ) as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 def long_thread(service: StreamService) -> str:
@@ -95,7 +87,7 @@ def client_of(service: StreamService) -> httpx.AsyncClient:
 async def accepted(service: StreamService, thread_id: str) -> bytes:
     """POST /llm/query on the thread (acked at once); the self-invoke's event as sent."""
     events: list[bytes] = []
-    service._invoke_self = events.append  # type: ignore[method-assign]
+    service._invoke_self = events.append  # type: ignore[method-assign,assignment]
     body = {
         "apiKey": APP_KEY,
         "channels": ["room"],

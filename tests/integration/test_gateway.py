@@ -31,8 +31,9 @@ from devstack.process import free_port
 from devstack.settings import DevSettings
 from devstack.stack import load_function_module, start_dynamodb
 from streaming_proxy import aws
-from streaming_proxy.auth import AppRegistry
+from streaming_proxy.auth import AppRegistry, key_digest
 from streaming_proxy.config import get_settings
+from streaming_proxy.service import StreamService
 
 TABLE = "streaming-proxy-gateway-test"
 SECRET = "gateway-test-token-secret-012345"
@@ -425,3 +426,28 @@ async def test_close_all_fires_disconnect_once_per_connection(
     assert len(disconnects) == 2
     assert {e["requestContext"]["disconnectStatusCode"] for e in disconnects} == {1001}
     assert len({e["requestContext"]["connectionId"] for e in disconnects}) == 2
+
+
+@contextlib.asynccontextmanager
+async def lambda_mode_service(
+    monkeypatch: pytest.MonkeyPatch, app_key: str, upstream: str, **env: str
+) -> AsyncIterator[StreamService]:
+    """A StreamService in DETACH_MODE=lambda (acks at once) over this module's gateway, one
+    app (`app1`, `app_key`) and an OpenAI-format upstream; `env` adds settings."""
+    apps = {"app1": {"keySha256": key_digest(app_key), "tokenSecret": SECRET}}
+    for name, value in {
+        "APPS": json.dumps(apps),
+        "DETACH_MODE": "lambda",
+        "SELF_FUNCTION_NAME": "stack-relay",
+        "ACK_WAIT_SECONDS": "0",
+        "OPENAI_BASE_URL": upstream,
+        "OPENAI_API_KEY": f"fake-openai-key-for-{app_key}",
+        **env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    clear_caches()
+    running = StreamService(get_settings())
+    try:
+        yield running
+    finally:
+        await running.aclose()
