@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from devstack.gateway_events import LambdaContext
 from devstack.stack import load_function_module
@@ -24,6 +25,7 @@ from streaming_proxy.auth import key_digest
 from streaming_proxy.config import get_settings
 from streaming_proxy.contract import Payload
 from streaming_proxy.deadletter import DeadLetters
+from streaming_proxy.runs import ThreadRuns
 from streaming_proxy.service import StreamService
 from streaming_proxy.streams import StreamRecord, StreamStore
 from tests.integration import test_gateway as gateway_tests
@@ -372,3 +374,38 @@ async def test_a_dead_letter_for_a_finished_thread_run_leaves_the_thread_alone(
     assert await handle(letter) == {"batchItemFailures": []}
     assert service.threads.meta("app1", thread_id) == before
     assert before is not None and before.active_run == begun.thread.run_id
+
+
+async def test_a_lost_run_whose_thread_cannot_be_released_is_still_told_to_its_channels(
+    gateway: Gateway,
+    app_client: Client,
+    handle: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The table refusing the release leaves the thread to its lease (logged), but the
+    stream is failed and its pages get `error` and `end` all the same."""
+    client, service = app_client
+    first = await client.post(ASSISTANTS, json=assistants_run("hello"))
+    thread_id = first.json()["threadId"]
+    payload = Payload.model_validate(assistants_run("lost", thread_id)["payload"])
+    begun = await service.runs.begin("app1", payload, "st_unreleased", ["room"])
+    registered("st_unreleased")
+
+    async def table_down(*args: Any, **kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "InternalServerError"}}, "TransactWriteItems")
+
+    monkeypatch.setattr(ThreadRuns, "abandon", table_down)
+    thread = begun.thread.model_dump(mode="json")
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        with caplog.at_level(logging.INFO):
+            letter = dead_letter("st_unreleased", kind="assistants", thread=thread)
+            assert await handle(letter) == {"batchItemFailures": []}
+        messages = await until_end(ws)
+    assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
+    record = streams().get("st_unreleased")
+    assert record is not None and record.status == "failed"
+    assert "lost run's thread not released" in caplog.text
+    meta = service.threads.meta("app1", thread_id)
+    assert meta is not None and meta.active_run == begun.thread.run_id  # its lease frees it

@@ -64,10 +64,7 @@ class Refused:
     def __init__(self, error: ProxyError) -> None:
         self._error = error
 
-    def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
-        return self._fail()
-
-    async def _fail(self) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: LlmRequest) -> AsyncIterator[StreamEvent]:
         raise self._error
         yield  # an async generator, as every source's stream is
 

@@ -105,6 +105,9 @@ class PlannedCall:
     name: str
     arguments: dict[str, Any] | str
     frontend: bool
+    # A frontend call whose `llmToolCall` would not fit one WebSocket message: no page is
+    # told of it and it fails at once (tools/messages.py; decided once, when planned).
+    too_large: bool = False
 
     @property
     def tool_name(self) -> str:

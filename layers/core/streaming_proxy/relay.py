@@ -40,12 +40,7 @@ from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .relayclock import RelayClock
 from .streams import StreamStatus
-from .tools.messages import (
-    as_tool_calls,
-    function_call_content,
-    llm_tool_call_fields,
-    reaches_pages,
-)
+from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
 from .turn import TurnState
 from .upstream import as_proxy_error, close, valid
 
@@ -376,7 +371,7 @@ class Relay:
             self._calls_left_over = ready.calls
             return
         for call in ready.calls:
-            if call.frontend and reaches_pages(call):  # else it fails at once (tools/loop.py)
+            if call.frontend and not call.too_large:  # that one fails at once (tools/loop.py)
                 await self._emit("llmToolCall", **llm_tool_call_fields(call))
 
     def _fail(self, error: ProxyError) -> None:

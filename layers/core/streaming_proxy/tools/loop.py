@@ -66,15 +66,16 @@ def plan(calls: list[ToolCall], taken: set[str] | None = None) -> list[PlannedCa
             arguments = call.arguments
         if not isinstance(arguments, dict):
             arguments = call.arguments
-        planned.append(
-            PlannedCall(
-                id=new_call_id(),
-                model_id=model_id,
-                name=call.name,
-                arguments=arguments,
-                frontend=is_frontend(call.name),
-            )
+        proxied = PlannedCall(
+            id=new_call_id(),
+            model_id=model_id,
+            name=call.name,
+            arguments=arguments,
+            frontend=is_frontend(call.name),
         )
+        if proxied.frontend and not reaches_pages(proxied):
+            proxied = replace(proxied, too_large=True)
+        planned.append(proxied)
     return planned
 
 
@@ -106,8 +107,8 @@ class ToolRunner:
         )
 
     async def open(self, calls: list[PlannedCall]) -> None:
-        """Record the frontend calls a page can be told of (messages.reaches_pages)."""
-        frontend = [c for c in calls if c.frontend and reaches_pages(c)]
+        """Record the frontend calls a page can be told of (not `too_large`)."""
+        frontend = [c for c in calls if c.frontend and not c.too_large]
         await self._frontend.open(self._job, frontend)
         self._open.update(c.id for c in frontend)
 
@@ -123,7 +124,7 @@ class ToolRunner:
         if not isinstance(call.arguments, dict):
             return failure("the arguments were not a JSON object; the tool did not run")
         if call.frontend:
-            if not reaches_pages(call):
+            if call.too_large:
                 get_logger().warning(
                     "frontend tool call too large for a page; failed",
                     extra={"stream_id": self._job.stream_id, "tool_call_id": call.id},
