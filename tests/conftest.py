@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvloop
+from moto.core.botocore_stubber import BotocoreStubber
 
 from devstack.process import StackProcess, start_stack
 from streaming_proxy.auth import key_digest
@@ -43,6 +45,25 @@ def pytest_asyncio_loop_factories(
     """Async tests run on uvloop, the event loop of the stream function (run.sh) and of the
     local stack: code that assumes asyncio's own transports or loop fails here too."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def moto_one_request_at_a_time() -> Iterator[None]:
+    """moto in-process (`mock_aws`) answers one AWS call at a time, as the embedded
+    DynamoDB does (devstack.stack.OneAtATime). DynamoDB applies a conditional write
+    atomically; moto checks the condition and writes in separate steps, unlocked, so two
+    threads (the product's `asyncio.to_thread` store calls) could both pass a condition
+    only one may pass, such as two deliveries of one detached job both claiming it."""
+    lock = threading.Lock()
+    unlocked = BotocoreStubber.process_request
+
+    def one_at_a_time(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return unlocked(self, request)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BotocoreStubber, "process_request", one_at_a_time)
+        yield
 
 
 # Fake provider keys the stack holds; tests check they never reach the logs.
