@@ -244,18 +244,36 @@ def _sse(r: Result) -> list[str]:
             f"{crowd['p50']:.1f} ms (p99 {crowd['p99']:.0f} ms): the posts share the "
             "process's CPU but no longer hold the caller's frames."
         )
+    load = rate * many["app_cpu_per_chunk"]
+    core = (
+        "more than the one core a Python process's event loop can use, so every chunk "
+        "queues behind the ones before it"
+        if load >= 1
+        else f"{load:.0%} of the one core a Python process's event loop can use, so chunks "
+        "arriving together wait for one another"
+    )
     text += (
         f" At {top} streams at once, `/v1` adds {many['p50']:.0f} ms p50 and "
         f"{many['p99']:.0f} ms p99 per chunk ({many['p50_ratio']:.0f}x and "
         f"{many['p99_ratio']:.0f}x the direct path): at {many['app_cpu_per_chunk'] * 1e6:.0f} "
-        f"us of app CPU per relayed chunk, {rate:,.0f} chunks/s need "
-        f"{rate * many['app_cpu_per_chunk']:.1f} CPU-seconds per second, more than the one "
-        "core a Python process's event loop can use, so every chunk queues behind the ones "
-        f"before it. At one stream a chunk costs more ({v1['app_cpu_per_chunk'] * 1e6:.0f} us): "
-        f"the stream's own fixed work is only {d['fixed_cpu'] * 1000:.0f} ms, but a chunk "
-        "that arrives alone pays a whole wake-up of the event loop (upstream read, parse, "
-        "relay, SSE write), while a busy loop handles several per wake-up."
+        f"us of app CPU per relayed chunk, {rate:,.0f} chunks/s need {load:.1f} CPU-seconds "
+        f"per second, {core}. At one stream a chunk costs more "
+        f"({v1['app_cpu_per_chunk'] * 1e6:.0f} us): the stream's own fixed work is only "
+        f"{d['fixed_cpu'] * 1000:.0f} ms, but a chunk that arrives alone pays a whole wake-up "
+        "of the event loop (upstream read, parse, relay, SSE write), while a busy loop "
+        "handles several per wake-up."
     )
+    bare = d.get(f"bare@{top}")
+    if bare is not None:
+        floor = bare["app_cpu_per_chunk"] * 1e6
+        own = many["app_cpu_per_chunk"] * 1e6 - floor
+        text += (
+            f" The bare relay, the same server (uvicorn, uvloop, httptools, ASGI) moving each "
+            f"upstream read to the caller untouched, spends {floor:.0f} us per chunk at {top} "
+            f"streams: the sockets, the event loop and the ASGI calls every relay pays. The "
+            f"proxy's own work per chunk (reading HTTP and SSE, parsing and checking the "
+            f"chunk, relaying it, writing a new chunk) is the other {own:.0f} us."
+        )
     return [text]
 
 

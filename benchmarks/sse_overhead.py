@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import httpx
 
+from .bare_relay import BareRelayProcess
 from .common import (
     BenchmarkFailure,
     Result,
@@ -40,7 +41,7 @@ class Mode:
 
     key: str
     label: str
-    face: Literal["direct", "v1", "klai"]
+    face: Literal["direct", "bare", "v1", "klai"]
     flush_interval_ms: int | None = None  # Klai SSE only; None = the default window
 
     @property
@@ -51,6 +52,7 @@ class Mode:
 V1 = Mode("v1", "`/v1/chat/completions`", "v1")
 MODES = (
     Mode("direct", "direct to upstream", "direct"),
+    Mode("bare", "bare relay (floor: same server, no parsing)", "bare"),
     V1,
     Mode("klai", "Klai SSE, default window", "klai"),
     Mode("klai0", "Klai SSE, `flushIntervalMs` 0", "klai", flush_interval_ms=0),
@@ -78,12 +80,25 @@ class Read:
     stream_id: str | None  # Klai SSE only
 
 
+@dataclass(frozen=True)
+class Target:
+    """What the callers read from: the stack (and its upstream), and the bare relay."""
+
+    stack: Stack
+    bare: BareRelayProcess
+
+    def cpu_seconds(self, mode: Mode) -> float:
+        """CPU used so far by the process that relays `mode`'s streams."""
+        return self.bare.cpu_seconds() if mode.face == "bare" else self.stack.app_cpu_seconds()
+
+
 async def _read(
-    stack: Stack, mode: Mode, tag: str, channel: str, client: httpx.AsyncClient
+    target: Target, mode: Mode, tag: str, channel: str, client: httpx.AsyncClient
 ) -> Read:
     """One stream read to its end; its text must be exactly what the upstream sent."""
+    stack = target.stack
     ask = StampedRequest(tag=tag, chunks=CHUNKS, delay_ms=DELAY_MS)
-    url, body, headers = _request(stack, mode, ask, channel)
+    url, body, headers = _request(target, mode, ask, channel)
     got = [e async for e in events(url, body, headers)]
     sent = await stack.upstream.sent(client, tag)
     if mode.face == "klai":
@@ -92,11 +107,14 @@ async def _read(
 
 
 def _request(
-    stack: Stack, mode: Mode, ask: StampedRequest, channel: str
+    target: Target, mode: Mode, ask: StampedRequest, channel: str
 ) -> tuple[str, dict[str, Any], dict[str, str]]:
+    stack = target.stack
     openai_body = {"model": MODEL, "stream": True, "messages": ask.as_messages()}
     if mode.face == "direct":
         return f"{stack.upstream.base_url}/chat/completions", openai_body, {}
+    if mode.face == "bare":
+        return target.bare.url, openai_body, {}
     if mode.face == "v1":
         body = {**openai_body, "model": f"{UPSTREAM_PROVIDER}/{MODEL}"}
         auth = {"authorization": f"Bearer {stack.api_key}"}
@@ -134,7 +152,7 @@ def _klai_read(got: list[SseEvent], sent: str, who: str) -> Read:
 
 
 async def _round(
-    stack: Stack,
+    target: Target,
     client: httpx.AsyncClient,
     mode: Mode,
     streams: int,
@@ -145,11 +163,11 @@ async def _round(
     """`streams` callers at once, each reading one stream; the channel's subscribers (if
     any) must get every stream whole too."""
     sample = Sample(chunks=streams * CHUNKS)
-    await stack.quiet()
-    app0, bench0 = stack.app_cpu_seconds(), time.process_time()
-    reads = [_read(stack, mode, f"{label}-{i}", channel, client) for i in range(streams)]
+    await target.stack.quiet()
+    app0, bench0 = target.cpu_seconds(mode), time.process_time()
+    reads = [_read(target, mode, f"{label}-{i}", channel, client) for i in range(streams)]
     done = await asyncio.wait_for(asyncio.gather(*reads), STREAM_TIMEOUT_SECONDS)
-    sample.app_cpu = stack.app_cpu_seconds() - app0 if mode.proxied else 0.0
+    sample.app_cpu = target.cpu_seconds(mode) - app0 if mode.proxied else 0.0
     sample.bench_cpu = time.process_time() - bench0
     for read in done:
         sample.latencies_ms += read.latencies_ms
@@ -160,37 +178,39 @@ async def _round(
     return sample
 
 
-async def _fixed_cost(stack: Stack, client: httpx.AsyncClient, run: int) -> float:
+async def _fixed_cost(target: Target, client: httpx.AsyncClient, run: int) -> float:
     """App CPU seconds of one `/v1` stream of a single chunk (what a stream costs besides its
     chunks), averaged over FIXED_STREAMS sequential streams: /proc counts 10 ms ticks."""
+    stack = target.stack
     await stack.quiet()
     app0 = stack.app_cpu_seconds()
     for i in range(FIXED_STREAMS):
         ask = StampedRequest(tag=f"sse-{run}-fixed-{i}", chunks=1, delay_ms=0)
-        url, body, headers = _request(stack, V1, ask, "")
+        url, body, headers = _request(target, V1, ask, "")
         got = [e async for e in events(url, body, headers)]
         _openai_latencies(got, await stack.upstream.sent(client, ask.tag), ask.tag)
     await stack.quiet()
     return (stack.app_cpu_seconds() - app0) / FIXED_STREAMS
 
 
-async def _measure(stack: Stack) -> tuple[dict[tuple[str, int], Sample], float]:
+async def _measure(target: Target) -> tuple[dict[tuple[str, int], Sample], float]:
+    stack = target.stack
     async with http_client(stack) as client:
         run = time.time_ns()
-        fixed = await _fixed_cost(stack, client, run)
+        fixed = await _fixed_cost(target, client, run)
         samples: dict[tuple[str, int], Sample] = {}
         for streams in CONCURRENCY:
             for r in range(ROUNDS):
                 for mode in MODES:  # interleaved, so drift over the run hits every mode alike
                     label = f"sse-{run}-{mode.key}-{streams}-{r}"
-                    got = await _round(stack, client, mode, streams, label, [], f"bench-{label}")
+                    got = await _round(target, client, mode, streams, label, [], f"bench-{label}")
                     _merge(samples.setdefault((mode.key, streams), Sample()), got)
         channel = f"bench-sse-crowd-{run}"
         crowd = await open_subscribers(stack, channel, CROWD)
         try:
             for r in range(ROUNDS):
                 label = f"sse-{run}-crowd-{r}"
-                got = await _round(stack, client, CROWDED, 1, label, crowd, channel)
+                got = await _round(target, client, CROWDED, 1, label, crowd, channel)
                 _merge(samples.setdefault((CROWDED.key, 1), Sample()), got)
         finally:
             await close_all(crowd)
@@ -211,7 +231,10 @@ METHOD = (
     "from the upstream, through `POST /v1/chat/completions` (stream true, model "
     f"`{UPSTREAM_PROVIDER}/{MODEL}`), and through `POST /llm/query` with `Accept: "
     "text/event-stream` (Klai SSE) with the default window and with `options.flushIntervalMs` "
-    "0, on a channel nobody subscribes to. "
+    "0, on a channel nobody subscribes to; and through a bare relay (benchmarks/bare_relay.py, "
+    "its own process), the floor under the proxied rows: the app's server (uvicorn on uvloop, "
+    "httptools, an ASGI app) passing each read of the upstream's answer to the caller "
+    "untouched, with no SSE or JSON parsing and nothing checked. "
     f"{ROUNDS} rounds per N, the paths interleaved within a round. The last row is one Klai "
     f"SSE caller whose channel has {CROWD} WebSocket subscribers (their delivery is checked "
     "too). The callers run in the benchmark's process on a lean asyncio HTTP/1.1 reader "
@@ -222,14 +245,18 @@ METHOD = (
     "the token's embedded send time, over every token of every stream (a frame carrying "
     "several tokens counts each); ratios divide by the direct path's value at the same N in "
     "the same run. App CPU per relayed chunk = user+system time of the app process alone "
-    "over the round / chunks relayed. Every stream's text is checked to be exactly what the "
+    "(the bare relay's process in its rows) over the round / chunks relayed. Every stream's text is checked to be exactly what the "
     "upstream sent (Klai SSE: seq contiguous, merged envelopes covering firstSeq..seq, one "
     "`end`); any difference fails the benchmark."
 )
 
 
 def run(stack: Stack) -> Result:
-    samples, fixed = asyncio.run(asyncio.wait_for(_measure(stack), 240))
+    bare = BareRelayProcess.start(stack.upstream.port)
+    try:
+        samples, fixed = asyncio.run(asyncio.wait_for(_measure(Target(stack, bare)), 240))
+    finally:
+        bare.stop()
     result = Result(
         key="sse_overhead",
         title="SSE overhead: added latency per chunk, direct vs `/v1` vs Klai SSE",
