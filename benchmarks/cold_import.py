@@ -234,10 +234,10 @@ def _first_request(
 def first_requests(shape: DeployedShape) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Timings of FIRST_REQUEST_RUNS cold starts per function, from the venv ("venv") and
     from the deployed `shape` ("deployed"), interleaved, against the local stack's DynamoDB
-    (devstack.stack.start_dynamodb) and settings (`DevSettings.product_env`)."""
+    (devstack.dynamodb.start_dynamodb) and settings (`DevSettings.product_env`)."""
+    from devstack.dynamodb import start_dynamodb
     from devstack.process import free_port
     from devstack.settings import DevSettings
-    from devstack.stack import start_dynamodb
 
     dev = DevSettings(
         host="127.0.0.1",

@@ -245,9 +245,9 @@ METHOD = (
     "the token's embedded send time, over every token of every stream (a frame carrying "
     "several tokens counts each); ratios divide by the direct path's value at the same N in "
     "the same run. App CPU per relayed chunk = user+system time of the app process alone "
-    "(the bare relay's process in its rows) over the round / chunks relayed. Every stream's text is checked to be exactly what the "
-    "upstream sent (Klai SSE: seq contiguous, merged envelopes covering firstSeq..seq, one "
-    "`end`); any difference fails the benchmark."
+    "(the bare relay's process in its rows) over the round / chunks relayed. Every stream's "
+    "text is checked to be exactly what the upstream sent (Klai SSE: seq contiguous, merged "
+    "envelopes covering firstSeq..seq, one `end`); any difference fails the benchmark."
 )
 
 

@@ -44,7 +44,7 @@ def build_gateway(dev: DevSettings) -> GatewayEmulator:
 async def serve(dev: DevSettings) -> None:
     """The child's life: the embedded DynamoDB, then the emulator on DEV_WS_PORT, until
     SIGTERM or SIGINT."""
-    from .stack import start_dynamodb
+    from .dynamodb import start_dynamodb
 
     moto = start_dynamodb(dev)
     gateway = build_gateway(dev)

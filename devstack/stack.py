@@ -6,24 +6,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib.util
-import logging
 import os
 import socket
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
-import boto3
-from moto.server import ThreadedMotoServer
-
+from .dynamodb import EmbeddedDynamoDB, start_dynamodb
 from .servers import filter_secrets, start_all, stop_all, stop_signal, uvicorn_server
 from .settings import DevSettings
-from .template import create_table
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +53,7 @@ class LocalStack:
 
     def __init__(self, dev: DevSettings) -> None:
         self.dev = dev
-        self._moto: ThreadedMotoServer | None = None
+        self._moto: EmbeddedDynamoDB | None = None
 
     def ports(self) -> dict[str, int]:
         return {
@@ -113,41 +103,6 @@ class LocalStack:
             self._moto.stop()
         if not served:
             raise SystemExit("the local stack could not start (is a port in use?)")
-
-
-class OneAtATime:
-    """A WSGI app answering one request at a time. DynamoDB applies each conditional write
-    atomically; moto checks the condition and writes in separate steps, so two concurrent
-    `ADD ... IF count < limit` could both pass (the per-app rate limit relies on it)."""
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[Any]:
-        with self._lock:
-            # moto answers with whole bodies: the request is done when the call returns.
-            return list(self._app(environ, start_response))
-
-
-def start_dynamodb(dev: DevSettings) -> ThreadedMotoServer:
-    """The embedded DynamoDB (moto's server in a thread, serving one request at a time) with
-    the table template.yaml defines."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-    moto = ThreadedMotoServer(ip_address=dev.host, port=dev.dynamodb_port)
-    moto.start()
-    server = moto._server  # set once start() returns; nothing has reached it yet
-    assert server is not None
-    server.app = OneAtATime(server.app)
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=f"http://{dev.host}:{dev.dynamodb_port}",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    create_table(client, dev.table_name)
-    return moto
 
 
 def banner(dev: DevSettings, gateway_pid: int | None = None) -> str:

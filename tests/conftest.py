@@ -50,7 +50,7 @@ def pytest_asyncio_loop_factories(
 @pytest.fixture(autouse=True, scope="session")
 def moto_one_request_at_a_time() -> Iterator[None]:
     """moto in-process (`mock_aws`) answers one AWS call at a time, as the embedded
-    DynamoDB does (devstack.stack.OneAtATime). DynamoDB applies a conditional write
+    DynamoDB does (devstack.dynamodb.OneAtATime). DynamoDB applies a conditional write
     atomically; moto checks the condition and writes in separate steps, unlocked, so two
     threads (the product's `asyncio.to_thread` store calls) could both pass a condition
     only one may pass, such as two deliveries of one detached job both claiming it."""

@@ -26,10 +26,11 @@ from aws_lambda_powertools.utilities.parser.models import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from devstack.dynamodb import start_dynamodb
 from devstack.gateway import GatewayEmulator, GatewayProtocol
 from devstack.process import free_port
 from devstack.settings import DevSettings
-from devstack.stack import load_function_module, start_dynamodb
+from devstack.stack import load_function_module
 from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry, key_digest
 from streaming_proxy.config import get_settings
