@@ -43,7 +43,9 @@ class AppConfig(BaseModel):
     # Named assistants it may store; MAX_ASSISTANTS_PER_APP when not set.
     max_assistants: int | None = Field(default=None, ge=0, le=100_000, alias="maxAssistants")
 
-    model_config = {"populate_by_name": True}
+    # A field it does not know (a misspelled `ratelimit`) fails the entry: ignored, it
+    # would run the app without the limit its operator set.
+    model_config = {"populate_by_name": True, "extra": "forbid"}
 
     @field_validator("models")
     @classmethod
