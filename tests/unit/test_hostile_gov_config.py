@@ -85,3 +85,11 @@ def test_the_quota_retry_after_is_for_the_day_it_counted_even_at_midnight(
     with pytest.raises(QuotaExceeded) as raised:
         limits.check_quota("a", 100)
     assert raised.value.headers() == {"Retry-After": "1"}
+
+
+def test_two_apps_sharing_one_key_refuse_to_start() -> None:
+    """One key for two apps authenticated every request of both as the last of them: one
+    app's backend read, stopped and spent as the other. The function refuses to start."""
+    apps = {"a": {**APP, "rateLimit": 5}, "b": APP, "c": {**APP, "keySha256": "1" * 64}}
+    with pytest.raises(ValidationError, match=r"apps \['a', 'b'\] share one key"):
+        Settings(apps=apps)
