@@ -43,7 +43,9 @@ class AppConfig(BaseModel):
     # Named assistants it may store; MAX_ASSISTANTS_PER_APP when not set.
     max_assistants: int | None = Field(default=None, ge=0, le=100_000, alias="maxAssistants")
 
-    model_config = {"populate_by_name": True}
+    # A field it does not know (a misspelled `ratelimit`) fails the entry: ignored, it
+    # would run the app without the limit its operator set.
+    model_config = {"populate_by_name": True, "extra": "forbid"}
 
     @field_validator("models")
     @classmethod
@@ -226,6 +228,13 @@ class Settings(BaseSettings):
         bad = [app_id for app_id in apps if not APP_ID.match(app_id)]
         if bad:
             raise ValueError(f"app ids must match {APP_ID.pattern}: {bad}")
+        # A key is who the caller is: two apps with one key would both be the last of them.
+        by_key: dict[str, list[str]] = {}
+        for app_id, app in apps.items():
+            by_key.setdefault(app.key_sha256, []).append(app_id)
+        shared = [sorted(ids) for ids in by_key.values() if len(ids) > 1]
+        if shared:
+            raise ValueError(f"apps {shared[0]} share one key: each app needs its own")
         return apps
 
     @model_validator(mode="after")

@@ -90,22 +90,24 @@ class LimitStore:
                 details=f"rateLimit: {limit} requests per minute",
             ) from None
 
-    def tokens_today(self, app_id: str) -> int:
-        """Tokens counted for the app so far today (UTC)."""
+    def tokens_today(self, app_id: str, now: float | None = None) -> int:
+        """Tokens counted for the app so far today (UTC), or on the day of `now`."""
         got = self._db.get_item(
             TableName=self._table,
-            Key=limit_key(app_id, day_window(self._clock()).name),
+            Key=limit_key(app_id, day_window(self._clock() if now is None else now).name),
             ConsistentRead=True,
             ProjectionExpression="tokens",
         )
         return int(got.get("Item", {}).get("tokens", {}).get("N", "0"))
 
     def check_quota(self, app_id: str, quota: int) -> None:
-        """QuotaExceeded when today's tokens are at or over `quota`."""
-        used = self.tokens_today(app_id)
+        """QuotaExceeded when today's tokens are at or over `quota`; `Retry-After` runs to
+        the end of the day that was read (the clock is read once: at midnight a second
+        read would be the next day, and the wait a whole day too long)."""
+        now = self._clock()
+        used = self.tokens_today(app_id, now)
         if used < quota:
             return
-        now = self._clock()
         wait = day_window(now).retry_after(now)
         raise QuotaExceeded(
             f"app '{app_id}' used its token quota for today ({used} of {quota} tokens); "

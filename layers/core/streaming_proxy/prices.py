@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # A provider's entry under this name prices every model the provider has no entry for.
 ANY_MODEL = "*"
+# The dearest price a table may hold (USD per million tokens): far above any model's, and
+# low enough that a stream's cost stays a finite number (an infinite one is not JSON, and
+# CloudWatch would drop the stream's whole EMF record).
+MAX_PRICE = 1_000_000
 
 
 class ModelPrice(BaseModel):
@@ -16,8 +20,8 @@ class ModelPrice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(ge=0, le=MAX_PRICE)
+    output: float = Field(ge=0, le=MAX_PRICE)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for these counts, rounded to a millionth of a cent."""
