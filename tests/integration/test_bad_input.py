@@ -214,3 +214,20 @@ async def test_dynamodb_unavailable_at_register_is_a_clear_503(tmp_path: Path) -
     await service.aclose()
     error = assert_klai_error(r, 503, "dependency_unavailable")
     assert "DynamoDB" in error["message"] and "try again" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/llm/query", "/stream/create", "/v1/chat/completions"])
+def test_a_model_name_over_256_characters_is_a_400_naming_the_model(
+    stack: Stack, path: str
+) -> None:
+    """A model's name reaches the provider's URL or body and every stream's records: it is
+    bounded like every other field, on each face (with a provider's prefix on `/v1`)."""
+    longest, over = "m" * 256, "m" * 257
+    if path == "/v1/chat/completions":
+        bodies = [{"model": f"mock/{name}", "messages": MESSAGES} for name in (longest, over)]
+    else:
+        bodies = [{**query(model=name), "actionName": "onChat"} for name in (longest, over)]
+    assert post(stack, path, bodies[0]).status_code == 200
+    refused = post(stack, path, bodies[1])
+    assert refused.status_code == 400, refused.text
+    assert "model" in refused.text and "Traceback" not in refused.text

@@ -30,6 +30,9 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 # (and a CR/LF could split the header).
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,1024}$")
 # Named actions are identifiers in the page: printable, no control characters.
+# A model's name: a provider's are far shorter. The name reaches headers, URLs, records
+# and every stream's analytics line, so it is bounded like every other field.
+MAX_MODEL_CHARS = 256
 _ACTION_NAME = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,200}$")
 
 
@@ -172,7 +175,7 @@ class Payload(BaseModel):
     provider: str = "openai"
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     stream: bool = True
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=MAX_MODEL_CHARS)
     messages: list[Message] = Field(min_length=1)
     provider_args: dict[str, Any] = Field(default_factory=dict, alias="providerArgs")
     tools: list[Tool] | None = None
@@ -275,7 +278,7 @@ class AssistantBody(BaseModel):
     api_key: SecretStr | None = Field(default=None, alias="apiKey", exclude=True)
     name: str = Field(min_length=1, max_length=256)
     instructions: str | None = Field(default=None, max_length=256_000)
-    model: str | None = Field(default=None, min_length=1, max_length=256)
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_MODEL_CHARS)
     provider: str | None = Field(default=None, min_length=1, max_length=64)
     tools: list[Tool] | None = Field(default=None, max_length=128)
     provider_args: dict[str, Any] | None = Field(default=None, alias="providerArgs")

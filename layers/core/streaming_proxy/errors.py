@@ -127,6 +127,12 @@ class ValidationFailed(ProxyError):
     kind = "invalid_request"
 
 
+def invalid_request(error: ValidationError) -> ValidationFailed:
+    """A body's validation failure as the 400 listing each invalid field."""
+    problems = field_problems(error)
+    return ValidationFailed(f"invalid request: {describe(problems)}", fields=problems)
+
+
 class UnknownProvider(ValidationFailed):
     kind = "unknown_provider"
 

@@ -6,12 +6,12 @@ import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .channels.names import ChannelName
 from .contract import ActionName, Message, Payload, Tool, ToolChoice
 from .envelopes import encode
-from .errors import ProxyError, ValidationFailed
+from .errors import ProxyError, ValidationFailed, invalid_request
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from .outcome import StreamOutcome
 from .providers.sampling import ALIASES, invalid
@@ -39,7 +39,9 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    model: str = Field(min_length=1)
+    # `provider/model`: the model's part is held to MAX_MODEL_CHARS as a Klai payload's
+    # model is (`payload_of`), the whole to what a provider's name could add.
+    model: str = Field(min_length=1, max_length=1024)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -90,7 +92,10 @@ def payload_of(body: ChatCompletionRequest, provider: str, model: str, native: b
         "providerArgs": {**others, **body.provider_args},
         **settings,
     }
-    return Payload.model_validate(data)
+    try:
+        return Payload.model_validate(data)
+    except ValidationError as e:  # what the payload bounds and the body does not (`model`)
+        raise invalid_request(e) from e
 
 
 class ChunkBuilder:

@@ -19,10 +19,8 @@ from ..errors import (
     PayloadTooLarge,
     ProxyError,
     Unauthorized,
-    ValidationFailed,
-    describe,
     error_object,
-    field_problems,
+    invalid_request,
 )
 from ..openai_format import error_body, openai_status
 from ..service import StreamService
@@ -84,8 +82,7 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = field_problems(e)
-        raise ValidationFailed(f"invalid request: {describe(problems)}", fields=problems) from e
+        raise invalid_request(e) from e
 
 
 def authenticate(request: Request, data: dict[str, Any]) -> App:
