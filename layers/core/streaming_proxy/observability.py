@@ -65,11 +65,6 @@ class PublishStats:
 # Less generation time than this gives no output rate (one read held the whole answer).
 MIN_GENERATION_MS = 1.0
 
-# The most of a request's model name a stream's records keep (an assistant's model may be
-# 256): the name is the caller's choice, and a record grown past CloudWatch Logs' event
-# size would be cut, its EMF no longer JSON, and the stream's metrics lost with it.
-MAX_RECORDED_MODEL_CHARS = 256
-
 # How a stream ended (the final status of its record, streams.py).
 FinalStatus = Literal["done", "failed", "cancelled"]
 
@@ -106,15 +101,14 @@ class StreamStats:
 
     @classmethod
     def for_job(cls, job: StreamJob, prices: PriceTable) -> StreamStats:
-        """The stats of a stream about to run `job`, priced from `prices`; its records keep
-        at most MAX_RECORDED_MODEL_CHARS of the model's name."""
+        """The stats of a stream about to run `job`, priced from `prices`."""
         model = job.payload.model
         return cls(
             provider=job.provider,
             kind=job.kind,
             stream_id=job.stream_id,
             app_id=job.app_id,
-            model=_recorded(model),
+            model=model,
             channels=list(job.channels),
             price=price_of(prices, job.provider, model),
         )
@@ -193,12 +187,6 @@ class StreamStats:
             "window_ms": self.publish.window_ms,
             "record_failed": self.record_failed,
         }
-
-
-def _recorded(model: str | None) -> str | None:
-    if model is None or len(model) <= MAX_RECORDED_MODEL_CHARS:
-        return model
-    return model[: MAX_RECORDED_MODEL_CHARS - 1] + "…"
 
 
 def _ms(value: float | None) -> float | None:
