@@ -4,10 +4,9 @@ Two things make it behave as DynamoDB does where the proxy can tell:
 - One request at a time (`OneAtATime`): DynamoDB applies each conditional write
   atomically; moto checks the condition and writes in separate steps.
 - Connections kept alive: moto's own server (werkzeug's) closes every connection after one
-  answer, so each call of the app's DynamoDB client paid a new TCP connection (about a
-  tenth of the app's CPU on a Klai SSE stream, and a socket left in TIME_WAIT per call)
-  that it never pays against DynamoDB, whose connections botocore keeps. uvicorn keeps
-  them, and a2wsgi runs moto's WSGI app under it.
+  answer, so each call of the app's DynamoDB client paid a new TCP connection (and left a
+  socket in TIME_WAIT) that it never pays against DynamoDB, whose connections botocore
+  keeps. uvicorn keeps them, and a2wsgi runs moto's WSGI app under it.
 """
 
 from __future__ import annotations
