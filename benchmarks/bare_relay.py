@@ -12,45 +12,19 @@ of the proxy's work, so the proxy's CPU per chunk can be read against it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import uvicorn
 
-from devstack.process import ROOT, cpu_seconds, free_port
+from devstack.process import cpu_seconds, free_port
 
-START_TIMEOUT_SECONDS = 20.0
+from .children import spawn_server, stop_server
+from .sse_client import Dechunker
+
 _HEAD_END = b"\r\n\r\n"
-
-
-class Dechunker:
-    """HTTP/1.1 chunked transfer coding undone: the chunks' data, as bytes arrive."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        """The data of every chunk completed by `data` (b"" when none was)."""
-        self._buffer += data
-        out: list[bytes] = []
-        while not self.done:
-            line_end = self._buffer.find(b"\r\n")
-            if line_end < 0:
-                break
-            size = int(self._buffer[:line_end].split(b";", 1)[0], 16)
-            start = line_end + 2
-            if len(self._buffer) < start + size + 2:
-                break
-            out.append(self._buffer[start : start + size])
-            self._buffer = self._buffer[start + size + 2 :]
-            self.done = size == 0
-        return b"".join(out)
 
 
 async def _body(receive: Any) -> bytes:
@@ -114,24 +88,11 @@ class BareRelayProcess:
     @classmethod
     def start(cls, upstream_port: int) -> BareRelayProcess:
         port = free_port()
-        command = [sys.executable, "-m", "benchmarks.bare_relay", str(port), str(upstream_port)]
-        relay = cls(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL), port)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and relay.proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                return relay
-            time.sleep(0.05)
-        relay.stop()
-        raise RuntimeError("the bare relay did not start")
+        proc = spawn_server("benchmarks.bare_relay", port, str(upstream_port), probe="/")
+        return cls(proc, port)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 if __name__ == "__main__":

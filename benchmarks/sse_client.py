@@ -33,7 +33,7 @@ class SseEvent:
         return json.loads(self.data)
 
 
-class _Dechunker:
+class Dechunker:
     """Undoes HTTP/1.1 chunked transfer encoding incrementally."""
 
     def __init__(self) -> None:
@@ -107,7 +107,7 @@ async def events(
     """POST `body` to `url` and yield its SSE events as they arrive, stamped."""
     reader, writer, answer = await _open(url, body, headers or {})
     chunked = answer.get("transfer-encoding", "").lower() == "chunked"
-    dechunker = _Dechunker()
+    dechunker = Dechunker()
     buffer = b""
     try:
         while not dechunker.done:

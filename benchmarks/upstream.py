@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from devstack.process import ROOT, free_port
+from devstack.process import free_port
+
+from .children import spawn_server, stop_server
 
 TOKEN = re.compile(r"<(\d+):(\d+)> ")
 MODEL = "stamped"
-START_TIMEOUT_SECONDS = 20.0
 
 
 class StampedRequest(BaseModel):
@@ -168,20 +169,7 @@ class UpstreamProcess:
     @classmethod
     def start(cls) -> UpstreamProcess:
         port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.upstream", str(port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        upstream = cls(proc, port)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/sent/-", timeout=1)
-                return upstream
-            time.sleep(0.05)
-        upstream.stop()
-        raise RuntimeError("the stamped upstream did not start")
+        return cls(spawn_server("benchmarks.upstream", port, probe="/sent/-"), port)
 
     async def sent(self, client: httpx.AsyncClient, tag: str) -> str:
         """The exact text the finished request `tag` sent."""
@@ -190,12 +178,7 @@ class UpstreamProcess:
         return str(r.json()["text"])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 if __name__ == "__main__":
