@@ -49,6 +49,9 @@ T = TypeVar("T")
 STORE = "the stream store (DynamoDB)"
 # Longer than any wait (300 s at most) plus the stream around it.
 TOOL_RECORD_TTL_SECONDS = 3600
+# Lambda mode's ack: tries of a step that decides its answer, and the first pause between.
+ACK_STEP_ATTEMPTS = 3
+ACK_STEP_PAUSE_SECONDS = 0.1
 
 
 @dataclass
@@ -537,19 +540,47 @@ class StreamService:
 
     async def _await_start(self, stream_id: str, wait: float) -> Detached:
         """Lambda mode's ack: poll the record for the first byte or an early failure; when
-        time is up, mark the caller answered (conditionally: the relay may fail just now)."""
+        time is up, mark the caller answered (conditionally: the relay may fail just now).
+        The relay runs whatever the ack says, so a poll the table fails is only a poll
+        lost; the mark is retried, and when the table never takes it the stream is
+        stopped before the caller is told it did not start (the 503)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.05  # doubling to 0.4 s: a slow provider costs a few reads, not one per 50 ms
         while loop.time() < deadline:
-            record = await self.store(self.streams.get, stream_id)
+            try:
+                record = await self.store(self.streams.get, stream_id)
+            except DependencyUnavailable:
+                record = None  # logged by `store`; the next poll may get through
             if record is not None and record.status != "pending":
                 return Detached(record.status, record.start_error)
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 2, 0.4)
-        if await self.store(self.streams.mark_acked, stream_id):
+        if await self._settling(stream_id, self.streams.mark_acked):
             return Detached("pending")
-        record = await self.store(self.streams.get, stream_id)
+        record = await self._settling(stream_id, self.streams.get)
         if record is None:  # expired between two reads: nothing better to say
             return Detached("pending")
         return Detached(record.status, record.start_error)
+
+    async def _settling(self, stream_id: str, fn: Callable[[str], T]) -> T:
+        """`fn(stream_id)`, a step of the ack that decides what the caller is told, tried
+        ACK_STEP_ATTEMPTS times; when the table takes none, the detached stream is
+        cancelled (best effort) and the 503 raised: a caller told to try again must not
+        get the stream it gave up on running beside its retry."""
+        for attempt in range(ACK_STEP_ATTEMPTS - 1):
+            try:
+                return await self.store(fn, stream_id)
+            except DependencyUnavailable:
+                await asyncio.sleep(ACK_STEP_PAUSE_SECONDS * 2**attempt)
+        try:
+            return await self.store(fn, stream_id)
+        except DependencyUnavailable:
+            try:
+                await self.store(self.streams.request_cancel, stream_id)
+            except DependencyUnavailable:
+                get_logger().error(
+                    "detached stream not stopped after a failed ack; it runs",
+                    extra={"stream_id": stream_id},
+                )
+            raise

@@ -1,0 +1,89 @@
+"""Hostile tests of a detached relay's ack (DETACH_MODE=lambda): a table hiccup while the
+ack waits for the first byte must not tell the caller "failed, try again" about a stream
+that runs all the same (its pages would get a stream the backend retries beside it, and a
+run on a thread would lose its thread to that retry)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from streaming_proxy.service import StreamService
+from tests.unit.test_lambda_mode import RecordingPoster, lambda_app, request, settings
+
+
+def hiccup(fn: Any, times: int = 1) -> Any:
+    """`fn`, failing its first `times` calls as DynamoDB does when throttled."""
+    left = [times]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise ClientError({"Error": {"Code": "ThrottlingException"}}, "GetItem")
+        return fn(*args, **kwargs)
+
+    return call
+
+
+async def ended(poster: RecordingPoster) -> list[dict[str, Any]]:
+    async with asyncio.timeout(5):
+        while not poster.posts or poster.posts[-1][1]["type"] != "end":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return [m for _, m in poster.posts]
+
+
+async def test_a_failed_poll_of_the_ack_still_answers_the_stream_that_runs(
+    aws_env: None,
+) -> None:
+    poster = RecordingPoster()
+    service = StreamService(settings(), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, _ = await lambda_app(service)
+    service.streams.get = hiccup(service.streams.get)  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=200))
+    assert r.status_code == 200, r.text
+    assert r.json()["streamStatus"] == "streaming"
+    messages = await ended(poster)
+    assert messages[-1]["finish_reason"] == "stop"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_a_failed_ack_mark_still_answers_the_stream_that_runs(aws_env: None) -> None:
+    """The wait ran out before the first byte and marking the caller answered failed once:
+    the stream still runs, so the caller is told `pending`, and an early failure of the
+    relay after that still reaches the pages (the mark landed on a retry)."""
+    poster = RecordingPoster()
+    service = StreamService(settings(ack_wait_seconds=0.3), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, _ = await lambda_app(service)
+    service.streams.mark_acked = hiccup(service.streams.mark_acked)  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=600, failAfter=0, failStatus=500))
+    assert r.status_code == 200, r.text
+    assert r.json()["streamStatus"] == "pending"
+    messages = await ended(poster)
+    assert [m["type"] for m in messages] == ["threadInfo", "error", "end"]
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_an_ack_the_table_never_marks_is_a_503_and_its_stream_is_stopped(
+    aws_env: None,
+) -> None:
+    poster = RecordingPoster()
+    service = StreamService(settings(ack_wait_seconds=0.3), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, invoked = await lambda_app(service)
+    service.streams.mark_acked = hiccup(service.streams.mark_acked, 99)  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=1500))
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["type"] == "dependency_unavailable"
+    messages = await ended(poster)  # the caller will retry: this one does not run on
+    assert [m["type"] for m in messages] == ["threadInfo", "end"]
+    assert messages[-1]["finish_reason"] == "cancelled"
+    record = service.streams.get(invoked[0]["streamingProxyJob"]["stream_id"])
+    assert record is not None and record.status == "cancelled"
+    await client.aclose()
+    await service.aclose()
