@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from streaming_proxy.errors import DependencyUnavailable
 from streaming_proxy.service import StreamService
 from tests.unit.test_lambda_mode import RecordingPoster, lambda_app, request, settings
 
@@ -85,5 +86,33 @@ async def test_an_ack_the_table_never_marks_is_a_503_and_its_stream_is_stopped(
     assert messages[-1]["finish_reason"] == "cancelled"
     record = service.streams.get(invoked[0]["streamingProxyJob"]["stream_id"])
     assert record is not None and record.status == "cancelled"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_an_event_lambda_took_though_the_invoke_failed_runs_no_stream(
+    aws_env: None,
+) -> None:
+    """The invoke raised (the connection dropped after Lambda had queued the event): the
+    caller is told 503 and its record says failed, so the event's relay, when it comes,
+    must not run a stream beside the caller's retry."""
+    poster = RecordingPoster()
+    service = StreamService(settings(), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, invoked = await lambda_app(service)
+    deliver = service._invoke_self
+
+    def invoke_then_drop(event: bytes) -> None:
+        deliver(event)
+        raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
+
+    service._invoke_self = invoke_then_drop  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=50))
+    assert r.status_code == 503, r.text
+    stream_id = invoked[0]["streamingProxyJob"]["stream_id"]
+    await asyncio.sleep(1.0)  # the event's relay has come and gone
+    assert poster.posts == []
+    record = service.streams.get(stream_id)
+    assert record is not None and record.status == "failed"
     await client.aclose()
     await service.aclose()

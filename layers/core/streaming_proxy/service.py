@@ -414,7 +414,8 @@ class StreamService:
 
     async def run_claimed(self, job: StreamJob) -> StreamOutcome | None:
         """Run a self-invoke's job unless another delivery of the same event claimed it
-        (Lambda may deliver an async event more than once): None when dropped."""
+        (Lambda may deliver an async event more than once) or its stream is no longer
+        `pending` (the ack failed it): None when dropped."""
         if not await self.store(self.streams.claim, job.stream_id):
             get_logger().warning(
                 "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}

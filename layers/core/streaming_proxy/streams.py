@@ -180,15 +180,22 @@ class StreamStore:
 
     def claim(self, stream_id: str) -> bool:
         """Take the job of a detached relay, once: False when another delivery of the same
-        event took it first (or the record is gone). Leaves `status` alone, which tells
-        the waiting ack whether the first byte came."""
+        event took it first, when the stream is no longer `pending` (its ack failed it:
+        Lambda may have queued an event whose invoke raised, and the caller was told to
+        try again) or when the record is gone. Leaves `status` alone, which tells the
+        waiting ack whether the first byte came."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=stream_key(stream_id),
                 UpdateExpression="SET claimedAt = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(claimedAt)",
-                ExpressionAttributeValues={":now": {"N": f"{time.time():.3f}"}},
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(claimedAt)"
+                " AND #status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{time.time():.3f}"},
+                    ":pending": {"S": "pending"},
+                },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
