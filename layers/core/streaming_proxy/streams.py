@@ -104,7 +104,9 @@ class StreamStore:
             TableName=self._table, Key=stream_key(stream_id), ConsistentRead=True
         )
         item = got.get("Item")
-        if not item:
+        # DynamoDB deletes an expired item lazily (hours, even days later): past its
+        # `expiresAt` the record is gone, as the docs promise (no resume, stop or dead letter).
+        if not item or _expired(item):
             return None
         record = _record(stream_id, item)
         if text and "textChars" in item:
@@ -294,6 +296,11 @@ class StreamStore:
             ExpressionAttributeValues=attrs,
             **kwargs,
         )
+
+
+def _expired(item: dict[str, Any]) -> bool:
+    expires = item.get("expiresAt")
+    return expires is not None and int(expires["N"]) < now_epoch()
 
 
 def _pointer(text: str, last_seq: int) -> dict[str, Any]:
