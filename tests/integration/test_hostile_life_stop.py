@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from streaming_proxy.tablekeys import stream_key
 from tests.conftest import Stack
@@ -215,3 +216,44 @@ async def test_resume_with_a_bad_after_seq_is_refused_clearly(stack: Stack) -> N
             assert reply["type"] == "snapshot" and reply["content"] == WORDS, (odd, reply)
     finally:
         await sub.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (b"[]", 400, "bad_request"),
+        (b"null", 400, "bad_request"),
+        (b'"st_x"', 400, "bad_request"),
+        (b"{}", 400, "invalid_request"),
+        (b'{"streamId": 5}', 400, "invalid_request"),
+        (b'{"streamId": ""}', 400, "invalid_request"),
+        (b'{"streamId": "' + b"s" * 129 + b'"}', 400, "invalid_request"),
+        (b'{"streamId": "st_\\ud800"}', 400, "bad_request"),
+        (b'{"streamId": "st_x", "token": 5}', 400, "invalid_request"),
+    ],
+)
+def test_a_malformed_stop_is_a_4xx_in_the_klai_shape(
+    stack: Stack, body: bytes, status: int, kind: str
+) -> None:
+    r = httpx.post(
+        f"{stack.http}/llm/query/stop",
+        content=body,
+        headers={"x-api-key": stack.api_key, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == status, r.text
+    assert r.json()["success"] is False and r.json()["error"]["type"] == kind
+    assert r.json()["error"]["code"] == status
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [("not-a-token", 403), ("", 401), ("eyJ.eyJ.sig", 403)]
+)
+def test_a_stop_with_a_bad_page_token_and_no_key_is_refused(
+    stack: Stack, token: str, status: int
+) -> None:
+    r = httpx.post(
+        f"{stack.http}/llm/query/stop", json={"streamId": "st_x", "token": token}, timeout=10
+    )
+    assert r.status_code == status, r.text
+    assert r.json()["success"] is False
