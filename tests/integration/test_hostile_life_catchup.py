@@ -11,6 +11,8 @@ import httpx
 
 from tests.conftest import Stack
 from tests.delivery import assert_complete
+from tests.integration.test_thread_history import history
+from tests.integration.test_threads import run, run_body
 from tests.wsclient import Subscriber
 
 TEXT = " ".join(f"t{i}" for i in range(150))
@@ -174,5 +176,27 @@ async def test_snapshots_asked_mid_stream_hold_exactly_the_text_up_to_their_seq(
                 m["content"] for m in live if m["type"] == "delta" and m["seq"] <= snap["seq"]
             )
             assert snap["content"] == text
+    finally:
+        await sub.close()
+
+
+async def test_a_history_cursor_past_the_end_or_not_a_number_answers_clearly(
+    stack: Stack,
+) -> None:
+    channel = "cu-history"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "one"))
+        thread = ack["threadId"]
+        for past_end in ("2", 2, "999999999", 10**15):
+            page = await history(sub, thread, cursor=past_end)
+            assert (page["type"], page["count"], page["messages"]) == ("history", 0, [])
+            assert page["nextCursor"] is None and page["cursor"] == str(past_end)
+        for bad in ("1e3", "", " 1", "0x1", 1.0, True, None, "-1", "1234567890"):
+            since = len(sub.messages)
+            await sub.send({"action": "history", "threadId": thread, "cursor": bad})
+            reply = await sub.wait_for(lambda m: m.get("type") in ("error", "history"), since=since)
+            assert reply["type"] == "error", (bad, reply)
+            assert [f["field"] for f in reply["error"]["fields"]] == ["cursor"], bad
     finally:
         await sub.close()
