@@ -6,6 +6,7 @@ run on a thread would lose its thread to that retry)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -94,25 +95,60 @@ async def test_an_event_lambda_took_though_the_invoke_failed_runs_no_stream(
     aws_env: None,
 ) -> None:
     """The invoke raised (the connection dropped after Lambda had queued the event): the
-    caller is told 503 and its record says failed, so the event's relay, when it comes,
-    must not run a stream beside the caller's retry."""
+    caller is told 503 and its record says failed, so the event's relay, coming after
+    that, must not run a stream beside the caller's retry."""
+    poster = RecordingPoster()
+    service = StreamService(settings(), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, invoked = await lambda_app(service)
+    deliver = service._invoke_self
+    queued: list[bytes] = []
+
+    def invoke_then_drop(event: bytes) -> None:
+        queued.append(event)
+        raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
+
+    service._invoke_self = invoke_then_drop  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=50))
+    assert r.status_code == 503, r.text
+    deliver(queued[0])  # Lambda delivers the event it had queued
+    await asyncio.sleep(1.0)
+    assert poster.posts == []
+    record = service.streams.get(invoked[0]["streamingProxyJob"]["stream_id"])
+    assert record is not None and record.status == "failed"
+    await client.aclose()
+    await service.aclose()
+
+
+async def test_a_relay_that_claimed_before_its_invoke_failed_stops_at_once(
+    aws_env: None,
+) -> None:
+    """The same, with the event's relay quicker than the failed invoke's answer: it had
+    claimed the job and waits for its provider when the ack fails the stream; it stops
+    there (nothing but its cancelled `end` reaches the pages), never streams the answer."""
     poster = RecordingPoster()
     service = StreamService(settings(), poster=poster)
     service.connections.open("conn1", "app1", ["room"])
     client, invoked = await lambda_app(service)
     deliver = service._invoke_self
 
-    def invoke_then_drop(event: bytes) -> None:
+    def invoke_claimed_then_drop(event: bytes) -> None:
         deliver(event)
+        stream_id = invoked[-1]["streamingProxyJob"]["stream_id"]
+        for _ in range(200):  # in the worker thread, as the boto3 call would wait
+            record = service.streams.get(stream_id)
+            if record is not None and record.claimed:
+                break
+            time.sleep(0.01)
         raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
 
-    service._invoke_self = invoke_then_drop  # type: ignore[method-assign]
-    r = await client.post("/llm/query", json=request(delayMs=50))
+    service._invoke_self = invoke_claimed_then_drop  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request(delayMs=800))
     assert r.status_code == 503, r.text
-    stream_id = invoked[0]["streamingProxyJob"]["stream_id"]
-    await asyncio.sleep(1.0)  # the event's relay has come and gone
-    assert poster.posts == []
-    record = service.streams.get(stream_id)
+    messages = await ended(poster)
+    assert [m["type"] for m in messages] == ["threadInfo", "end"]
+    assert messages[-1]["finish_reason"] == "cancelled"
+    record = service.streams.get(invoked[0]["streamingProxyJob"]["stream_id"])
     assert record is not None and record.status == "failed"
     await client.aclose()
     await service.aclose()

@@ -502,7 +502,10 @@ class StreamService:
     async def _invoked(self, job: StreamJob) -> None:
         """Self-invoke `job`; when its event is too large (detached.py) or Lambda refuses it,
         its record says so (failed, with the error the caller gets) rather than `pending`
-        for a stream no relay will run."""
+        for a stream no relay will run. An invoke may also raise after Lambda queued its
+        event (a dropped connection): that relay must not run beside the caller's retry, so
+        the record is failed first (a relay claims only a `pending` stream) and then its
+        cancel flag set (one that claimed it already stops at its next poll)."""
         try:
             # Serialising a large job is CPU: off the loop, as the invoke.
             event = await self.store(job_event, job)  # 413 when its dead letter could not fit
@@ -510,6 +513,7 @@ class StreamService:
         except ProxyError as e:
             try:
                 await self.store(self.streams.mark_start_failed, job.stream_id, StartError.of(e))
+                await self.store(self.streams.request_cancel, job.stream_id)
             except ProxyError:
                 get_logger().warning("stream record not marked failed", exc_info=True)
             raise
