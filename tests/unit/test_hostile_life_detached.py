@@ -62,7 +62,7 @@ async def test_a_failed_ack_mark_still_answers_the_stream_that_runs(aws_env: Non
     service.connections.open("conn1", "app1", ["room"])
     client, _ = await lambda_app(service)
     service.streams.mark_acked = hiccup(service.streams.mark_acked)  # type: ignore[method-assign]
-    r = await client.post("/llm/query", json=request(delayMs=600, failAfter=0, failStatus=500))
+    r = await client.post("/llm/query", json=request(delayMs=1000, failAfter=0, failStatus=500))
     assert r.status_code == 200, r.text
     assert r.json()["streamStatus"] == "pending"
     messages = await ended(poster)
@@ -143,7 +143,7 @@ async def test_a_relay_that_claimed_before_its_invoke_failed_stops_at_once(
         raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
 
     service._invoke_self = invoke_claimed_then_drop  # type: ignore[method-assign]
-    r = await client.post("/llm/query", json=request(delayMs=800))
+    r = await client.post("/llm/query", json=request(delayMs=1500))
     assert r.status_code == 503, r.text
     messages = await ended(poster)
     assert [m["type"] for m in messages] == ["threadInfo", "end"]
