@@ -257,3 +257,23 @@ def test_a_stop_with_a_bad_page_token_and_no_key_is_refused(
     )
     assert r.status_code == status, r.text
     assert r.json()["success"] is False
+
+
+async def test_a_failed_stream_resumes_with_what_pages_got_and_its_end(stack: Stack) -> None:
+    sub = await Subscriber.open(stack.ws, stack.token("life-failed"))
+    try:
+        sid = await start(stack, "life-failed", delay=5, failAfter=20, failStatus=502)
+        messages = await sub.stream(sid)
+        await stack.finished(sid)
+        state = replay(messages)
+        assert state.end is not None and state.end["finish_reason"] == "error"
+        assert [m["type"] for m in messages][-2:] == ["error", "end"]
+        snap = await resumed(sub, sid)
+        assert (snap["status"], snap["seq"], snap["finish_reason"]) == (
+            "failed",
+            state.end["seq"],
+            "error",
+        )
+        assert snap["content"] == state.text and snap["usage"] == state.end["usage"]
+    finally:
+        await sub.close()
