@@ -11,8 +11,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from streaming_proxy import aws
 from streaming_proxy.errors import DependencyUnavailable
 from streaming_proxy.service import StreamService
+from streaming_proxy.streams import StreamRecord, StreamStore
+from tests.unit.conftest import MOTO_TABLE
 from tests.unit.test_lambda_mode import RecordingPoster, lambda_app, request, settings
 
 
@@ -152,3 +155,31 @@ async def test_a_relay_that_claimed_before_its_invoke_failed_stops_at_once(
     assert record is not None and record.status == "failed"
     await client.aclose()
     await service.aclose()
+
+
+async def test_a_throttled_claim_is_retried_and_the_stream_runs(aws_env: None) -> None:
+    """A throttle at the claim was the relay's 503, which the dead-letter handler turns
+    into a failed stream: it is retried instead, and the stream reaches its pages whole."""
+    poster = RecordingPoster()
+    service = StreamService(settings(), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, _ = await lambda_app(service)
+    service.streams.claim = hiccup(service.streams.claim, 2)  # type: ignore[method-assign]
+    r = await client.post("/llm/query", json=request())
+    assert r.status_code == 200, r.text
+    messages = await ended(poster)
+    assert "".join(m["content"] for m in messages if m["type"] == "delta") == "one two three four"
+    assert messages[-1]["finish_reason"] == "stop"
+    await client.aclose()
+    await service.aclose()
+
+
+def test_a_claim_whose_answer_was_lost_is_still_its_claimants(aws_env: None) -> None:
+    """The claim landed but its answer did not (a timeout): the same delivery's retry is
+    its own claim again, while another delivery's is refused."""
+    streams = StreamStore(aws.dynamodb("us-east-1", None), MOTO_TABLE)
+    streams.create(StreamRecord("st_c", "app1", "onLlm", ["room"]))
+    assert streams.claim("st_c", "delivery-1") is True
+    assert streams.claim("st_c", "delivery-1") is True
+    assert streams.claim("st_c", "delivery-2") is False
+    assert streams.claim("st_c") is False

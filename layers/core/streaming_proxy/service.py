@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,9 +50,10 @@ T = TypeVar("T")
 STORE = "the stream store (DynamoDB)"
 # Longer than any wait (300 s at most) plus the stream around it.
 TOOL_RECORD_TTL_SECONDS = 3600
-# Lambda mode's ack: tries of a step that decides its answer, and the first pause between.
-ACK_STEP_ATTEMPTS = 3
-ACK_STEP_PAUSE_SECONDS = 0.1
+# Lambda mode's steps that decide who hears what (the ack's answer, the relay's claim):
+# tries of each, and the first pause between two.
+STEP_ATTEMPTS = 3
+STEP_PAUSE_SECONDS = 0.1
 
 
 @dataclass
@@ -416,7 +418,10 @@ class StreamService:
         """Run a self-invoke's job unless another delivery of the same event claimed it
         (Lambda may deliver an async event more than once) or its stream is no longer
         `pending` (the ack failed it): None when dropped."""
-        if not await self.store(self.streams.claim, job.stream_id):
+        # A throttle or blip at the claim is retried (as this delivery's own claim), not
+        # a 503 that the dead-letter handler would fail the stream for.
+        claimant = secrets.token_urlsafe(12)
+        if not await self._retried(self.streams.claim, job.stream_id, claimant):
             get_logger().warning(
                 "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}
             )
@@ -569,17 +574,12 @@ class StreamService:
         return Detached(record.status, record.start_error)
 
     async def _settling(self, stream_id: str, fn: Callable[[str], T]) -> T:
-        """`fn(stream_id)`, a step of the ack that decides what the caller is told, tried
-        ACK_STEP_ATTEMPTS times; when the table takes none, the detached stream is
+        """`fn(stream_id)`, a step of the ack that decides what the caller is told
+        (`_retried`); when the table takes none of its tries, the detached stream is
         cancelled (best effort) and the 503 raised: a caller told to try again must not
         get the stream it gave up on running beside its retry."""
-        for attempt in range(ACK_STEP_ATTEMPTS - 1):
-            try:
-                return await self.store(fn, stream_id)
-            except DependencyUnavailable:
-                await asyncio.sleep(ACK_STEP_PAUSE_SECONDS * 2**attempt)
         try:
-            return await self.store(fn, stream_id)
+            return await self._retried(fn, stream_id)
         except DependencyUnavailable:
             try:
                 await self.store(self.streams.request_cancel, stream_id)
@@ -589,3 +589,13 @@ class StreamService:
                     extra={"stream_id": stream_id},
                 )
             raise
+
+    async def _retried(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call tried STEP_ATTEMPTS times (a throttle or a blip passes), for the
+        steps of a detached stream that decide who hears what; the last failure raises."""
+        for attempt in range(STEP_ATTEMPTS - 1):
+            try:
+                return await self.store(fn, *args, **kwargs)
+            except DependencyUnavailable:
+                await asyncio.sleep(STEP_PAUSE_SECONDS * 2**attempt)
+        return await self.store(fn, *args, **kwargs)

@@ -180,23 +180,26 @@ class StreamStore:
             stream_id, {"acked": {"BOOL": True}}, "#status = :pending", {":pending": "pending"}
         )
 
-    def claim(self, stream_id: str) -> bool:
+    def claim(self, stream_id: str, claimant: str | None = None) -> bool:
         """Take the job of a detached relay, once: False when another delivery of the same
         event took it first, when the stream is no longer `pending` (its ack failed it:
         Lambda may have queued an event whose invoke raised, and the caller was told to
-        try again) or when the record is gone. Leaves `status` alone, which tells the
-        waiting ack whether the first byte came."""
+        try again) or when the record is gone. The same `claimant` (one per delivery; a
+        fresh one when None) may claim again: a retry after an answer lost on the way is
+        still its own. Leaves `status` alone, which tells the waiting ack whether the
+        first byte came."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=stream_key(stream_id),
-                UpdateExpression="SET claimedAt = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(claimedAt)"
-                " AND #status = :pending",
+                UpdateExpression="SET claimedAt = :now, claimedBy = :by",
+                ConditionExpression="attribute_exists(pk) AND #status = :pending AND "
+                "(attribute_not_exists(claimedAt) OR claimedBy = :by)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":now": {"N": f"{time.time():.3f}"},
                     ":pending": {"S": "pending"},
+                    ":by": {"S": claimant or secrets.token_urlsafe(12)},
                 },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
