@@ -258,7 +258,10 @@ class DeadLetters:
         seq.last_seq = stored.last_seq
         messages: list[dict[str, Any]] = []
         if stored.status == "pending" and job.kind != "chat":
-            messages.append(seq.envelope("threadInfo", content={"streamId": job.stream_id}))
+            content = {"streamId": job.stream_id}
+            if job.thread is not None:  # as the relay's: a run names its thread and run
+                content |= {"assistantThreadId": job.thread.thread_id, "runId": job.thread.run_id}
+            messages.append(seq.envelope("threadInfo", content=content))
         messages.append(seq.envelope("error", error=error_object(error)))
         messages.append(seq.envelope("end", finish_reason="error", usage=unknown_usage()))
         return messages

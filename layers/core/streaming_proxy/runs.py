@@ -235,7 +235,9 @@ class ThreadRuns:
         if thread is None:
             return
         messages = said(job, outcome, rounds)
-        status = run_status(outcome) if outcome.started else "failed"
+        # Stopped before the provider's first byte is still stopped: `cancelled`, not failed.
+        stopped = outcome.finish_reason == "cancelled"
+        status = run_status(outcome) if outcome.started or stopped else "failed"
         start = _start(thread, job.stream_id)
         messages, status, stored = await self._stored(job, start, messages, status)
         get_logger().info(

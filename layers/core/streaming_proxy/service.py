@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +50,10 @@ T = TypeVar("T")
 STORE = "the stream store (DynamoDB)"
 # Longer than any wait (300 s at most) plus the stream around it.
 TOOL_RECORD_TTL_SECONDS = 3600
+# Lambda mode's steps that decide who hears what (the ack's answer, the relay's claim):
+# tries of each, and the first pause between two.
+STEP_ATTEMPTS = 3
+STEP_PAUSE_SECONDS = 0.1
 
 
 @dataclass
@@ -411,8 +416,12 @@ class StreamService:
 
     async def run_claimed(self, job: StreamJob) -> StreamOutcome | None:
         """Run a self-invoke's job unless another delivery of the same event claimed it
-        (Lambda may deliver an async event more than once): None when dropped."""
-        if not await self.store(self.streams.claim, job.stream_id):
+        (Lambda may deliver an async event more than once) or its stream is no longer
+        `pending` (the ack failed it): None when dropped."""
+        # A throttle or blip at the claim is retried (as this delivery's own claim), not
+        # a 503 that the dead-letter handler would fail the stream for.
+        claimant = secrets.token_urlsafe(12)
+        if not await self._retried(self.streams.claim, job.stream_id, claimant):
             get_logger().warning(
                 "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}
             )
@@ -498,7 +507,10 @@ class StreamService:
     async def _invoked(self, job: StreamJob) -> None:
         """Self-invoke `job`; when its event is too large (detached.py) or Lambda refuses it,
         its record says so (failed, with the error the caller gets) rather than `pending`
-        for a stream no relay will run."""
+        for a stream no relay will run. An invoke may also raise after Lambda queued its
+        event (a dropped connection): that relay must not run beside the caller's retry, so
+        the record is failed first (a relay claims only a `pending` stream) and then its
+        cancel flag set (one that claimed it already stops at its next poll)."""
         try:
             # Serialising a large job is CPU: off the loop, as the invoke.
             event = await self.store(job_event, job)  # 413 when its dead letter could not fit
@@ -506,6 +518,7 @@ class StreamService:
         except ProxyError as e:
             try:
                 await self.store(self.streams.mark_start_failed, job.stream_id, StartError.of(e))
+                await self.store(self.streams.request_cancel, job.stream_id)
             except ProxyError:
                 get_logger().warning("stream record not marked failed", exc_info=True)
             raise
@@ -537,19 +550,52 @@ class StreamService:
 
     async def _await_start(self, stream_id: str, wait: float) -> Detached:
         """Lambda mode's ack: poll the record for the first byte or an early failure; when
-        time is up, mark the caller answered (conditionally: the relay may fail just now)."""
+        time is up, mark the caller answered (conditionally: the relay may fail just now).
+        The relay runs whatever the ack says, so a poll the table fails is only a poll
+        lost; the mark is retried, and when the table never takes it the stream is
+        stopped before the caller is told it did not start (the 503)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = 0.05  # doubling to 0.4 s: a slow provider costs a few reads, not one per 50 ms
         while loop.time() < deadline:
-            record = await self.store(self.streams.get, stream_id)
+            try:
+                record = await self.store(self.streams.get, stream_id)
+            except DependencyUnavailable:
+                record = None  # logged by `store`; the next poll may get through
             if record is not None and record.status != "pending":
                 return Detached(record.status, record.start_error)
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 2, 0.4)
-        if await self.store(self.streams.mark_acked, stream_id):
+        if await self._settling(stream_id, self.streams.mark_acked):
             return Detached("pending")
-        record = await self.store(self.streams.get, stream_id)
+        record = await self._settling(stream_id, self.streams.get)
         if record is None:  # expired between two reads: nothing better to say
             return Detached("pending")
         return Detached(record.status, record.start_error)
+
+    async def _settling(self, stream_id: str, fn: Callable[[str], T]) -> T:
+        """`fn(stream_id)`, a step of the ack that decides what the caller is told
+        (`_retried`); when the table takes none of its tries, the detached stream is
+        cancelled (best effort) and the 503 raised: a caller told to try again must not
+        get the stream it gave up on running beside its retry."""
+        try:
+            return await self._retried(fn, stream_id)
+        except DependencyUnavailable:
+            try:
+                await self.store(self.streams.request_cancel, stream_id)
+            except DependencyUnavailable:
+                get_logger().error(
+                    "detached stream not stopped after a failed ack; it runs",
+                    extra={"stream_id": stream_id},
+                )
+            raise
+
+    async def _retried(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call tried STEP_ATTEMPTS times (a throttle or a blip passes), for the
+        steps of a detached stream that decide who hears what; the last failure raises."""
+        for attempt in range(STEP_ATTEMPTS - 1):
+            try:
+                return await self.store(fn, *args, **kwargs)
+            except DependencyUnavailable:
+                await asyncio.sleep(STEP_PAUSE_SECONDS * 2**attempt)
+        return await self.store(fn, *args, **kwargs)

@@ -104,7 +104,9 @@ class StreamStore:
             TableName=self._table, Key=stream_key(stream_id), ConsistentRead=True
         )
         item = got.get("Item")
-        if not item:
+        # DynamoDB deletes an expired item lazily (hours, even days later): past its
+        # `expiresAt` the record is gone, as the docs promise (no resume, stop or dead letter).
+        if not item or _expired(item):
             return None
         record = _record(stream_id, item)
         if text and "textChars" in item:
@@ -178,17 +180,27 @@ class StreamStore:
             stream_id, {"acked": {"BOOL": True}}, "#status = :pending", {":pending": "pending"}
         )
 
-    def claim(self, stream_id: str) -> bool:
+    def claim(self, stream_id: str, claimant: str | None = None) -> bool:
         """Take the job of a detached relay, once: False when another delivery of the same
-        event took it first (or the record is gone). Leaves `status` alone, which tells
-        the waiting ack whether the first byte came."""
+        event took it first, when the stream is no longer `pending` (its ack failed it:
+        Lambda may have queued an event whose invoke raised, and the caller was told to
+        try again) or when the record is gone. The same `claimant` (one per delivery; a
+        fresh one when None) may claim again: a retry after an answer lost on the way is
+        still its own. Leaves `status` alone, which tells the waiting ack whether the
+        first byte came."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=stream_key(stream_id),
-                UpdateExpression="SET claimedAt = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(claimedAt)",
-                ExpressionAttributeValues={":now": {"N": f"{time.time():.3f}"}},
+                UpdateExpression="SET claimedAt = :now, claimedBy = :by",
+                ConditionExpression="attribute_exists(pk) AND #status = :pending AND "
+                "(attribute_not_exists(claimedAt) OR claimedBy = :by)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{time.time():.3f}"},
+                    ":pending": {"S": "pending"},
+                    ":by": {"S": claimant or secrets.token_urlsafe(12)},
+                },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
@@ -287,6 +299,11 @@ class StreamStore:
             ExpressionAttributeValues=attrs,
             **kwargs,
         )
+
+
+def _expired(item: dict[str, Any]) -> bool:
+    expires = item.get("expiresAt")
+    return expires is not None and int(expires["N"]) < now_epoch()
 
 
 def _pointer(text: str, last_seq: int) -> dict[str, Any]:
