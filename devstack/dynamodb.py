@@ -11,6 +11,7 @@ Two things make it behave as DynamoDB does where the proxy can tell:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,9 +61,7 @@ class EmbeddedDynamoDB:
             access_log=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, name="embedded-dynamodb", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="embedded-dynamodb", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self._server.started:
@@ -70,6 +69,11 @@ class EmbeddedDynamoDB:
                 self.stop()
                 raise RuntimeError(f"the embedded DynamoDB could not listen on {host}:{port}")
             time.sleep(0.01)
+
+    def _serve(self) -> None:
+        # uvicorn logs why it cannot listen and exits; the thread ends, `started` never set.
+        with contextlib.suppress(SystemExit):
+            self._server.run()
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -40,6 +40,15 @@ async def ask(sub: Subscriber, message: dict[str, Any], reply: str) -> None:
     await sub.wait_for(lambda m: m.get("type") == reply and "seq" not in m, since=since)
 
 
+async def subscribe(stack: Stack, sub: Subscriber, channel: str) -> None:
+    """Join `channel` on an open connection, with a token for it."""
+    await ask(
+        sub,
+        {"action": "subscribe", "channel": channel, "token": stack.token(channel)},
+        "subscribed",
+    )
+
+
 async def past(sub: Subscriber, stream_id: str, seq: int) -> None:
     await sub.wait_for(lambda m: m.get("streamId") == stream_id and m.get("seq", -1) >= seq)
 
@@ -50,11 +59,7 @@ async def test_a_page_that_subscribes_mid_stream_is_caught_up_at_the_seam(stack:
     try:
         sid = await start(stack, ["cu-early", "cu-late"])
         await past(early, sid, 20)
-        await ask(
-            late,
-            {"action": "subscribe", "channel": "cu-late", "token": stack.token("cu-late")},
-            "subscribed",
-        )
+        await subscribe(stack, late, "cu-late")
         messages = await late.stream(sid, within=30)
         assert messages[0]["type"] == "snapshot" and messages[0]["catchUp"] is True
         assert_complete(messages, TEXT)
@@ -72,11 +77,7 @@ async def test_a_page_that_leaves_and_rejoins_mid_stream_ends_whole(stack: Stack
         await ask(sub, {"action": "unsubscribe", "channel": "cu-rejoin"}, "unsubscribed")
         await asyncio.sleep(1.5)  # the stream goes on without this page a while
         held = max(m["seq"] for m in sub.of(sid))
-        await ask(
-            sub,
-            {"action": "subscribe", "channel": "cu-rejoin", "token": stack.token("cu-rejoin")},
-            "subscribed",
-        )
+        await subscribe(stack, sub, "cu-rejoin")
         await sub.stream(sid, within=30)
         after = [m for m in sub.of(sid) if m["type"] == "snapshot" or m["seq"] > held]
         snapshots = [m for m in after if m["type"] == "snapshot"]
@@ -95,11 +96,7 @@ async def test_joining_a_second_channel_of_the_same_stream_sends_nothing_twice(
     try:
         sid = await start(stack, ["cu-one", "cu-two"])
         await past(sub, sid, 10)
-        await ask(
-            sub,
-            {"action": "subscribe", "channel": "cu-two", "token": stack.token("cu-two")},
-            "subscribed",
-        )
+        await subscribe(stack, sub, "cu-two")
         await asyncio.sleep(1.5)  # a membership refresh or two finds it in both
         await ask(sub, {"action": "unsubscribe", "channel": "cu-one"}, "unsubscribed")
         messages = await sub.stream(sid, within=30)

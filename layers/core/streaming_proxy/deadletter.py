@@ -28,7 +28,7 @@ from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
 from .errors import StreamLost, error_object
-from .jobs import StreamKind
+from .jobs import StreamKind, thread_info
 from .observability import get_logger
 from .outcome import unknown_usage
 from .streams import StreamRecord, StreamStore
@@ -258,9 +258,7 @@ class DeadLetters:
         seq.last_seq = stored.last_seq
         messages: list[dict[str, Any]] = []
         if stored.status == "pending" and job.kind != "chat":
-            content = {"streamId": job.stream_id}
-            if job.thread is not None:  # as the relay's: a run names its thread and run
-                content |= {"assistantThreadId": job.thread.thread_id, "runId": job.thread.run_id}
+            content = thread_info(job.stream_id, job.thread)  # as the relay's
             messages.append(seq.envelope("threadInfo", content=content))
         messages.append(seq.envelope("error", error=error_object(error)))
         messages.append(seq.envelope("end", finish_reason="error", usage=unknown_usage()))

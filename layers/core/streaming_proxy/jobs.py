@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +13,21 @@ from .providers.base import LlmRequest
 from .providers.sampling import Source, normalise
 
 StreamKind = Literal["chat", "llm", "openai", "assistants"]
+
+
+class RunIds(Protocol):
+    """A run on a thread, as far as the pages are told of it."""
+
+    thread_id: str
+    run_id: str
+
+
+def thread_info(stream_id: str, thread: RunIds | None) -> dict[str, str]:
+    """`threadInfo`'s content: the stream, and for a run on a thread its thread and run."""
+    content = {"streamId": stream_id}
+    if thread is not None:
+        content |= {"assistantThreadId": thread.thread_id, "runId": thread.run_id}
+    return content
 
 
 class ThreadRun(BaseModel):

@@ -33,7 +33,7 @@ from .events import (
     ToolsWaiting,
 )
 from .gate import AnsweredByOutcome, StartGate
-from .jobs import StreamJob
+from .jobs import StreamJob, thread_info
 from .observability import StreamStats, get_logger
 from .outcome import Observer, Sink, StreamOutcome, ToolCall, unknown_usage
 from .providers.base import EventSource
@@ -305,11 +305,7 @@ class Relay:
     async def _thread_info(self) -> None:
         if self.job.kind == "chat":
             return
-        content = {"streamId": self.job.stream_id}
-        thread = self.job.thread
-        if thread is not None:
-            content |= {"assistantThreadId": thread.thread_id, "runId": thread.run_id}
-        await self._emit("threadInfo", content=content)
+        await self._emit("threadInfo", content=thread_info(self.job.stream_id, self.job.thread))
 
     async def _handle(self, event: StreamEvent) -> None:
         """One event, text guarded first: held text goes out before any other event."""

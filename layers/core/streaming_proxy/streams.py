@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ProxyError
 from .snapshots import SegmentStore
-from .tablekeys import now_epoch, stream_key
+from .tablekeys import expired, now_epoch, stream_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -106,7 +106,7 @@ class StreamStore:
         item = got.get("Item")
         # DynamoDB deletes an expired item lazily (hours, even days later): past its
         # `expiresAt` the record is gone, as the docs promise (no resume, stop or dead letter).
-        if not item or _expired(item):
+        if not item or expired(item):
             return None
         record = _record(stream_id, item)
         if text and "textChars" in item:
@@ -299,11 +299,6 @@ class StreamStore:
             ExpressionAttributeValues=attrs,
             **kwargs,
         )
-
-
-def _expired(item: dict[str, Any]) -> bool:
-    expires = item.get("expiresAt")
-    return expires is not None and int(expires["N"]) < now_epoch()
 
 
 def _pointer(text: str, last_seq: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ never contain '#' (config.APP_ID), so the first '#' after the app id ends it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import DependencyUnavailable
@@ -33,6 +33,14 @@ T = TypeVar("T")
 
 def now_epoch() -> int:
     return int(time.time())
+
+
+def expired(item: Mapping[str, Any], now: int | None = None) -> bool:
+    """Whether a table item is past its `expiresAt` (at `now`, else now). DynamoDB deletes
+    expired items late (hours, even days), so a read judges them itself; an item without
+    `expiresAt` never expires."""
+    expires = item.get("expiresAt")
+    return expires is not None and int(expires["N"]) < (now_epoch() if now is None else now)
 
 
 def conn_key(connection_id: str) -> dict[str, Any]:

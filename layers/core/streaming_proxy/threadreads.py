@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .history import Messages, json_lines, unpack
-from .tablekeys import MSG, index_sk, msg_sk
+from .tablekeys import MSG, expired, index_sk, msg_sk
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -199,7 +199,7 @@ class _Runs:
         items, self._items = self._items, []
         if self._newest_first:
             items.reverse()
-        live = [i for i in items if _expires(i, self._now + 1) >= self._now]
+        live = [i for i in items if not expired(i, self._now)]
         if not live or len(live) != int(live[0]["parts"]["N"]):
             return []
         first = live[0].get("first")
@@ -240,7 +240,3 @@ class _Pager:
             self.kept.append(message)
             self.chars += len(json_lines([message]))
             self.end = number + offset + 1
-
-
-def _expires(item: Item, default: int) -> int:
-    return int(item.get("expiresAt", {}).get("N", default))

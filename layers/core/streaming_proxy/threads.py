@@ -20,7 +20,17 @@ from . import threadreads
 from .errors import Conflict, NotFound, PayloadTooLarge
 from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
-from .tablekeys import META, MSG, RUN, batch_write, now_epoch, query_items, thread_key, thread_pk
+from .tablekeys import (
+    META,
+    MSG,
+    RUN,
+    batch_write,
+    expired,
+    now_epoch,
+    query_items,
+    thread_key,
+    thread_pk,
+)
 from .threadreads import Page, Recent
 from .threadwrites import (
     CHANNEL_SK,
@@ -175,8 +185,7 @@ class ThreadStore:
             },
         )
         return any(
-            item["sk"]["S"].removeprefix(CHANNEL_SK) in channels
-            and int(item.get("expiresAt", {}).get("N", now)) >= now
+            item["sk"]["S"].removeprefix(CHANNEL_SK) in channels and not expired(item, now)
             for item in items
         )
 

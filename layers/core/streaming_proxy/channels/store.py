@@ -15,6 +15,7 @@ from ..tablekeys import (
     channel_id,
     channel_prefix,
     conn_key,
+    expired,
     membership_items,
     now_epoch,
     query_items,
@@ -65,7 +66,7 @@ class ConnectionStore:
             TableName=self._table, Key=conn_key(connection_id), ConsistentRead=True
         )
         item = got.get("Item")
-        if not item or int(item["expiresAt"]["N"]) < now_epoch():
+        if not item or expired(item):
             return None
         return LiveConnection(connection_id, item["app"]["S"], int(item["expiresAt"]["N"]))
 
