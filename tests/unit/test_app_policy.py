@@ -15,7 +15,7 @@ from streaming_proxy.config import AppConfig, Settings
 from streaming_proxy.contract import Payload
 from streaming_proxy.errors import ModelNotAllowed, ProviderKeyRefused, ValidationFailed
 from streaming_proxy.jobs import StreamJob, StreamKind
-from streaming_proxy.policy import apply_policy, matches
+from streaming_proxy.policy import apply_policy, matches, named_models
 from streaming_proxy.service import StreamService
 from tests.unit.conftest import MOTO_TABLE
 
@@ -103,6 +103,61 @@ def test_a_star_alone_allows_every_model_of_its_provider() -> None:
     request = job(model="o3")
     apply_policy("a", app(models={"openai": ["*"]}), request)
     assert request.payload.model == "o3"
+
+
+def test_named_models_lists_every_model_the_provider_args_name_with_its_field() -> None:
+    args = {
+        "model": "a",
+        "models": ["b", "c"],
+        "fallbacks": ["d", {"model": "e", "messages": []}],
+        "route": "fallback",
+        "temperature": 0.2,
+    }
+    assert list(named_models(args, "payload.providerArgs.")) == [
+        ("payload.providerArgs.model", "a"),
+        ("payload.providerArgs.models[0]", "b"),
+        ("payload.providerArgs.models[1]", "c"),
+        ("payload.providerArgs.fallbacks[0]", "d"),
+        ("payload.providerArgs.fallbacks[1].model", "e"),
+    ]
+    # /v1: its unknown fields are top-level body fields; `model` there is the body's own.
+    assert list(named_models({"model": "a", "models": ["b"]}, "")) == [
+        ("providerArgs.model", "a"),
+        ("models[0]", "b"),
+    ]
+    assert list(named_models({"models": None, "preset": None, "route": None}, "")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        ({"preset": "p"}, ModelNotAllowed),
+        ({"route": "fallback"}, ModelNotAllowed),
+        ({"route": "fallback", "models": []}, ModelNotAllowed),
+        ({"models": "gpt-4o-mini"}, ValidationFailed),
+        ({"models": [3]}, ValidationFailed),
+        ({"fallbacks": [{"gpt-4o-mini": ["gpt-4o"]}]}, ValidationFailed),
+        ({"model": ""}, ValidationFailed),
+    ],
+)
+def test_args_that_let_the_gateway_choose_or_cannot_be_read_are_refused(
+    args: dict[str, Any], refused: type[Exception]
+) -> None:
+    with pytest.raises(refused):
+        list(named_models(args, "p."))
+
+
+def test_provider_args_models_are_held_to_the_map_only_when_there_is_one() -> None:
+    outside = {"models": ["gpt-4o-mini", "gpt-4o"]}
+    with pytest.raises(ModelNotAllowed) as raised:
+        apply_policy("a", GOVERNED, job(model="gpt-4o-mini", providerArgs=outside))
+    assert raised.value.fields[0]["field"] == "payload.providerArgs.models[1]"
+    with pytest.raises(ModelNotAllowed, match="pinned to anthropic model 'claude-x', not 'c2'"):
+        apply_policy("a", GOVERNED, job(provider="anthropic", providerArgs={"model": "c2"}))
+    inside = job(model="gpt-4o-mini", providerArgs={"models": ["gpt-4.1-mini"]})
+    apply_policy("a", GOVERNED, inside)
+    assert inside.llm_request.provider_args == {"models": ["gpt-4.1-mini"]}
+    apply_policy("a", app(), job(model="m", providerArgs={**outside, "preset": "p"}))
 
 
 def test_client_provider_keys_are_refused_when_the_app_says_so() -> None:

@@ -330,6 +330,15 @@ def test_provider_args_are_merged_but_cannot_replace_the_stream_flag() -> None:
     assert body["stream"] is True
 
 
+def test_provider_args_model_never_chooses_the_model() -> None:
+    """payload.model is the one model (an app's policy judges it); providerArgs.model
+    neither replaces it nor stands in for a missing one."""
+    body = anthropic_body(request(provider_args={"model": "claude-opus-4"}))
+    assert body["model"] == "claude-sonnet-4-5"
+    with pytest.raises(ValidationFailed, match=r"payload\.model"):
+        anthropic_body(request(model=None, provider_args={"model": "claude-opus-4"}))
+
+
 def test_invalid_tool_call_arguments_fail_validation() -> None:
     messages = [
         {"role": "user", "content": "x"},

@@ -106,11 +106,12 @@ class AnthropicProvider:
 
 def anthropic_body(request: LlmRequest) -> dict[str, Any]:
     """The Messages API body for an OpenAI-style request; ValidationFailed if it cannot be."""
-    model = request.model or request.provider_args.get("model")
-    if not model:
+    # payload.model only: providerArgs.model never replaces it (so an app's policy, which
+    # checks payload.model, decides the model that runs).
+    if not request.model:
         raise ValidationFailed("anthropic requires payload.model")
     body: dict[str, Any] = {
-        "model": model,
+        "model": request.model,
         "messages": anthropic_messages(request.messages),
     }
     system = instructions_of(request.messages)
