@@ -69,10 +69,13 @@ class Outgoing:
         return self._width
 
     def encoded(self, channel: str) -> bytes:
+        """The message as posted to a connection that hears it through `channel` (its
+        label wins over one the envelope was built with: a catch-up's)."""
         data = self._encoded.get(channel)
         if data is None:
             message = {"actionName": self.envelope.get("actionName"), "channel": channel}
             message.update(self.envelope)
+            message["channel"] = channel
             if self.covers > 1:
                 message["firstSeq"] = self.first_seq
             data = self._encoded[channel] = encode(message)
@@ -147,6 +150,7 @@ class Lane:
         self, connection_id: str, channel: str, deliver: Deliver, stats: PublishStats
     ) -> None:
         self.connection_id = connection_id
+        # The label its messages carry, set at each post: the publisher keeps it current.
         self.channel = channel
         self.failed = False  # at least one message could not be delivered
         self.slow = False  # its last post got no answer in time: it waits in the slow gate

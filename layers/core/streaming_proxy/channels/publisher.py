@@ -81,7 +81,9 @@ class ChannelPublisher:
     one app's channels.
 
     A connection in several target channels gets each message once, labelled with the
-    first of those channels in the request's order.
+    first of those channels in the request's order that it is in when the message is
+    posted (as the last membership read found it): a page that leaves one of them and
+    stays in another is told the channel it still hears the stream through.
     """
 
     def __init__(
@@ -244,7 +246,10 @@ class ChannelPublisher:
             for connection_id in self._members[channel]:
                 current.setdefault(connection_id, channel)
         for connection_id, channel in current.items():
-            if connection_id not in self._lanes and connection_id not in self._gone:
+            lane = self._lanes.get(connection_id)
+            if lane is not None:
+                lane.channel = channel  # the same lane (order holds), its label up to date
+            elif connection_id not in self._gone:
                 self._open_lane(connection_id, channel)
         for connection_id in [c for c in self._lanes if c not in current]:
             lane = self._lanes.pop(connection_id)
@@ -259,6 +264,7 @@ class ChannelPublisher:
         )
         if lane is not None:
             self._retired.discard(lane)
+            lane.channel = channel  # it may have come back through another channel
         else:
             lane = Lane(connection_id, channel, self._deliver, self.stats)
             self.stats.subscribers += 1
@@ -271,6 +277,8 @@ class ChannelPublisher:
 
     def _catch_up(self, channel: str) -> list[dict[str, Any]]:
         assert self._last is not None
+        # `channel` sizes the parts; each is labelled when posted (Outgoing.encoded), as live
+        # messages are, so a lane relabelled meanwhile labels its catch-up too.
         base = {
             "actionName": self._last.get("actionName"),
             "channel": channel,
