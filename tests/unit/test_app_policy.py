@@ -105,6 +105,20 @@ def test_a_star_alone_allows_every_model_of_its_provider() -> None:
     assert request.payload.model == "o3"
 
 
+@pytest.mark.parametrize(
+    "model", ["openai/gpt-4o@preset/any", "openai/gpt-4o-mini@Preset/x", "@preset/x"]
+)
+def test_a_prefix_never_admits_an_openrouter_preset_which_may_run_any_model(model: str) -> None:
+    governed = app(models={"openrouter": ["openai/gpt-4o*", "@preset/chosen"]})
+    with pytest.raises(ModelNotAllowed):
+        apply_policy("a", governed, job(provider="openrouter", model=model))
+    for allowed in ("openai/gpt-4o-mini", "@preset/chosen"):  # an exact entry vouches for it
+        request = job(provider="openrouter", model=allowed)
+        apply_policy("a", governed, request)
+        assert request.payload.model == allowed
+    assert matches("*", model)  # `*` allows any model, a preset's included
+
+
 def test_named_models_lists_every_model_the_provider_args_name_with_its_field() -> None:
     args = {
         "model": "a",

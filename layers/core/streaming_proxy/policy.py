@@ -148,8 +148,16 @@ def _allows(rule: str | list[str], model: str) -> bool:
     return any(matches(pattern, model) for pattern in rule)
 
 
+# OpenRouter reads `@preset/<slug>` in a model name (alone or after one) as a stored
+# configuration, which may run any model: a prefix cannot vouch for it, an exact entry can.
+_PRESET = "@preset/"
+
+
 def matches(pattern: str, model: str) -> bool:
-    """`gpt-4o-mini` matches itself only; `gpt-4.1*` any name starting `gpt-4.1`."""
+    """`gpt-4o-mini` matches itself only; `*` anything; `gpt-4.1*` any name starting
+    `gpt-4.1` that names no OpenRouter preset."""
+    if pattern == "*":
+        return True
     if pattern.endswith("*"):
-        return model.startswith(pattern[:-1])
+        return model.startswith(pattern[:-1]) and _PRESET not in model.lower()
     return model == pattern
