@@ -11,7 +11,8 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
 from streaming_proxy.events import ProviderEvent, TextDelta, ToolCallDelta
-from streaming_proxy.openai_format import ChunkBuilder
+from streaming_proxy.openai_format import ChunkBuilder, completion
+from streaming_proxy.outcome import StreamOutcome
 from streaming_proxy.turn import TurnState
 
 
@@ -69,3 +70,20 @@ def test_a_call_without_an_id_gets_one_and_a_later_id_does_not_split_it() -> Non
     ]
     [(call_id, name, arguments)] = sdk_calls(events)
     assert call_id.startswith("call_") and (name, arguments) == ("lookup", '{"q": "a"}')
+
+
+def test_a_call_the_provider_gave_no_id_has_the_same_id_streamed_or_not() -> None:
+    # Before: `stream: false` answered `"id": ""` for such a call (the SDK caller then sends
+    # `tool_call_id: ""` back), while the stream made one up.
+    events: list[ProviderEvent] = [
+        ToolCallDelta(0, name="lookup", arguments="{}"),
+        ToolCallDelta(1, name="weather", arguments="{}"),
+    ]
+    streamed = [call_id for call_id, _, _ in sdk_calls(events)]
+    turn = TurnState()
+    for event in events:
+        turn.handle(event)
+    outcome = StreamOutcome(tool_calls=turn.tool_calls(), finish_reason="tool_calls")
+    whole = completion("chatcmpl-0123456789abcdef", "llama3", outcome)
+    ids = [call["id"] for call in whole["choices"][0]["message"]["tool_calls"]]
+    assert ids == streamed and all(ids) and len(set(ids)) == 2

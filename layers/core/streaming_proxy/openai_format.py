@@ -141,7 +141,7 @@ class ChunkBuilder:
         self._calls[event.index] = (event.id, number)
         return {
             "index": number,
-            "id": event.id or f"call_{self.id[-8:]}_{number}",
+            "id": event.id or missing_call_id(self.id, number),
             "type": "function",
             "function": {"name": event.name or "", "arguments": event.arguments},
         }
@@ -195,7 +195,10 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         "content": outcome.text if outcome.text or not outcome.tool_calls else None,
     }
     if outcome.tool_calls:
-        message["tool_calls"] = [call.as_openai() for call in outcome.tool_calls]
+        message["tool_calls"] = [
+            {**call.as_openai(), "id": call.id or missing_call_id(completion_id, number)}
+            for number, call in enumerate(outcome.tool_calls)
+        ]
     if outcome.thinking:
         message["reasoning_content"] = outcome.thinking
     return {
@@ -213,6 +216,13 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         ],
         "usage": outcome.usage,
     }
+
+
+def missing_call_id(completion_id: str, number: int) -> str:
+    """The id of call `number` when the provider gave it none (some compatible servers do):
+    the same in a stream's chunks as in the whole completion, never empty (the SDK caller
+    sends it back as the tool result's `tool_call_id`)."""
+    return f"call_{completion_id[-8:]}_{number}"
 
 
 _ERROR_TYPES = {
