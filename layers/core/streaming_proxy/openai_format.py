@@ -106,7 +106,10 @@ class ChunkBuilder:
         self.model = model
         self.created = int(time.time())
         self._role_sent = False
-        self._tool_ids: dict[int, str] = {}
+        # The provider's call index -> (its latest call's provider id, that call's index
+        # here): calls are numbered 0, 1, 2... in order, as the SDK's accumulator needs.
+        self._calls: dict[int, tuple[str | None, int]] = {}
+        self._call_count = 0
         # The frame of a text or reasoning delta around its JSON string, for `text_frame`.
         self._around: dict[str, tuple[bytes, bytes]] = {}
 
@@ -122,16 +125,26 @@ class ChunkBuilder:
         if isinstance(event, ThinkingDelta) and event.text:
             return self.chunk({"reasoning_content": event.text})
         if isinstance(event, ToolCallDelta):
-            call: dict[str, Any] = {"index": event.index}
-            if event.index not in self._tool_ids:
-                self._tool_ids[event.index] = event.id or f"call_{self.id[-8:]}_{event.index}"
-                call["id"] = self._tool_ids[event.index]
-                call["type"] = "function"
-                call["function"] = {"name": event.name or "", "arguments": event.arguments}
-            else:
-                call["function"] = {"arguments": event.arguments}
-            return self.chunk({"tool_calls": [call]})
+            return self.chunk({"tool_calls": [self._tool_call(event)]})
         return None
+
+    def _tool_call(self, event: ToolCallDelta) -> dict[str, Any]:
+        """The delta's call as the SDK reassembles it. A fragment with another id than the
+        call at its index is a new call (a compatible server streaming each call whole at
+        index 0), as `TurnState` counts them; the provider's indices may have gaps, the
+        SDK's may not (its accumulator fails on one)."""
+        latest = self._calls.get(event.index)
+        if latest is not None and not (event.id and latest[0] and event.id != latest[0]):
+            self._calls[event.index] = (latest[0] or event.id, latest[1])
+            return {"index": latest[1], "function": {"arguments": event.arguments}}
+        number, self._call_count = self._call_count, self._call_count + 1
+        self._calls[event.index] = (event.id, number)
+        return {
+            "index": number,
+            "id": event.id or missing_call_id(self.id, number),
+            "type": "function",
+            "function": {"name": event.name or "", "arguments": event.arguments},
+        }
 
     def frame_for(self, event: ProviderEvent) -> bytes | None:
         """`sse_frame(for_event(event))`, the same bytes; a text or reasoning delta (nearly
@@ -182,7 +195,10 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         "content": outcome.text if outcome.text or not outcome.tool_calls else None,
     }
     if outcome.tool_calls:
-        message["tool_calls"] = [call.as_openai() for call in outcome.tool_calls]
+        message["tool_calls"] = [
+            {**call.as_openai(), "id": call.id or missing_call_id(completion_id, number)}
+            for number, call in enumerate(outcome.tool_calls)
+        ]
     if outcome.thinking:
         message["reasoning_content"] = outcome.thinking
     return {
@@ -200,6 +216,13 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         ],
         "usage": outcome.usage,
     }
+
+
+def missing_call_id(completion_id: str, number: int) -> str:
+    """The id of call `number` when the provider gave it none (some compatible servers do):
+    the same in a stream's chunks as in the whole completion, never empty (the SDK caller
+    sends it back as the tool result's `tool_call_id`)."""
+    return f"call_{completion_id[-8:]}_{number}"
 
 
 _ERROR_TYPES = {

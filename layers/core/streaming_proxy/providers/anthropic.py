@@ -21,6 +21,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+from ..upstream import token_count
 from .base import LlmRequest, pick_key
 from .settings import anthropic_settings
 from .sse import open_event_stream
@@ -31,12 +32,12 @@ from .translate import (
     RedactedBlock,
     TextPart,
     content_parts,
-    event_data,
     function_tools,
     instructions_of,
     is_instruction,
     merge_adjacent,
     parse_tool_choice,
+    read_event,
     reasoning_blocks_of,
     tool_calls_of,
     tool_result_of,
@@ -97,7 +98,7 @@ class AnthropicProvider:
             async for sse in events:
                 if not sse.data:
                     continue
-                for event in as_answer(state.feed(event_data(sse.data, self.name)), sampling):
+                for event in as_answer(read_event(sse.data, self.name, state.feed), sampling):
                     yield event
                 if state.finished:
                     return
@@ -240,7 +241,8 @@ class _StreamState:
             self.finished = True
             return [Finish(self.stop_reason)]
         if kind == "error":
-            raise _stream_error(data.get("error") or {})
+            error = data.get("error") or {}
+            raise _stream_error(error if isinstance(error, dict) else {"message": str(error)})
         return []  # ping, content_block_stop and event types newer than this adapter
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[ProviderEvent]:
@@ -271,15 +273,18 @@ class _StreamState:
     def _usage(self, usage: dict[str, Any] | None) -> list[ProviderEvent]:
         if not usage:
             return []
-        # Counts are cumulative: each one present replaces what we had (never added).
-        if usage.get("input_tokens") is not None:
+        # Counts are cumulative: each one present replaces what we had (never added). One
+        # that is no count (a string, NaN) is left out: the usage is then estimated.
+        prompt = token_count(usage.get("input_tokens"))
+        if prompt is not None:
             self.prompt_tokens = (
-                usage["input_tokens"]
-                + (usage.get("cache_creation_input_tokens") or 0)
-                + (usage.get("cache_read_input_tokens") or 0)
+                prompt
+                + (token_count(usage.get("cache_creation_input_tokens")) or 0)
+                + (token_count(usage.get("cache_read_input_tokens")) or 0)
             )
-        if usage.get("output_tokens") is not None:
-            self.completion_tokens = usage["output_tokens"]
+        completion = token_count(usage.get("output_tokens"))
+        if completion is not None:
+            self.completion_tokens = completion
         return [Usage(self.prompt_tokens, self.completion_tokens)]
 
 

@@ -21,10 +21,11 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+from ..upstream import token_count
 from .base import LlmRequest, pick_key
 from .gemini_request import gemini_body, model_path
 from .sse import open_event_stream
-from .translate import event_data
+from .translate import read_event
 
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
@@ -68,7 +69,7 @@ class GeminiProvider:
         ) as events:
             async for sse in events:
                 if sse.data:
-                    for event in state.feed(event_data(sse.data, self.name)):
+                    for event in read_event(sse.data, self.name, state.feed):
                         yield event
         # No end marker in this format but the last response's `finishReason` (empty while
         # the model has not stopped): a body that ends before one is a cut answer.
@@ -124,9 +125,10 @@ class _StreamState:
     def _usage(self, metadata: dict[str, Any] | None) -> list[ProviderEvent]:
         if not metadata:
             return []
-        prompt = metadata.get("promptTokenCount")
-        output = metadata.get("candidatesTokenCount")
-        thoughts = metadata.get("thoughtsTokenCount")
+        # A count that is no count (a string, NaN) is left out: the usage is then estimated.
+        prompt = token_count(metadata.get("promptTokenCount"))
+        output = token_count(metadata.get("candidatesTokenCount"))
+        thoughts = token_count(metadata.get("thoughtsTokenCount"))
         completion = (
             None if output is None and thoughts is None else (output or 0) + (thoughts or 0)
         )

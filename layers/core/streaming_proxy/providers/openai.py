@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from ..errors import ProviderNotConfigured, UpstreamError, ValidationFailed
 from ..events import Finish, FinishReason, ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from ..events import Usage as UsageEvent
+from ..textcheck import model_json
 from .base import LlmRequest, pick_key, upstream_message
 from .settings import openai_settings
 from .sse import open_event_stream
@@ -166,14 +167,22 @@ class OpenAIProvider:
     def _parse(self, event: str, data: str) -> _Chunk:
         try:
             chunk = _Chunk.model_validate_json(data)
-        except ValidationError as e:
-            raise UpstreamError(f"{self.name} sent a stream chunk that is not a JSON chunk") from e
+        except ValidationError:
+            chunk = self._repaired(data)
         if chunk.error is not None:
             raise _stream_error(self.name, chunk.error)
         if event == "error":
             message = upstream_message(data.encode("utf-8"))
             raise UpstreamError(f"{self.name} stream error: {message}")
         return chunk
+
+    def _repaired(self, data: str) -> _Chunk:
+        """A chunk pydantic's parser refused: a model's lone surrogate (`"\\ud800"`), which
+        the text keeps as U+FFFD as every adapter's does, or no chunk at all."""
+        try:
+            return _Chunk.model_validate(model_json(data))
+        except (ValueError, ValidationError) as e:
+            raise UpstreamError(f"{self.name} sent a stream chunk that is not a JSON chunk") from e
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ async def open_event_stream(
         async with http.stream("POST", url, json=json, headers=headers) as response:
             await raise_for_upstream(response, provider)
             await _require_event_stream(response, provider)
-            events = _events(response)
+            events = _events(response, provider)
             tap = tapped(events)  # frames kept for options.rawResponse, when asked
             try:
                 yield tap
@@ -58,10 +58,16 @@ async def open_event_stream(
         raise UpstreamError(f"{provider} connection failed: {type(e).__name__}") from e
 
 
-async def _events(response: httpx.Response) -> AsyncGenerator[ServerSentEvent, None]:
+async def _events(response: httpx.Response, provider: str) -> AsyncGenerator[ServerSentEvent, None]:
     """The body's events as they complete (content codings undone by httpx)."""
     decoder = SseDecoder()
-    async for data in _body(response):
+    chunks = _body(response)
+    started = False
+    async for data in chunks:
+        if not started and data.strip():
+            started = True
+            if data.lstrip()[:1] in (b"{", b"["):
+                raise await _json_body(data, chunks, response, provider)
         for event in decoder.feed(data):
             yield event
     for event in decoder.end():
@@ -95,6 +101,24 @@ async def _read_to_end(events: AsyncIterator[ServerSentEvent]) -> None:
                 left -= 1
                 if not left:
                     return
+
+
+async def _json_body(
+    first: bytes, chunks: AsyncIterator[bytes], response: httpx.Response, provider: str
+) -> UpstreamError:
+    """A body labelled an event stream that is one JSON value: a gateway's or compatible
+    server's error, sent with status 200. No event stream starts so (its lines are fields,
+    comments or blank), and read as one it would be no events at all ("ended early")."""
+    body = first
+    async for data in chunks:
+        body += data
+        if len(body) >= MAX_ERROR_BODY_BYTES:
+            break
+    return UpstreamError(
+        f"{provider} answered with a JSON body instead of an event stream: "
+        f"{upstream_message(body[:MAX_ERROR_BODY_BYTES])}",
+        upstream_status=response.status_code,
+    )
 
 
 async def _require_event_stream(response: httpx.Response, provider: str) -> None:

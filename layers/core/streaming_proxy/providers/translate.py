@@ -6,13 +6,14 @@ import base64
 import binascii
 import json
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import unquote_to_bytes
 
 from .. import native
 from ..errors import UpstreamError, ValidationFailed
+from ..events import ProviderEvent
 from ..textcheck import model_json
 
 
@@ -300,3 +301,16 @@ def event_data(data: str, provider: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UpstreamError(f"{provider} sent a stream event that is not a JSON object")
     return value
+
+
+def read_event(
+    data: str, provider: str, feed: Callable[[dict[str, Any]], list[ProviderEvent]]
+) -> list[ProviderEvent]:
+    """The events `feed` makes of one stream event's JSON object. `feed` reads the formats'
+    fields as documented; a value of another JSON type (a string where an object belongs, a
+    list for an index) breaks it, and that is the provider's fault: an UpstreamError."""
+    value = event_data(data, provider)
+    try:
+        return feed(value)
+    except (AttributeError, TypeError, KeyError, IndexError) as e:
+        raise UpstreamError(f"{provider} sent a stream event of an unexpected shape") from e
