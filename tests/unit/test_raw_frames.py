@@ -48,6 +48,17 @@ def test_past_the_cap_the_rest_is_left_out_and_said_so() -> None:
     assert sum(len(json.dumps(f)) for f in kept["rounds"][0]) <= MAX_RAW_BYTES
 
 
+def test_the_cap_counts_bytes_not_characters() -> None:
+    frames = RawFrames("openai")
+    piece = json.dumps({"text": "\U0001f600" * 1000}, ensure_ascii=False)  # 4 bytes each
+    for _ in range(MAX_RAW_BYTES // len(piece) + 10):
+        frames.add(piece)
+    kept = frames.as_json()
+    assert kept["truncated"] is True
+    size = sum(len(json.dumps(f, ensure_ascii=False).encode()) for f in kept["rounds"][0])
+    assert size <= MAX_RAW_BYTES
+
+
 def test_nothing_is_recorded_outside_a_recording_block() -> None:
     begin_round()
     record_frame({"messageStart": {"role": "assistant"}})  # no error, nowhere to go

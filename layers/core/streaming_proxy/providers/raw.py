@@ -43,7 +43,8 @@ class RawFrames:
         """One frame as the provider sent it (JSON text; anything else is kept as text)."""
         if self.truncated or not text or text == "[DONE]":
             return
-        self._size += len(text)
+        # Bytes, as the cap says: text of 4-byte characters would otherwise keep 4 MiB.
+        self._size += len(text.encode("utf-8", "surrogatepass"))
         if self._size > MAX_RAW_BYTES:
             self.truncated = True
             return
