@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 StreamStatus = Literal["pending", "streaming", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-# Lambda ends any run after 900 s (its largest timeout): a relay claimed longer ago than
-# that, and its last heartbeats' worth, cannot be running, whatever its record says.
+# Lambda ends any run 900 s after it started (its largest timeout), and a relay claims
+# after its run started: one claimed longer ago cannot be running, whatever its heartbeat.
 MAX_RELAY_SECONDS = 900.0
 # A claimed relay is taken for dead once this many of its heartbeats are missing.
 STALE_BEATS = 6
@@ -96,8 +96,8 @@ class Heartbeat:
         return now - STALE_BEATS * self.every
 
     def outlived(self, now: float) -> bool:
-        """Claimed longer ago than any relay can run (and its last beats' worth)."""
-        return now > self.claimed_at + MAX_RELAY_SECONDS + STALE_BEATS * self.every
+        """Claimed longer ago than any relay can run (a relay that timed out, say)."""
+        return now > self.claimed_at + MAX_RELAY_SECONDS
 
     def live(self, now: float) -> bool:
         """Whether the relay may still run: a fresh heartbeat, within Lambda's lifetime."""
