@@ -12,9 +12,10 @@ from typing import Any
 
 from streaming_proxy import aws
 from streaming_proxy.deadletter import DeadLetters, InvocationRecord
+from streaming_proxy.heartbeat import MAX_RELAY_SECONDS
 from streaming_proxy.outcome import unknown_usage
 from streaming_proxy.service import StreamService
-from streaming_proxy.streams import MAX_RELAY_SECONDS, StreamRecord, StreamStore
+from streaming_proxy.streams import StreamRecord, StreamStore
 from tests.unit.conftest import MOTO_TABLE
 from tests.unit.test_lambda_mode import RecordingPoster, lambda_app, request, settings
 

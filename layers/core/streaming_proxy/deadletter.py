@@ -37,10 +37,11 @@ from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
 from .errors import StreamLost, error_object
+from .heartbeat import STALE_BEATS
 from .jobs import StreamKind, thread_info
 from .observability import get_logger
 from .outcome import unknown_usage
-from .streams import STALE_BEATS, StreamRecord, StreamStore
+from .streams import StreamRecord, StreamStore
 
 if TYPE_CHECKING:
     from .runs import ThreadRuns
