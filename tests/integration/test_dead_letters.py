@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -65,12 +66,26 @@ def streams() -> StreamStore:
     return StreamStore(aws.dynamodb("us-east-1", get_settings().dynamodb_endpoint_url), TABLE)
 
 
-def registered(stream_id: str, status: str = "pending") -> None:
+def registered(stream_id: str, status: str = "pending", beat_age: float = 0.0) -> None:
+    """A stream record; a `streaming` one claimed by a relay whose last heartbeat was
+    `beat_age` seconds ago (over a minute: that relay died)."""
     streams().create(StreamRecord(stream_id, "app1", "onLlm", ["room"]))
     if status == "streaming":
-        streams().claim(stream_id)
+        streams().claim(stream_id, beat_seconds=10)
         streams().mark_started(stream_id)
         streams().save_progress(stream_id, "Half an ans", 4)
+        if beat_age:
+            last_beat_at(stream_id, time.time() - beat_age)
+
+
+def last_beat_at(stream_id: str, when: float) -> None:
+    """Set the relay's last heartbeat (`aliveAt`) as if it had beaten at `when`."""
+    aws.dynamodb("us-east-1", get_settings().dynamodb_endpoint_url).update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"STREAM#{stream_id}"}, "sk": {"S": "META"}},
+        UpdateExpression="SET aliveAt = :at",
+        ExpressionAttributeValues={":at": {"N": f"{when:.3f}"}},
+    )
 
 
 def dead_letter(
@@ -142,7 +157,7 @@ async def test_an_event_that_aged_out_fails_the_stream_and_tells_the_subscribers
 async def test_a_relay_that_died_mid_stream_ends_after_what_it_sent(
     gateway: Gateway, handle: Callable[..., Any]
 ) -> None:
-    registered("st_died", "streaming")
+    registered("st_died", "streaming", beat_age=61)  # six 10 s heartbeats missed
     async with open_client(gateway, token("room")) as ws:
         await connection_id_of(ws)
         assert await handle(dead_letter("st_died", "RetriesExhausted")) == {"batchItemFailures": []}

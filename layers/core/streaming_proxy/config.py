@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 5.0
     member_refresh_seconds: float = 1.0
     cancel_poll_seconds: float = 0.5
+    # A detached relay's heartbeat on its record (Lambda mode): the dead-letter handler
+    # leaves a stream whose relay still beats alone (architecture.md, decision 46).
+    heartbeat_seconds: float = Field(default=10.0, ge=1, le=60)
     snapshot_interval_seconds: float = 1.0
     drain_timeout_seconds: float = 10.0
     # How posts reach @connections: SigV4-signed on keep-alive connections (signed_poster.py),

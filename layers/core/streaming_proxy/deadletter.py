@@ -8,7 +8,15 @@ finished, or a duplicate of this dead letter already handled, is left alone) and
 channels get what a relay failure publishes: `threadInfo` (when nothing was sent yet and
 the stream is not a Chat one), `error`, `end`. A lost run on a thread also lets go of its
 thread (the run recorded `failed`), which would otherwise stay held until the run's lease
-ends, some 15 minutes on. The event carries the job, provider key
+ends, some 15 minutes on.
+
+A claimed stream whose relay still beats (its heartbeat on the record is fresh) is not
+lost: the dead letter came from another delivery of the same event, whose claim failed
+(the table throttled every try) while the first streams on. Its record is deferred (a
+batch item failure: SQS shows it again after the queue's visibility timeout) and looked
+at again: the stream finished meanwhile (nothing to do), or its heartbeat went stale (the
+relay died: failed as above). A relay lives at most Lambda's 900 s, so a record is
+deferred a few times at most. The event carries the job, provider key
 included: it is never logged. A record without a job to read (malformed, or sent by Lambda
 without its payload because it did not fit the queue: detached.py bounds the event so that
 it does) cannot be told to anyone: it is logged as an error with Lambda's request id and
@@ -18,8 +26,9 @@ condition and counted (`DeadLettersUnread`, which an alarm watches), then droppe
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +37,7 @@ from .blocking import BlockingCalls
 from .channels.publisher import ChannelPublisher
 from .envelopes import EnvelopeSequencer
 from .errors import StreamLost, error_object
+from .heartbeat import STALE_BEATS
 from .jobs import StreamKind, thread_info
 from .observability import get_logger
 from .outcome import unknown_usage
@@ -103,6 +113,13 @@ class SqsEvent(BaseModel):
 # The metric of dead letters whose job could not be read (their streams were never told).
 UNREAD_METRIC = "DeadLettersUnread"
 
+# What one dead letter came to: its stream's channels told, nothing to tell (finished,
+# expired, run by another delivery), or looked at again later (its relay still beats).
+Handled = Literal["told", "nothing", "deferred"]
+# The heartbeat interval assumed for a stream no relay claimed yet: a claim racing the
+# dead letter is newer than the read by far more than this many intervals' margin.
+UNCLAIMED_BEAT_SECONDS = 10.0
+
 
 class MalformedDeadLetter(ValueError):
     """A queue message without a stream job to read: not an invocation record, or one
@@ -169,11 +186,13 @@ class DeadLetters:
         publisher: PublisherFactory,
         db: BlockingCalls,
         runs: ThreadRuns,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._streams = streams
         self._publisher = publisher
         self._db = db
         self._runs = runs
+        self._clock = clock  # epoch seconds, as the relay's heartbeat writes them
 
     async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
@@ -189,7 +208,8 @@ class DeadLetters:
         for message in batch.records:
             log = {"message_id": message.message_id}
             try:
-                await self.handle(parse_record(message.body))
+                if await self.handle(parse_record(message.body)) == "deferred":
+                    failures.append({"itemIdentifier": message.message_id})
             except MalformedDeadLetter as e:
                 report_unread(message.message_id, e)
             except Exception:
@@ -197,25 +217,31 @@ class DeadLetters:
                 failures.append({"itemIdentifier": message.message_id})
         return {"batchItemFailures": failures}
 
-    async def handle(self, record: InvocationRecord) -> bool:
-        """Tell one lost stream's channels; False when there was nothing to tell."""
+    async def handle(self, record: InvocationRecord) -> Handled:
+        """Tell one lost stream's channels; "nothing" when there was nothing to tell,
+        "deferred" when its relay still runs (the record is to be looked at again)."""
         job, condition = record.request_payload.job, record.request_context.condition
         log = {"stream_id": job.stream_id, "condition": condition}
         stored = await self._db(self._streams.get, job.stream_id)
-        if not self._is_lost(stored, condition):
-            get_logger().info("dead letter for a stream not lost; nothing to do", extra=log)
-            return False
+        verdict = self._verdict(stored, condition)
+        if verdict == "nothing" or verdict == "deferred":
+            self._log_verdict(verdict, log)
+            return verdict
         assert stored is not None
         messages = self._messages(job, stored, lost_error(condition))
         end_seq = messages[-1]["seq"]
         # Members first (a table failure here is retried with nothing written yet), then
-        # the write: of two copies of this dead letter, only one gets to publish.
+        # the write: of two copies of this dead letter, only one gets to publish, and none
+        # over a relay that claimed or beat since the read (the write's condition).
         publisher = self._publisher(job.app_id, job.channels, job.stream_id)
         await publisher.start()
         try:
-            if not await self._db(self._streams.mark_lost, job.stream_id, end_seq, unknown_usage()):
-                get_logger().info("stream finished meanwhile; nothing to do", extra=log)
-                return False
+            if not await self._marked_lost(job.stream_id, stored, end_seq):
+                # Finished, or a relay claimed or beat since the read: read it again.
+                again = await self._db(self._streams.get, job.stream_id)
+                verdict = "nothing" if again is None or again.finished else "deferred"
+                self._log_verdict(verdict, log)
+                return verdict
             get_logger().warning("lost detached relay reported to its channels", extra=log)
             # Before `end`, as a relay does: a page that sees it may start the next run.
             await self._abandon(job, log)
@@ -223,7 +249,29 @@ class DeadLetters:
                 await publisher.send(message)
         finally:
             await publisher.close()
-        return True
+        return "told"
+
+    async def _marked_lost(self, stream_id: str, stored: StreamRecord, end_seq: int) -> bool:
+        """Fail the stream, unless it finished or its relay's heartbeat is fresh by now.
+        A relay past Lambda's lifetime is failed whatever its heartbeat says (a record is
+        never deferred for ever)."""
+        now, beat = self._clock(), stored.heartbeat
+        stale_before: float | None = now - STALE_BEATS * UNCLAIMED_BEAT_SECONDS
+        if beat is not None:
+            stale_before = None if beat.outlived(now) else beat.stale_before(now)
+        usage = unknown_usage()
+        return await self._db(
+            self._streams.mark_lost, stream_id, end_seq, usage, stale_before=stale_before
+        )
+
+    @staticmethod
+    def _log_verdict(verdict: Handled, log: dict[str, str]) -> None:
+        if verdict == "deferred":
+            get_logger().info(
+                "dead letter for a stream whose relay still runs; deferred", extra=log
+            )
+        else:
+            get_logger().info("dead letter for a stream not lost; nothing to do", extra=log)
 
     async def _abandon(self, job: LostJob, log: dict[str, str]) -> None:
         """Release the thread the lost run holds, the run recorded `failed` (nothing when it
@@ -242,12 +290,20 @@ class DeadLetters:
                 exc_info=True,
             )
 
-    @staticmethod
-    def _is_lost(stored: StreamRecord | None, condition: str) -> bool:
+    def _verdict(
+        self, stored: StreamRecord | None, condition: str
+    ) -> Literal["lost", "nothing", "deferred"]:
         if stored is None or stored.finished:
-            return False  # expired, or the relay ran and finished
+            return "nothing"  # expired, or the relay ran and finished
+        if not stored.claimed:
+            return "lost"  # no relay ever ran it
         # An event that aged out while another delivery of it runs the job is no loss.
-        return not (condition == "EventAgeExceeded" and stored.claimed)
+        if condition == "EventAgeExceeded":
+            return "nothing"
+        beat = stored.heartbeat
+        if beat is not None and beat.live(self._clock()):
+            return "deferred"  # another delivery failed; the claimant still runs
+        return "lost"  # the claimant died (or was claimed before relays kept heartbeats)
 
     @staticmethod
     def _messages(job: LostJob, stored: StreamRecord, error: StreamLost) -> list[dict[str, Any]]:

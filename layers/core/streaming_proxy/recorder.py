@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 from .blocking import BlockingCalls
 from .observability import get_logger
-from .streams import StreamStatus, StreamStore
+from .streams import Poll, StreamStatus, StreamStore
 
 # Backoff between attempts of the final write: it is the record resume and stop rely on.
 FINAL_RETRY_BASE_SECONDS = 0.2
@@ -36,11 +37,14 @@ class StreamRecorder:
         db: BlockingCalls,
         *,
         final_attempts: int = 5,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         self._streams = streams
         self._stream_id = stream_id
         self._db = db
         self._final_attempts = max(1, final_attempts)
+        # A claimed (detached) relay's heartbeat interval; None: it keeps none.
+        self.heartbeat_seconds = heartbeat_seconds
         self._snapshot: asyncio.Task[None] | None = None
         self._snapshot_seq = -1
         self._stored = 0  # characters of text known to be in segments
@@ -51,8 +55,26 @@ class StreamRecorder:
         # unfinished, so the stream reports it (StreamStats.record_failed).
         self.final_failed = False
 
-    async def cancel_requested(self) -> bool:
-        return await self._db(self._streams.cancel_requested, self._stream_id)
+    async def poll(self) -> Poll:
+        return await self._db(self._streams.poll, self._stream_id)
+
+    async def keep_alive(self, ended_elsewhere: Callable[[], None]) -> None:
+        """Beat every `heartbeat_seconds` until cancelled (the relay's end, before its final
+        write); `ended_elsewhere` is called when a beat finds the stream final already. A
+        failed beat is logged and the next one tried: a few lost beats are not a death."""
+        every = self.heartbeat_seconds
+        if every is None:
+            return
+        while True:
+            await asyncio.sleep(every)
+            try:
+                alive = await self._db(self._streams.beat, self._stream_id)
+            except Exception:
+                get_logger().warning("heartbeat not written", extra=self._log_extra, exc_info=True)
+                continue
+            if not alive:
+                ended_elsewhere()
+                return
 
     def started(self) -> None:
         """Mark the stream `streaming` (in the background: the first token must not wait)."""

@@ -9,7 +9,10 @@ SSE caller never waits; the channel publisher coalesces its own copy). Deadlines
 total, snapshot) are one timer, so the per-event path arms nothing.
 
 Whatever raises (a provider, a sink, an observer, the relay's own code), a stream
-always finishes: `end` is emitted, the final status written, the sinks closed.
+always finishes: `end` is emitted, the final status written, the sinks closed. The final
+record is written before the channels get `end`, so a page that hears `end` and resumes
+reads the stream ended, never `streaming` with no `end` to follow (the caller's own
+answer gets its `end` at once: it reads no record).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from . import redact, textguard
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import DependencyUnavailable, ProxyError, error_object
+from .errors import DependencyUnavailable, ProxyError, StreamLost, error_object
 from .events import (
     Finish,
     PlannedCall,
@@ -46,6 +49,11 @@ from .upstream import as_proxy_error, close, valid
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
 
+# How long the channels' `end` waits for the final record: longer than the write with its
+# retries takes on a table that answers (~3 s), so pages read the end they heard; a table
+# that hangs (botocore's timeouts) lets `end` go first, and the write goes on behind it.
+END_WAITS_FOR_RECORD_SECONDS = 5.0
+
 
 class Relay:
     """Runs one StreamJob: provider events -> coalesced, numbered envelopes -> every sink."""
@@ -57,6 +65,7 @@ class Relay:
         sinks: Sequence[Sink],
         *,
         settings: Settings,
+        channels: Sink | None = None,
         recorder: StreamRecorder | None = None,
         stats: StreamStats | None = None,
         observers: Sequence[Observer] = (),
@@ -71,7 +80,11 @@ class Relay:
         self.gate: StartGate = gate or AnsweredByOutcome()
         self._observers = list(observers)
         self._provider = provider
-        self._sinks = list(sinks)
+        # The caller's sinks (an SSE answer) get `end` at once; the channels' publisher
+        # once the final record is written (`_finish`).
+        self._callers = list(sinks)
+        self._channels = [channels] if channels is not None else []
+        self._sinks = [*self._callers, *self._channels]
         self._settings = settings
         self._recorder = recorder
         # What a periodic snapshot says: the channels' text so far when they hold some back.
@@ -109,6 +122,8 @@ class Relay:
         self._record_write = asyncio.ensure_future(registration) if registration else None
         self._registration = self._record_write  # None once awaited
         self._unregistered = False
+        # The record went final without this relay (`_ended_elsewhere`): it stands as is.
+        self._superseded = False
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
 
     def cancel(self) -> None:
@@ -129,7 +144,9 @@ class Relay:
                 self._reader = asyncio.create_task(self._read())
                 tasks.append(self._reader)
                 if self._recorder is not None:
-                    tasks.append(asyncio.create_task(self._watch_cancel()))
+                    tasks.append(asyncio.create_task(self._watch_record()))
+                    beats = self._recorder.keep_alive(self._ended_elsewhere)
+                    tasks.append(asyncio.create_task(beats))
                 await self._start_sinks()
                 if self._outcome.error is None:
                     self._sinks_started.set()
@@ -222,18 +239,36 @@ class Relay:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
 
-    async def _watch_cancel(self) -> None:
+    async def _watch_record(self) -> None:
+        """Poll the record for a stop, and for an end this relay did not write."""
         assert self._recorder is not None
         while True:
             await asyncio.sleep(self._settings.cancel_poll_seconds)
             try:
-                flagged = await self._recorder.cancel_requested()
+                poll = await self._recorder.poll()
             except Exception:
                 get_logger().warning("cancel poll failed", extra=self._log_extra, exc_info=True)
                 continue
-            if flagged:
+            if poll.cancel:  # first: a stop (the ack's too) ends the stream `cancelled`
                 self.cancel()
                 return
+            if poll.ended:
+                return self._ended_elsewhere()
+
+    def _ended_elsewhere(self) -> None:
+        """The record went final without this relay: a dead letter took the stream for lost
+        (its heartbeat stale) and told its pages `error` and `end`. Nothing more goes out
+        after that `end`; the stream stops here, and leaves the record as the dead letter
+        wrote it (its own `failed` would pass for a retry of that write and replace it)."""
+        if self._stopping:
+            return
+        get_logger().error(
+            "stream ended by a dead letter while its relay ran; the relay stops silently",
+            extra=self._log_extra,
+        )
+        self._silent = self._superseded = True
+        self._fail(StreamLost("the stream was taken for lost while it ran"))
+        self._stop()
 
     # -- deadlines ------------------------------------------------------------------------
 
@@ -387,14 +422,22 @@ class Relay:
 
     async def _emit(self, type_: str, **fields: Any) -> None:
         """Number one message and hand it to every sink; a failing sink never stops the rest."""
+        envelope = self._numbered(type_, **fields)
+        if envelope is not None:
+            await self._send(envelope, self._sinks)
+
+    def _numbered(self, type_: str, **fields: Any) -> dict[str, Any] | None:
+        """The next numbered message; None when it goes nowhere (counted all the same)."""
         if self._silent:
-            return
+            return None
         self.stats.messages += 1
         if not self._sinks:  # the /v1 face without channels reads observers' events only
             self._seq.skip()
-            return
-        envelope = self._seq.envelope(type_, **fields)
-        for sink in self._sinks:
+            return None
+        return self._seq.envelope(type_, **fields)
+
+    async def _send(self, envelope: dict[str, Any], sinks: Sequence[Sink]) -> None:
+        for sink in sinks:
             try:
                 await sink.send(envelope)
             except Exception:
@@ -426,10 +469,21 @@ class Relay:
             await self._step("error", self._emit("error", error=error_object(outcome.error)))
         if self._closing is not None:
             await self._step("closing", self._closing(outcome))
-        await self._emit("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
+        await self._end(outcome)
+
+    async def _end(self, outcome: StreamOutcome) -> None:
+        """`end`, numbered once: to the caller at once, to the channels after the final
+        record (bounded: END_WAITS_FOR_RECORD_SECONDS), so every reader sees one end."""
+        end = self._numbered("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
+        if end is not None:
+            await self._send(end, self._callers)
         for observer in self._observers:
             await self._step("observer", observer.on_finish(outcome))
-        await self._step("final record", self._save_final_snapshot())
+        final = asyncio.ensure_future(self._step("final record", self._save_final_snapshot()))
+        await asyncio.wait({final}, timeout=END_WAITS_FOR_RECORD_SECONDS)
+        if end is not None:
+            await self._send(end, self._channels)
+        await final
 
     def _count(self, outcome: StreamOutcome) -> None:
         """The stream's numbers for its log line and metrics (observability.StreamStats)."""
@@ -476,7 +530,7 @@ class Relay:
             get_logger().debug("finishing step traceback", exc_info=True)
 
     async def _save_final_snapshot(self) -> None:
-        if self._recorder is None or self._unregistered:
+        if self._recorder is None or self._unregistered or self._superseded:
             return
         outcome = self._outcome
         status: StreamStatus = "done"

@@ -261,12 +261,14 @@ class StreamService:
         gate: StartGate | None = None,
         registration: Awaitable[None] | None = None,
         source: EventSource | None = None,
+        *,
+        claimed: bool = False,
     ) -> Relay:
         """A relay for `job`, publishing to its channels (if any) and to `sinks`;
         `registration`: the record's write still under way (`registration()`); `source`:
-        what it reads instead of the job's provider (detached.Refused)."""
+        what it reads instead of the job's provider (detached.Refused); `claimed`: a
+        detached relay's claimed job, whose record it keeps a heartbeat on."""
         stats = StreamStats.for_job(job, self.settings.prices)
-        all_sinks: list[Sink] = list(sinks)
         observers = [*observers, *self._meters(job)]
         publisher = None
         if job.channels:
@@ -277,7 +279,6 @@ class StreamService:
                 stats.publish,
                 window_seconds=job.flush_interval_ms / 1000,
             )
-            all_sinks.append(publisher)
         # Streams with channels are registered (stop, resume); the others are not.
         recorder = (
             StreamRecorder(
@@ -285,6 +286,7 @@ class StreamService:
                 job.stream_id,
                 self.db,
                 final_attempts=self.settings.final_write_attempts,
+                heartbeat_seconds=self.settings.heartbeat_seconds if claimed else None,
             )
             if job.channels
             else None
@@ -294,8 +296,9 @@ class StreamService:
         return Relay(
             job,
             source or self._source(job, rounds),
-            all_sinks,
+            sinks,
             settings=self.settings,
+            channels=publisher,
             recorder=recorder,
             stats=stats,
             observers=observers,
@@ -410,9 +413,10 @@ class StreamService:
         self.tool_answers.deliver(app_id, call_id, answer)
 
     def record_gated_relay(self, job: StreamJob, source: EventSource | None = None) -> Relay:
-        """The relay of a Lambda self-invoke: its caller's ack polls the stream record."""
+        """The relay of a Lambda self-invoke (its job claimed): its caller's ack polls the
+        stream record, and the dead-letter handler its heartbeat."""
         gate = RecordGate(self.streams, job.stream_id, self.db)
-        return self.relay(job, gate=gate, source=source)
+        return self.relay(job, gate=gate, source=source, claimed=True)
 
     async def run_claimed(self, job: StreamJob) -> StreamOutcome | None:
         """Run a self-invoke's job unless another delivery of the same event claimed it
@@ -421,7 +425,8 @@ class StreamService:
         # A throttle or blip at the claim is retried (as this delivery's own claim), not
         # a 503 that the dead-letter handler would fail the stream for.
         claimant = secrets.token_urlsafe(12)
-        if not await self._retried(self.streams.claim, job.stream_id, claimant):
+        every = self.settings.heartbeat_seconds
+        if not await self._retried(self.streams.claim, job.stream_id, claimant, beat_seconds=every):
             get_logger().warning(
                 "duplicate detached relay event dropped", extra={"stream_id": job.stream_id}
             )

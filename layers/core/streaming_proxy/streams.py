@@ -7,9 +7,10 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .errors import ProxyError
+from .heartbeat import Heartbeat, heartbeat_of
 from .snapshots import SegmentStore
 from .tablekeys import expired, now_epoch, stream_key
 
@@ -62,10 +63,20 @@ class StreamRecord:
     created_at: float = field(default_factory=time.time)
     # A detached relay took the job (claim): a second delivery of its event is dropped.
     claimed: bool = False
+    # The claiming relay's heartbeat (architecture.md, decision 46): when it claimed, when
+    # it last said it runs, and every how many seconds it says so. None before a claim.
+    heartbeat: Heartbeat | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+
+class Poll(NamedTuple):
+    """What a running relay polls its record for: a stop, or an end it did not write."""
+
+    cancel: bool
+    ended: bool
 
 
 class StreamStore:
@@ -133,17 +144,27 @@ class StreamStore:
         return _record(stream_id, out["Attributes"])
 
     def cancel_requested(self, stream_id: str) -> bool:
-        """The flag, from the small record (a read bills the item's size, whatever it
-        projects). Eventually consistent, half the price of a strong read: the flag only
-        ever turns on, so a stale read delays a stop by at most the replica lag (usually
-        well under a second; a stop in this process cancels at once anyway)."""
+        """The cancel flag (`poll`)."""
+        return self.poll(stream_id).cancel
+
+    def poll(self, stream_id: str) -> Poll:
+        """The cancel flag, and whether the stream is final, from the small record (a read
+        bills the item's size, whatever it projects). Eventually consistent, half the price
+        of a strong read: both only ever turn on, so a stale read delays a stop by at most
+        the replica lag (usually well under a second; a stop in this process cancels at
+        once anyway)."""
         got = self._db.get_item(
             TableName=self._table,
             Key=stream_key(stream_id),
             ConsistentRead=False,
-            ProjectionExpression="cancelRequested",
+            ProjectionExpression="cancelRequested, #status",
+            ExpressionAttributeNames={"#status": "status"},
         )
-        return bool(got.get("Item", {}).get("cancelRequested", {}).get("BOOL", False))
+        item = got.get("Item", {})
+        return Poll(
+            cancel=bool(item.get("cancelRequested", {}).get("BOOL", False)),
+            ended=item.get("status", {}).get("S") in TERMINAL,
+        )
 
     # Status moves forward only: pending -> streaming -> done | failed | cancelled. Every
     # write that moves it is conditional, so a late write can never move it back.
@@ -180,19 +201,23 @@ class StreamStore:
             stream_id, {"acked": {"BOOL": True}}, "#status = :pending", {":pending": "pending"}
         )
 
-    def claim(self, stream_id: str, claimant: str | None = None) -> bool:
+    def claim(
+        self, stream_id: str, claimant: str | None = None, *, beat_seconds: float = 10.0
+    ) -> bool:
         """Take the job of a detached relay, once: False when another delivery of the same
         event took it first, when the stream is no longer `pending` (its ack failed it:
         Lambda may have queued an event whose invoke raised, and the caller was told to
         try again) or when the record is gone. The same `claimant` (one per delivery; a
         fresh one when None) may claim again: a retry after an answer lost on the way is
         still its own. Leaves `status` alone, which tells the waiting ack whether the
-        first byte came."""
+        first byte came. The claim is the relay's first heartbeat (`aliveAt`), and says
+        every how many seconds the next ones come (`beatSeconds`, `beat`)."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=stream_key(stream_id),
-                UpdateExpression="SET claimedAt = :now, claimedBy = :by",
+                UpdateExpression="SET claimedAt = :now, claimedBy = :by, aliveAt = :now, "
+                "beatSeconds = :every",
                 ConditionExpression="attribute_exists(pk) AND #status = :pending AND "
                 "(attribute_not_exists(claimedAt) OR claimedBy = :by)",
                 ExpressionAttributeNames={"#status": "status"},
@@ -200,28 +225,48 @@ class StreamStore:
                     ":now": {"N": f"{time.time():.3f}"},
                     ":pending": {"S": "pending"},
                     ":by": {"S": claimant or secrets.token_urlsafe(12)},
+                    ":every": {"N": f"{beat_seconds:g}"},
                 },
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         return True
 
-    def mark_lost(self, stream_id: str, end_seq: int, usage: dict[str, Any]) -> bool:
+    def beat(self, stream_id: str) -> bool:
+        """The claiming relay runs (`aliveAt` now); False once the stream is final: it was
+        ended without this relay (a dead letter took it for lost), which must stop."""
+        return self._transition(
+            stream_id,
+            {"aliveAt": {"N": f"{time.time():.3f}"}},
+            "#status IN (:pending, :streaming)",
+            {":pending": "pending", ":streaming": "streaming"},
+        )
+
+    def mark_lost(
+        self,
+        stream_id: str,
+        end_seq: int,
+        usage: dict[str, Any],
+        *,
+        stale_before: float | None = None,
+    ) -> bool:
         """pending | streaming -> failed for a relay that never ran or died (dead letter),
         with `end_seq`, the seq of the `end` published for it; False when the stream had
-        finished (or the record is gone): then nothing is to be told."""
+        finished (or the record is gone): then nothing is to be told. With `stale_before`,
+        also False when a relay's heartbeat is newer than that (one claimed it, or beat,
+        since the record was read): a live relay's stream is never failed under it."""
         values = {
             "status": {"S": "failed"},
             "lastSeq": {"N": str(end_seq)},
             "finishReason": {"S": "error"},
             "usage": {"S": json.dumps(usage)},
         }
-        return self._transition(
-            stream_id,
-            values,
-            "#status IN (:pending, :streaming)",
-            {":pending": "pending", ":streaming": "streaming"},
-        )
+        condition = "#status IN (:pending, :streaming)"
+        params: dict[str, Any] = {":pending": "pending", ":streaming": "streaming"}
+        if stale_before is not None:
+            condition += " AND (attribute_not_exists(aliveAt) OR aliveAt < :stale)"
+            params[":stale"] = round(stale_before, 3)
+        return self._transition(stream_id, values, condition, params)
 
     def save_progress(self, stream_id: str, text: str, last_seq: int, *, stored: int = 0) -> bool:
         """The text published so far (`text[stored:]` is new: written as segments, then
@@ -285,8 +330,10 @@ class StreamStore:
         for name, value in params.items():
             if isinstance(value, bool):
                 attrs[name] = {"BOOL": value}
+            elif isinstance(value, int | float):
+                attrs[name] = {"N": str(value)}
             else:
-                attrs[name] = {"N": str(value)} if isinstance(value, int) else {"S": value}
+                attrs[name] = {"S": value}
         kwargs: dict[str, Any] = {}
         if condition is not None:
             names["#status"] = "status"
@@ -331,4 +378,5 @@ def _record(stream_id: str, item: dict[str, Any]) -> StreamRecord:
         start_error=start_error,
         created_at=float(item["createdAt"]["N"]),
         claimed="claimedAt" in item,
+        heartbeat=heartbeat_of(item),
     )

@@ -187,9 +187,10 @@ class ChannelPublisher:
         for lane in self._lanes.values():
             lane.put(message)
         if kind in LAST_TYPES:
-            # The relay still writes its final record before closing us. A tab found in that
-            # window would get a catch-up saying "streaming" that no `end` follows (it would
-            # wait forever), so membership stops here; the open lanes go on delivering.
+            # A tab found after this would get a catch-up saying "streaming" that no `end`
+            # follows (it would wait forever), so membership stops here; the open lanes go
+            # on delivering. Such a tab learns the end from `resume`: the relay wrote the
+            # final record before handing us `end` (relay.Relay._end).
             self._stop_refreshing()
 
     async def close(self) -> None:
