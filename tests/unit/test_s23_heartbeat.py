@@ -165,3 +165,38 @@ async def test_a_relay_whose_stream_a_dead_letter_failed_publishes_nothing_more(
     assert all(m["type"] != "end" for _, m in poster.posts)
     record = service.streams.get(stream_id)
     assert record is not None and (record.status, record.last_seq) == ("failed", 5)
+
+
+async def test_a_relay_whose_start_the_ack_failed_still_ends_its_pages(aws_env: None) -> None:
+    """The ack fails a stream it gave up on (`mark_start_failed`) and then sets its cancel
+    flag. A relay that polls between the two writes must stop as for a stop, with one
+    `end` for its pages, not fall silent as for a dead letter's end (nobody else tells
+    them)."""
+    poster = RecordingPoster()
+    service = StreamService(settings(cancel_poll_seconds=0.05), poster=poster)
+    service.connections.open("conn1", "app1", ["room"])
+    client, _ = await lambda_app(service)
+    r = await client.post("/llm/query", json=request(delayMs=600))
+    stream_id = r.json()["streamId"]
+    async with asyncio.timeout(5):
+        while not any(m["type"] == "delta" for _, m in poster.posts):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    aws.dynamodb("us-east-1", None).update_item(  # the first write only: no cancel flag
+        TableName=MOTO_TABLE,
+        Key={"pk": {"S": f"STREAM#{stream_id}"}, "sk": {"S": "META"}},
+        UpdateExpression="SET #status = :failed, startError = :error",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={
+            ":failed": {"S": "failed"},
+            ":error": {"M": {"status": {"N": "503"}, "message": {"S": "try again"}}},
+        },
+    )
+    async with asyncio.timeout(5):
+        while service._running:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await client.aclose()
+    await service.aclose()
+    ends = [m for _, m in poster.posts if m["type"] == "end"]
+    assert len(ends) == 1 and ends[0]["finish_reason"] == "cancelled"
+    seqs = [m["seq"] for _, m in poster.posts]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from typing import Any
 
 from .blocking import BlockingCalls
@@ -58,10 +57,11 @@ class StreamRecorder:
     async def poll(self) -> Poll:
         return await self._db(self._streams.poll, self._stream_id)
 
-    async def keep_alive(self, ended_elsewhere: Callable[[], None]) -> None:
+    async def keep_alive(self) -> None:
         """Beat every `heartbeat_seconds` until cancelled (the relay's end, before its final
-        write); `ended_elsewhere` is called when a beat finds the stream final already. A
-        failed beat is logged and the next one tried: a few lost beats are not a death."""
+        write), or until a beat finds the stream final: which end that was (a dead letter's,
+        or a failed start's) the relay's record poll tells. A failed beat is logged and the
+        next one tried: a few lost beats are not a death."""
         every = self.heartbeat_seconds
         if every is None:
             return
@@ -73,7 +73,6 @@ class StreamRecorder:
                 get_logger().warning("heartbeat not written", extra=self._log_extra, exc_info=True)
                 continue
             if not alive:
-                ended_elsewhere()
                 return
 
     def started(self) -> None:

@@ -145,8 +145,7 @@ class Relay:
                 tasks.append(self._reader)
                 if self._recorder is not None:
                     tasks.append(asyncio.create_task(self._watch_record()))
-                    beats = self._recorder.keep_alive(self._ended_elsewhere)
-                    tasks.append(asyncio.create_task(beats))
+                    tasks.append(asyncio.create_task(self._recorder.keep_alive()))
                 await self._start_sinks()
                 if self._outcome.error is None:
                     self._sinks_started.set()

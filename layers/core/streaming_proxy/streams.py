@@ -157,13 +157,17 @@ class StreamStore:
             TableName=self._table,
             Key=stream_key(stream_id),
             ConsistentRead=False,
-            ProjectionExpression="cancelRequested, #status",
+            ProjectionExpression="cancelRequested, #status, startError",
             ExpressionAttributeNames={"#status": "status"},
         )
         item = got.get("Item", {})
+        # A start failure (the ack told its caller to try again, `mark_start_failed`) stops
+        # the relay as a stop does, `end` included, even before the cancel flag that follows
+        # it lands; only an end that told the pages already (a dead letter's) silences it.
+        start_failed = "startError" in item
         return Poll(
-            cancel=bool(item.get("cancelRequested", {}).get("BOOL", False)),
-            ended=item.get("status", {}).get("S") in TERMINAL,
+            cancel=start_failed or bool(item.get("cancelRequested", {}).get("BOOL", False)),
+            ended=not start_failed and item.get("status", {}).get("S") in TERMINAL,
         )
 
     # Status moves forward only: pending -> streaming -> done | failed | cancelled. Every
