@@ -535,9 +535,9 @@ async def test_waiting_calls_too_large_for_one_catch_up_are_left_out_and_counted
 
 
 async def test_a_connection_found_after_the_end_was_sent_gets_no_half_stream() -> None:
-    """The relay writes its final record between `end` and closing the publisher; a tab
-    found by a refresh in that window must not get a catch-up saying "streaming" that no
-    `end` ever follows (it would wait forever). It never heard of the stream: nothing."""
+    """A tab found once `end` is out (the last membership read, then no more refreshes)
+    must not get a catch-up saying "streaming" that no `end` follows (it would wait
+    forever): it gets the text and the `end`, the stream whole, once."""
     store = FakeStore({("appA", "x"): ["early"]})
     poster = FakePoster()
     pub = publisher(store, poster, ["x"], refresh=0.02)
@@ -546,11 +546,12 @@ async def test_a_connection_found_after_the_end_was_sent_gets_no_half_stream() -
     for e in envelopes:
         await pub.send(e)
     store.members_by_channel[("appA", "x")].append("after-end")
-    await asyncio.sleep(0.15)  # several refreshes while the final record is written
+    await asyncio.sleep(0.15)  # several refresh periods while the final record is written
     await pub.close()
     assert_complete(poster.received["early"], text_of(envelopes))
-    assert "after-end" not in poster.received
-    assert (pub.stats.subscribers, pub.stats.catch_ups) == (1, 0)
+    assert [m["type"] for m in poster.received["after-end"]] == ["snapshot", "end"]
+    assert_complete(poster.received["after-end"], text_of(envelopes))
+    assert (pub.stats.subscribers, pub.stats.catch_ups) == (2, 1)
 
 
 class SlowClient:

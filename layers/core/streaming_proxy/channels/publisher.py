@@ -118,6 +118,7 @@ class ChannelPublisher:
         self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None  # the read after `end`
         self._fixed: dict[str, list[str]] = {}  # private channels' members, read at start
         self._members: dict[str, list[str]] = {}
         self._coalescer = Coalescer(window_seconds, max_window_seconds)
@@ -187,11 +188,14 @@ class ChannelPublisher:
         for lane in self._lanes.values():
             lane.put(message)
         if kind in LAST_TYPES:
-            # A tab found after this would get a catch-up saying "streaming" that no `end`
-            # follows (it would wait forever), so membership stops here; the open lanes go
-            # on delivering. Such a tab learns the end from `resume`: the relay wrote the
-            # final record before handing us `end` (relay.Relay._end).
+            # Membership stops here; the open lanes go on delivering. A tab that subscribes
+            # from now on learns the end from `resume`: the relay wrote the final record
+            # before handing us `end` (relay.Relay._end). One that subscribed since the last
+            # refresh may have resumed before that write (`streaming`) and would wait for an
+            # `end` no lane carries: one last read finds it (`_sweep`).
             self._stop_refreshing()
+            if kind == "end" and self._refresher is not None:
+                self._sweeping = asyncio.create_task(self._sweep())
 
     async def close(self) -> None:
         """Stop refreshing, let every lane deliver what it holds within the drain time,
@@ -202,8 +206,8 @@ class ChannelPublisher:
         for message in self._coalescer.drain():
             self._dispatch(message)
         self._stop_refreshing()
-        if self._refresher is not None:
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        pending = [task for task in (self._refresher, self._sweeping) if task is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
         lanes = [*self._lanes.values(), *self._retired]
         for lane in lanes:
             lane.finish()
@@ -235,6 +239,14 @@ class ChannelPublisher:
                 await self._refresh()
             except Exception:  # a failed refresh keeps the last known membership
                 get_logger().warning("membership refresh failed", extra=self._log, exc_info=True)
+
+    async def _sweep(self) -> None:
+        """Membership read once more after `end`: a tab that joined since the last refresh
+        gets the stream's text and its `end` (`_catch_up`)."""
+        try:
+            await self._refresh()
+        except Exception:
+            get_logger().warning("last membership read failed", extra=self._log, exc_info=True)
 
     async def _refresh(self) -> None:
         channels = [channel for channel in self._channels if channel not in self._fixed]
@@ -277,14 +289,24 @@ class ChannelPublisher:
             self.stats.catch_ups += 1
 
     def _catch_up(self, channel: str) -> list[dict[str, Any]]:
-        assert self._last is not None
+        """The text so far as a snapshot at the last seq; after `end` (`_sweep`), the text
+        as of the seq before it, then that `end`."""
+        last = self._last
+        assert last is not None
+        if last.get("type") == "end":
+            before = {**last, "seq": last["seq"] - 1}
+            text = self._snapshot(channel, before) if before["seq"] >= 0 else []
+            return [*text, last]
+        return self._snapshot(channel, last)
+
+    def _snapshot(self, channel: str, last: dict[str, Any]) -> list[dict[str, Any]]:
         # `channel` sizes the parts; each is labelled when posted (Outgoing.encoded), as live
         # messages are, so a lane relabelled meanwhile labels its catch-up too.
         base = {
-            "actionName": self._last.get("actionName"),
+            "actionName": last.get("actionName"),
             "channel": channel,
-            "streamId": self._last.get("streamId"),
-            "seq": self._last["seq"],
+            "streamId": last.get("streamId"),
+            "seq": last["seq"],
             "type": "snapshot",
             "status": "streaming",
             "catchUp": True,  # pushed, not the answer to a resume
