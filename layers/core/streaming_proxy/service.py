@@ -7,11 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from .channels.names import check_targets
-from .channels.poster import Poster
-from .config import Settings
 from .errors import ValidationFailed
 from .gate import CallerGate
 from .jobs import StreamJob
@@ -47,16 +43,15 @@ class StreamService(RelayAssembly):
     """The stream function's use cases, created once per process on its dependencies
     (dependencies.py) and the relays they build (relayassembly.py)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        http: httpx.AsyncClient | None = None,
-        poster: Poster | None = None,
-    ) -> None:
-        super().__init__(settings, http=http, poster=poster)
-        self._running: dict[str, Relay] = {}
-        self._detached: set[asyncio.Task[StreamOutcome]] = set()
+    @cached_property
+    def _running(self) -> dict[str, Relay]:
+        """The relays running in this process, by stream id: `stop` cancels them at once."""
+        return {}
+
+    @cached_property
+    def _detached(self) -> set[asyncio.Task[StreamOutcome]]:
+        """The relays `start` runs in the background: `aclose` lets them finish."""
+        return set()
 
     @cached_property
     def lambda_detach(self) -> LambdaDetach:
