@@ -47,7 +47,7 @@ async def service(
 async def accepted_job(service: StreamService) -> dict[str, Any]:
     """POST /llm/query (acked at once); the self-invoke's event, as Lambda would deliver it."""
     events: list[bytes] = []
-    service._invoke_self = events.append  # type: ignore[method-assign,assignment]
+    service.lambda_detach.invoke_self = events.append  # type: ignore[method-assign,assignment]
     body = {
         "apiKey": APP_KEY,
         "channels": ["room"],

@@ -87,7 +87,7 @@ def client_of(service: StreamService) -> httpx.AsyncClient:
 async def accepted(service: StreamService, thread_id: str) -> bytes:
     """POST /llm/query on the thread (acked at once); the self-invoke's event as sent."""
     events: list[bytes] = []
-    service._invoke_self = events.append  # type: ignore[method-assign,assignment]
+    service.lambda_detach.invoke_self = events.append  # type: ignore[method-assign,assignment]
     body = {
         "apiKey": APP_KEY,
         "channels": ["room"],

@@ -73,7 +73,7 @@ async def test_the_same_event_twice_runs_the_stream_once(
     service.connections.open("conn1", "app1", ["room"])
     client, _ = await lambda_app(service)
     events: list[bytes] = []
-    service._invoke_self = events.append  # type: ignore[method-assign]  # we deliver it, twice
+    service.lambda_detach.invoke_self = events.append  # type: ignore[method-assign]  # we deliver it, twice
     ack = await client.post("/llm/query", json=request())
     assert ack.status_code == 200, ack.text
     event = json.loads(events[0])
@@ -110,7 +110,7 @@ async def test_the_ack_says_pending_when_the_first_byte_has_not_come(
     )
     client, _ = await lambda_app(service)
     if mode == "lambda":  # the event is never delivered: the record stays `pending`
-        service._invoke_self = lambda event: None  # type: ignore[method-assign]
+        service.lambda_detach.invoke_self = lambda event: None  # type: ignore[method-assign]
     slow = await client.post("/llm/query", json=request(delayMs=1500))
     chat_body = {**request(delayMs=1500), "actionName": "onChat"}
     slow_chat = await client.post("/stream/create", json=chat_body)

@@ -104,14 +104,14 @@ async def test_an_event_lambda_took_though_the_invoke_failed_runs_no_stream(
     service = StreamService(settings(), poster=poster)
     service.connections.open("conn1", "app1", ["room"])
     client, invoked = await lambda_app(service)
-    deliver = service._invoke_self
+    deliver = service.lambda_detach.invoke_self
     queued: list[bytes] = []
 
     def invoke_then_drop(event: bytes) -> None:
         queued.append(event)
         raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
 
-    service._invoke_self = invoke_then_drop  # type: ignore[method-assign]
+    service.lambda_detach.invoke_self = invoke_then_drop  # type: ignore[method-assign]
     r = await client.post("/llm/query", json=request(delayMs=50))
     assert r.status_code == 503, r.text
     deliver(queued[0])  # Lambda delivers the event it had queued
@@ -133,7 +133,7 @@ async def test_a_relay_that_claimed_before_its_invoke_failed_stops_at_once(
     service = StreamService(settings(), poster=poster)
     service.connections.open("conn1", "app1", ["room"])
     client, invoked = await lambda_app(service)
-    deliver = service._invoke_self
+    deliver = service.lambda_detach.invoke_self
 
     def invoke_claimed_then_drop(event: bytes) -> None:
         deliver(event)
@@ -145,7 +145,7 @@ async def test_a_relay_that_claimed_before_its_invoke_failed_stops_at_once(
             time.sleep(0.01)
         raise DependencyUnavailable("could not start the stream (ReadTimeoutError)")
 
-    service._invoke_self = invoke_claimed_then_drop  # type: ignore[method-assign]
+    service.lambda_detach.invoke_self = invoke_claimed_then_drop  # type: ignore[method-assign]
     r = await client.post("/llm/query", json=request(delayMs=1500))
     assert r.status_code == 503, r.text
     messages = await ended(poster)

@@ -59,7 +59,7 @@ async def lambda_app(service: StreamService) -> tuple[httpx.AsyncClient, list[di
         invoked.append(event)
         loop.call_soon_threadsafe(lambda: loop.create_task(client.post("/events", json=event)))
 
-    service._invoke_self = invoke  # type: ignore[method-assign]
+    service.lambda_detach.invoke_self = invoke  # type: ignore[method-assign]
     return client, invoked
 
 
@@ -161,7 +161,7 @@ async def test_a_self_invoke_that_fails_leaves_the_stream_failed_not_pending(
         refused.append(json.loads(event)["streamingProxyJob"]["stream_id"])
         raise PayloadTooLarge("request too large to run detached")
 
-    service._invoke_self = invoke  # type: ignore[method-assign]
+    service.lambda_detach.invoke_self = invoke  # type: ignore[method-assign]
     r = await client.post("/llm/query", json=request())
     assert r.status_code == 413, r.text
     record = service.streams.get(refused[0])
@@ -185,7 +185,7 @@ async def test_a_refused_self_invoke_is_still_the_callers_error_when_the_table_i
     def table_down(stream_id: str, error: object) -> bool:
         raise ClientError({"Error": {"Code": "InternalServerError"}}, "UpdateItem")
 
-    service._invoke_self = invoke  # type: ignore[method-assign]
+    service.lambda_detach.invoke_self = invoke  # type: ignore[method-assign]
     service.streams.mark_start_failed = table_down  # type: ignore[method-assign,assignment]
     r = await client.post("/llm/query", json=request())
     assert r.status_code == 413, r.text

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from devstack.template import load_template
-from streaming_proxy import errors, relay
+from streaming_proxy import errors, relay, relayend, relaystart, relaystops
 from streaming_proxy.api import klai, runanswers
 from streaming_proxy.api.app import routes
 from streaming_proxy.api.messages import MessageSendRequest
@@ -459,7 +459,7 @@ def test_every_event_type_has_a_component() -> None:
 
 
 def test_the_relay_emits_only_documented_event_types() -> None:
-    source = inspect.getsource(relay)
+    source = "".join(inspect.getsource(m) for m in (relay, relaystart, relaystops, relayend))
     emitted = set(re.findall(r"_(?:emit|text)\(\"(\w+)\"", source))
     assert {"threadInfo", "delta", "end"} <= emitted
     assert emitted <= ENVELOPE_TYPES

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streaming_proxy import aws, relay
+from streaming_proxy import aws, relayend
 from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import Settings
@@ -146,7 +146,7 @@ async def test_a_final_write_that_hangs_holds_end_back_a_bounded_time(
     """A table that hangs (botocore's timeouts, minutes) must not keep the pages' `end`:
     it goes out after END_WAITS_FOR_RECORD_SECONDS, and the relay still ends only once
     the write did (the record final when `run` returns)."""
-    monkeypatch.setattr(relay, "END_WAITS_FOR_RECORD_SECONDS", 0.2)
+    monkeypatch.setattr(relayend, "END_WAITS_FOR_RECORD_SECONDS", 0.2)
     replies: list[dict[str, Any]] = []
     page, caller = ResumingPage(routes_over(store, replies), replies), Recorder()
     store.save_final = slowed(store.save_final, 1.0)  # type: ignore[method-assign]

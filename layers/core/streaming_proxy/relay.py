@@ -1,18 +1,12 @@
 """The relay: runs one stream from a provider to its sinks (SSE caller, channels).
 
 One reader task reads the provider's events and handles each as it arrives: no queue and
-no second task between the provider and the sinks. A stop (cancel, deadline) between two
-events cancels the reader where it waits for the provider, which closes the upstream
-response at once; a stop that comes while an event is being handled waits for that
-handling to end. Every piece of text is numbered and handed to the sinks as it comes (the
-SSE caller never waits; the channel publisher coalesces its own copy). Deadlines (idle,
-total, snapshot) are one timer, so the per-event path arms nothing.
-
-Whatever raises (a provider, a sink, an observer, the relay's own code), a stream
-always finishes: `end` is emitted, the final status written, the sinks closed. The final
-record is written before the channels get `end`, so a page that hears `end` and resumes
-reads the stream ended, never `streaming` with no `end` to follow (the caller's own
-answer gets its `end` at once: it reads no record).
+no second task between the provider and the sinks. A stop (cancel, deadline: relaystops.py)
+between two events cancels the reader where it waits for the provider, which closes the
+upstream response at once; a stop that comes while an event is being handled waits for
+that handling to end. Every piece of text is numbered and handed to the sinks as it comes
+(the SSE caller never waits; the channel publisher coalesces its own copy). Whatever
+raises, a stream always finishes (relayend.py).
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from typing import Any
 from . import redact, textguard
 from .config import Settings
 from .envelopes import EnvelopeSequencer, split_text
-from .errors import DependencyUnavailable, ProxyError, StreamLost, error_object
+from .errors import ProxyError
 from .events import (
     Finish,
     PlannedCall,
@@ -36,26 +30,23 @@ from .events import (
     ToolsWaiting,
 )
 from .gate import AnsweredByOutcome, StartGate
-from .jobs import StreamJob, thread_info
+from .jobs import StreamJob
 from .observability import StreamStats, get_logger
-from .outcome import Observer, Sink, StreamOutcome, ToolCall, unknown_usage
+from .outcome import Observer, Sink, StreamOutcome, ToolCall
 from .providers.base import EventSource
 from .recorder import StreamRecorder
 from .relayclock import RelayClock
-from .streams import StreamStatus
-from .tools.messages import as_tool_calls, function_call_content, llm_tool_call_fields
+from .relayend import RelayEnd
+from .relaystart import RelayStart
+from .relaystops import RelayStops
+from .tools.messages import function_call_content, llm_tool_call_fields
 from .turn import TurnState
 from .upstream import as_proxy_error, close, valid
 
 __all__ = ["Observer", "Relay", "Sink", "StreamOutcome", "ToolCall"]
 
-# How long the channels' `end` waits for the final record: longer than the write with its
-# retries takes on a table that answers (~3 s), so pages read the end they heard; a table
-# that hangs (botocore's timeouts) lets `end` go first, and the write goes on behind it.
-END_WAITS_FOR_RECORD_SECONDS = 5.0
 
-
-class Relay:
+class Relay(RelayStart, RelayStops, RelayEnd):
     """Runs one StreamJob: provider events -> coalesced, numbered envelopes -> every sink."""
 
     def __init__(
@@ -126,12 +117,6 @@ class Relay:
         self._superseded = False
         self._log_extra = {"stream_id": job.stream_id, "provider": job.provider}
 
-    def cancel(self) -> None:
-        """Stop the stream at once (it ends with `finish_reason: cancelled`)."""
-        if not self._stopping:
-            self._cancel_requested = True
-            self._stop()
-
     async def run(self) -> StreamOutcome:
         """Run the stream to its end; never raises for provider, delivery or relay failures."""
         loop = asyncio.get_running_loop()
@@ -172,15 +157,6 @@ class Relay:
         )
         return self._outcome
 
-    async def _start_sinks(self) -> None:
-        try:
-            await asyncio.gather(*(sink.start() for sink in self._sinks))
-        except ProxyError as e:
-            self._fail(e)
-        except Exception:
-            get_logger().error("could not start delivery", extra=self._log_extra, exc_info=True)
-            self._fail(DependencyUnavailable("could not read the channels' subscribers"))
-
     # -- reading -------------------------------------------------------------------------
 
     async def _read(self) -> None:
@@ -215,131 +191,8 @@ class Relay:
             self._stopped()
             await close(events)
 
-    async def _first(self, arrived: float) -> bool:
-        """Before the first event (arrived at loop time `arrived`): the sinks started, the
-        stream record written (False when that failed, or when a stop came meanwhile)."""
-        await self._sinks_started.wait()
-        if self._stopping or not await self._registered():
-            return False
-        await self._on_first_event(arrived - self._clock.started)
-        return True
-
-    def _stop(self) -> None:
-        """End the reading: at once when the reader waits for the provider, else once the
-        event it handles was handled."""
-        self._stopping = True
-        if self._between_events and self._reader is not None:
-            self._reader.cancel()
-
-    def _stopped(self) -> None:
-        self._stopping = True
-        if self._cancel_requested and self._outcome.error is None:
-            self._outcome.finish_reason = "cancelled"
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-
-    async def _watch_record(self) -> None:
-        """Poll the record for a stop, and for an end this relay did not write."""
-        assert self._recorder is not None
-        while True:
-            await asyncio.sleep(self._settings.cancel_poll_seconds)
-            try:
-                poll = await self._recorder.poll()
-            except Exception:
-                get_logger().warning("cancel poll failed", extra=self._log_extra, exc_info=True)
-                continue
-            if poll.cancel:  # first: a stop (the ack's too) ends the stream `cancelled`
-                self.cancel()
-                return
-            if poll.ended:
-                return self._ended_elsewhere()
-
-    def _ended_elsewhere(self) -> None:
-        """The record went final without this relay: a dead letter took the stream for lost
-        (its heartbeat stale) and told its pages `error` and `end`. Nothing more goes out
-        after that `end`; the stream stops here, and leaves the record as the dead letter
-        wrote it (its own `failed` would pass for a retry of that write and replace it)."""
-        if self._stopping:
-            return
-        get_logger().error(
-            "stream ended by a dead letter while its relay ran; the relay stops silently",
-            extra=self._log_extra,
-        )
-        self._silent = self._superseded = True
-        self._fail(StreamLost("the stream was taken for lost while it ran"))
-        self._stop()
-
-    # -- deadlines ------------------------------------------------------------------------
-
-    def _arm_deadlines(self) -> None:
-        """One timer at the nearest deadline. It acts between two events: a deadline is
-        only ever judged after the event that arrived before it was handled."""
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer = asyncio.get_running_loop().call_at(
-            self._clock.next_deadline(), self._on_timer
-        )
-
-    def _on_timer(self) -> None:
-        """The timer: acts now between two events, else once the event being handled was."""
-        self._deadline_timer = None
-        if self._between_events:
-            self._deadlines_due()
-        else:
-            self._timer_due = True
-
-    def _deadlines_due(self) -> None:
-        self._timer_due = False
-        if self._stopping:
-            return
-        now = asyncio.get_running_loop().time()
-        expired = self._clock.expired(now)
-        if expired is not None:
-            self._fail(expired)
-            return self._stop()
-        if self._clock.snapshot_due(now) and self._recorder is not None:
-            # Only text already sent counts: a snapshot's text must match its seq.
-            self._recorder.snapshot_soon(*self._progress())
-        self._arm_deadlines()
-
     def _published_so_far(self) -> tuple[str, int]:
         return "".join(self._published), self._seq.last_seq
-
-    async def record_written(self) -> None:
-        """Return once the stream record's write ended, landed or failed (at once when there
-        is none): a caller waiting for the first byte starts its clock from there, so a slow
-        write that then fails is still its answer (a 503), not a silent stream."""
-        if self._record_write is not None:
-            await asyncio.wait({self._record_write})
-
-    async def _registered(self) -> bool:
-        """Wait for the stream record's write (once); False when it failed, and then that
-        failure (a 503) is the stream's error."""
-        registration, self._registration = self._registration, None
-        if registration is not None:
-            try:
-                await registration
-            except ProxyError as e:  # the store's own 503 (service.store)
-                self._unregistered = True
-                self._fail(e)
-            except Exception:
-                get_logger().warning("stream record not written", extra=self._log_extra)
-                self._unregistered = True
-                self._fail(DependencyUnavailable("the stream store (DynamoDB) is unavailable"))
-        return not self._unregistered
-
-    async def _on_first_event(self, elapsed: float) -> None:
-        self._outcome.started = True
-        self.stats.time_to_first_token_ms = elapsed * 1000
-        await self.gate.opened()
-        if self._recorder is not None:
-            self._recorder.started()
-        await self._thread_info()
-
-    async def _thread_info(self) -> None:
-        if self.job.kind == "chat":
-            return
-        await self._emit("threadInfo", content=thread_info(self.job.stream_id, self.job.thread))
 
     async def _handle(self, event: StreamEvent) -> None:
         """One event, text guarded first: held text goes out before any other event."""
@@ -441,112 +294,3 @@ class Relay:
                 await sink.send(envelope)
             except Exception:
                 get_logger().warning("sink failed", extra=self._log_extra, exc_info=True)
-
-    # -- finishing (never raises) ---------------------------------------------------------
-
-    async def _finish(self) -> None:
-        outcome = self._outcome
-        if not outcome.started:
-            await self._step("record", self._registered())
-        try:
-            self._sum_up(outcome)
-        except Exception:
-            get_logger().exception("summing up the stream failed", extra=self._log_extra)
-            self._fail(ProxyError("internal error while streaming"))
-            outcome.tool_calls = []
-            outcome.usage = unknown_usage()
-        try:
-            self._count(outcome)
-        except Exception:  # the numbers are worth less than the stream's end
-            get_logger().exception("counting the stream failed", extra=self._log_extra)
-        if not outcome.started:
-            await self._step("early end", self._early_end(outcome))
-        if outcome.tool_calls and not self._announced and self.job.kind != "chat":
-            content = function_call_content(outcome.tool_calls)
-            await self._step("function_call", self._emit("function_call", content=content))
-        if outcome.error is not None:
-            await self._step("error", self._emit("error", error=error_object(outcome.error)))
-        if self._closing is not None:
-            await self._step("closing", self._closing(outcome))
-        await self._end(outcome)
-
-    async def _end(self, outcome: StreamOutcome) -> None:
-        """`end`, numbered once: to the caller at once, to the channels after the final
-        record (bounded: END_WAITS_FOR_RECORD_SECONDS), so every reader sees one end."""
-        end = self._numbered("end", finish_reason=outcome.finish_reason, usage=outcome.usage)
-        if end is not None:
-            await self._send(end, self._callers)
-        for observer in self._observers:
-            await self._step("observer", observer.on_finish(outcome))
-        final = asyncio.ensure_future(self._step("final record", self._save_final_snapshot()))
-        await asyncio.wait({final}, timeout=END_WAITS_FOR_RECORD_SECONDS)
-        if end is not None:
-            await self._send(end, self._channels)
-        await final
-
-    def _count(self, outcome: StreamOutcome) -> None:
-        """The stream's numbers for its log line and metrics (observability.StreamStats)."""
-        stats = self.stats
-        stats.finish_reason = outcome.finish_reason
-        stats.error = outcome.error.kind if outcome.error is not None else None
-        stats.count_usage(outcome.usage)
-        if outcome.started and self._last_upstream is not None:
-            first = self._clock.started + (stats.time_to_first_token_ms or 0.0) / 1000
-            generation = self._last_upstream - first - self._clock.tools_wait
-            stats.generation_ms = round(max(0.0, generation) * 1000, 1)
-
-    def _sum_up(self, outcome: StreamOutcome) -> None:
-        """The outcome's text, reasoning, calls left and usage, from what the turns said."""
-        outcome.text = self._turn.answer()
-        outcome.thinking = self._turn.reasoning()
-        outcome.tool_calls = self._calls_left()
-        if outcome.tool_calls and outcome.finish_reason == "stop":
-            outcome.finish_reason = "tool_calls"
-        outcome.usage = self._turn.reported_usage(self.job.llm_request)
-
-    def _calls_left(self) -> list[ToolCall]:
-        """The calls the stream ends with, for the backend to run (none once all ran)."""
-        if self._calls_left_over:
-            return as_tool_calls(self._calls_left_over)
-        return [] if self._announced else self._turn.tool_calls()
-
-    async def _early_end(self, outcome: StreamOutcome) -> None:
-        """A stream that ends before any provider event: who hears about it (gate.py)."""
-        if outcome.error is not None and await self.gate.failed_early(outcome.error):
-            self._silent = True  # the caller answers it; the browsers never heard of it
-            return
-        if self._unregistered:
-            self._silent = True  # no record (no stop, no resume): no browser hears of it
-            return
-        await self.gate.opened()
-        await self._thread_info()
-
-    async def _step(self, name: str, step: Any) -> None:
-        try:
-            await step
-        except Exception:
-            get_logger().error(f"finishing step '{name}' failed", extra=self._log_extra)
-            get_logger().debug("finishing step traceback", exc_info=True)
-
-    async def _save_final_snapshot(self) -> None:
-        if self._recorder is None or self._unregistered or self._superseded:
-            return
-        outcome = self._outcome
-        status: StreamStatus = "done"
-        if outcome.finish_reason == "cancelled":
-            status = "cancelled"
-        elif outcome.error is not None:
-            status = "failed"
-        text = "".join(self._published)
-        await self._recorder.final(
-            text, self._seq.last_seq, status, outcome.finish_reason, outcome.usage
-        )
-        self.stats.record_failed = self._recorder.final_failed
-
-    async def _close_sinks(self) -> None:
-        results = await asyncio.gather(
-            *(sink.close() for sink in self._sinks), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                get_logger().error("closing a sink failed", extra=self._log_extra, exc_info=result)

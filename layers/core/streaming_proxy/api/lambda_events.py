@@ -31,7 +31,7 @@ async def pass_through(request: Request) -> Response:
         get_logger().error("pass-through event is not a stream job")
         return error_response(BadRequest("not a stream job event"))
     try:
-        outcome = await service.run_claimed(job)
+        outcome = await service.lambda_detach.run_claimed(job)
     except ProxyError as e:
         # A 5xx fails the invocation (AWS_LWA_ERROR_STATUS_CODES): the dead-letter queue
         # gets the event, and its handler tells the channels (deadletter.py).

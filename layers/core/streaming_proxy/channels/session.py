@@ -34,7 +34,7 @@ from .names import check_grantable, is_private, private_channel
 from .poster import post_blocking
 from .store import ConnectionStore, LiveConnection
 
-# What the browser is told is unavailable, in the HTTP routes' words (service.STORE).
+# What the browser is told is unavailable, in the HTTP routes' words (dependencies.STORE).
 STORE = "the stream store (DynamoDB)"
 
 Reply = Callable[[str, dict[str, Any]], bool]
