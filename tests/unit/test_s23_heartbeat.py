@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -138,12 +139,10 @@ async def test_a_detached_relay_beats_on_its_record_while_it_streams(aws_env: No
     assert all(later - earlier >= 0.9 for earlier, later in pairwise(beats))
 
 
-async def test_a_relay_whose_stream_a_dead_letter_failed_publishes_nothing_more(
-    aws_env: None,
-) -> None:
-    """The rare case the heartbeat cannot rule out (a live relay that could not beat for
-    a minute): once the record is failed under it, the relay stops at its next poll and
-    sends nothing after the dead letter's `end`: no more text, no second `end`."""
+async def ended_under_relay(end_it: Callable[[str], object]) -> tuple[str, RecordingPoster, int]:
+    """A Lambda-mode relay streaming to one page; once its first delta is out, `end_it`
+    (given the stream id) writes its record as another party would. Returns the stream
+    id, what was posted, and how many posts came before `end_it`, once the relay ran out."""
     poster = RecordingPoster()
     service = StreamService(settings(cancel_poll_seconds=0.05), poster=poster)
     service.connections.open("conn1", "app1", ["room"])
@@ -153,17 +152,31 @@ async def test_a_relay_whose_stream_a_dead_letter_failed_publishes_nothing_more(
     async with asyncio.timeout(5):
         while not any(m["type"] == "delta" for _, m in poster.posts):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    assert service.streams.mark_lost(stream_id, 5, unknown_usage())  # as a dead letter does
+    end_it(stream_id)
     marked = len(poster.posts)
     async with asyncio.timeout(5):
         while service._running:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     await client.aclose()
     await service.aclose()
+    return stream_id, poster, marked
+
+
+async def test_a_relay_whose_stream_a_dead_letter_failed_publishes_nothing_more(
+    aws_env: None,
+) -> None:
+    """The rare case the heartbeat cannot rule out (a live relay that could not beat for
+    a minute): once the record is failed under it, the relay stops at its next poll and
+    sends nothing after the dead letter's `end`: no more text, no second `end`."""
+
+    def lost(stream_id: str) -> None:
+        assert store().mark_lost(stream_id, 5, unknown_usage())  # as a dead letter does
+
+    stream_id, poster, marked = await ended_under_relay(lost)
     after = [m for _, m in poster.posts[marked:]]
     assert after == [], json.dumps(after)
     assert all(m["type"] != "end" for _, m in poster.posts)
-    record = service.streams.get(stream_id)
+    record = store().get(stream_id)
     assert record is not None and (record.status, record.last_seq) == ("failed", 5)
 
 
@@ -172,30 +185,20 @@ async def test_a_relay_whose_start_the_ack_failed_still_ends_its_pages(aws_env: 
     flag. A relay that polls between the two writes must stop as for a stop, with one
     `end` for its pages, not fall silent as for a dead letter's end (nobody else tells
     them)."""
-    poster = RecordingPoster()
-    service = StreamService(settings(cancel_poll_seconds=0.05), poster=poster)
-    service.connections.open("conn1", "app1", ["room"])
-    client, _ = await lambda_app(service)
-    r = await client.post("/llm/query", json=request(delayMs=600))
-    stream_id = r.json()["streamId"]
-    async with asyncio.timeout(5):
-        while not any(m["type"] == "delta" for _, m in poster.posts):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    aws.dynamodb("us-east-1", None).update_item(  # the first write only: no cancel flag
-        TableName=MOTO_TABLE,
-        Key={"pk": {"S": f"STREAM#{stream_id}"}, "sk": {"S": "META"}},
-        UpdateExpression="SET #status = :failed, startError = :error",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={
-            ":failed": {"S": "failed"},
-            ":error": {"M": {"status": {"N": "503"}, "message": {"S": "try again"}}},
-        },
-    )
-    async with asyncio.timeout(5):
-        while service._running:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    await client.aclose()
-    await service.aclose()
+
+    def start_failed(stream_id: str) -> None:  # the first write only: no cancel flag
+        aws.dynamodb("us-east-1", None).update_item(
+            TableName=MOTO_TABLE,
+            Key={"pk": {"S": f"STREAM#{stream_id}"}, "sk": {"S": "META"}},
+            UpdateExpression="SET #status = :failed, startError = :error",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":failed": {"S": "failed"},
+                ":error": {"M": {"status": {"N": "503"}, "message": {"S": "try again"}}},
+            },
+        )
+
+    _, poster, _ = await ended_under_relay(start_failed)
     ends = [m for _, m in poster.posts if m["type"] == "end"]
     assert len(ends) == 1 and ends[0]["finish_reason"] == "cancelled"
     seqs = [m["seq"] for _, m in poster.posts]
