@@ -263,7 +263,7 @@ def test_connections_function_may_make_exactly_the_calls_its_routes_make(
         "ack",
         "pong",
     ]
-    assert StreamStore(setup, TABLE).cancel_requested("st_1")
+    assert StreamStore(setup, TABLE).poll("st_1").cancel
     answered = ToolCallStore(setup, TABLE).get(APP_ID, "tc_1")
     assert answered is not None and answered.status == "answered"
     used = {f"dynamodb:{op}" for op in operations - TRANSACTIONS}

@@ -360,7 +360,7 @@ def make_stream(
 
 
 def cancel_flag(stream_id: str) -> bool:
-    return StreamStore(aws.dynamodb("us-east-1", None), TABLE).cancel_requested(stream_id)
+    return StreamStore(aws.dynamodb("us-east-1", None), TABLE).poll(stream_id).cancel
 
 
 def test_stop_event_on_shared_channel_cancels_stream(stack: Stack) -> None:

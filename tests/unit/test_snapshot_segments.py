@@ -57,7 +57,7 @@ def test_the_cancel_check_reads_the_small_record_only_however_long_the_text(
     db.meta.events.register(
         "provide-client-params.dynamodb.GetItem", lambda params, **_: read.append(params)
     )
-    assert store.cancel_requested("st_1") is False
+    assert store.poll("st_1").cancel is False
     assert [p["Key"]["sk"]["S"] for p in read] == ["META"]
     assert meter.reads == 0.5  # one eventually consistent read of under 4 KB
 

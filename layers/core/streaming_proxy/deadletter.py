@@ -224,7 +224,7 @@ class DeadLetters:
         log = {"stream_id": job.stream_id, "condition": condition}
         stored = await self._db(self._streams.get, job.stream_id)
         verdict = self._verdict(stored, condition)
-        if verdict == "nothing" or verdict == "deferred":
+        if verdict != "lost":
             self._log_verdict(verdict, log)
             return verdict
         assert stored is not None

@@ -79,6 +79,11 @@ class Poll(NamedTuple):
     ended: bool
 
 
+# The condition of a write that only a stream not final yet takes, and its values.
+_OPEN = "#status IN (:pending, :streaming)"
+_OPEN_VALUES: dict[str, Any] = {":pending": "pending", ":streaming": "streaming"}
+
+
 class StreamStore:
     """Reads and writes stream records; all methods are blocking (call via a thread)."""
 
@@ -142,10 +147,6 @@ class StreamStore:
         except self._db.exceptions.ConditionalCheckFailedException:
             return None
         return _record(stream_id, out["Attributes"])
-
-    def cancel_requested(self, stream_id: str) -> bool:
-        """The cancel flag (`poll`)."""
-        return self.poll(stream_id).cancel
 
     def poll(self, stream_id: str) -> Poll:
         """The cancel flag, and whether the stream is final, from the small record (a read
@@ -237,13 +238,10 @@ class StreamStore:
         return True
 
     def beat(self, stream_id: str) -> bool:
-        """The claiming relay runs (`aliveAt` now); False once the stream is final: it was
-        ended without this relay (a dead letter took it for lost), which must stop."""
+        """The claiming relay runs (`aliveAt` now); False once the stream is final (then
+        beating ends; the relay's `poll` tells which end it was)."""
         return self._transition(
-            stream_id,
-            {"aliveAt": {"N": f"{time.time():.3f}"}},
-            "#status IN (:pending, :streaming)",
-            {":pending": "pending", ":streaming": "streaming"},
+            stream_id, {"aliveAt": {"N": f"{time.time():.3f}"}}, _OPEN, _OPEN_VALUES
         )
 
     def mark_lost(
@@ -265,8 +263,8 @@ class StreamStore:
             "finishReason": {"S": "error"},
             "usage": {"S": json.dumps(usage)},
         }
-        condition = "#status IN (:pending, :streaming)"
-        params: dict[str, Any] = {":pending": "pending", ":streaming": "streaming"}
+        condition = _OPEN
+        params: dict[str, Any] = dict(_OPEN_VALUES)
         if stale_before is not None:
             condition += " AND (attribute_not_exists(aliveAt) OR aliveAt < :stale)"
             params[":stale"] = round(stale_before, 3)
@@ -279,9 +277,8 @@ class StreamStore:
         return self._transition(
             stream_id,
             _pointer(text, last_seq),
-            "#status IN (:pending, :streaming) AND "
-            "(attribute_not_exists(textChars) OR textChars <= :chars)",
-            {":pending": "pending", ":streaming": "streaming", ":chars": len(text)},
+            f"{_OPEN} AND (attribute_not_exists(textChars) OR textChars <= :chars)",
+            {**_OPEN_VALUES, ":chars": len(text)},
         )
 
     def save_final(
