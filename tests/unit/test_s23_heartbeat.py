@@ -203,3 +203,31 @@ async def test_a_relay_whose_start_the_ack_failed_still_ends_its_pages(aws_env: 
     assert len(ends) == 1 and ends[0]["finish_reason"] == "cancelled"
     seqs = [m["seq"] for _, m in poster.posts]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_a_beat_the_table_refuses_is_skipped_and_the_next_ones_go_on() -> None:
+    """A throttled beat is one beat missed, not the end of the heartbeat (the handler
+    allows STALE_BEATS of them): the relay keeps beating, and stops once a beat finds the
+    stream final."""
+    from streaming_proxy.blocking import BlockingCalls
+    from streaming_proxy.recorder import StreamRecorder
+
+    answers: list[bool | Exception] = [RuntimeError("throttled"), True, RuntimeError("x"), False]
+    beaten: list[str] = []
+
+    class Streams:
+        def beat(self, stream_id: str) -> bool:
+            beaten.append(stream_id)
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    db = BlockingCalls(1, "beats")
+    try:
+        recorder = StreamRecorder(Streams(), "st_b", db, heartbeat_seconds=0.01)  # type: ignore[arg-type]
+        async with asyncio.timeout(2):
+            await recorder.keep_alive()  # returns once a beat finds the stream final
+    finally:
+        db.shutdown()
+    assert beaten == ["st_b"] * 4 and answers == []
