@@ -32,6 +32,9 @@ DELAY_MS = 5
 ROUNDS = 2
 CROWD = 50  # subscribers on the caller's channel in the last row
 FIXED_STREAMS = 10
+# What one more chunk costs at MARGINAL_STREAMS: rounds of LONG_CHUNKS against CHUNKS.
+LONG_CHUNKS = 2 * CHUNKS
+MARGINAL_STREAMS = 50
 STREAM_TIMEOUT_SECONDS = 60.0
 
 
@@ -50,13 +53,15 @@ class Mode:
 
 
 V1 = Mode("v1", "`/v1/chat/completions`", "v1")
+BARE = Mode("bare", "bare relay (floor: same server, no parsing)", "bare")
 MODES = (
     Mode("direct", "direct to upstream", "direct"),
-    Mode("bare", "bare relay (floor: same server, no parsing)", "bare"),
+    BARE,
     V1,
     Mode("klai", "Klai SSE, default window", "klai"),
     Mode("klai0", "Klai SSE, `flushIntervalMs` 0", "klai", flush_interval_ms=0),
 )
+MARGINAL_MODES = (BARE, V1)
 # One caller, its channel watched by CROWD subscribers.
 CROWDED = Mode("klai-crowd", f"Klai SSE, default window, {CROWD} subscribers", "klai")
 
@@ -93,11 +98,16 @@ class Target:
 
 
 async def _read(
-    target: Target, mode: Mode, tag: str, channel: str, client: httpx.AsyncClient
+    target: Target,
+    mode: Mode,
+    tag: str,
+    channel: str,
+    client: httpx.AsyncClient,
+    chunks: int = CHUNKS,
 ) -> Read:
     """One stream read to its end; its text must be exactly what the upstream sent."""
     stack = target.stack
-    ask = StampedRequest(tag=tag, chunks=CHUNKS, delay_ms=DELAY_MS)
+    ask = StampedRequest(tag=tag, chunks=chunks, delay_ms=DELAY_MS)
     url, body, headers = _request(target, mode, ask, channel)
     got = [e async for e in events(url, body, headers)]
     sent = await stack.upstream.sent(client, tag)
@@ -159,13 +169,14 @@ async def _round(
     label: str,
     crowd: list[Subscriber],
     channel: str,
+    chunks: int = CHUNKS,
 ) -> Sample:
-    """`streams` callers at once, each reading one stream; the channel's subscribers (if
-    any) must get every stream whole too."""
-    sample = Sample(chunks=streams * CHUNKS)
+    """`streams` callers at once, each reading one stream of `chunks`; the channel's
+    subscribers (if any) must get every stream whole too."""
+    sample = Sample(chunks=streams * chunks)
     await target.stack.quiet()
     app0, bench0 = target.cpu_seconds(mode), time.process_time()
-    reads = [_read(target, mode, f"{label}-{i}", channel, client) for i in range(streams)]
+    reads = [_read(target, mode, f"{label}-{i}", channel, client, chunks) for i in range(streams)]
     done = await asyncio.wait_for(asyncio.gather(*reads), STREAM_TIMEOUT_SECONDS)
     sample.app_cpu = target.cpu_seconds(mode) - app0 if mode.proxied else 0.0
     sample.bench_cpu = time.process_time() - bench0
@@ -193,11 +204,47 @@ async def _fixed_cost(target: Target, client: httpx.AsyncClient, run: int) -> fl
     return (stack.app_cpu_seconds() - app0) / FIXED_STREAMS
 
 
-async def _measure(target: Target) -> tuple[dict[tuple[str, int], Sample], float]:
+@dataclass(frozen=True)
+class Marginal:
+    """At MARGINAL_STREAMS streams at once: the app's CPU for one more chunk, and for a
+    stream besides its chunks, from rounds of CHUNKS and of LONG_CHUNKS."""
+
+    per_chunk: float
+    per_stream: float
+
+
+@dataclass
+class Measured:
+    samples: dict[tuple[str, int], Sample]
+    fixed: float
+    marginal: dict[str, Marginal]
+
+
+async def _marginal(
+    target: Target, client: httpx.AsyncClient, run: int, samples: dict[tuple[str, int], Sample]
+) -> dict[str, Marginal]:
+    long: dict[str, Sample] = {}
+    for r in range(ROUNDS):
+        for mode in MARGINAL_MODES:
+            label = f"sse-{run}-{mode.key}-long-{r}"
+            got = await _round(
+                target, client, mode, MARGINAL_STREAMS, label, [], f"bench-{label}", LONG_CHUNKS
+            )
+            _merge(long.setdefault(mode.key, Sample()), got)
+    out: dict[str, Marginal] = {}
+    for mode in MARGINAL_MODES:
+        short = samples[(mode.key, MARGINAL_STREAMS)]
+        per_short = short.app_cpu / (short.chunks / CHUNKS)
+        per_long = long[mode.key].app_cpu / (long[mode.key].chunks / LONG_CHUNKS)
+        per_chunk = (per_long - per_short) / (LONG_CHUNKS - CHUNKS)
+        out[mode.key] = Marginal(per_chunk, per_short - per_chunk * CHUNKS)
+    return out
+
+
+async def _measure(target: Target) -> Measured:
     stack = target.stack
     async with http_client(stack) as client:
         run = time.time_ns()
-        fixed = await _fixed_cost(target, client, run)
         samples: dict[tuple[str, int], Sample] = {}
         for streams in CONCURRENCY:
             for r in range(ROUNDS):
@@ -214,7 +261,10 @@ async def _measure(target: Target) -> tuple[dict[tuple[str, int], Sample], float
                 _merge(samples.setdefault((CROWDED.key, 1), Sample()), got)
         finally:
             await close_all(crowd)
-    return samples, fixed
+        marginal = await _marginal(target, client, run, samples)
+        # Last, on a warm app: the first requests also import the endpoints' modules.
+        fixed = await _fixed_cost(target, client, run)
+    return Measured(samples, fixed, marginal)
 
 
 def _merge(into: Sample, got: Sample) -> None:
@@ -245,7 +295,10 @@ METHOD = (
     "the token's embedded send time, over every token of every stream (a frame carrying "
     "several tokens counts each); ratios divide by the direct path's value at the same N in "
     "the same run. App CPU per relayed chunk = user+system time of the app process alone "
-    "(the bare relay's process in its rows) over the round / chunks relayed. Every stream's "
+    "(the bare relay's process in its rows) over the round / chunks relayed. The same "
+    f"{ROUNDS} rounds at {MARGINAL_STREAMS} streams with streams of {LONG_CHUNKS} chunks, for "
+    "`/v1` and the bare relay, split that CPU into what one more chunk costs (the difference "
+    "per stream over the added chunks) and what a stream costs besides its chunks. Every stream's "
     "text is checked to be exactly what the upstream sent (Klai SSE: seq contiguous, merged "
     "envelopes covering firstSeq..seq, one `end`); any difference fails the benchmark."
 )
@@ -254,7 +307,7 @@ METHOD = (
 def run(stack: Stack) -> Result:
     bare = BareRelayProcess.start(stack.upstream.port)
     try:
-        samples, fixed = asyncio.run(asyncio.wait_for(_measure(Target(stack, bare)), 240))
+        measured = asyncio.run(asyncio.wait_for(_measure(Target(stack, bare)), 240))
     finally:
         bare.stop()
     result = Result(
@@ -273,6 +326,7 @@ def run(stack: Stack) -> Result:
             "callers' process CPU ms / stream",
         ],
     )
+    samples, fixed = measured.samples, measured.fixed
     for (key, streams), sample in samples.items():
         direct = samples[("direct", streams)]
         mode = next(m for m in (*MODES, CROWDED) if m.key == key)
@@ -283,6 +337,17 @@ def run(stack: Stack) -> Result:
         f"A `/v1` stream of one chunk costs the app {fixed * 1000:.1f} ms of CPU (mean of "
         f"{FIXED_STREAMS}): the work a stream costs besides its chunks (auth, records, "
         "answer), included in the per-chunk column above."
+    )
+    v1, floor = measured.marginal[V1.key], measured.marginal[BARE.key]
+    for mode in MARGINAL_MODES:
+        m = measured.marginal[mode.key]
+        result.data[f"marginal_{mode.key}"] = {"per_chunk": m.per_chunk, "per_stream": m.per_stream}
+    result.notes.append(
+        f"At {MARGINAL_STREAMS} streams at once, from rounds of {CHUNKS} and {LONG_CHUNKS} "
+        f"chunks: one more chunk costs the app {v1.per_chunk * 1e6:.0f} us on `/v1` and "
+        f"{floor.per_chunk * 1e6:.0f} us on the bare relay; a stream besides its chunks "
+        f"costs {v1.per_stream * 1000:.2f} ms on `/v1` and {floor.per_stream * 1000:.2f} ms "
+        "on the bare relay."
     )
     return result
 

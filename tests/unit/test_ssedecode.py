@@ -17,6 +17,8 @@ STREAMS = {
     "cr": b"data: a\rdata:  b\r\revent: e\r\r",
     "fields": b"data\nid: 1\x002\nretry: x\nunknown: y\ndata:\n\n:c\nid: 9\n\n",
     "unfinished": b"data: kept\n\ndata: dropped at the end",
+    # Not UTF-8 in a value; a field whose name only starts with "data".
+    "broken": b"data: \xff\xfe bad\ndata:\xc3\n\ndatax: no\ndata: yes\n\n",
 }
 
 

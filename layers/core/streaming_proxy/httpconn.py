@@ -92,10 +92,6 @@ class Connection(asyncio.Protocol):
     def body_done(self) -> bool:
         return self._parser is not None and self._parser.done
 
-    async def more(self, timeout: float | None) -> None:  # noqa: ASYNC109
-        """Wait until more of the body was decoded, the body ended, or it failed (raises)."""
-        await self._wait(timeout)
-
     def release(self) -> None:
         """The answer was read whole: the connection is idle again (if reusable)."""
         self._parser = None
@@ -131,6 +127,10 @@ class Connection(asyncio.Protocol):
             self._waiter = None
         if self._error is not None:
             raise self._error
+
+    # Waiting until more of the body was decoded, the body ended, or it failed (raises):
+    # the same wait, with no coroutine around it (a body reads once per chunk).
+    more = _wait
 
     def _check(self) -> None:
         """The timer fired: fail the read that waits too long, else re-arm for the one that

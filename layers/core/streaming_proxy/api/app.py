@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ExceptionHandler
+from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings, get_settings
@@ -22,6 +22,7 @@ from ..service import StreamService
 from . import klai, lambda_events
 from .answers import error_response, openai_error
 from .pagecors import page_routes
+from .sse import SERVER_SEND
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -128,8 +129,17 @@ def create_app(
         finally:
             await service.aclose()
 
-    return Starlette(
+    return ProxyApp(
         routes=routes(),
         lifespan=lifespan,
         exception_handlers=ERROR_HANDLERS,
     )
+
+
+class ProxyApp(Starlette):
+    """Starlette, with the server's own `send` kept in the scope (`SERVER_SEND`): a streamed
+    answer sends its body there once its start went through Starlette's wrappers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)

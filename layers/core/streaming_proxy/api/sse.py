@@ -19,6 +19,8 @@ from ..relay import Relay
 from ..service import StreamService
 
 _OPEN = b": stream open\n\n"
+# Where ProxyApp keeps the server's `send` in a request's scope.
+SERVER_SEND = "streaming_proxy.server_send"
 _KEEPALIVE = b": keep-alive\n\n"
 
 SSE_HEADERS = {
@@ -222,10 +224,14 @@ class SseResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def emit(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # Starlette's wrappers of `send` only watch for the start, which went through them:
+        # the body goes to the server's own `send`, two coroutine calls fewer per frame.
+        body_send: Send = scope.get(SERVER_SEND, send)
+
+        async def emit(data: bytes) -> None:
+            await body_send({"type": "http.response.body", "body": data, "more_body": True})
+
         # The writer is a task of its own: a frame then resumes it alone, not the whole
         # chain of the server's and Starlette's coroutines this call runs under.
         writer = asyncio.ensure_future(self._frames.write(emit, self._keepalive, self._done))

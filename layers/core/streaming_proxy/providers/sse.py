@@ -12,6 +12,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from ..errors import UpstreamError, UpstreamTimeout
+from ..nethttp import BODY
 from .base import MAX_ERROR_BODY_BYTES, raise_for_upstream, upstream_message
 from .raw import tapped
 from .ssedecode import SseDecoder
@@ -77,10 +78,11 @@ async def _events(response: httpx.Response, provider: str) -> AsyncGenerator[Ser
 def _body(response: httpx.Response) -> AsyncIterator[bytes]:
     """The body's bytes: from the transport's stream itself when there is no content coding
     to undo (nearly always for an event stream), else through httpx's decoders. Each chunk
-    then skips two generators and their bookkeeping; the stream still closes with the
-    response (`http.stream`'s block), which also sets its `elapsed`."""
+    then skips three generators and their bookkeeping (the lean transport's body is read
+    without httpx's wrapper around it); the stream still closes with the response
+    (`http.stream`'s block), which also sets its `elapsed`."""
     coding = response.headers.get("content-encoding", "").strip().lower()
-    stream = response.stream
+    stream = response.extensions.get(BODY, response.stream)
     if coding in ("", "identity") and isinstance(stream, httpx.AsyncByteStream):
         response.is_stream_consumed = True  # as `aiter_raw` marks it
         return stream.__aiter__()

@@ -38,6 +38,10 @@ class SseDecoder:
         *lines, self._rest = data.split(b"\n")
         events: list[ServerSentEvent] = []
         for line in lines:
+            if line.startswith(b"data:"):  # nearly every line: its value, decoded alone
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._data.append(value.decode("utf-8", errors="replace"))
+                continue
             event = self._line(line.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)
