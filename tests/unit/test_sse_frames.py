@@ -6,7 +6,12 @@ import asyncio
 from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
-from streaming_proxy.api.sse import FrameQueue, KlaiSseSink, SseResponse
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from streaming_proxy.api.app import ProxyApp
+from streaming_proxy.api.sse import SERVER_SEND, FrameQueue, KlaiSseSink, SseResponse
 
 
 async def read_all(
@@ -243,3 +248,36 @@ async def test_an_sse_response_ends_quietly_when_the_caller_left_after_the_last_
     answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
     await asyncio.wait_for(answer({"type": "http"}, caller.receive, caller.send), 5)
     assert caller.bodies() == [b": stream open\n\ndata: 1\n\n"]
+
+
+async def test_an_sse_response_writes_its_frames_past_starlettes_wrappers_once_started() -> None:
+    """Starlette's error middlewares wrap `send` to see whether the answer started; the
+    frames (one write per chunk) go to the server's own `send`, which ProxyApp keeps."""
+    queue, server, wrapped = FrameQueue(), Caller(), Caller()
+
+    async def relay() -> None:
+        queue.put(b"data: 1\n\n")
+        queue.end()
+
+    answer = SseResponse(queue, 30, asyncio.ensure_future(relay()), {})
+    scope = {"type": "http", SERVER_SEND: server.send}
+    await asyncio.wait_for(answer(scope, wrapped.receive, wrapped.send), 5)
+    assert wrapped.sent[0]["type"] == "http.response.start"
+    assert server.bodies() == [b": stream open\n\ndata: 1\n\n"]
+    assert not any(m["type"] == "http.response.start" for m in server.sent)
+    assert wrapped.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_the_proxy_app_keeps_the_servers_send_in_the_scope() -> None:
+    seen: dict[str, Any] = {}
+
+    async def endpoint(request: Request) -> Response:
+        seen["send"] = request.scope.get(SERVER_SEND)
+        return PlainTextResponse("ok")
+
+    server = Caller()
+    app = ProxyApp(routes=[Route("/", endpoint)])
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    await asyncio.wait_for(app(scope, server.receive, server.send), 5)
+    assert seen["send"] == server.send
+    assert server.bodies()[0] == b"ok"
