@@ -39,6 +39,14 @@ async def sse_query(
         yield answer
 
 
+async def app_post(stack: Stack, path: str, json_body: Any, **headers: str) -> httpx.Response:
+    """`path` POSTed with the app key (and `headers`): the whole answer."""
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        return await client.post(
+            path, json=json_body, headers={"x-api-key": stack.api_key, **headers}
+        )
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

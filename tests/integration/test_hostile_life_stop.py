@@ -14,6 +14,7 @@ import pytest
 
 from streaming_proxy.tablekeys import stream_key
 from tests.conftest import Stack
+from tests.conftest import app_post as post
 from tests.delivery import assert_complete, replay
 from tests.wsclient import Subscriber
 
@@ -30,13 +31,6 @@ def body(channels: list[str], text: str = WORDS, delay: int = 20, **args: Any) -
             "providerArgs": {"text": text, "delayMs": delay, **args},
         },
     }
-
-
-async def post(stack: Stack, path: str, json_body: Any, **headers: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
-        return await client.post(
-            path, json=json_body, headers={"x-api-key": stack.api_key, **headers}
-        )
 
 
 async def start(stack: Stack, channel: str, **kw: Any) -> str:

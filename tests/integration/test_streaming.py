@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import FAKE_OPENAI_KEY, Stack
+from tests.conftest import app_post as post
 from tests.delivery import assert_complete, covered
 from tests.fake_llm import TEXT, TOOL_ARGS, FakeLlm
 from tests.wsclient import Subscriber, text_of
@@ -30,13 +31,6 @@ def body(channels: list[str], text: str = ANSWER, **payload: Any) -> dict[str, A
             **payload,
         },
     }
-
-
-async def post(stack: Stack, path: str, json_body: Any, **headers: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
-        return await client.post(
-            path, json=json_body, headers={"x-api-key": stack.api_key, **headers}
-        )
 
 
 def assert_well_formed(messages: list[dict[str, Any]], channel: str) -> None:

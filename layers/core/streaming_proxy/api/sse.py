@@ -19,9 +19,9 @@ from ..relay import Relay
 from ..service import StreamService
 
 _OPEN = b": stream open\n\n"
+_KEEPALIVE = b": keep-alive\n\n"
 # Where ProxyApp keeps the server's `send` in a request's scope.
 SERVER_SEND = "streaming_proxy.server_send"
-_KEEPALIVE = b": keep-alive\n\n"
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
