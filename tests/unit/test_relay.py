@@ -22,9 +22,11 @@ from streaming_proxy.events import (
 )
 from streaming_proxy.gate import CallerGate
 from streaming_proxy.jobs import StreamJob
+from streaming_proxy.outcome import missing_call_id
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.mock import MockProvider
 from streaming_proxy.relay import Relay
+from streaming_proxy.streams import new_stream_id
 
 
 class Recorder:
@@ -169,6 +171,26 @@ async def test_tool_call_fragments_are_assembled_into_function_call() -> None:
         "total_tokens": 15,
         "estimated": False,
     }
+
+
+async def test_a_call_the_provider_named_no_id_for_ends_the_stream_with_one() -> None:
+    # Before: `function_call` and the outcome carried `toolCallId: ""` for such a call (some
+    # compatible servers send none), so the backend had no id to send the result back with.
+    script: list[Any] = [
+        ToolCallDelta(0, name="lookup", arguments="{}"),
+        ToolCallDelta(1, id="call_given", name="other", arguments="{}"),
+        ToolCallDelta(2, name="third", arguments="{}"),
+        Finish("tool_calls"),
+    ]
+    stream_id = new_stream_id()
+    sink, outcome = await run(Scripted(script), job().model_copy(update={"stream_id": stream_id}))
+    ids = [call.id for call in outcome.tool_calls]
+    assert ids == [f"call_{stream_id[-8:]}_0", "call_given", f"call_{stream_id[-8:]}_2"]
+    call = next(e for e in sink.envelopes if e["type"] == "function_call")
+    assert [f["toolCallId"] for f in call["content"]["functions"]] == ids
+    # The ids the `/v1` face makes up for the same stream's chunks and completion.
+    completion_id = "chatcmpl-" + stream_id.removeprefix("st_")
+    assert [missing_call_id(completion_id, n) for n in (0, 2)] == [ids[0], ids[2]]
 
 
 async def test_missing_usage_is_estimated() -> None:

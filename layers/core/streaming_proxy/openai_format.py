@@ -13,7 +13,7 @@ from .contract import ActionName, Message, Payload, Tool, ToolChoice
 from .envelopes import encode
 from .errors import ProxyError, ValidationFailed, invalid_request
 from .events import ProviderEvent, TextDelta, ThinkingDelta, ToolCallDelta
-from .outcome import StreamOutcome
+from .outcome import StreamOutcome, missing_call_id
 from .providers.sampling import ALIASES, invalid
 from .redact import scrub
 
@@ -216,13 +216,6 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         ],
         "usage": outcome.usage,
     }
-
-
-def missing_call_id(completion_id: str, number: int) -> str:
-    """The id of call `number` when the provider gave it none (some compatible servers do):
-    the same in a stream's chunks as in the whole completion, never empty (the SDK caller
-    sends it back as the tool result's `tool_call_id`)."""
-    return f"call_{completion_id[-8:]}_{number}"
 
 
 _ERROR_TYPES = {

@@ -46,6 +46,14 @@ class ToolCall:
         }
 
 
+def missing_call_id(stream_id: str, number: int) -> str:
+    """The id of call `number` when the provider gave it none (some compatible servers do),
+    never empty: the backend or SDK caller sends it back with the call's result. From the
+    stream's id or its completion's (`chatcmpl-` + the same characters), the same in a
+    stream's chunks, its `function_call` and `end`, and a whole completion."""
+    return f"call_{stream_id[-8:]}_{number}"
+
+
 def unknown_usage() -> dict[str, Any]:
     """`end.usage` when the counts could not be worked out at all."""
     return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "estimated": True}

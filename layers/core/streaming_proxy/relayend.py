@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProxyError, error_object
 from .observability import get_logger
-from .outcome import StreamOutcome, ToolCall, unknown_usage
+from .outcome import StreamOutcome, ToolCall, missing_call_id, unknown_usage
 from .streams import StreamStatus
 from .tools.messages import as_tool_calls, function_call_content
 
@@ -134,7 +135,12 @@ class RelayEnd:
         """The calls the stream ends with, for the backend to run (none once all ran)."""
         if self._calls_left_over:
             return as_tool_calls(self._calls_left_over)
-        return [] if self._announced else self._turn.tool_calls()
+        if self._announced:
+            return []
+        return [
+            call if call.id else replace(call, id=missing_call_id(self.job.stream_id, number))
+            for number, call in enumerate(self._turn.tool_calls())
+        ]
 
     async def _early_end(self, outcome: StreamOutcome) -> None:
         """A stream that ends before any provider event: who hears about it (gate.py)."""
