@@ -35,7 +35,10 @@ def make_handler(dead_letters: Callable[[], DeadLetters]) -> Handler:
 
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return runner().run(dead_letters().handle_batch(event))
+        def seconds_left() -> float:
+            return context.get_remaining_time_in_millis() / 1000
+
+        return runner().run(dead_letters().handle_batch(event, seconds_left))
 
     return handler
 

@@ -168,6 +168,23 @@ async def test_a_relay_that_died_mid_stream_ends_after_what_it_sent(
     assert record is not None and (record.status, record.text) == ("failed", "Half an ans")
 
 
+async def test_a_relay_that_dies_just_before_its_dead_letter_is_told_in_that_invocation(
+    gateway: Gateway, handle: Callable[..., Any]
+) -> None:
+    # Its heartbeat is still fresh when the record comes (57 s old, stale at 60): the
+    # handler waits the 3 s, in the same invocation (the context leaves it the time), and
+    # looks again, instead of deferring the record to the queue's visibility timeout.
+    registered("st_dying", "streaming", beat_age=57)
+    async with open_client(gateway, token("room")) as ws:
+        await connection_id_of(ws)
+        answer = await handle(dead_letter("st_dying", "RetriesExhausted"))
+        messages = await until_end(ws)
+    assert answer == {"batchItemFailures": []}
+    assert [(m["type"], m["seq"]) for m in messages] == [("error", 5), ("end", 6)]
+    record = streams().get("st_dying")
+    assert record is not None and record.status == "failed"
+
+
 async def test_a_chat_stream_gets_no_thread_info(
     gateway: Gateway, handle: Callable[..., Any]
 ) -> None:

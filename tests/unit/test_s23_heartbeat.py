@@ -25,11 +25,13 @@ def store() -> StreamStore:
     return StreamStore(aws.dynamodb("us-east-1", None), MOTO_TABLE)
 
 
-def claimed(stream_id: str, beat_age: float = 0.0, claim_age: float | None = None) -> None:
+def claimed(
+    stream_id: str, beat_age: float = 0.0, claim_age: float | None = None, beat_seconds: int = 10
+) -> None:
     """A streaming record claimed by a relay whose last beat was `beat_age` seconds ago."""
     streams = store()
     streams.create(StreamRecord(stream_id, "app1", "onLlm", ["room"]))
-    assert streams.claim(stream_id, beat_seconds=10)
+    assert streams.claim(stream_id, beat_seconds=beat_seconds)
     streams.mark_started(stream_id)
     now = time.time()
     aws.dynamodb("us-east-1", None).update_item(

@@ -16,7 +16,11 @@ lost: the dead letter came from another delivery of the same event, whose claim 
 batch item failure: SQS shows it again after the queue's visibility timeout) and looked
 at again: the stream finished meanwhile (nothing to do), or its heartbeat went stale (the
 relay died: failed as above). A relay lives at most Lambda's 900 s, so a record is
-deferred a few times at most. The event carries the job, provider key
+deferred a few times at most. Before deferring, the handler waits in the same invocation
+when the heartbeats it judged go stale within LOOK_AGAIN_WITHIN_SECONDS and the invocation
+has the time, and judges those records once more: a relay that crashed (out of memory, say)
+is then told to its pages about a minute after its last beat, not after the visibility
+timeout. The event carries the job, provider key
 included: it is never logged. A record without a job to read (malformed, or sent by Lambda
 without its payload because it did not fit the queue: detached.py bounds the event so that
 it does) cannot be told to anyone: it is logged as an error with Lambda's request id and
@@ -25,9 +29,11 @@ condition and counted (`DeadLettersUnread`, which an alarm watches), then droppe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -119,6 +125,15 @@ Handled = Literal["told", "nothing", "deferred"]
 # The heartbeat interval assumed for a stream no relay claimed yet: a claim racing the
 # dead letter is newer than the read by far more than this many intervals' margin.
 UNCLAIMED_BEAT_SECONDS = 10.0
+# A batch whose deferred records' heartbeats all go stale within this (six missed beats of
+# 10 s: a minute at most) waits for it and judges them once more, rather than leave a dead
+# relay's pages waiting for the queue's visibility timeout.
+LOOK_AGAIN_WITHIN_SECONDS = 65.0
+# Past the heartbeat's stale bound before the second look: clocks and a late write.
+LOOK_AGAIN_MARGIN_SECONDS = 1.0
+# What the second look may take besides the wait (reads, writes, the channels' posts): the
+# wait is skipped when the invocation has less time left than both.
+SECOND_LOOK_RESERVE_SECONDS = 20.0
 
 
 class MalformedDeadLetter(ValueError):
@@ -177,6 +192,27 @@ def lost_error(condition: str) -> StreamLost:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A record deferred on a first look, and when its relay is taken for dead unless it
+    beats again (None: not known)."""
+
+    message_id: str
+    record: InvocationRecord
+    dead_at: float | None
+
+
+def _dead_at(stored: StreamRecord | None) -> float | None:
+    beat = stored.heartbeat if stored is not None else None
+    return beat.dead_at() if beat is not None else None
+
+
+def _not_handled(message_id: str) -> None:
+    get_logger().warning(
+        "dead letter not handled; retried", extra={"message_id": message_id}, exc_info=True
+    )
+
+
 class DeadLetters:
     """Marks lost detached relays failed and tells their channels."""
 
@@ -187,17 +223,23 @@ class DeadLetters:
         db: BlockingCalls,
         runs: ThreadRuns,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._streams = streams
         self._publisher = publisher
         self._db = db
         self._runs = runs
         self._clock = clock  # epoch seconds, as the relay's heartbeat writes them
+        self._sleep = sleep
 
-    async def handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def handle_batch(
+        self, event: dict[str, Any], seconds_left: Callable[[], float] = lambda: 0.0
+    ) -> dict[str, Any]:
         """Handle an SQS batch; records that failed for a reason worth retrying (the table
         down before the stream was marked) are reported as batch item failures, malformed
-        ones dropped. Failed posts are not such a reason: the stream is marked by then."""
+        ones dropped. Failed posts are not such a reason: the stream is marked by then.
+        `seconds_left`: the invocation's time left, which bounds the second look (none
+        unless the caller says)."""
         failures: list[dict[str, str]] = []
         try:
             batch = SqsEvent.model_validate(event)
@@ -205,28 +247,67 @@ class DeadLetters:
             # Never raised as is: pydantic's message would quote the event, keys included.
             get_logger().error("dead-letter event is not an SQS batch; dropped")
             return {"batchItemFailures": []}
+        deferred: list[_Deferred] = []
         for message in batch.records:
-            log = {"message_id": message.message_id}
             try:
-                if await self.handle(parse_record(message.body)) == "deferred":
-                    failures.append({"itemIdentifier": message.message_id})
+                record = parse_record(message.body)
+                verdict, dead_at = await self._judge(record)
+                if verdict == "deferred":
+                    deferred.append(_Deferred(message.message_id, record, dead_at))
             except MalformedDeadLetter as e:
                 report_unread(message.message_id, e)
             except Exception:
-                get_logger().warning("dead letter not handled; retried", extra=log, exc_info=True)
+                _not_handled(message.message_id)
                 failures.append({"itemIdentifier": message.message_id})
+        for item in await self._look_again(deferred, seconds_left):
+            failures.append({"itemIdentifier": item.message_id})
         return {"batchItemFailures": failures}
+
+    async def _look_again(
+        self, deferred: list[_Deferred], seconds_left: Callable[[], float]
+    ) -> list[_Deferred]:
+        """The records still deferred after a second look at those whose heartbeat was
+        read, taken once every such heartbeat would be stale, when that is soon enough and
+        the invocation has the time (a relay that died is told now; one that lives has
+        beaten again meanwhile)."""
+        due = [d.dead_at for d in deferred if d.dead_at is not None]
+        if not due:
+            return deferred
+        wait = max(due) - self._clock() + LOOK_AGAIN_MARGIN_SECONDS
+        if wait > LOOK_AGAIN_WITHIN_SECONDS or wait + SECOND_LOOK_RESERVE_SECONDS > seconds_left():
+            return deferred
+        get_logger().info(
+            "dead letters for relays whose heartbeat goes stale soon; looked at again then",
+            extra={"records": len(due), "wait_seconds": round(max(0.0, wait), 1)},
+        )
+        await self._sleep(max(0.0, wait))
+        still = [d for d in deferred if d.dead_at is None]
+        for item in deferred:
+            if item.dead_at is None:
+                continue
+            try:
+                if (await self._judge(item.record))[0] == "deferred":
+                    still.append(item)
+            except Exception:
+                _not_handled(item.message_id)
+                still.append(item)
+        return still
 
     async def handle(self, record: InvocationRecord) -> Handled:
         """Tell one lost stream's channels; "nothing" when there was nothing to tell,
         "deferred" when its relay still runs (the record is to be looked at again)."""
+        return (await self._judge(record))[0]
+
+    async def _judge(self, record: InvocationRecord) -> tuple[Handled, float | None]:
+        """`handle`, and for a deferred record when its relay is taken for dead unless it
+        beats again (None: not known)."""
         job, condition = record.request_payload.job, record.request_context.condition
         log = {"stream_id": job.stream_id, "condition": condition}
         stored = await self._db(self._streams.get, job.stream_id)
         verdict = self._verdict(stored, condition)
         if verdict != "lost":
             self._log_verdict(verdict, log)
-            return verdict
+            return verdict, _dead_at(stored) if verdict == "deferred" else None
         assert stored is not None
         messages = self._messages(job, stored, lost_error(condition))
         end_seq = messages[-1]["seq"]
@@ -241,7 +322,7 @@ class DeadLetters:
                 again = await self._db(self._streams.get, job.stream_id)
                 verdict = "nothing" if again is None or again.finished else "deferred"
                 self._log_verdict(verdict, log)
-                return verdict
+                return verdict, _dead_at(again) if verdict == "deferred" else None
             get_logger().warning("lost detached relay reported to its channels", extra=log)
             # Before `end`, as a relay does: a page that sees it may start the next run.
             await self._abandon(job, log)
@@ -249,7 +330,7 @@ class DeadLetters:
                 await publisher.send(message)
         finally:
             await publisher.close()
-        return "told"
+        return "told", None
 
     async def _marked_lost(self, stream_id: str, stored: StreamRecord, end_seq: int) -> bool:
         """Fail the stream, unless it finished or its relay's heartbeat is fresh by now.

@@ -35,6 +35,11 @@ class Heartbeat:
         """Whether the relay may still run: a fresh heartbeat, within Lambda's lifetime."""
         return not self.outlived(now) and self.alive_at > self.stale_before(now)
 
+    def dead_at(self) -> float:
+        """When the relay is taken for dead unless it beats again: its heartbeat stale, or
+        Lambda's lifetime over (`live` holds before, not after)."""
+        return min(self.alive_at + STALE_BEATS * self.every, self.claimed_at + MAX_RELAY_SECONDS)
+
 
 def heartbeat_of(item: dict[str, Any]) -> Heartbeat | None:
     """The claim's heartbeat; None unclaimed, or claimed before relays kept one (such a
