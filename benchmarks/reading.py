@@ -274,6 +274,17 @@ def _sse(r: Result) -> list[str]:
             f"proxy's own work per chunk (reading HTTP and SSE, parsing and checking the "
             f"chunk, relaying it, writing a new chunk) is the other {own:.0f} us."
         )
+    klai = d.get(f"klai@{top}")
+    if klai is not None:
+        text += (
+            f" The Klai SSE rows at {top} streams add {klai['p50']:.0f} ms p50 for another "
+            "reason: each of those streams names a channel, so its answer starts only once its "
+            "stream record is written, and here the records, membership reads and snapshot "
+            f"writes of {top} streams queue in moto, which answers one request at a time; the "
+            "delay is largest on a stream's first tokens and shrinks as the app catches up. "
+            "In Lambda each stream has an execution environment of its own and DynamoDB "
+            "answers them side by side."
+        )
     return [text]
 
 
