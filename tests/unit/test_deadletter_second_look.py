@@ -18,6 +18,7 @@ from streaming_proxy.deadletter import (
     DeadLetters,
 )
 from streaming_proxy.service import StreamService
+from streaming_proxy.streams import StreamStore
 from tests.unit.conftest import MOTO_TABLE
 from tests.unit.test_lambda_mode import RecordingPoster, settings
 from tests.unit.test_s23_heartbeat import claimed, store
@@ -50,23 +51,28 @@ class Run:
     """One handler run on a clock of its own: `sleep` moves it on, and the relays named
     in `living` beat while it waits."""
 
-    def __init__(self, living: tuple[str, ...] = ()) -> None:
+    def __init__(self, living: tuple[str, ...] = (), table_down_after_wait: bool = False) -> None:
         self.now = time.time()
         self.waits: list[float] = []
         self.living = living
+        self.table_down_after_wait = table_down_after_wait
         self.poster = RecordingPoster()
+        self.streams: StreamStore | None = None
 
     async def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
         for stream_id in self.living:
             beat_at(stream_id, self.now - 3)
+        if self.table_down_after_wait and self.streams is not None:
+            self.streams.get = _table_down  # type: ignore[method-assign]
 
     async def handle(
         self, event: dict[str, Any], seconds_left: Callable[[], float] = lambda: math.inf
     ) -> dict[str, Any]:
         service = StreamService(settings(), poster=self.poster)
         service.connections.open("conn1", "app1", ["room"])
+        self.streams = service.streams
         letters = DeadLetters(
             service.streams,
             service.publisher,
@@ -82,6 +88,10 @@ class Run:
 
     def posted(self) -> list[tuple[str, str]]:
         return [(m["streamId"], m["type"]) for _, m in self.poster.posts]
+
+
+def _table_down(*args: Any, **kwargs: Any) -> Any:
+    raise ConnectionError("the table does not answer")
 
 
 def status(stream_id: str) -> str:
@@ -144,3 +154,14 @@ async def test_no_wait_for_a_heartbeat_that_goes_stale_later_than_the_bound(
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
     assert run.waits == [] and LOOK_AGAIN_WITHIN_SECONDS < 6 * 30 - 5
     assert status("st_slow") == "streaming"
+
+
+async def test_a_table_that_fails_the_second_look_leaves_the_record_for_a_retry(
+    aws_env: None,
+) -> None:
+    claimed("st_unread", beat_age=5)
+    run = Run(table_down_after_wait=True)
+    answer = await run.handle(batch("st_unread"))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert len(run.waits) == 1 and run.posted() == []
+    assert status("st_unread") == "streaming"

@@ -10,10 +10,13 @@ import json
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from streaming_proxy.events import ProviderEvent, TextDelta, ToolCallDelta
+from streaming_proxy.config import Settings
+from streaming_proxy.events import Finish, ProviderEvent, TextDelta, ToolCallDelta
 from streaming_proxy.openai_format import ChunkBuilder, completion
-from streaming_proxy.outcome import StreamOutcome
+from streaming_proxy.relay import Relay
 from streaming_proxy.turn import TurnState
+
+from .test_relay import Scripted, job
 
 
 def sdk_calls(events: list[ProviderEvent]) -> list[tuple[str, str, str]]:
@@ -72,7 +75,7 @@ def test_a_call_without_an_id_gets_one_and_a_later_id_does_not_split_it() -> Non
     assert call_id.startswith("call_") and (name, arguments) == ("lookup", '{"q": "a"}')
 
 
-def test_a_call_the_provider_gave_no_id_has_the_same_id_streamed_or_not() -> None:
+async def test_a_call_the_provider_gave_no_id_has_the_same_id_streamed_or_not() -> None:
     # Before: `stream: false` answered `"id": ""` for such a call (the SDK caller then sends
     # `tool_call_id: ""` back), while the stream made one up.
     events: list[ProviderEvent] = [
@@ -80,10 +83,10 @@ def test_a_call_the_provider_gave_no_id_has_the_same_id_streamed_or_not() -> Non
         ToolCallDelta(1, name="weather", arguments="{}"),
     ]
     streamed = [call_id for call_id, _, _ in sdk_calls(events)]
-    turn = TurnState()
-    for event in events:
-        turn.handle(event)
-    outcome = StreamOutcome(tool_calls=turn.tool_calls(), finish_reason="tool_calls")
+    # The relay ends the stream (`stream: false` reads its outcome) with the ids it made up.
+    the_job = job().model_copy(update={"stream_id": "st_0123456789abcdef"})
+    script = Scripted([*events, Finish("tool_calls")])
+    outcome = await Relay(the_job, script, [], settings=Settings()).run()
     whole = completion("chatcmpl-0123456789abcdef", "llama3", outcome)
     ids = [call["id"] for call in whole["choices"][0]["message"]["tool_calls"]]
     assert ids == streamed and all(ids) and len(set(ids)) == 2

@@ -195,11 +195,11 @@ def lost_error(condition: str) -> StreamLost:
 @dataclass(frozen=True, slots=True)
 class _Deferred:
     """A record deferred on a first look, and when its relay is taken for dead unless it
-    beats again (None: not known)."""
+    beats again."""
 
     message_id: str
     record: InvocationRecord
-    dead_at: float | None
+    dead_at: float
 
 
 def _dead_at(stored: StreamRecord | None) -> float | None:
@@ -252,8 +252,10 @@ class DeadLetters:
             try:
                 record = parse_record(message.body)
                 verdict, dead_at = await self._judge(record)
-                if verdict == "deferred":
+                if verdict == "deferred" and dead_at is not None:
                     deferred.append(_Deferred(message.message_id, record, dead_at))
+                elif verdict == "deferred":  # no heartbeat read: nothing to wait for
+                    failures.append({"itemIdentifier": message.message_id})
             except MalformedDeadLetter as e:
                 report_unread(message.message_id, e)
             except Exception:
@@ -266,25 +268,21 @@ class DeadLetters:
     async def _look_again(
         self, deferred: list[_Deferred], seconds_left: Callable[[], float]
     ) -> list[_Deferred]:
-        """The records still deferred after a second look at those whose heartbeat was
-        read, taken once every such heartbeat would be stale, when that is soon enough and
-        the invocation has the time (a relay that died is told now; one that lives has
-        beaten again meanwhile)."""
-        due = [d.dead_at for d in deferred if d.dead_at is not None]
-        if not due:
+        """The records still deferred after a second look, taken once every heartbeat
+        judged would be stale, when that is soon enough and the invocation has the time (a
+        relay that died is told now; one that lives has beaten again meanwhile)."""
+        if not deferred:
             return deferred
-        wait = max(due) - self._clock() + LOOK_AGAIN_MARGIN_SECONDS
+        wait = max(d.dead_at for d in deferred) - self._clock() + LOOK_AGAIN_MARGIN_SECONDS
         if wait > LOOK_AGAIN_WITHIN_SECONDS or wait + SECOND_LOOK_RESERVE_SECONDS > seconds_left():
             return deferred
         get_logger().info(
             "dead letters for relays whose heartbeat goes stale soon; looked at again then",
-            extra={"records": len(due), "wait_seconds": round(max(0.0, wait), 1)},
+            extra={"records": len(deferred), "wait_seconds": round(max(0.0, wait), 1)},
         )
         await self._sleep(max(0.0, wait))
-        still = [d for d in deferred if d.dead_at is None]
+        still: list[_Deferred] = []
         for item in deferred:
-            if item.dead_at is None:
-                continue
             try:
                 if (await self._judge(item.record))[0] == "deferred":
                     still.append(item)

@@ -195,10 +195,8 @@ def completion(completion_id: str, model: str, outcome: StreamOutcome) -> dict[s
         "content": outcome.text if outcome.text or not outcome.tool_calls else None,
     }
     if outcome.tool_calls:
-        message["tool_calls"] = [
-            {**call.as_openai(), "id": call.id or missing_call_id(completion_id, number)}
-            for number, call in enumerate(outcome.tool_calls)
-        ]
+        # Never without an id: the relay gave one to a call the provider named none for.
+        message["tool_calls"] = [call.as_openai() for call in outcome.tool_calls]
     if outcome.thinking:
         message["reasoning_content"] = outcome.thinking
     return {
