@@ -164,3 +164,133 @@ async def test_a_page_of_huge_messages_ends_at_its_size_bound_and_pages_on(stack
     rest = (await call(stack, "GET", f"/threads/{thread}/messages?cursor=3")).json()
     assert [m["content"] for m in rest["messages"]] == ["ok", big[2], "ok"]
     assert rest["nextCursor"] is None
+
+
+async def test_a_deleted_thread_leaves_nothing_a_page_can_read_back(stack: Stack) -> None:
+    """Erasing a thread (the right to be forgotten) erases what its runs streamed too: a
+    page with a token for the run's channel gets `not_found` from `resume`, not the text."""
+    channel = "hostile-forget"
+    secret = "my card number is 4111 1111 1111 1111"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        first, _ = await run(stack, sub, run_body(channel, secret))  # the mock echoes it
+        second, _ = await run(stack, sub, run_body(channel, secret, first["threadId"]))
+        db = stack.dynamodb_client()
+        for ack in (first, second):
+            assert StreamStore(db, stack.table).get(ack["streamId"], text=True) is not None
+        deleted = await call(stack, "DELETE", f"/threads/{first['threadId']}")
+        assert deleted.status_code == 200, deleted.text
+    finally:
+        await sub.close()
+    page = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        for ack in (first, second):
+            since = len(page.messages)
+            await page.send({"action": "resume", "streamId": ack["streamId"]})
+            reply = await page.wait_for(lambda m: m.get("type") != "pong", 10, since=since)
+            assert reply["type"] == "not_found", reply
+            leftovers = db.query(
+                TableName=stack.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": f"STREAM#{ack['streamId']}"}},
+            )["Items"]
+            assert leftovers == []
+    finally:
+        await page.close()
+
+
+def _age(stack: Stack, thread: str, seconds: int) -> None:
+    """Every item of the thread `seconds` past its TTL, as DynamoDB leaves them for a while
+    after THREAD_TTL_DAYS of silence (it deletes expired items late)."""
+    db = stack.dynamodb_client()
+    past = {"N": str(int(time.time()) - seconds)}
+    items = db.query(
+        TableName=stack.table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"THREAD#{stack.app_id}#{thread}"}},
+    )["Items"]
+    for item in items:
+        key = {"pk": item["pk"], "sk": item["sk"]}
+        db.update_item(
+            TableName=stack.table,
+            Key=key,
+            UpdateExpression="SET expiresAt = :past",
+            ExpressionAttributeValues={":past": past},
+        )
+
+
+async def test_a_thread_past_its_ttl_is_gone_though_its_items_linger(stack: Stack) -> None:
+    channel = "hostile-aged"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "old words"))
+        thread = ack["threadId"]
+        _age(stack, thread, 3600)
+        read = await call(stack, "GET", f"/threads/{thread}/messages")
+        assert read.status_code == 404, read.text
+        assert read.json()["error"]["type"] == "not_found"
+        again = await call(
+            stack, "POST", "/stream/create/assistants", run_body(channel, "x", thread)
+        )
+        assert again.status_code == 404, again.text
+        query = await call(stack, "POST", "/llm/query", run_body(channel, "x", thread))
+        assert query.status_code == 404, query.text
+    finally:
+        await sub.close()
+
+
+async def test_a_message_may_not_set_the_status_a_thread_marks_answers_with(
+    stack: Stack,
+) -> None:
+    """`status` on a stored message is the proxy's mark of an answer that did not end well
+    (later runs leave such an empty answer out); a caller's own would be taken for it."""
+    channel = "hostile-status"
+    body = run_body(channel, "q")
+    body["payload"]["messages"] = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "", "status": "cancelled"},
+        {"role": "user", "content": "q", "status": "whatever"},
+    ]
+    refused = await call(stack, "POST", "/stream/create/assistants", body)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert [f["field"] for f in error["fields"]] == [
+        "payload.messages.1.status",
+        "payload.messages.2.status",
+    ]
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:  # nothing was taken or stored: the same messages without it run
+        for message in body["payload"]["messages"]:
+            message.pop("status", None)
+        body["payload"]["messages"][1]["content"] = "an answer"
+        ack, events = await run(stack, sub, body)
+        assert events[-1]["type"] == "end"
+        assert [m.get("status") for m in await history(stack, ack["threadId"])] == [None] * 4
+    finally:
+        await sub.close()
+
+
+async def test_stopping_a_run_whose_stream_record_is_gone_ends_it_failed(stack: Stack) -> None:
+    """A run lost so long ago that its stream's record aged out (a day): stop answers how
+    the run ended, `failed` (one of the statuses it may answer), and frees the thread."""
+    channel = "hostile-gone-stream"
+    sub = await Subscriber.open(stack.ws, stack.token(channel))
+    try:
+        ack, _ = await run(stack, sub, run_body(channel, "before"))
+        thread = ack["threadId"]
+        threads = ThreadStore(stack.dynamodb_client(), stack.table)
+        run_id = new_run_id()
+        lease = int(time.time()) + 900
+        start = RunStart(thread, run_id, new_stream_id(), False, lease, 3600)
+        threads.start_run(stack.app_id, start)  # no stream record: it is gone
+        ids = {"threadId": thread, "runId": run_id}
+        for _ in range(2):
+            stopped = await call(stack, "POST", "/stream/create/assistants/stop", ids)
+            assert stopped.status_code == 200, stopped.text
+            assert stopped.json()["status"] == "failed"
+        record = threads.run(stack.app_id, thread, run_id)
+        assert record is not None and record.status == "failed"
+        _, after = await run(stack, sub, run_body(channel, "after", thread))
+        assert after[-1]["type"] == "end"
+    finally:
+        await sub.close()

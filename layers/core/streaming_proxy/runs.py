@@ -28,6 +28,7 @@ from .threads import (
     RunStatus,
     ThreadStore,
     check_storable,
+    check_unmarked,
     new_run_id,
     new_thread_id,
 )
@@ -135,6 +136,7 @@ class ThreadRuns:
         reads the history (`with_history`)."""
         settings = self._settings
         added = [m.model_dump(exclude_none=True) for m in payload.messages]
+        check_unmarked(added)
         check_storable(added)
         start = RunStart(
             thread_id=payload.thread_id or new_thread_id(),

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import threadreads
-from .errors import Conflict, NotFound, PayloadTooLarge
+from .errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from .history import ITEM_CHARS, Messages, json_lines, pack
 from .ids import THREAD_ID
 from .tablekeys import (
     META,
     MSG,
     RUN,
+    STREAM,
     batch_write,
     expired,
     now_epoch,
@@ -57,6 +58,7 @@ __all__ = [
     "ThreadMeta",
     "ThreadStore",
     "check_storable",
+    "check_unmarked",
     "new_run_id",
     "new_thread_id",
     "thread_not_found",
@@ -90,6 +92,19 @@ def check_storable(messages: Messages) -> None:
         raise PayloadTooLarge(
             f"the new messages take {size} characters stored in a thread (JSON, non-ASCII "
             f"characters escaped), more than a run may add: at most {MAX_NEW_CHARS}"
+        )
+
+
+def check_unmarked(messages: Messages) -> None:
+    """ValidationFailed (400) for a new message that sets `status`: in a thread that field
+    is the proxy's own mark on an answer that did not end well (failed, cancelled), which
+    later runs read to leave such an empty answer out; a caller's would be taken for it."""
+    where = [f"payload.messages.{i}.status" for i, m in enumerate(messages) if "status" in m]
+    if where:
+        problem = "a message in a thread may not set status: the proxy marks its answers so"
+        raise ValidationFailed(
+            f"invalid request: {where[0]}: {problem}",
+            fields=[{"field": field, "message": problem} for field in where],
         )
 
 
@@ -131,12 +146,13 @@ class ThreadStore:
         self._table = table
 
     def meta(self, app_id: str, thread_id: str) -> ThreadMeta | None:
-        """The thread's META; None when absent, or when a delete took it (gone to every
-        reader and run from then on, even while a delete cut short leaves its items)."""
+        """The thread's META; None when absent, past its TTL (DynamoDB deletes expired
+        items late) or when a delete took it (gone to every reader and run from then on,
+        even while a delete cut short leaves its items)."""
         item = self._db.get_item(
             TableName=self._table, Key=thread_key(app_id, thread_id), ConsistentRead=True
         ).get("Item")
-        if item is None or item.get("activeRun", {}).get("S") == ERASING:
+        if item is None or expired(item) or item.get("activeRun", {}).get("S") == ERASING:
             return None
         return _meta(thread_id, item)
 
@@ -244,9 +260,10 @@ class ThreadStore:
     def delete(self, app_id: str, thread_id: str) -> None:
         """Erase the thread: META is first marked as held by the erase, on condition that no
         run holds it (one write, so no run can take the thread between the check and the
-        erase; from then on the thread is not found: `meta`); then every item is deleted,
-        META last, so a delete cut short is simply sent again. NotFound when absent;
-        Conflict while a run holds it (stop the run first)."""
+        erase; from then on the thread is not found: `meta`); then its runs' streams (record
+        and text: what a page's `resume` reads back) and every item of the thread are
+        deleted, META last, so a delete cut short is simply sent again. NotFound when
+        absent; Conflict while a run holds it (stop the run first)."""
         try:
             self._db.update_item(
                 TableName=self._table,
@@ -266,20 +283,26 @@ class ThreadStore:
             raise Conflict(
                 f"thread {thread_id} has a run in progress; stop it, then delete"
             ) from None
-        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in self._keys(app_id, thread_id)]
+        items = self._items(thread_pk(app_id, thread_id), "pk, sk, streamId")
+        # What each run streamed (its record and text, which a page's `resume` reads) goes
+        # first: the runs' items name those streams, so an erase cut short still finds them.
+        streams = [{"S": STREAM + i["streamId"]["S"]} for i in items if "streamId" in i]
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for pk in streams for i in self._items(pk)]
+        batch_write(self._db, self._table, ({"DeleteRequest": {"Key": k}} for k in keys))
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in items]
         for last in (False, True):
             erase = ({"DeleteRequest": {"Key": k}} for k in keys if (k["sk"]["S"] == META) == last)
             batch_write(self._db, self._table, erase)
 
-    def _keys(self, app_id: str, thread_id: str) -> list[dict[str, Any]]:
-        """The keys of every item of the thread's partition."""
+    def _items(self, pk: dict[str, Any], projection: str = "pk, sk") -> list[dict[str, Any]]:
+        """Every item of the partition `pk`, with the attributes `projection` names."""
         items = query_items(
             self._db,
             TableName=self._table,
             ConsistentRead=True,
             KeyConditionExpression="pk = :pk",
-            ProjectionExpression="pk, sk",
-            ExpressionAttributeValues={":pk": thread_pk(app_id, thread_id)},
+            ProjectionExpression=projection,
+            ExpressionAttributeValues={":pk": pk},
         )
         return list(items)
 

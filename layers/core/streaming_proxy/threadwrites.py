@@ -39,8 +39,9 @@ class RunStart:
 
 
 def take(app_id: str, start: RunStart, now: int) -> list[Action]:
-    """Create the thread holding the run's lease, or take an existing thread's lease when
-    no run holds it or the holder's lease is over; and put the run's record."""
+    """Create the thread holding the run's lease, or take an existing thread's lease (one
+    within its TTL) when no run holds it or the holder's lease is over; and put the run's
+    record."""
     key = thread_key(app_id, start.thread_id)
     expires = {"N": str(now + start.ttl_seconds)}
     lease = {"N": str(start.lease_until)}
@@ -59,7 +60,9 @@ def take(app_id: str, start: RunStart, now: int) -> list[Action]:
             "Update": {
                 "Key": key,
                 "UpdateExpression": update,
+                # Past its TTL a thread is gone, though DynamoDB deletes it late.
                 "ConditionExpression": "attribute_exists(pk) AND "
+                "(attribute_not_exists(expiresAt) OR expiresAt >= :now) AND "
                 "(attribute_not_exists(activeRun) OR leaseUntil < :now)",
                 "ExpressionAttributeValues": values,
             }
