@@ -18,10 +18,12 @@ from ..service import StreamService
 @asynccontextmanager
 async def held(service: StreamService, job: StreamJob) -> AsyncIterator[None]:
     """Release the job's thread when the request fails before its relay could (a refusal
-    after the run took the thread); a relay that ran has released it already."""
+    after the run took the thread, or a fault of ours): never left held until its lease
+    ends. A relay that ran has released it already, and a release then writes nothing (the
+    run no longer holds the thread)."""
     try:
         yield
-    except ProxyError:
+    except Exception:
         if job.thread is not None:
             try:
                 await service.runs.release(job.app_id, job.thread)

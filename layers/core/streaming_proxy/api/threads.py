@@ -44,13 +44,15 @@ async def _stop_running(
 ) -> str:
     """Cancel a running run's stream: `cancelling`. A stream over already while its run
     still holds the thread (its relay was lost before recording the run's end) frees the
-    thread instead, and the run ends as its stream did (`failed` or `cancelled`)."""
+    thread instead, and the run ends as its stream did (`failed` or `cancelled`); so does
+    a stream whose record is gone (its TTL passed: the run was lost long ago), `failed`."""
     stopped = await service.stop(stream_id, app_id)
-    if stopped.status != "stopped":
-        return "running"
-    if stopped.stream_status not in TERMINAL:
-        return "cancelling"
-    status: RunStatus = "cancelled" if stopped.stream_status == "cancelled" else "failed"
+    status: RunStatus = "failed"
+    if stopped.status == "stopped":
+        if stopped.stream_status not in TERMINAL:
+            return "cancelling"
+        if stopped.stream_status == "cancelled":
+            status = "cancelled"
     await service.runs.abandon(app_id, body.thread_id, body.run_id, status)
     return status
 
