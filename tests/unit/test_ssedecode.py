@@ -60,3 +60,15 @@ def test_a_multibyte_character_cut_in_two_arrives_whole() -> None:
     assert decoder.feed(b'data: "\xc3') == []
     (event,) = decoder.feed(b'\xa9"\n\n')
     assert event.data == '"é"'
+
+
+@pytest.mark.parametrize("body", [STREAMS["openai"], STREAMS["named"], b"\xef\xbb"])
+def test_one_bom_at_the_start_is_skipped_wherever_the_bytes_are_cut(body: bytes) -> None:
+    """The event-stream rules skip one leading U+FEFF; read as a field name's start, it
+    cost a stream its first event. Only at the start: a BOM later is part of its line.
+    A body of a BOM's first bytes alone is no event."""
+    with_bom = b"\xef\xbb\xbf" + body
+    for parts in splits(with_bom):
+        assert ours(parts) == ours([body]), parts
+    later = b"data: a\n\n\xef\xbb\xbfdata: b\n\n"
+    assert [data for _, data, _, _ in ours([later])] == ["a"]

@@ -2,7 +2,8 @@
 
 What httpx-sse does over `aiter_text` (WHATWG event-stream rules: lines end with CRLF, LF
 or CR; `data` lines join with LF; comments and unknown fields ignored; the last event id
-kept; an event is dispatched at a blank line, an unfinished one at the end is dropped),
+kept; an event is dispatched at a blank line, an unfinished one at the end is dropped; one
+BOM at the very start skipped),
 done on bytes in one place: a provider stream yields once per chunk, and the two generator
 layers and two incremental decoders in between cost more than the decoding itself.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from httpx_sse import ServerSentEvent
 
 __all__ = ["SseDecoder"]
+
+_BOM = b"\xef\xbb\xbf"  # one at the stream's very start is not part of it
 
 
 class SseDecoder:
@@ -23,10 +26,18 @@ class SseDecoder:
         self._data: list[str] = []
         self._id = ""
         self._retry: int | None = None
+        self._at_start = True  # no byte but a BOM's seen yet
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         if self._rest:
             data = self._rest + data
+            self._rest = b""
+        if self._at_start:
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                self._rest = data  # maybe a BOM cut by the read: wait for the rest
+                return []
+            self._at_start = False
+            data = data.removeprefix(_BOM)
         if b"\r" in data:
             # A CR at the very end may be half of a CRLF: it waits for the next bytes.
             held = data.endswith(b"\r")
