@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import socket
 import threading
 import time
 from typing import Any
@@ -33,6 +35,7 @@ from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.bedrock import BedrockProvider, bedrock_client
 from streaming_proxy.providers.converse import converse_request
 from tests.fake_bedrock import FakeEventStream
+from tests.fake_wire import event_stream_message
 
 from . import tool_history as history
 from .providers_fixtures import fixture_bytes
@@ -133,7 +136,7 @@ async def test_converse_events_become_normalised_events(name: str) -> None:
     stream = FakeEventStream(events(name))
 
     assert await run(FakeClient(stream)) == EXPECTED[name]
-    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.closed.wait, 2)
 
 
 async def test_the_blocking_call_runs_off_the_event_loop() -> None:
@@ -170,7 +173,7 @@ async def test_consumer_stopping_early_closes_the_stream_and_ends_the_worker() -
         break
     await events_out.aclose()  # type: ignore[attr-defined]
 
-    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.closed.wait, 2)  # closed by a thread of its own
     assert await asyncio.to_thread(stream.finished.wait, 2)
 
 
@@ -188,7 +191,7 @@ async def test_cancelling_the_consumer_closes_the_stream() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.closed.wait, 2)  # closed by a thread of its own
     assert await asyncio.to_thread(stream.finished.wait, 2)
 
 
@@ -205,7 +208,7 @@ async def test_in_stream_exception_event_raises_with_status_and_message() -> Non
     assert caught.value.upstream_status == 429
     assert caught.value.status == 429
     assert "Too many requests — slow down" in caught.value.message
-    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.closed.wait, 2)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +233,7 @@ async def test_event_stream_errors_raised_by_botocore_are_mapped(
     assert caught.value.upstream_status == upstream_status
     assert caught.value.status == status
     assert f"boom {code}" in caught.value.message
-    assert stream.closed.is_set()
+    assert await asyncio.to_thread(stream.closed.wait, 2)
 
 
 @pytest.mark.parametrize(
@@ -548,3 +551,63 @@ def test_redacted_data_that_is_not_base64_fails_validation() -> None:
 
     with pytest.raises(ValidationFailed, match="base64"):
         converse_request(request(messages=messages))
+
+
+class _StallingBedrock:
+    """A raw HTTP server answering ConverseStream with one text delta in AWS event-stream
+    framing, then nothing until `release` (as a model pausing, or a stalled connection)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.released_by_timeout = False
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            while len(body) < length:
+                body += conn.recv(65536)
+            frames = event_stream_message("messageStart", {"role": "assistant"})
+            frames += event_stream_message(
+                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hello "}}
+            )
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+                + f"{len(frames):x}\r\n".encode()
+                + frames
+                + b"\r\n"
+            )
+            self.released_by_timeout = not self.release.wait(20)
+        self._server.close()
+
+
+async def test_stopping_a_stalled_stream_never_holds_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """boto3 for real, over a socket: botocore's close waits for the read in progress, and
+    that read lasts until Bedrock's next bytes (or 60 s). A stop (idle timeout, cancel, a
+    caller gone) must not wait for it on the loop, which serves every stream."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = _StallingBedrock()
+    settings = Settings(bedrock_region="us-east-1", bedrock_endpoint_url=server.url)
+    events_out = BedrockProvider(settings).stream(request())
+    assert await anext(events_out) == TextDelta("Hello ")
+    next_event = asyncio.ensure_future(anext(events_out))
+    await asyncio.sleep(0.2)  # the worker is in its read now
+    next_event.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await next_event
+    await events_out.aclose()  # type: ignore[attr-defined]
+    # Back on the loop while the upstream still stalls; only now does it send its end.
+    server.release.set()
+    await asyncio.to_thread(time.sleep, 0.1)
+    assert not server.released_by_timeout

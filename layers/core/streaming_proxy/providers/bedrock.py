@@ -176,12 +176,17 @@ class _Feed:
                 _close(stream)
 
     def stop(self) -> None:
-        """From the loop: the consumer is done; closing the stream unblocks the worker's read."""
+        """From the loop: the consumer is done. The stream is closed by a thread of its own:
+        botocore's close waits for a read in progress (the socket's lock), which lasts until
+        Bedrock's next bytes or the read timeout (60 s), and on the loop that would freeze
+        every stream of the process. The worker ends after that read."""
         with self._lock:
             self._stopped = True
             stream, self._stream = self._stream, None
         if stream is not None:
-            _close(stream)
+            closer = threading.Thread(target=_close, args=(stream,), name="bedrock-close")
+            closer.daemon = True
+            closer.start()
 
     def _put(self, item: Any) -> None:
         try:
