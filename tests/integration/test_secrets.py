@@ -195,3 +195,24 @@ async def test_the_openai_face_replaces_a_key_in_the_answer_too(stack: Stack, mo
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert_echo_redacted(text, key)
     assert_clean(whole.text, streamed.text, stack.logs())
+
+
+@pytest.mark.parametrize(("provider", "key"), PROVIDERS)
+async def test_the_raw_response_holds_no_key_the_model_streamed_in_pieces(
+    stack: Stack, provider: str, key: str | None
+) -> None:
+    """`options.rawResponse` gives the provider's own frames: the key the model said in
+    5-character pieces is whole in them once their texts are joined, and must not be."""
+    request = body(f"secret-raw-{provider}", provider, key, "fake-echo-key-text")
+    request.pop("channels", None)
+    request["payload"]["stream"] = False
+    request["options"] = {"rawResponse": True}
+    async with httpx.AsyncClient(base_url=stack.http, timeout=30) as client:
+        r = await client.post("/llm/query", json=request, headers={"x-api-key": stack.api_key})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert_echo_redacted(data["choices"][0]["message"]["content"], key or SERVER_KEYS[provider])
+    rounds = data["raw_response"]["rounds"]
+    assert len(rounds) == 1 and len(rounds[0]) > 10  # the frames, each kept
+    assert REDACTED in json.dumps(rounds)
+    assert_clean(r.text, stack.logs())

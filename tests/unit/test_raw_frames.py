@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from httpx_sse import ServerSentEvent
 
+from streaming_proxy import redact
 from streaming_proxy.providers.raw import (
     MAX_RAW_BYTES,
     RawFrames,
@@ -16,6 +18,7 @@ from streaming_proxy.providers.raw import (
     recording,
     tapped,
 )
+from streaming_proxy.redact import REDACTED
 
 
 def test_frames_are_parsed_kept_per_call_and_the_done_marker_left_out() -> None:
@@ -82,3 +85,48 @@ def test_a_tapped_stream_records_each_event_in_a_round_of_its_own() -> None:
         return frames.rounds
 
     assert asyncio.run(run()) == [[{"n": 1}, {"n": 2}], [{"n": 1}, {"n": 2}]]
+
+
+KEY = "QZ7" + "X4K9" * 6 + "W2"
+
+
+def chunk(content: str) -> str:
+    return json.dumps(
+        {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": content}}]}
+    )
+
+
+def contents(kept: dict[str, Any]) -> str:
+    return "".join(f["choices"][0]["delta"]["content"] for f in kept["rounds"][0])
+
+
+def test_a_key_the_model_streams_in_pieces_is_replaced_across_frames() -> None:
+    """The answer's text had it replaced (textguard); the frames joined gave it whole."""
+    text = f"your key is {KEY}, keep it"
+    frames = RawFrames("openai", own_key=KEY)
+    for start in range(0, len(text), 5):
+        frames.add(chunk(text[start : start + 5]))
+    kept = frames.as_json()
+    assert contents(kept) == text.replace(KEY, REDACTED)
+    assert KEY[5:9] not in json.dumps(kept)
+    assert len(kept["rounds"][0]) == len(range(0, len(text), 5))  # every frame kept
+    assert frames.rounds[0][0] == json.loads(chunk(text[:5]))  # the frames as they came
+
+
+def test_a_key_written_in_json_escapes_is_replaced() -> None:
+    escaped = "".join(f"\\u{ord(c):04x}" for c in KEY)
+    frames = RawFrames("openai", own_key=KEY)
+    frames.add('{"choices": [{"index": 0, "delta": {"content": "k=' + escaped + '"}}]}')
+    frames.add('{"error": {"message": "bad key ' + escaped + '"}}')
+    kept = frames.as_json()
+    assert KEY not in json.dumps(kept)
+    assert contents({"rounds": [kept["rounds"][0][:1]]}) == "k=" + REDACTED
+    assert kept["rounds"][0][1] == {"error": {"message": f"bad key {REDACTED}"}}
+
+
+def test_a_process_key_in_text_frames_cut_in_two_is_replaced() -> None:
+    redact.remember("SERVERKEY-0123456789abcdef")
+    frames = RawFrames("compat")
+    frames.add("not json SERVERKEY-0123")
+    frames.add("456789abcdef and more")
+    assert frames.as_json()["rounds"] == [["not json " + REDACTED, " and more"]]

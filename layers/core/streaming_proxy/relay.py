@@ -26,6 +26,7 @@ from .events import (
     StreamEvent,
     TextDelta,
     ThinkingDelta,
+    ToolCallDelta,
     ToolCallsReady,
     ToolsWaiting,
 )
@@ -95,6 +96,8 @@ class Relay(RelayStart, RelayStops, RelayEnd):
         self._published: list[str] = []
         # Known secrets out of the text as it streams (textguard.py): answer and reasoning.
         self._guards = textguard.guards(job.payload.api_key)
+        # And out of tool calls' arguments as they stream (the OpenAI face, no tool loop).
+        self._call_guards = textguard.call_guards(job.payload.api_key)
         # The tool loop's state: calls announced (function_call sent), calls the stream ends
         # with, and whether tools are running (the idle limit does not count that time).
         self._announced = False
@@ -195,21 +198,36 @@ class Relay(RelayStart, RelayStops, RelayEnd):
         return "".join(self._published), self._seq.last_seq
 
     async def _handle(self, event: StreamEvent) -> None:
-        """One event, text guarded first: held text goes out before any other event."""
-        guards = self._guards
-        if guards is not None:
+        """One event, text and call arguments guarded first: what a guard held goes out
+        before any other event (a call's, before any event but another call's fragment)."""
+        guards, calls = self._guards, self._call_guards
+        if guards is not None and calls is not None:
             if isinstance(event, TextDelta | ThinkingDelta):
+                if calls.held:
+                    await self._release_calls()
                 text = guards[isinstance(event, ThinkingDelta)].release(event.text)
                 if not text:
                     return
                 if text is not event.text:
                     event = type(event)(text)
-            elif guards[0].holding or guards[1].holding:
+            elif isinstance(event, ToolCallDelta):
+                # Another call's fragment is no break in this call's arguments: its held end
+                # waits for its next fragment (calls are put together by index).
+                await self._release_text()
+                guarded = calls.release(event)
+                if guarded is None:
+                    return
+                event = guarded
+            elif guards[0].holding or guards[1].holding or calls.held:
                 await self._release_held()
         await self._deliver(event)
 
     async def _release_held(self) -> None:
-        """The text the guards held, now that no more text joins it."""
+        """What the guards held, now that no more joins it."""
+        await self._release_text()
+        await self._release_calls()
+
+    async def _release_text(self) -> None:
         if self._guards is None:
             return
         answer, reasoning = self._guards
@@ -217,6 +235,11 @@ class Relay(RelayStart, RelayStops, RelayEnd):
             await self._deliver(TextDelta(answer.rest()))
         if reasoning.holding:
             await self._deliver(ThinkingDelta(reasoning.rest()))
+
+    async def _release_calls(self) -> None:
+        if self._call_guards is not None:
+            for rest in self._call_guards.rest():
+                await self._deliver(rest)
 
     async def _deliver(self, event: StreamEvent) -> None:
         if isinstance(event, ToolCallsReady | ToolsWaiting | RoundStarted):

@@ -11,6 +11,10 @@ it whole (it keeps the last characters it released) and replaces the rest of it.
 `HOLD_FROM - 1` characters of a secret ever leave: a known prefix such as `sk-`, or a few
 characters of a random key.
 
+A tool call's arguments stream in pieces too, to the OpenAI face's caller: `CallGuards`
+keeps a guard per call. Where they reach nobody piece by piece (the tool loop, which runs
+calls whole), `without_secrets` cleans them whole.
+
 Secrets are the ones `redact` knows for the whole process (server and endpoint keys, token
 and webhook secrets) plus the stream's own `payload.apiKey`, in every form `redact` writes
 them (as they are, JSON-escaped, URL-encoded); credential shapes are not, since a model's
@@ -21,10 +25,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 from pydantic import SecretStr
 
+from .events import ToolCallDelta
 from .redact import MIN_SECRET_CHARS, REDACTED, SECRETS, forms
 
 # Held back only from this many characters of a secret on; fewer leave at once.
@@ -131,3 +137,67 @@ def guards(own_key: str | SecretStr | None) -> tuple[TextGuard, TextGuard] | Non
     secret at all)."""
     patterns = _patterns_for(own_key)
     return (TextGuard(patterns), TextGuard(patterns)) if patterns else None
+
+
+class CallGuards:
+    """One stream's tool calls: each call's argument fragments `release`d through a guard
+    of its own (a secret may be cut between two fragments); `rest` gives what the calls
+    hold, as fragments of their own, at a break (another event, the end)."""
+
+    __slots__ = ("_guards", "_patterns", "held")
+
+    def __init__(self, patterns: Sequence[_Patterns]) -> None:
+        self._patterns = patterns
+        self._guards: dict[int, TextGuard] = {}
+        self.held = False  # whether some call holds an end of its arguments
+
+    def release(self, call: ToolCallDelta) -> ToolCallDelta | None:
+        """The fragment with what may go out of its arguments now; None when nothing of it
+        may (no arguments yet, and no id, name or signature either)."""
+        guard = self._guards.get(call.index)
+        if guard is None:
+            guard = self._guards[call.index] = TextGuard(self._patterns)
+        arguments = guard.release(call.arguments)
+        self.held = self.held or guard.holding
+        if arguments is call.arguments:
+            return call
+        if not arguments and call.id is None and call.name is None and call.signature is None:
+            return None
+        return replace(call, arguments=arguments)
+
+    def rest(self) -> list[ToolCallDelta]:
+        """The ends the calls hold, now that no more joins them."""
+        rests = [
+            ToolCallDelta(index, arguments=guard.rest())
+            for index, guard in sorted(self._guards.items())
+            if guard.holding
+        ]
+        self.held = False
+        return rests
+
+
+def call_guards(own_key: str | SecretStr | None) -> CallGuards | None:
+    """A stream's tool-call guards (None when the process knows no secret at all)."""
+    patterns = _patterns_for(own_key)
+    return CallGuards(patterns) if patterns else None
+
+
+def without_secrets(text: str, own_key: str | SecretStr | None) -> str:
+    """`text`, whole, with every secret a guard knows replaced (and, as a guard, no
+    credential shapes: a tool's arguments may hold an example key on purpose)."""
+    for whole, _ in _patterns_for(own_key):
+        text = whole.sub(REDACTED, text)
+    return text
+
+
+def secret_spans(text: str, own_key: str | SecretStr | None) -> list[tuple[int, int]]:
+    """Where in `text` a secret a guard knows stands, as (start, end) spans in order, those
+    that overlap merged."""
+    found = sorted(m.span() for whole, _ in _patterns_for(own_key) for m in whole.finditer(text))
+    spans: list[tuple[int, int]] = []
+    for start, end in found:
+        if spans and start < spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    return spans

@@ -205,7 +205,7 @@ async def _sse(service: StreamService, job: StreamJob) -> Response:
 async def _complete(service: StreamService, job: StreamJob, *, raw: bool) -> Response:
     """The whole result (`stream:false`): an OpenAI `chat.completion` whatever the provider,
     in the Klai success envelope; `raw`: plus the provider's own frames."""
-    with recording(job.provider) as frames:
+    with recording(job.provider, job.payload.api_key) as frames:
         outcome = await service.run(service.relay(job))
     if outcome.error is not None:
         return error_response(outcome.error, job.action_name)

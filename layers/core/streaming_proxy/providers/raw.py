@@ -10,6 +10,7 @@ Recording is on only inside `recording()`; adapters tap their frames with `recor
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpx_sse import ServerSentEvent
+from pydantic import SecretStr
 
-from ..redact import scrub
+from ..redact import REDACTED, scrub
 from ..textcheck import model_json
+from ..textguard import secret_spans
 
 # A long answer streams thousands of frames; the answer stays bounded, and says it was cut.
 MAX_RAW_BYTES = 1_048_576
@@ -28,11 +31,14 @@ MAX_RAW_BYTES = 1_048_576
 
 @dataclass
 class RawFrames:
-    """The frames of one stream: `rounds[n]` holds what call n to the provider streamed."""
+    """The frames of one stream: `rounds[n]` holds what call n to the provider streamed, as
+    it came; `as_json` gives them cleaned of secrets."""
 
     provider: str
     rounds: list[list[Any]] = field(default_factory=list)
     truncated: bool = False
+    # The stream's own provider key (`payload.apiKey`): kept out as the process's keys are.
+    own_key: str | SecretStr | None = None
     _size: int = 0
 
     def begin(self) -> None:
@@ -50,24 +56,88 @@ class RawFrames:
             return
         if not self.rounds:
             self.begin()
-        # Scrubbed like everything else the proxy says: a careless upstream may echo a key.
-        clean = scrub(text)
         try:
-            self.rounds[-1].append(model_json(clean))
+            self.rounds[-1].append(model_json(text))
         except ValueError:
-            self.rounds[-1].append(clean)
+            self.rounds[-1].append(text)
 
     def as_json(self) -> dict[str, Any]:
-        return {"provider": self.provider, "rounds": self.rounds, "truncated": self.truncated}
+        rounds = [_cleaned(frames, self.own_key) for frames in self.rounds]
+        return {"provider": self.provider, "rounds": rounds, "truncated": self.truncated}
+
+
+def _cleaned(frames: list[Any], own_key: str | SecretStr | None) -> list[Any]:
+    """A call's frames, scrubbed like everything else the proxy says (a careless upstream
+    may echo a key). Secrets are looked for in each field's text joined over the frames
+    too (every frame's `choices.0.delta.content`, in order, is one text): a model that
+    writes a key streams it cut into pieces, and JSON escapes hide it from the frame's
+    raw text; those are replaced where they begin and cut out of the pieces after."""
+    copies = copy.deepcopy(frames)
+    fields: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+    for index in range(len(copies)):
+        _collect(copies, index, (), fields)
+    for places in fields.values():
+        _replace_across(places, own_key)
+    return [_scrubbed(frame) for frame in copies]
+
+
+def _scrubbed(frame: Any) -> Any:
+    if isinstance(frame, str):
+        return scrub(frame)
+    clean = scrub(json.dumps(frame))
+    try:
+        return model_json(clean)
+    except ValueError:  # a replacement that took a quote with it: the frame as text
+        return clean
+
+
+def _collect(
+    holder: Any, key: Any, path: tuple[Any, ...], fields: dict[tuple[Any, ...], list[Any]]
+) -> None:
+    """Every string under `holder[key]`, by its path in the frame (where it is kept)."""
+    value = holder[key]
+    if isinstance(value, str):
+        fields.setdefault(path, []).append((holder, key))
+    elif isinstance(value, dict):
+        for name in value:
+            _collect(value, name, (*path, name), fields)
+    elif isinstance(value, list):
+        for position in range(len(value)):
+            _collect(value, position, (*path, position), fields)
+
+
+def _replace_across(places: list[tuple[Any, Any]], own_key: str | SecretStr | None) -> None:
+    """The strings at `places`, read as one text: each secret in it replaced in the piece
+    where it begins, its rest cut out of the pieces after."""
+    pieces = [holder[key] for holder, key in places]
+    joined = "".join(pieces)
+    spans = secret_spans(joined, own_key)
+    if not spans:
+        return
+    end = 0
+    for (holder, key), piece in zip(places, pieces, strict=True):
+        start, end = end, end + len(piece)
+        kept: list[str] = []
+        at = start
+        for first, last in spans:
+            if last <= start or first >= end:
+                continue
+            kept.append(joined[at : max(first, start)])
+            if first >= start:
+                kept.append(REDACTED)
+            at = min(last, end)
+        kept.append(joined[at:end])
+        holder[key] = "".join(kept)
 
 
 _CURRENT: ContextVar[RawFrames | None] = ContextVar("raw_frames", default=None)
 
 
 @contextmanager
-def recording(provider: str) -> Iterator[RawFrames]:
-    """Record every frame the provider streams while the block runs (tasks it starts too)."""
-    frames = RawFrames(provider)
+def recording(provider: str, own_key: str | SecretStr | None = None) -> Iterator[RawFrames]:
+    """Record every frame the provider streams while the block runs (tasks it starts too);
+    `own_key`: the stream's own provider key, kept out of them."""
+    frames = RawFrames(provider, own_key=own_key)
     token = _CURRENT.set(frames)
     try:
         yield frames

@@ -39,6 +39,7 @@ from ..outcome import ToolCall
 from ..providers.base import LlmRequest, Provider
 from ..providers.translate import function_tools
 from ..textcheck import model_json
+from ..textguard import without_secrets
 from ..turn import TurnState
 from .frontend import FrontendTools
 from .messages import reaches_pages
@@ -232,7 +233,8 @@ class ToolLoop:
                     if not isinstance(event, Usage | Finish | ToolCallDelta):
                         yield event
             yield totals.add(turn, this_round)
-            calls = confined(plan(turn.tool_calls(), taken), offered)
+            said = [_guarded(call, request) for call in turn.tool_calls()]
+            calls = confined(plan(said, taken), offered)
             if not calls:
                 yield Finish(turn.finish or "stop")
                 return
@@ -259,6 +261,13 @@ class ToolLoop:
         if call.name not in offered:
             return failure(f"the request offered no tool named {call.name!r}; it did not run")
         return await self._runner.run(call)
+
+
+def _guarded(call: ToolCall, request: LlmRequest) -> ToolCall:
+    """The call with every secret the process knows out of its arguments: they go to the
+    webhook, the pages (`function_call`, `llmToolCall`), the thread and the outcome."""
+    arguments = without_secrets(call.arguments, request.api_key)
+    return call if arguments == call.arguments else replace(call, arguments=arguments)
 
 
 def call_ids(messages: list[dict[str, Any]]) -> set[str]:
