@@ -22,6 +22,7 @@ from streaming_proxy.events import (
 )
 from streaming_proxy.gate import CallerGate
 from streaming_proxy.jobs import StreamJob
+from streaming_proxy.openai_format import ChunkBuilder, completion
 from streaming_proxy.outcome import missing_call_id
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.providers.mock import MockProvider
@@ -191,6 +192,34 @@ async def test_a_call_the_provider_named_no_id_for_ends_the_stream_with_one() ->
     # The ids the `/v1` face makes up for the same stream's chunks and completion.
     completion_id = "chatcmpl-" + stream_id.removeprefix("st_")
     assert [missing_call_id(completion_id, n) for n in (0, 2)] == [ids[0], ids[2]]
+
+
+async def test_a_call_whose_id_comes_late_keeps_its_first_fragments_id_on_every_face() -> None:
+    """The `/v1` face streams a call's id with its first fragment (made up when there is
+    none); an id on a later fragment must not rename the call in the outcome, the pages'
+    `function_call` or `stream:false`, or the caller's reply would name an unknown call."""
+    script: list[Any] = [
+        ToolCallDelta(0, name="lookup"),
+        ToolCallDelta(0, id="late_id", arguments='{"q": '),
+        ToolCallDelta(0, id="other_late", arguments='"x"}'),
+        ToolCallDelta(1, id="call_given", name="other"),
+        ToolCallDelta(1, arguments="{}"),
+        Finish("tool_calls"),
+    ]
+    stream_id = new_stream_id()
+    sink, outcome = await run(Scripted(script), job().model_copy(update={"stream_id": stream_id}))
+    builder = ChunkBuilder("chatcmpl-" + stream_id.removeprefix("st_"), "m")
+    chunks = [builder.for_event(event) for event in script]
+    streamed = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c is not None]
+    streamed_ids = [call["id"] for call in streamed if "id" in call]
+    assert streamed_ids == [f"call_{stream_id[-8:]}_0", "call_given"]
+    assert [call.id for call in outcome.tool_calls] == streamed_ids
+    assert [call.arguments for call in outcome.tool_calls] == ['{"q": "x"}', "{}"]
+    call = next(e for e in sink.envelopes if e["type"] == "function_call")
+    assert [f["toolCallId"] for f in call["content"]["functions"]] == streamed_ids
+    assert [
+        f["id"] for f in completion("c", "m", outcome)["choices"][0]["message"]["tool_calls"]
+    ] == (streamed_ids)
 
 
 async def test_missing_usage_is_estimated() -> None:

@@ -135,7 +135,7 @@ class ChunkBuilder:
         SDK's may not (its accumulator fails on one)."""
         latest = self._calls.get(event.index)
         if latest is not None and not (event.id and latest[0] and event.id != latest[0]):
-            self._calls[event.index] = (latest[0] or event.id, latest[1])
+            # A later fragment's id is not the call's: its first fragment's (streamed) is.
             return {"index": latest[1], "function": {"arguments": event.arguments}}
         number, self._call_count = self._call_count, self._call_count + 1
         self._calls[event.index] = (event.id, number)

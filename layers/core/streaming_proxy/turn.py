@@ -57,8 +57,11 @@ class TurnState:
         elif isinstance(event, RedactedThinking):
             self.reasoning_blocks.append({"type": "redacted_thinking", "data": event.data})
         elif isinstance(event, ToolCallDelta):
-            call = self._tool_call(event)
-            call.id = event.id or call.id
+            call, first = self._tool_call(event)
+            if first:
+                # A call's id is its first fragment's: the /v1 face streamed that one (or
+                # the id made up for none) before a later fragment could name another.
+                call.id = event.id or ""
             call.name = event.name or call.name
             call.arguments += event.arguments
             call.signature = event.signature or call.signature
@@ -73,18 +76,19 @@ class TurnState:
         elif isinstance(event, Finish):
             self.finish = event.reason
 
-    def _tool_call(self, event: ToolCallDelta) -> ToolCall:
-        """The call `event` adds to: the latest at its index, or a new one when there is
-        none or `event` names another id (a new call at a reused index)."""
+    def _tool_call(self, event: ToolCallDelta) -> tuple[ToolCall, bool]:
+        """The call `event` adds to, and whether `event` begins it: the latest at its index,
+        or a new one when there is none or `event` names another id (a new call at a
+        reused index)."""
         number = self._latest.get(event.index)
         if number is not None:
             call = self.tools[(event.index, number)]
             if not (event.id and call.id and event.id != call.id):
-                return call
+                return call, False
         number = 0 if number is None else number + 1
         self._latest[event.index] = number
         call = self.tools[(event.index, number)] = ToolCall(id="", name="")
-        return call
+        return call, True
 
     def answer(self) -> str:
         return "".join(self.text)
