@@ -33,6 +33,8 @@ def content_part(raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise ValueError("a content part must be an object")
     kind = raw.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError("a content part's type must be a string")
     if kind in _OPENAI_PARTS:
         return raw
     if kind == "image":
@@ -78,7 +80,7 @@ def _anthropic_image(source: Any) -> dict[str, Any]:
 
 def _image(mime: Any, data: Any, where: str) -> dict[str, Any]:
     """Inline image bytes as the internal form: an image_url part with a base64 data: URL."""
-    if mime not in IMAGE_TYPES:
+    if not isinstance(mime, str) or mime not in IMAGE_TYPES:
         raise ValueError(f"{where}: the media type must be one of {', '.join(sorted(IMAGE_TYPES))}")
     if not isinstance(data, str) or not data:
         raise ValueError(f"{where}: data must be a non-empty base64 string")

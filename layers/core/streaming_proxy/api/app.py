@@ -9,6 +9,8 @@ from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -129,11 +131,19 @@ def create_app(
         finally:
             await service.aclose()
 
-    return ProxyApp(
+    app = ProxyApp(
         routes=routes(),
         lifespan=lifespan,
         exception_handlers=ERROR_HANDLERS,
+        # Starlette gives an `Exception` handler to its outermost middleware, which answers
+        # and then raises on to the server, and uvicorn drops the connection: a keep-alive
+        # client's next request failed. Handled here too, the 500 is the request's alone.
+        middleware=[Middleware(ExceptionMiddleware, handlers=ERROR_HANDLERS)],
     )
+    # A path with a trailing slash is a 404 in the contract's shape, not a bodiless 307
+    # whose absolute Location would lose an API Gateway stage's prefix.
+    app.router.redirect_slashes = False
+    return app
 
 
 class ProxyApp(Starlette):
