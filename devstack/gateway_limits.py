@@ -45,6 +45,15 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
         self.conn.max_message_size = MAX_MESSAGE_BYTES
         self.conn.max_fragment_size = MAX_FRAME_BYTES
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.transport.is_closing():
+            # websockets refused the upgrade request (a request line or a header over 8 KB:
+            # 414 or 431; a malformed one: 400) and queued its answer, which uvicorn never
+            # writes: the client waited for good. Answered and closed, as the gateway does.
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused

@@ -244,3 +244,27 @@ async def test_a_refused_frame_closes_only_its_connection_mid_stream(
     finally:
         for sub in subs:
             await sub.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [("GET /?token={long} HTTP/1.1", b"414"), ("GET /?token=x HTTP/1.1\r\nX-Big: {long}", b"431")],
+    ids=["request-line", "header-line"],
+)
+async def test_an_upgrade_request_with_a_line_over_8_kb_is_refused_and_closed(
+    stack: Stack, line: str, status: bytes
+) -> None:
+    """A token for 100 long channels is over 8 KB: the emulator's parser refused such a
+    request, and the client then waited for an answer that never came."""
+    host, port = stack.ws.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        request = line.format(long="x" * 9_000) + (
+            f"\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        writer.write(request.encode())
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT)  # to the close
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]

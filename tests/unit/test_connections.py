@@ -22,6 +22,7 @@ from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import AppConfig, get_settings
+from streaming_proxy.errors import DeliveryRejected
 from streaming_proxy.streams import StreamRecord, StreamStatus, StreamStore
 from streaming_proxy.tablekeys import conn_key, tool_key
 from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
@@ -272,6 +273,17 @@ def test_unsubscribe_leaves_channel_but_never_the_private_one(stack: Stack) -> N
 def test_ping_event_gets_pong_echoing_id(stack: Stack) -> None:
     stack.invoke(load_event("ws-ping.json"))
     assert stack.replies.only() == {"type": "pong", "connectionId": CID, "id": "p1"}
+
+
+@pytest.mark.parametrize("ping_id", ["a" * 257, 2**53, -(2**53)])
+def test_a_ping_id_too_long_to_echo_is_refused(stack: Stack, ping_id: object) -> None:
+    # Echoed whole, a 128 KB id made a pong over the gateway's message limit: the post was
+    # refused and the route failed (the page got API Gateway's own error, no reply).
+    reply = stack.send({"action": "ping", "id": ping_id})
+    assert reply["type"] == "error" and reply["error"]["type"] == "invalid_request"
+    assert reply["error"]["fields"][0]["field"].startswith("id")
+    assert stack.send({"action": "ping", "id": "a" * 256})["id"] == "a" * 256
+    assert stack.send({"action": "ping", "id": 2**53 - 1})["id"] == 2**53 - 1
 
 
 # --- $default: malformed input --------------------------------------------------------------
@@ -626,6 +638,28 @@ def test_reply_to_gone_connection_removes_its_rows(stack: Stack) -> None:
         routes.message(CID, json.dumps({"action": "ping"}))
         stub.assert_no_pending_responses()
     assert stack.rows() == []
+
+
+def test_a_reply_the_api_refuses_is_told_as_an_action_error_and_fails_no_route(
+    stack: Stack,
+) -> None:
+    class RefusesFirst(Replies):
+        def __call__(self, connection_id: str, message: dict[str, Any]) -> bool:
+            if not self.sent:
+                self.sent.append((connection_id, {"refused": message}))
+                raise DeliveryRejected("post refused: HTTP 413 PayloadTooLarge", status=413)
+            return super().__call__(connection_id, message)
+
+    stack.connect("user-42")
+    replies = RefusesFirst()
+    routes = ConnectionRoutes.from_settings(get_settings(), reply=replies)
+    handler = APP.make_handler(lambda: routes)
+    event = load_event("ws-ping.json")
+    assert handler(event, LambdaContext()) == {"statusCode": 200}
+    (_, refused), (_, told) = replies.sent
+    assert refused == {"refused": {"type": "pong", "connectionId": CID, "id": "p1"}}
+    assert told["type"] == "error" and told["error"]["code"] == 413
+    assert told["request"] == {"action": "ping", "id": "p1"}
 
 
 def test_a_snapshot_in_parts_stops_at_the_first_410(stack: Stack) -> None:

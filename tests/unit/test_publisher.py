@@ -623,3 +623,19 @@ def test_a_message_that_cannot_fit_one_websocket_message_is_a_413() -> None:
     check_size(fits, ["c"])
     with pytest.raises(PayloadTooLarge):
         check_size(fits, ["c" * 256])  # the label counts too: the longest channel decides
+
+
+def test_the_size_counts_each_label_as_it_is_sent_json_escaped() -> None:
+    """A channel of 255 `"` is shorter in UTF-8 than one of 256 letters, but takes 510
+    bytes as a label: measured by the longest UTF-8 name, a message sized to fit with the
+    letters passed the check and was then refused by the gateway, a delivery lost."""
+    letters, quotes = "a" * 256, '"' * 255
+    base = message_envelope("msg_1", "a", "")
+    room = MAX_MESSAGE_BYTES - len(encode({**base, "channel": letters}))
+    exact = message_envelope("msg_1", "a", "x" * room)
+    assert len(encode({**exact, "channel": letters})) == MAX_MESSAGE_BYTES
+    check_size(exact, [letters])
+    with pytest.raises(PayloadTooLarge):
+        check_size(exact, [letters, quotes])
+    with pytest.raises(PayloadTooLarge):
+        check_size(exact, [quotes, letters])

@@ -35,10 +35,12 @@ def message_envelope(message_id: str, action_name: str, message: Any) -> dict[st
 
 
 def check_size(envelope: dict[str, Any], channels: Sequence[str]) -> None:
-    """413 when the envelope, labelled with the longest target channel, would not fit one
-    WebSocket message: API Gateway refuses it, and a message cannot be split as text is."""
-    longest = max(channels, key=lambda channel: len(channel.encode("utf-8")))
-    size = len(encode({**envelope, "channel": longest}))
+    """413 when the envelope, labelled with any of the target channels, would not fit one
+    WebSocket message: API Gateway refuses it, and a message cannot be split as text is.
+    Each label is measured as it is sent, JSON-escaped (a `"` takes two bytes there)."""
+    unlabelled = len(encode({**envelope, "channel": ""}))
+    label = max(len(encode({"": channel})) - len(encode({"": ""})) for channel in channels)
+    size = unlabelled + label
     if size > MAX_MESSAGE_BYTES:
         raise PayloadTooLarge(
             f"message is {size} bytes in its envelope; a WebSocket message holds at most "

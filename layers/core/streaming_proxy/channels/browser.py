@@ -54,9 +54,18 @@ class Unsubscribe(_Action):
     channel: ChannelName
 
 
+# An echoed string's longest: a reply repeats what identifies its message, never more.
+MAX_ECHO_CHARS = 256
+
+
 class Ping(_Action):
     action: Literal["ping"]
-    id: StrictStr | StrictInt | None = None
+    # Echoed in the pong: bounded as every echo is, so the reply always fits a message.
+    id: (
+        Annotated[StrictStr, Field(max_length=MAX_ECHO_CHARS)]
+        | Annotated[StrictInt, Field(gt=-(2**53), lt=2**53)]
+        | None
+    ) = None
 
 
 class Stop(_Action):
@@ -107,7 +116,6 @@ ACTIONS = frozenset(
 
 # The fields that tell one request from another of its kind, echoed in its action error.
 REQUEST_KEYS = ("action", "channel", "streamId", "toolCallId", "threadId", "cursor", "id")
-MAX_ECHO_CHARS = 256
 
 
 def error_message(error: ProxyError, request: dict[str, Any] | None = None) -> dict[str, Any]:

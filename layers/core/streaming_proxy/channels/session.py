@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -154,8 +155,18 @@ class ConnectionRoutes:
             error = unavailable or ProxyError("internal error")
             replies = [error_message(error, request_of(body))]
         for reply in replies:
-            # A gone connection takes nothing more (the other parts of a snapshot, say).
-            if not self._reply(connection_id, reply):
+            try:
+                # A gone connection takes nothing more (the other parts of a snapshot, say).
+                if not self._reply(connection_id, reply):
+                    return
+            except Exception as e:
+                # The reply was not taken (refused, the API down): the page is told if it can
+                # be, and a failed post never fails the route (API Gateway would answer its own
+                # error, outside the action-error shape).
+                get_logger().warning("reply failed", exc_info=True)
+                failure = e if isinstance(e, ProxyError) else ProxyError("internal error")
+                with contextlib.suppress(Exception):
+                    self._reply(connection_id, error_message(failure, request_of(body)))
                 return
 
     def _handle(self, connection_id: str, msg: BrowserMessage) -> list[dict[str, Any]]:
