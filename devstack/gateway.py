@@ -25,7 +25,7 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -161,6 +161,14 @@ class GatewayEmulator:
             # Served without the frame limits, it would pass messages AWS refuses.
             log.error("the gateway emulator must be served with ws=GatewayProtocol")
             await websocket.send_denial_response(Response(status_code=500))
+            return
+        url = _connect_url(websocket.scope)
+        if len(url) > MAX_URL_CHARS:
+            # API Gateway's quota on a WebSocket API's URL: a connect token naming many (or
+            # long) channels does not fit; the page connects with fewer and subscribes.
+            message = f"the connect URL has {len(url)} characters, over {MAX_URL_CHARS}"
+            body = json.dumps({"message": message})
+            await websocket.send_denial_response(Response(body, 414, media_type="application/json"))
             return
         peer = websocket.client
         client = Client(
@@ -348,3 +356,16 @@ def _error(status: int, code: str, message: str) -> Response:
     return JSONResponse(
         {"message": message}, status_code=status, headers={"x-amzn-ErrorType": code}
     )
+
+
+# "Length, in characters, of the URL for a WebSocket API": 4096, not adjustable.
+MAX_URL_CHARS = 4096
+
+
+def _connect_url(scope: Mapping[str, Any]) -> str:
+    """The URL a client connected with, as API Gateway counts it (scheme, host, path,
+    query string)."""
+    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    path = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "/")
+    return f"{scope.get('scheme', 'ws')}://{host}{path}" + (f"?{query}" if query else "")

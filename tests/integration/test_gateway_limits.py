@@ -268,3 +268,25 @@ async def test_an_upgrade_request_with_a_line_over_8_kb_is_refused_and_closed(
     finally:
         writer.close()
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+
+
+async def test_a_connect_url_over_4096_characters_is_refused_and_subscribe_joins_the_rest(
+    stack: Stack,
+) -> None:
+    """API Gateway takes a WebSocket URL of at most 4,096 characters, token included: a
+    token for 30 channels of 100 characters does not fit. The emulator refuses it as AWS
+    would (a test cannot pass here with a connect that fails there), and the way the docs
+    give works: connect with one channel, then `subscribe` with the long token."""
+    channels = [f"url-limit-{i:02d}-" + "c" * 86 for i in range(30)]
+    long_token = stack.token(*channels)
+    with pytest.raises(InvalidStatus) as refused:
+        await Subscriber.open(stack.ws, long_token)
+    assert refused.value.response.status_code == 414
+    sub = await Subscriber.open(stack.ws, stack.token(channels[0]))
+    try:
+        for channel in channels[1:]:
+            await sub.send({"action": "subscribe", "channel": channel, "token": long_token})
+        for channel in channels[1:]:
+            await sub.wait_for(lambda m, c=channel: m == {"type": "subscribed", "channel": c})
+    finally:
+        await sub.close()
