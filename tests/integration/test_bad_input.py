@@ -190,6 +190,14 @@ def test_private_tab_channels_cannot_be_granted_by_a_token(stack: Stack) -> None
     assert_klai_error(r, 403, "forbidden")
 
 
+@pytest.mark.parametrize("ttl", [True, "60", 1.5, 0])
+def test_a_token_ttl_that_is_not_a_positive_integer_is_a_400(stack: Stack, ttl: object) -> None:
+    # `true` was read as 1: a one-second token, which failed at connect.
+    r = post(stack, "/channels/token", {"channels": ["ok"], "ttl": ttl})
+    error = assert_klai_error(r, 400, "invalid_request")
+    assert [f["field"] for f in error["fields"]] == ["ttl"]
+
+
 @pytest.mark.parametrize("path", ["/stream/create/assistants", "/stream/create/assistants/stop"])
 def test_the_assistants_routes_authenticate_before_reading_the_body(
     stack: Stack, path: str

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictInt,
     StrictStr,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
@@ -291,4 +292,5 @@ class TokenRequest(BaseModel):
 
     api_key: SecretStr | None = Field(default=None, alias="apiKey")
     channels: list[ChannelName] = Field(min_length=1, max_length=100)
-    ttl: int | None = Field(default=None, gt=0)
+    # Strict: `true` would be a one-second token, `"60"` is not the integer the schema says.
+    ttl: StrictInt | None = Field(default=None, gt=0)
