@@ -22,10 +22,11 @@ from streaming_proxy import aws
 from streaming_proxy.auth import AppRegistry
 from streaming_proxy.channels.session import ConnectionRoutes
 from streaming_proxy.config import AppConfig, get_settings
-from streaming_proxy.errors import DeliveryRejected
+from streaming_proxy.errors import DeliveryRejected, PayloadTooLarge
 from streaming_proxy.streams import StreamRecord, StreamStatus, StreamStore
 from streaming_proxy.tablekeys import conn_key, tool_key
 from streaming_proxy.toolcalls import ToolCallRecord, ToolCallStore
+from streaming_proxy.tools.answers import accept_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -573,6 +574,20 @@ def test_an_answer_to_no_waiting_call_or_too_large_is_refused(stack: Stack) -> N
     open_call("tc_big", ["user-42"])
     reply = stack.send(tool_answer("tc_big", data="x" * 70_000))
     assert reply["type"] == "error" and reply["error"]["type"] == "payload_too_large"
+
+
+def test_the_answer_limit_counts_the_answer_as_compact_json(stack: Stack) -> None:
+    # Measured with `json.dumps`' default ", " and ": ", an answer of exactly 64 KB as
+    # compact JSON was refused as 8 bytes over.
+    answer: dict[str, Any] = {"success": True, "message": "done", "data": {"a": 1, "b": ""}}
+    room = 65_536 - len(json.dumps(answer, separators=(",", ":")).encode())
+    answer["data"]["b"] = "x" * room
+    store = open_call("tc_edge", ["user-42"])
+    accept_answer(store, "app1", "tc_edge", answer, channels=None, by="k", max_bytes=65_536)
+    answer["data"]["b"] += "x"
+    store = open_call("tc_over", ["user-42"])
+    with pytest.raises(PayloadTooLarge):
+        accept_answer(store, "app1", "tc_over", answer, channels=None, by="k", max_bytes=65_536)
 
 
 def outage(at: str) -> Stubber:

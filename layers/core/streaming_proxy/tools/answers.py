@@ -72,7 +72,7 @@ def accept_answer(
     or no longer waited on). The sender of the recorded answer repeating it (its ack was
     lost) is accepted again; anyone else, even with the same answer, gets Conflict: that
     tab ran the tool too, and must learn its answer was not the one taken."""
-    size = len(json.dumps(answer, ensure_ascii=False).encode("utf-8"))
+    size = len(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > max_bytes:
         raise PayloadTooLarge(f"tool answer of {size} bytes is over the {max_bytes}-byte limit")
     record = store.get(app_id, call_id)
