@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from streaming_proxy.config import Settings
 from streaming_proxy.events import Finish, ProviderEvent, TextDelta, ToolCallDelta, ToolCallsReady
+from streaming_proxy.openai_format import ChunkBuilder
 from streaming_proxy.providers.base import LlmRequest
 from streaming_proxy.redact import REDACTED
 from streaming_proxy.relay import Relay
@@ -122,3 +123,25 @@ async def test_the_calls_the_tool_loop_runs_carry_no_secret() -> None:
     assert [call.arguments for call in runner.ran] == [ready.calls[0].arguments]
     # The next round's request (and so a thread's stored round) holds it replaced too.
     assert KEY not in json.dumps(provider.requests[1].messages)
+
+
+async def test_a_new_call_at_a_reused_index_gets_none_of_the_last_calls_held_end() -> None:
+    """Some compatible servers stream each call whole at index 0, each under a new id: the
+    first call's held end (an opening of the key) is its own, not the next call's."""
+    script: list[Any] = [
+        ToolCallDelta(0, id="call_a", name="save", arguments='{"k": "' + KEY[:6]),
+        ToolCallDelta(0, id="call_b", name="other", arguments="{}"),
+        Finish("tool_calls"),
+    ]
+    fragments, _, outcome = await relayed(script)
+    assert [(call.id, call.arguments) for call in outcome.tool_calls] == [
+        ("call_a", '{"k": "' + KEY[:6]),
+        ("call_b", "{}"),
+    ]
+    builder = ChunkBuilder("chatcmpl-x", "m")
+    streamed = [builder.for_event(e) for e in fragments.events if isinstance(e, ToolCallDelta)]
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in streamed if c is not None]
+    by_index: dict[int, str] = {}
+    for call in calls:
+        by_index[call["index"]] = by_index.get(call["index"], "") + call["function"]["arguments"]
+    assert by_index == {0: '{"k": "' + KEY[:6], 1: "{}"}

@@ -214,10 +214,9 @@ class Relay(RelayStart, RelayStops, RelayEnd):
                 # Another call's fragment is no break in this call's arguments: its held end
                 # waits for its next fragment (calls are put together by index).
                 await self._release_text()
-                guarded = calls.release(event)
-                if guarded is None:
-                    return
-                event = guarded
+                for fragment in calls.release(event):
+                    await self._deliver(fragment)
+                return
             elif guards[0].holding or guards[1].holding or calls.held:
                 await self._release_held()
         await self._deliver(event)

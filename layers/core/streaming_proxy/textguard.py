@@ -142,34 +142,44 @@ def guards(own_key: str | SecretStr | None) -> tuple[TextGuard, TextGuard] | Non
 class CallGuards:
     """One stream's tool calls: each call's argument fragments `release`d through a guard
     of its own (a secret may be cut between two fragments); `rest` gives what the calls
-    hold, as fragments of their own, at a break (another event, the end)."""
+    hold, as fragments of their own, at a break (another event, the end). A call is the
+    one at its index until a fragment there names another id (as `TurnState` counts them:
+    a compatible server may stream each call whole at index 0)."""
 
     __slots__ = ("_guards", "_patterns", "held")
 
     def __init__(self, patterns: Sequence[_Patterns]) -> None:
         self._patterns = patterns
-        self._guards: dict[int, TextGuard] = {}
+        # The provider's index -> its latest call's id (None: the call came without one)
+        # and guard.
+        self._guards: dict[int, tuple[str | None, TextGuard]] = {}
         self.held = False  # whether some call holds an end of its arguments
 
-    def release(self, call: ToolCallDelta) -> ToolCallDelta | None:
-        """The fragment with what may go out of its arguments now; None when nothing of it
-        may (no arguments yet, and no id, name or signature either)."""
-        guard = self._guards.get(call.index)
-        if guard is None:
-            guard = self._guards[call.index] = TextGuard(self._patterns)
+    def release(self, call: ToolCallDelta) -> list[ToolCallDelta]:
+        """What goes out for the fragment: the end the index's previous call held (when
+        this one begins another call there), then the fragment with what may go out of its
+        arguments now (none when nothing of it may: no arguments yet, no id, name or
+        signature either)."""
+        out: list[ToolCallDelta] = []
+        latest = self._guards.get(call.index)
+        if latest is None or (call.id and latest[0] and call.id != latest[0]):
+            if latest is not None and latest[1].holding:
+                out.append(ToolCallDelta(call.index, arguments=latest[1].rest()))
+            latest = self._guards[call.index] = (call.id, TextGuard(self._patterns))
+        guard = latest[1]
         arguments = guard.release(call.arguments)
         self.held = self.held or guard.holding
         if arguments is call.arguments:
-            return call
-        if not arguments and call.id is None and call.name is None and call.signature is None:
-            return None
-        return replace(call, arguments=arguments)
+            out.append(call)
+        elif arguments or call.id or call.name or call.signature:
+            out.append(replace(call, arguments=arguments))
+        return out
 
     def rest(self) -> list[ToolCallDelta]:
         """The ends the calls hold, now that no more joins them."""
         rests = [
             ToolCallDelta(index, arguments=guard.rest())
-            for index, guard in sorted(self._guards.items())
+            for index, (_, guard) in sorted(self._guards.items())
             if guard.holding
         ]
         self.held = False
