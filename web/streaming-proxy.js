@@ -260,6 +260,9 @@ export class StreamingClient {
       this.streams.set(streamId, stream);
     }
     this._heard(stream);
+    // Asked now, not at a retry already timed (after a failed resume).
+    clearTimeout(stream._resumeTimer);
+    stream._resumeTimer = null;
     this._askResume(stream);
     return stream;
   }
@@ -410,6 +413,8 @@ export class StreamingClient {
     for (const stream of this.streams.values()) {
       if (!this._settled(stream)) {
         stream._resumeInFlight = false;
+        clearTimeout(stream._resumeTimer); // asked now, on the new connection
+        stream._resumeTimer = null;
         this._askResume(stream);
       }
     }
@@ -437,7 +442,12 @@ export class StreamingClient {
 
   _setStatus(status, detail = {}) {
     this.status = status;
-    this._onStatus?.(status, detail);
+    try {
+      this._onStatus?.(status, detail);
+    } catch (error) {
+      // The app's callback: reconnects, rejoins and resumes go on whatever it does.
+      console.error("streaming-proxy: onStatus failed", error);
+    }
   }
 
   _later(name, ms, fn) {
@@ -473,14 +483,18 @@ export class StreamingClient {
   }
 
   _request(body, kind, key) {
+    if (this._closed) return Promise.reject(new Error(`${kind}: client closed`));
     const bytes = oversize(JSON.stringify(body));
     if (bytes) return Promise.reject(tooLarge(kind, bytes));
     return new Promise((resolve, reject) => {
       const request = { body, kind, key, resolve, reject, onWire: false, timer: null };
-      request.timer = setTimeout(
-        () => this._settle(request, new Error(`${kind}: no reply within ${this._options.requestTimeoutMs} ms`)),
-        this._options.requestTimeoutMs,
-      );
+      request.timer = setTimeout(() => {
+        // Given up on: it leaves the queue replies are matched against, so an error naming no
+        // request (API Gateway's own) is not taken for it.
+        const at = request.onWire ? this._sent.findIndex((s) => s.kind === kind && s.key === key) : -1;
+        if (at >= 0) this._sent.splice(at, 1);
+        this._settle(request, new Error(`${kind}: no reply within ${this._options.requestTimeoutMs} ms`));
+      }, this._options.requestTimeoutMs);
       this._pending.add(request);
       this._transmit(request);
     });
@@ -532,7 +546,9 @@ export class StreamingClient {
     const named = message.request;
     const keyOf = Object.hasOwn(REQUEST_KEY, named?.action) ? REQUEST_KEY[named.action] : null;
     const at = keyOf ? this._sent.findIndex((s) => s.kind === named.action && s.key === keyOf(named)) : -1;
-    const head = at >= 0 ? this._sent.splice(at, 1)[0] : keyOf ? null : this._sent.shift();
+    // One naming a request this client never makes answers none of its requests.
+    const unnamed = named === undefined || named === null;
+    const head = at >= 0 ? this._sent.splice(at, 1)[0] : unnamed ? this._sent.shift() : null;
     const body = message.error ?? { message: message.message, code: 500, details: "", type: "internal_error" };
     const error = refusal(body);
     if (!head) return;
@@ -799,16 +815,16 @@ export class StreamingClient {
       .then((answer) => this._answerTool(call, answer, tool.onOutcome));
   }
 
-  async _answerTool(call, answer, onOutcome) {
+  async _answerTool(call, answer, onOutcome, shortened = false) {
     let status = "accepted";
     let error = null;
     try {
       await this.llmToolCallResponse({ toolCallId: call.toolCallId, ...answer });
     } catch (refused) {
-      if (refused.type === "payload_too_large" && answer.data !== undefined) {
+      if (refused.type === "payload_too_large" && !shortened) {
         // Nothing was recorded: say so now rather than leave the model waiting for the timeout.
         const tooLarge = { success: false, message: `the tool's result is too large to send: ${refused.message}` };
-        return this._answerTool(call, tooLarge, onOutcome);
+        return this._answerTool(call, tooLarge, onOutcome, true);
       }
       // "conflict": the call was answered already (another tab, or this one before a reconnect).
       status = refused.type === "conflict" ? "conflict" : "failed";
@@ -846,11 +862,12 @@ export class StreamingClient {
     this._send({ action: "resume", streamId: stream.streamId, afterSeq: stream.lastSeq }, "resume", stream.streamId);
   }
 
-  _retryResume(stream) {
+  /** Ask again after `resumeRetryMs`: while a gap remains, or (`always`) while not settled. */
+  _retryResume(stream, { always = false } = {}) {
     clearTimeout(stream._resumeTimer);
     stream._resumeTimer = setTimeout(() => {
       stream._resumeTimer = null;
-      if (this._hasGap(stream)) this._askResume(stream);
+      if (always || this._hasGap(stream)) this._askResume(stream);
     }, this._options.resumeRetryMs);
   }
 
@@ -862,6 +879,12 @@ export class StreamingClient {
     stream._resumeInFlight = false;
     stream._parts.clear();
     if (stream.lastSeq >= 0 && !this._hasGap(stream)) return; // live messages carry on
+    if (error.type !== "not_found") {
+      // Unavailable, throttled, an internal error: the stream may well be there, and every
+      // action is safe to repeat. Asked again shortly; nothing is given up.
+      this._retryResume(stream, { always: stream.lastSeq < 0 });
+      return;
+    }
     stream.error = error;
     stream.status = "error";
     stream.endedAt ??= now();
@@ -913,19 +936,23 @@ export class StreamingClient {
   /** The whole snapshot once all its parts are in, else null. */
   _joinParts(stream, message) {
     if (!(message.parts > 1)) return message;
-    const key = `${message.seq}/${message.parts}`;
+    const { part, parts } = message;
+    if (!Number.isInteger(part) || part < 0 || part >= parts) return null; // no such part
+    // A pushed catch-up and a resume reply are two copies: each is joined apart.
+    const key = `${message.seq}/${parts}/${message.catchUp ? "pushed" : "asked"}`;
     let pieces = stream._parts.get(key);
-    // A part seen twice means another copy of this snapshot (pushed, then the resume reply) has
-    // begun: start over rather than mix two copies that may be cut at different places.
-    if (!pieces || pieces.has(message.part)) {
+    const content = message.content ?? "";
+    // The same part again: the same copy repeated (kept as it is), or another copy of this
+    // snapshot cut at other places (begun afresh rather than mixed with the first).
+    if (!pieces || (pieces.has(part) && pieces.get(part) !== content)) {
       pieces = new Map();
       stream._parts.set(key, pieces);
     }
-    pieces.set(message.part, message.content ?? "");
-    if (pieces.size < message.parts) return null;
+    pieces.set(part, content);
+    if (pieces.size < parts) return null;
     stream._parts.delete(key);
-    const { part, parts, ...whole } = message;
-    return { ...whole, content: Array.from({ length: parts }, (_, i) => pieces.get(i) ?? "").join("") };
+    const { part: _part, parts: _parts, ...whole } = message;
+    return { ...whole, content: Array.from({ length: parts }, (_, i) => pieces.get(i)).join("") };
   }
 
   _applySnapshot(stream, snapshot) {
@@ -934,7 +961,12 @@ export class StreamingClient {
     // Never rewind: a snapshot older than what is held (the stored one lags up to a second), or
     // one after `end`, brings nothing. A final one at exactly the seq held still ends the stream.
     const advances = snapshot.seq > stream.lastSeq || (final && snapshot.seq === stream.lastSeq);
-    if (!stream._ended && advances) {
+    if (!stream._ended && final && !advances) {
+      // A stream lost and ended by the proxy (a dead letter) numbers its `error` and `end`
+      // from the seq it had stored, below what this tab held: those came as duplicates and
+      // were dropped, and this is how the tab learns the end. Its text stays the longer.
+      this._endFromSnapshot(stream, { ...snapshot, seq: stream.lastSeq }, status);
+    } else if (!stream._ended && advances) {
       this._applyCovered(stream, snapshot.seq, final);
       stream.text = snapshot.content ?? "";
       stream.lastSeq = snapshot.seq;
