@@ -639,3 +639,32 @@ def test_the_size_counts_each_label_as_it_is_sent_json_escaped() -> None:
         check_size(exact, [letters, quotes])
     with pytest.raises(PayloadTooLarge):
         check_size(exact, [quotes, letters])
+
+
+async def test_a_connection_back_after_its_lane_ended_counts_once_as_subscriber_and_failure() -> (
+    None
+):
+    """`subscribers` counts connections posted to and `post_failures` connections that
+    missed a message (docs/operations.md), not lanes: one that left, its lane done, and came
+    back counted twice in each."""
+    store = FakeStore({("appA", "x"): ["c1", "c2"]})
+    poster = FakePoster()
+    pub = publisher(store, poster, ["x"], refresh=0.01)
+    envelopes = stream(30)
+    await pub.start()
+    poster.script["c1"] = [DeliveryRejected("403", status=403)]
+    for e in envelopes[:10]:
+        await pub.send(e)
+    await asyncio.sleep(0.03)
+    store.members_by_channel[("appA", "x")] = ["c2"]
+    await asyncio.sleep(0.05)  # c1 left; its lane drained and ended
+    store.members_by_channel[("appA", "x")] = ["c1", "c2"]
+    await asyncio.sleep(0.05)  # back: a new lane, which starts with a catch-up
+    poster.script["c1"] = [DeliveryRejected("403", status=403)]  # refused too
+    for e in envelopes[10:]:
+        await pub.send(e)
+        await asyncio.sleep(0.001)
+    await pub.close()
+    assert (pub.stats.subscribers, pub.stats.failed) == (2, 1), pub.stats
+    assert pub.stats.dropped >= 2
+    assert text_of(poster.received["c2"]) == text_of(envelopes)

@@ -115,6 +115,10 @@ class ChannelPublisher:
         self._lanes: dict[str, Lane] = {}
         self._retired: set[Lane] = set()  # left the channels: delivering what they hold
         self._gone: set[str] = set()
+        # Connections posted to, and those that missed a message: counted once each, however
+        # many lanes a connection had (it may leave, its lane end, and come back).
+        self._served: set[str] = set()
+        self._missed: set[str] = set()
         self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -280,7 +284,9 @@ class ChannelPublisher:
             lane.channel = channel  # it may have come back through another channel
         else:
             lane = Lane(connection_id, channel, self._deliver, self.stats)
-            self.stats.subscribers += 1
+            if connection_id not in self._served:
+                self._served.add(connection_id)
+                self.stats.subscribers += 1
         self._lanes[connection_id] = lane
         if self._last is not None:
             # Joined mid-stream: first exactly the text so far, then live from the next seq.
@@ -378,8 +384,9 @@ class ChannelPublisher:
 
     def _count_failure(self, lane: Lane, seqs: int, why: str) -> None:
         self.stats.dropped += seqs
-        if not lane.failed:
-            lane.failed = True
+        lane.failed = True
+        if lane.connection_id not in self._missed:
+            self._missed.add(lane.connection_id)
             self.stats.failed += 1
         get_logger().warning(
             "message not delivered",
