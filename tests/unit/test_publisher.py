@@ -668,3 +668,27 @@ async def test_a_connection_back_after_its_lane_ended_counts_once_as_subscriber_
     assert (pub.stats.subscribers, pub.stats.failed) == (2, 1), pub.stats
     assert pub.stats.dropped >= 2
     assert text_of(poster.received["c2"]) == text_of(envelopes)
+
+
+async def test_a_lagging_lane_joins_its_backlog_on_either_side_of_a_snapshot_never_across() -> None:
+    """A page that resumed from the stored snapshot at seq S holds exactly the text up to S:
+    a joined message from its lane that straddles S overlaps what it holds, and it must drop
+    it and resume again, its text frozen until the lane catches up (decision 4)."""
+    store = FakeStore({("appA", "x"): ["slow"]})
+    poster = FakePoster()
+    poster.delay["slow"] = 0.05
+    pub = publisher(store, poster, ["x"])  # window 0: only the lane joins
+    envelopes = stream(40)
+    await pub.start()
+    taken: list[int] = []
+    for i, e in enumerate(envelopes):
+        await pub.send(e)
+        await asyncio.sleep(0.002)
+        if i in (12, 20, 28):
+            taken.append(pub.sent_so_far()[1])  # what the periodic snapshot stores
+    await pub.close()
+    received = poster.received["slow"]
+    spans = [(m.get("firstSeq", m["seq"]), m["seq"]) for m in received]
+    assert any(first < last for first, last in spans)  # the lane did join its backlog
+    assert not [(f, s) for f, s in spans for seq in taken if f <= seq < s]
+    assert text_of(received) == text_of(envelopes)

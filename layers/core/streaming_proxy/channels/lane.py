@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +97,10 @@ def _widest(message: Outgoing) -> int:
     return len(content) * MAX_CHAR_WIDTH if isinstance(content, str) else 0
 
 
-def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
-    """Pop the next message to post, merged with what follows it when it can be.
+def take_next(queue: deque[Outgoing], barriers: Collection[int] = ()) -> tuple[Outgoing, int]:
+    """Pop the next message to post, merged with what follows it when it can be, but never
+    past a seq in `barriers` (a snapshot's: a join across it would overlap what a page that
+    resumed from it holds).
 
     Returns the message and how many queued messages it replaced (1 = no merge).
     """
@@ -112,7 +114,7 @@ def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
     while queue:
         following = queue[0]
         same_kind = following.envelope.get("type") == head.envelope.get("type")
-        if not same_kind or following.first_seq != run[-1].seq + 1:
+        if not same_kind or following.first_seq != run[-1].seq + 1 or run[-1].seq in barriers:
             break
         extra = following.content_width if exact else _widest(following)
         if size + extra > MAX_CONTENT_BYTES:
@@ -128,12 +130,12 @@ def take_next(queue: deque[Outgoing]) -> tuple[Outgoing, int]:
     return merge(run), len(run)
 
 
-def compact(queue: deque[Outgoing]) -> int:
+def compact(queue: deque[Outgoing], barriers: Collection[int] = ()) -> int:
     """Merge every mergeable run in the queue in place; returns how many messages went."""
     before = len(queue)
     merged: deque[Outgoing] = deque()
     while queue:
-        message, _ = take_next(queue)
+        message, _ = take_next(queue, barriers)
         merged.append(message)
     queue.extend(merged)
     return before - len(queue)
@@ -147,9 +149,16 @@ class Lane:
     """One connection's ordered queue and the task that drains it."""
 
     def __init__(
-        self, connection_id: str, channel: str, deliver: Deliver, stats: PublishStats
+        self,
+        connection_id: str,
+        channel: str,
+        deliver: Deliver,
+        stats: PublishStats,
+        barriers: Collection[int] = (),
     ) -> None:
         self.connection_id = connection_id
+        # Snapshot seqs no join of its backlog crosses (the publisher's, kept current).
+        self._barriers = barriers
         # The label its messages carry, set at each post: the publisher keeps it current.
         self.channel = channel
         self.failed = False  # at least one message could not be delivered
@@ -167,7 +176,7 @@ class Lane:
     def put(self, message: Outgoing) -> None:
         self._queue.append(message)
         if len(self._queue) > COMPACT_AT:
-            self._stats.merged += compact(self._queue)
+            self._stats.merged += compact(self._queue, self._barriers)
         self._ready.set()
 
     def finish(self) -> None:
@@ -209,7 +218,7 @@ class Lane:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            message, replaced = take_next(self._queue)
+            message, replaced = take_next(self._queue, self._barriers)
             self._stats.merged += replaced - 1
             self.in_flight = message
             keep_going = await self._deliver(self, message)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ from .lane import Lane, Outgoing
 from .names import is_private
 from .poster import Poster
 from .store import ConnectionStore
+
+# Snapshot seqs a lane's joins stay clear of: a snapshot a second, so a lane this many
+# seconds behind may join across an older one (a page that resumed from it then drops the
+# join and resumes again: nothing lost).
+MAX_BARRIERS = 64
 
 # What the waiting calls may take of a catch-up snapshot (envelopes.py holds one snapshot
 # message to 120,000 bytes): one call of the largest size a page is sent (tools/messages.py),
@@ -117,6 +123,10 @@ class ChannelPublisher:
         self._gone: set[str] = set()
         # Connections posted to, and those that missed a message: counted once each, however
         # many lanes a connection had (it may leave, its lane end, and come back).
+        # The seqs of the latest snapshots taken (`sent_so_far`): a page that resumed from
+        # one gets its lane's backlog joined up to it and from the next seq on, so the
+        # first live message it gets neither overlaps nor leaves a gap.
+        self._barriers: deque[int] = deque(maxlen=MAX_BARRIERS)
         self._served: set[str] = set()
         self._missed: set[str] = set()
         self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
@@ -157,8 +167,12 @@ class ChannelPublisher:
 
     def sent_so_far(self) -> tuple[str, int]:
         """The text and last seq handed to the connections (what a snapshot may say: a
-        joined message never straddles it)."""
-        return "".join(self._text), -1 if self._last is None else int(self._last["seq"])
+        joined message never straddles it: the window's joins are made before, and a lane
+        behind joins its backlog on either side of it, never across: `barriers`)."""
+        seq = -1 if self._last is None else int(self._last["seq"])
+        if seq >= 0 and (not self._barriers or self._barriers[-1] != seq):
+            self._barriers.append(seq)
+        return "".join(self._text), seq
 
     def _flush_due(self) -> None:
         self._flush_timer = None
@@ -283,7 +297,7 @@ class ChannelPublisher:
             self._retired.discard(lane)
             lane.channel = channel  # it may have come back through another channel
         else:
-            lane = Lane(connection_id, channel, self._deliver, self.stats)
+            lane = Lane(connection_id, channel, self._deliver, self.stats, self._barriers)
             if connection_id not in self._served:
                 self._served.add(connection_id)
                 self.stats.subscribers += 1
