@@ -16,7 +16,7 @@ import pytest
 from streaming_proxy import aws
 from streaming_proxy.blocking import BlockingCalls
 from streaming_proxy.channels.poster import BotoPoster
-from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy
+from streaming_proxy.channels.publisher import ChannelPublisher, RetryPolicy, SlowConnections
 from streaming_proxy.config import MAX_POST_CONCURRENCY
 from streaming_proxy.envelopes import MAX_MESSAGE_BYTES, encode
 from streaming_proxy.errors import (
@@ -100,6 +100,7 @@ def publisher(
     policy: RetryPolicy = POLICY,
     window: float = 0.0,
     max_window: float | None = None,
+    slow: SlowConnections | None = None,
 ) -> ChannelPublisher:
     return ChannelPublisher(
         store=store,  # type: ignore[arg-type]
@@ -113,6 +114,7 @@ def publisher(
         drain_seconds=drain,
         window_seconds=window,
         max_window_seconds=max_window,
+        slow=slow,
     )
 
 
@@ -692,3 +694,30 @@ async def test_a_lagging_lane_joins_its_backlog_on_either_side_of_a_snapshot_nev
     assert any(first < last for first, last in spans)  # the lane did join its backlog
     assert not [(f, s) for f, s in spans for seq in taken if f <= seq < s]
     assert text_of(received) == text_of(envelopes)
+
+
+async def test_a_connection_slow_in_one_stream_waits_in_the_gate_in_the_next() -> None:
+    """The slow mark lived on a stream's lane: tabs that never answer started every new
+    stream unmarked, took the post slots again and held healthy tabs up a post timeout."""
+    slow = SlowConnections(1)
+    store = FakeStore({("appA", "x"): ["dead", "healthy"]})
+    poster = FakePoster()
+    poster.script["dead"] = [DeliveryUnreachable("no answer")] * (POLICY.max_retries + 1)
+    first = publisher(store, poster, ["x"], slow=slow, drain=1)
+    await publish(first, stream(3)[:1])
+    assert "dead" in slow and "healthy" not in slow
+
+    await slow.gate.acquire()  # every slow post now waits
+    second = publisher(store, poster, ["x"], slow=slow)
+    await second.start()
+    poster.received.clear()
+    for e in stream(4):
+        await second.send(e)
+    while len(poster.received.get("healthy", [])) < 3:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    assert "dead" not in poster.received  # it waits for the gate, the healthy tab does not
+    slow.gate.release()
+    await second.close()
+    dead = poster.received["dead"]  # what waited in the gate, joined, all of it
+    assert text_of(dead) == text_of(stream(4)) and dead[-1]["type"] == "end"
+    assert "dead" not in slow  # a post got through: no longer slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -13,7 +12,7 @@ from . import aws, nethttp, redact
 from .auth import AppRegistry
 from .blocking import BlockingCalls, dependency_error
 from .channels.poster import BotoPoster, Poster
-from .channels.publisher import RetryPolicy
+from .channels.publisher import RetryPolicy, SlowConnections
 from .channels.store import ConnectionStore
 from .config import Settings
 from .errors import ProxyError
@@ -82,8 +81,9 @@ class Dependencies:
             post_timeout_seconds=settings.post_timeout_seconds,
             slow_concurrency=max(1, settings.post_concurrency // 4),
         )
-        # Shared by every stream of the process: slow connections never hold more than this.
-        self._slow_gate = asyncio.Semaphore(self._retry.slow_concurrency)
+        # Shared by every stream of the process: slow connections never hold more posts than
+        # its gate, in this stream or the next.
+        self._slow = SlowConnections(self._retry.slow_concurrency)
 
     # What only some requests use (threads, assistants, tools, image URLs) is made, and its
     # modules imported, on its first use: not by every cold start (decision 40).

@@ -117,7 +117,7 @@ class RelayAssembly(Dependencies):
             retry=self._retry,
             drain_seconds=self.settings.drain_timeout_seconds,
             stats=stats,
-            slow_gate=self._slow_gate,
+            slow=self._slow,
             window_seconds=window_seconds,
             max_window_seconds=self.settings.max_flush_interval_ms / 1000,
         )

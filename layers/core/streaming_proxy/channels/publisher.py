@@ -54,6 +54,28 @@ MAX_BARRIERS = 64
 PENDING_CALLS_BYTES = 100_000
 
 
+class SlowConnections:
+    """The connections of a process whose last post got no answer in time, and the gate
+    their posts share: remembered across streams (one stream's lanes are new), until one of
+    their posts succeeds. At most `remembered` of them, the oldest forgotten first."""
+
+    def __init__(self, concurrency: int, remembered: int = 10_000) -> None:
+        self.gate = asyncio.Semaphore(concurrency)
+        self._ids: dict[str, None] = {}
+        self._remembered = remembered
+
+    def __contains__(self, connection_id: object) -> bool:
+        return connection_id in self._ids
+
+    def remember(self, connection_id: str) -> None:
+        self._ids[connection_id] = None
+        if len(self._ids) > self._remembered:
+            del self._ids[next(iter(self._ids))]
+
+    def forget(self, connection_id: str) -> None:
+        self._ids.pop(connection_id, None)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries for one post: `max_retries` after the first attempt, each after a
@@ -105,7 +127,7 @@ class ChannelPublisher:
         retry: RetryPolicy | None = None,
         drain_seconds: float = 10.0,
         stats: PublishStats | None = None,
-        slow_gate: asyncio.Semaphore | None = None,
+        slow: SlowConnections | None = None,
         window_seconds: float = 0.0,
         max_window_seconds: float | None = None,
     ) -> None:
@@ -121,15 +143,15 @@ class ChannelPublisher:
         self._lanes: dict[str, Lane] = {}
         self._retired: set[Lane] = set()  # left the channels: delivering what they hold
         self._gone: set[str] = set()
-        # Connections posted to, and those that missed a message: counted once each, however
-        # many lanes a connection had (it may leave, its lane end, and come back).
         # The seqs of the latest snapshots taken (`sent_so_far`): a page that resumed from
         # one gets its lane's backlog joined up to it and from the next seq on, so the
         # first live message it gets neither overlaps nor leaves a gap.
         self._barriers: deque[int] = deque(maxlen=MAX_BARRIERS)
+        # Connections posted to, and those that missed a message: counted once each, however
+        # many lanes a connection had (it may leave, its lane end, and come back).
         self._served: set[str] = set()
         self._missed: set[str] = set()
-        self._slow_gate = slow_gate or asyncio.Semaphore(self._retry.slow_concurrency)
+        self._slow = slow or SlowConnections(self._retry.slow_concurrency)
         self._cleanups: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None  # the read after `end`
@@ -298,6 +320,7 @@ class ChannelPublisher:
             lane.channel = channel  # it may have come back through another channel
         else:
             lane = Lane(connection_id, channel, self._deliver, self.stats, self._barriers)
+            lane.slow = connection_id in self._slow  # slow in an earlier stream: still is
             if connection_id not in self._served:
                 self._served.add(connection_id)
                 self.stats.subscribers += 1
@@ -367,7 +390,9 @@ class ChannelPublisher:
         for attempt in range(retry.max_retries + 1):
             try:
                 await self._post(lane, data)
-                lane.slow = False
+                if lane.slow:
+                    lane.slow = False
+                    self._slow.forget(lane.connection_id)
                 self.stats.posts += 1
                 return True
             except ConnectionGone:
@@ -375,7 +400,9 @@ class ChannelPublisher:
                 return False
             except (DeliveryError, TimeoutError) as e:
                 error = e if isinstance(e, DeliveryError) else DeliveryUnreachable("post timed out")
-                lane.slow = lane.slow or isinstance(error, DeliveryUnreachable)
+                if not lane.slow and isinstance(error, DeliveryUnreachable):
+                    lane.slow = True
+                    self._slow.remember(lane.connection_id)
                 if not error.retryable or attempt == retry.max_retries:
                     self._count_failure(lane, lane.missed(message), error.message)
                     return True  # the next message may get through; the browser resumes
@@ -391,7 +418,7 @@ class ChannelPublisher:
         # Waiting in the slow gate or for one of the poster's workers (a thread, a pooled
         # connection) is queueing, not slowness: the clock starts once a slot is ours. Else
         # a large fan-out would mark healthy tabs slow and retry posts still under way.
-        gate: AbstractAsyncContextManager[None] = self._slow_gate if lane.slow else nullcontext()
+        gate: AbstractAsyncContextManager[None] = self._slow.gate if lane.slow else nullcontext()
         async with gate, self._poster.slots:
             async with asyncio.timeout(self._retry.post_deadline_seconds):
                 await self._poster.post(lane.connection_id, data)
