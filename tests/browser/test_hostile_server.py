@@ -6,11 +6,6 @@ requests made after `close()` or given up on. Each case once left a stream witho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from playwright.sync_api import Page
-
 from tests.browser.test_client_protocol import (
     ACK,
     STREAM,
@@ -20,12 +15,13 @@ from tests.browser.test_client_protocol import (
     envelope,
     harness_page,
     on_tool,
+    proxy,
     snapshot,
     split,
     thread_info,
 )
 
-__all__ = ["harness_page"]
+__all__ = ["harness_page", "proxy"]  # the module's page and client fixtures, shared
 
 UNAVAILABLE = {
     "type": "error",
@@ -39,14 +35,6 @@ UNAVAILABLE = {
 }
 # API Gateway's own answer to a route that failed: it names no request.
 GATEWAY_ERROR = {"message": "Internal server error", "connectionId": "c", "requestId": "r"}
-
-
-@pytest.fixture
-def proxy(harness_page: Page) -> Iterator[Proxy]:
-    handle = Proxy(harness_page)
-    handle.start()
-    yield handle
-    harness_page.evaluate("proxy.client.close()")
 
 
 def answer_resumes(proxy: Proxy, *replies: object) -> None:
