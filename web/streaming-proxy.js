@@ -260,10 +260,7 @@ export class StreamingClient {
       this.streams.set(streamId, stream);
     }
     this._heard(stream);
-    // Asked now, not at a retry already timed (after a failed resume).
-    clearTimeout(stream._resumeTimer);
-    stream._resumeTimer = null;
-    this._askResume(stream);
+    this._askResumeNow(stream);
     return stream;
   }
 
@@ -413,9 +410,7 @@ export class StreamingClient {
     for (const stream of this.streams.values()) {
       if (!this._settled(stream)) {
         stream._resumeInFlight = false;
-        clearTimeout(stream._resumeTimer); // asked now, on the new connection
-        stream._resumeTimer = null;
-        this._askResume(stream);
+        this._askResumeNow(stream); // on the new connection
       }
     }
     // Requests made while offline (stop, tool answers, pings) go out now.
@@ -860,6 +855,13 @@ export class StreamingClient {
     stream._resumeSentAt = now();
     stream.resumes += 1;
     this._send({ action: "resume", streamId: stream.streamId, afterSeq: stream.lastSeq }, "resume", stream.streamId);
+  }
+
+  /** Ask now, not at a retry already timed (after a failed resume). */
+  _askResumeNow(stream) {
+    clearTimeout(stream._resumeTimer);
+    stream._resumeTimer = null;
+    this._askResume(stream);
   }
 
   /** Ask again after `resumeRetryMs`: while a gap remains, or (`always`) while not settled. */

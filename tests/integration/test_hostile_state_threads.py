@@ -13,7 +13,7 @@ import httpx
 from streaming_proxy.outcome import unknown_usage
 from streaming_proxy.streams import StreamRecord, StreamStore, new_stream_id
 from streaming_proxy.threads import RunStart, ThreadStore, new_run_id
-from tests.conftest import Stack
+from tests.conftest import RIVAL_KEY, Stack
 from tests.integration.test_threads import call, history, run, run_body
 from tests.wsclient import Subscriber
 
@@ -235,6 +235,14 @@ async def test_a_thread_past_its_ttl_is_gone_though_its_items_linger(stack: Stac
         assert again.status_code == 404, again.text
         query = await call(stack, "POST", "/llm/query", run_body(channel, "x", thread))
         assert query.status_code == 404, query.text
+        # Erasing it still takes what DynamoDB left.
+        assert (await call(stack, "DELETE", f"/threads/{thread}")).status_code == 200
+        left = stack.dynamodb_client().query(
+            TableName=stack.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"THREAD#{stack.app_id}#{thread}"}},
+        )["Items"]
+        assert left == []
     finally:
         await sub.close()
 
@@ -294,3 +302,30 @@ async def test_stopping_a_run_whose_stream_record_is_gone_ends_it_failed(stack: 
         assert after[-1]["type"] == "end"
     finally:
         await sub.close()
+
+
+async def test_deleting_a_thread_erases_no_other_apps_thread_or_stream(stack: Stack) -> None:
+    """The streams an erase deletes are the ones its own thread's runs name: another app's
+    run on a channel of the same name, and its thread, stay readable to that app."""
+    channel = "hostile-forget-shared-name"
+    mine, theirs = await Subscriber.open(stack.ws, stack.token(channel)), None
+    try:
+        theirs = await Subscriber.open(stack.ws, stack.token(channel, api_key=RIVAL_KEY))
+        r = await call(
+            stack, "POST", "/stream/create/assistants", run_body(channel, "keep"), RIVAL_KEY
+        )
+        assert r.status_code == 200, r.text
+        kept = r.json()
+        await theirs.stream(kept["streamId"], within=20)
+        ack, _ = await run(stack, mine, run_body(channel, "erase me"))
+        assert (await call(stack, "DELETE", f"/threads/{ack['threadId']}")).status_code == 200
+        read = await call(stack, "GET", f"/threads/{kept['threadId']}/messages", key=RIVAL_KEY)
+        assert [m["content"] for m in read.json()["messages"]] == ["keep", "keep"]
+        since = len(theirs.messages)
+        await theirs.send({"action": "resume", "streamId": kept["streamId"]})
+        reply = await theirs.wait_for(lambda m: m.get("type") != "pong", 10, since=since)
+        assert reply["type"] == "snapshot" and reply["content"] == "keep", reply
+    finally:
+        await mine.close()
+        if theirs is not None:
+            await theirs.close()

@@ -52,6 +52,13 @@ class ToolCallDelta:
     arguments: str = ""
     signature: str | None = None
 
+    def begins_another(self, current_id: str | None) -> bool:
+        """Whether this fragment begins another call at its index than the one there so far
+        (whose id is `current_id`): it names another id. A compatible server may stream
+        each call whole at index 0. One rule for every reader of the fragments (the turn,
+        the `/v1` chunks, the call guards), so they count the same calls."""
+        return bool(self.id and current_id and self.id != current_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:

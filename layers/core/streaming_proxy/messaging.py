@@ -10,7 +10,7 @@ from typing import Any
 
 from .blocking import dependency_error
 from .channels.publisher import ChannelPublisher
-from .envelopes import MAX_MESSAGE_BYTES, encode
+from .envelopes import MAX_MESSAGE_BYTES, encode, json_width
 from .errors import PayloadTooLarge, ProxyError
 
 # What the caller is told is unavailable when membership cannot be read.
@@ -39,7 +39,7 @@ def check_size(envelope: dict[str, Any], channels: Sequence[str]) -> None:
     WebSocket message: API Gateway refuses it, and a message cannot be split as text is.
     Each label is measured as it is sent, JSON-escaped (a `"` takes two bytes there)."""
     unlabelled = len(encode({**envelope, "channel": ""}))
-    label = max(len(encode({"": channel})) - len(encode({"": ""})) for channel in channels)
+    label = max(json_width(channel) for channel in channels)
     size = unlabelled + label
     if size > MAX_MESSAGE_BYTES:
         raise PayloadTooLarge(

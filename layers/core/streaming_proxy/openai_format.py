@@ -134,7 +134,7 @@ class ChunkBuilder:
         index 0), as `TurnState` counts them; the provider's indices may have gaps, the
         SDK's may not (its accumulator fails on one)."""
         latest = self._calls.get(event.index)
-        if latest is not None and not (event.id and latest[0] and event.id != latest[0]):
+        if latest is not None and not event.begins_another(latest[0]):
             # A later fragment's id is not the call's: its first fragment's (streamed) is.
             return {"index": latest[1], "function": {"arguments": event.arguments}}
         number, self._call_count = self._call_count, self._call_count + 1

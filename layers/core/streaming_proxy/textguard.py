@@ -153,7 +153,9 @@ class CallGuards:
         # The provider's index -> its latest call's id (None: the call came without one)
         # and guard.
         self._guards: dict[int, tuple[str | None, TextGuard]] = {}
-        self.held = False  # whether some call holds an end of its arguments
+        # Set once a call holds an end of its arguments; cleared by `rest` (it may stay set
+        # after that end went out with the call's next fragment: `rest` then finds none).
+        self.held = False
 
     def release(self, call: ToolCallDelta) -> list[ToolCallDelta]:
         """What goes out for the fragment: the end the index's previous call held (when
@@ -162,7 +164,7 @@ class CallGuards:
         signature either)."""
         out: list[ToolCallDelta] = []
         latest = self._guards.get(call.index)
-        if latest is None or (call.id and latest[0] and call.id != latest[0]):
+        if latest is None or call.begins_another(latest[0]):
             if latest is not None and latest[1].holding:
                 out.append(ToolCallDelta(call.index, arguments=latest[1].rest()))
             latest = self._guards[call.index] = (call.id, TextGuard(self._patterns))

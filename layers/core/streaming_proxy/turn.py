@@ -83,7 +83,7 @@ class TurnState:
         number = self._latest.get(event.index)
         if number is not None:
             call = self.tools[(event.index, number)]
-            if not (event.id and call.id and event.id != call.id):
+            if not event.begins_another(call.id):
                 return call, False
         number = 0 if number is None else number + 1
         self._latest[event.index] = number

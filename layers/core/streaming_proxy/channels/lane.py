@@ -162,7 +162,6 @@ class Lane:
         # The label its messages carry, set at each post: the publisher keeps it current.
         self.channel = channel
         self.failed = False  # at least one message could not be delivered
-        self.slow = False  # its last post got no answer in time: it waits in the slow gate
         self._stats = stats
         self.in_flight: Outgoing | None = None
         # The highest seq already counted as missed with a lost catch-up snapshot.

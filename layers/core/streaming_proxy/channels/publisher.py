@@ -208,7 +208,11 @@ class ChannelPublisher:
     def _behind(self) -> bool:
         """Whether more than a tenth of the healthy connections have messages waiting
         (a slow or failing one is not counted: it must not widen everyone's window)."""
-        healthy = [lane for lane in self._lanes.values() if not lane.slow and not lane.failed]
+        healthy = [
+            lane
+            for lane in self._lanes.values()
+            if lane.connection_id not in self._slow and not lane.failed
+        ]
         busy = sum(1 for lane in healthy if lane.busy)
         return busy * 10 > len(healthy)
 
@@ -320,7 +324,6 @@ class ChannelPublisher:
             lane.channel = channel  # it may have come back through another channel
         else:
             lane = Lane(connection_id, channel, self._deliver, self.stats, self._barriers)
-            lane.slow = connection_id in self._slow  # slow in an earlier stream: still is
             if connection_id not in self._served:
                 self._served.add(connection_id)
                 self.stats.subscribers += 1
@@ -390,9 +393,7 @@ class ChannelPublisher:
         for attempt in range(retry.max_retries + 1):
             try:
                 await self._post(lane, data)
-                if lane.slow:
-                    lane.slow = False
-                    self._slow.forget(lane.connection_id)
+                self._slow.forget(lane.connection_id)
                 self.stats.posts += 1
                 return True
             except ConnectionGone:
@@ -400,8 +401,7 @@ class ChannelPublisher:
                 return False
             except (DeliveryError, TimeoutError) as e:
                 error = e if isinstance(e, DeliveryError) else DeliveryUnreachable("post timed out")
-                if not lane.slow and isinstance(error, DeliveryUnreachable):
-                    lane.slow = True
+                if isinstance(error, DeliveryUnreachable):
                     self._slow.remember(lane.connection_id)
                 if not error.retryable or attempt == retry.max_retries:
                     self._count_failure(lane, lane.missed(message), error.message)
@@ -418,7 +418,8 @@ class ChannelPublisher:
         # Waiting in the slow gate or for one of the poster's workers (a thread, a pooled
         # connection) is queueing, not slowness: the clock starts once a slot is ours. Else
         # a large fan-out would mark healthy tabs slow and retry posts still under way.
-        gate: AbstractAsyncContextManager[None] = self._slow.gate if lane.slow else nullcontext()
+        slow = lane.connection_id in self._slow  # here or in an earlier stream
+        gate: AbstractAsyncContextManager[None] = self._slow.gate if slow else nullcontext()
         async with gate, self._poster.slots:
             async with asyncio.timeout(self._retry.post_deadline_seconds):
                 await self._poster.post(lane.connection_id, data)
